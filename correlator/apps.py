@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CorrelatorConfig(AppConfig):
+    name = "correlator"
+    verbose_name = "llmrum correlator"

@@ -1,0 +1,116 @@
+"""Admin for applications and their members, and read-only views of raw rows."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from rumserver.applications import (
+    _new_ingest_token,
+    _new_public_key,
+    application_rotate_token,
+    normalize_origin,
+    token_hash,
+)
+from rumserver.models import (
+    Application,
+    ApplicationMember,
+    BrowserEvent,
+    BrowserSession,
+    DirtyTrace,
+    Span,
+)
+
+
+class MemberInline(admin.TabularInline):
+    model = ApplicationMember
+    extra = 1
+    raw_id_fields = ["user"]
+
+
+@admin.register(Application)
+class ApplicationAdmin(admin.ModelAdmin):
+    list_display = ["name", "slug", "public_key", "ingest_token_prefix", "sample_rate", "created_at"]
+    search_fields = ["name", "slug", "public_key"]
+    readonly_fields = ["public_key", "ingest_token_prefix", "created_at"]
+    exclude = ["ingest_token_hash"]
+    inlines = [MemberInline]
+    actions = ["rotate_token"]
+
+    def save_model(self, request: HttpRequest, obj: Application, form: Any, change: bool) -> None:
+        obj.allowed_origins = sorted({normalize_origin(o) for o in obj.allowed_origins or []})
+        if not change:
+            token = _new_ingest_token()
+            obj.public_key = _new_public_key()
+            obj.ingest_token_hash = token_hash(token)
+            obj.ingest_token_prefix = token[:10]
+            messages.warning(
+                request, f"Ingest token for {obj.slug} (shown once, copy it now): {token}"
+            )
+        super().save_model(request, obj, form, change)
+
+    @admin.action(description="Rotate the ingest token (the old one stops working)")
+    def rotate_token(self, request: HttpRequest, queryset: QuerySet[Application]) -> None:
+        for app in queryset:
+            created = application_rotate_token(slug=app.slug)
+            messages.warning(
+                request,
+                f"New ingest token for {app.slug} (shown once, copy it now): "
+                f"{created.ingest_token}",
+            )
+
+
+@admin.register(ApplicationMember)
+class ApplicationMemberAdmin(admin.ModelAdmin):
+    list_display = ["application", "user", "created_at"]
+    list_select_related = ["application", "user"]
+    raw_id_fields = ["user"]
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Raw rows come from ingest only; big tables skip the exact count."""
+
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(BrowserSession)
+class BrowserSessionAdmin(ReadOnlyAdmin):
+    list_display = ["session_id", "app", "browser", "os", "device_class", "is_bot", "last_seen_at"]
+    list_filter = ["device_class", "is_bot"]
+    list_select_related = ["app"]
+    search_fields = ["=session_id", "=user_id"]
+    raw_id_fields = ["app"]
+
+
+@admin.register(BrowserEvent)
+class BrowserEventAdmin(ReadOnlyAdmin):
+    list_display = ["event_id", "type", "name", "trace_id", "app", "received_at"]
+    list_filter = ["type"]
+    list_select_related = ["app"]
+    search_fields = ["=trace_id", "=event_id"]
+    raw_id_fields = ["app", "session"]
+
+
+@admin.register(Span)
+class SpanAdmin(ReadOnlyAdmin):
+    list_display = ["trace_id", "span_id", "role", "service", "name", "app", "received_at"]
+    list_filter = ["role"]
+    list_select_related = ["app"]
+    search_fields = ["=trace_id", "=span_id"]
+    raw_id_fields = ["app"]
+
+
+@admin.register(DirtyTrace)
+class DirtyTraceAdmin(ReadOnlyAdmin):
+    list_display = ["trace_id", "app", "first_marked_at", "last_marked_at"]
+    list_select_related = ["app"]
+    search_fields = ["=trace_id"]

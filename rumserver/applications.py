@@ -1,0 +1,203 @@
+"""Applications and their keys: create, rotate, grant, and the cached lookups
+that the ingest endpoints make on every request."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.utils.text import slugify
+
+from rumserver.models import Application, ApplicationMember
+
+PUBLIC_KEY_PREFIX = "pk_"
+INGEST_TOKEN_PREFIX = "it_"
+
+
+class ApplicationError(ValueError):
+    pass
+
+
+def token_hash(token: str) -> str:
+    # Tokens carry 256 random bits, so a fast hash is enough: nobody can brute
+    # force the preimage, and the OTLP hot path can look the hash up directly.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_public_key() -> str:
+    return PUBLIC_KEY_PREFIX + secrets.token_urlsafe(18)
+
+
+def _new_ingest_token() -> str:
+    return INGEST_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def normalize_origin(origin: str) -> str:
+    """``https://Chat.Example.com:443/`` -> ``https://chat.example.com``; raises on junk."""
+    origin = origin.strip()
+    if origin in ("*", "null"):
+        return origin
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApplicationError(f"not an origin (scheme://host[:port]): {origin!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ApplicationError(f"an origin has no path, query or fragment: {origin!r}")
+    host = parts.hostname
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    default_port = 443 if parts.scheme == "https" else 80
+    port = f":{parts.port}" if parts.port and parts.port != default_port else ""
+    return f"{parts.scheme}://{host}{port}"
+
+
+@dataclass(frozen=True)
+class CreatedApplication:
+    application: Application
+    ingest_token: str
+
+
+def application_create(
+    *,
+    name: str,
+    origins: list[str],
+    slug: str | None = None,
+    sample_rate: float = 1.0,
+    retention_days: int | None = None,
+) -> CreatedApplication:
+    if not name.strip():
+        raise ApplicationError("name must not be empty")
+    if not 0.0 <= sample_rate <= 1.0:
+        raise ApplicationError("sample rate must be between 0 and 1")
+    slug = slug or slugify(name)[:64]
+    if not slug:
+        raise ApplicationError(f"cannot make a slug from {name!r}; pass --slug")
+    token = _new_ingest_token()
+    app = Application(
+        name=name.strip(),
+        slug=slug,
+        public_key=_new_public_key(),
+        ingest_token_hash=token_hash(token),
+        ingest_token_prefix=token[:10],
+        allowed_origins=sorted({normalize_origin(o) for o in origins}),
+        sample_rate=sample_rate,
+        retention_days=retention_days or settings.LLMRUM_DEFAULT_RETENTION_DAYS,
+    )
+    try:
+        with transaction.atomic():
+            app.save()
+    except IntegrityError:
+        raise ApplicationError(f"an application with slug {slug!r} exists already") from None
+    return CreatedApplication(application=app, ingest_token=token)
+
+
+def application_rotate_token(*, slug: str) -> CreatedApplication:
+    """Give the application a new ingest token; the old one stops working at once."""
+    token = _new_ingest_token()
+    with transaction.atomic():
+        app = Application.objects.select_for_update().filter(slug=slug).first()
+        if app is None:
+            raise ApplicationError(f"no application with slug {slug!r}")
+        app.ingest_token_hash = token_hash(token)
+        app.ingest_token_prefix = token[:10]
+        app.save(update_fields=["ingest_token_hash", "ingest_token_prefix"])
+    return CreatedApplication(application=app, ingest_token=token)
+
+
+def application_grant(*, slug: str, username: str) -> ApplicationMember:
+    app = Application.objects.filter(slug=slug).first()
+    if app is None:
+        raise ApplicationError(f"no application with slug {slug!r}")
+    user = get_user_model().objects.filter(username=username).first()
+    if user is None:
+        raise ApplicationError(f"no user named {username!r}")
+    member, _ = ApplicationMember.objects.get_or_create(application=app, user=user)
+    return member
+
+
+# --- Cached lookups for the ingest hot path ---------------------------------
+
+
+@dataclass(frozen=True)
+class IngestApp:
+    """The few fields ingest needs, detached from the ORM so it can be cached."""
+
+    id: int
+    slug: str
+    allowed_origins: frozenset[str]
+    wildcard_suffixes: tuple[tuple[str, str], ...]  # (scheme, ".example.com")
+    allow_any_origin: bool
+
+    def origin_allowed(self, origin: str) -> bool:
+        if self.allow_any_origin or origin in self.allowed_origins:
+            return True
+        scheme, _, rest = origin.partition("://")
+        host = rest.rsplit(":", 1)[0] if not rest.endswith("]") else rest
+        return any(scheme == s and host.endswith(suffix) for s, suffix in self.wildcard_suffixes)
+
+
+def _ingest_app(app: Application) -> IngestApp:
+    exact: set[str] = set()
+    wildcards: list[tuple[str, str]] = []
+    for origin in app.allowed_origins or []:
+        scheme, sep, host = str(origin).partition("://")
+        if sep and host.startswith("*."):
+            wildcards.append((scheme, host[1:]))
+        else:
+            exact.add(str(origin))
+    return IngestApp(
+        id=app.pk,
+        slug=app.slug,
+        allowed_origins=frozenset(exact),
+        wildcard_suffixes=tuple(wildcards),
+        allow_any_origin="*" in exact,
+    )
+
+
+class _TTLCache:
+    """A tiny per-process cache: the key lookup runs on every beacon."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._data: dict[str, tuple[float, IngestApp | None]] = {}
+        self._lock = threading.Lock()
+        self._max = max_entries
+
+    def get(self, key: str, ttl: float) -> tuple[bool, IngestApp | None]:
+        hit = self._data.get(key)
+        if hit is None or time.monotonic() - hit[0] > ttl:
+            return False, None
+        return True, hit[1]
+
+    def put(self, key: str, value: IngestApp | None) -> None:
+        with self._lock:
+            if len(self._data) >= self._max:
+                self._data.clear()  # crude but bounded: a flood of random keys cannot grow memory
+            self._data[key] = (time.monotonic(), value)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_by_public_key = _TTLCache()
+
+
+def ingest_app_by_public_key(public_key: str) -> IngestApp | None:
+    ttl = settings.LLMRUM_APP_CACHE_SECONDS
+    found, cached = _by_public_key.get(public_key, ttl)
+    if found:
+        return cached
+    app = Application.objects.filter(public_key=public_key).first()
+    value = _ingest_app(app) if app is not None else None
+    _by_public_key.put(public_key, value)
+    return value
+
+
+def clear_ingest_caches() -> None:
+    _by_public_key.clear()

@@ -1,0 +1,163 @@
+"""Turning a beacon body into rows, without touching the database.
+
+``parse_batch`` validates the envelope (a bad envelope is a 400 naming the
+field), then each event on its own (a bad event is rejected alone), cuts long
+strings and lists and flags the event, and returns plain row dicts.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+
+from rumserver.beacon_schema import (
+    MAX_MAP_ENTRIES,
+    MAX_TBT_GAPS,
+    TEXT_LIMITS,
+    Batch,
+    TurnEvent,
+    VitalEvent,
+    batch_decoder,
+    event_decoder,
+)
+from rumserver.errors import IngestError
+
+MAX_LIST_ITEMS = {"tbt_gaps": MAX_TBT_GAPS, "server_timing": MAX_MAP_ENTRIES}
+_PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+
+
+@dataclass
+class EventRow:
+    event_id: str
+    type: str
+    name: str
+    ts_ms: float
+    trace_id: str
+    span_id: str
+    turn_span_id: str
+    truncated: bool
+    data: dict[str, Any]
+
+
+@dataclass
+class ParsedBatch:
+    batch: Batch
+    rows: list[EventRow] = field(default_factory=list)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+    session_truncated: bool = False
+
+    @property
+    def trace_ids(self) -> list[str]:
+        return sorted({row.trace_id for row in self.rows if row.trace_id})
+
+
+def split_validation_error(exc: Exception) -> tuple[str, str | None]:
+    """msgspec's "Expected `int`, got `str` - at `$.events[2].ts`" -> (message, "events[2].ts")."""
+    text = str(exc)
+    match = _PATH_RE.search(text)
+    if not match:
+        return text, None
+    return text[: match.start()], match.group("path") or None
+
+
+def parse_batch(body: bytes, *, max_events: int) -> ParsedBatch:
+    try:
+        batch = batch_decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, path = split_validation_error(exc)
+        raise IngestError(400, f"invalid batch: {message}", field=path) from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        raise IngestError(400, "body is not valid UTF-8 JSON") from None
+    except RecursionError:
+        raise IngestError(400, "body is nested too deeply") from None
+    if len(batch.events) > max_events:
+        raise IngestError(413, f"at most {max_events} events a batch", field="events")
+
+    parsed = ParsedBatch(batch=batch)
+    seen: dict[str, int] = {}
+    for index, raw in enumerate(batch.events):
+        try:
+            event = event_decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            message, path = split_validation_error(exc)
+            parsed.rejected.append(
+                {"index": index, "error": f"{path}: {message}" if path else message}
+            )
+            continue
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            parsed.rejected.append({"index": index, "error": "event is not valid UTF-8 JSON"})
+            continue
+        except RecursionError:
+            parsed.rejected.append({"index": index, "error": "event is nested too deeply"})
+            continue
+        row = _event_row(event, page_url=batch.page.url)
+        # The same id twice in one batch: one row. A vital keeps its newest report.
+        if row.event_id in seen:
+            if isinstance(event, VitalEvent):
+                parsed.rows[seen[row.event_id]] = row
+            continue
+        seen[row.event_id] = len(parsed.rows)
+        parsed.rows.append(row)
+    return parsed
+
+
+def _event_row(event: Any, *, page_url: str) -> EventRow:
+    data = msgspec.to_builtins(event)
+    data["page_url"] = page_url
+    data, truncated = cut(data)
+    trace_id = getattr(event, "trace_id", None) or ""
+    span_id = event.span_id if isinstance(event, TurnEvent) else ""
+    turn_span_id = getattr(event, "turn_span_id", None) or ""
+    name = str(data.get("name") or "")[:64]  # action and vital names; blank for the rest
+    return EventRow(
+        event_id=event.id,
+        type=data["type"],
+        name=name,
+        ts_ms=event.ts,
+        trace_id=trace_id,
+        span_id=span_id,
+        turn_span_id=turn_span_id,
+        truncated=truncated,
+        data=data,
+    )
+
+
+def cut_text(value: str, key: str) -> tuple[str, bool]:
+    limit = TEXT_LIMITS.get(key, TEXT_LIMITS["default"])
+    if len(value) <= limit:
+        return value, False
+    return value[:limit], True
+
+
+def cut(data: dict[str, Any], *, key_limit: int = 64) -> tuple[dict[str, Any], bool]:
+    """Cut strings, lists and maps of a decoded event to the server's limits."""
+    truncated = False
+    out: dict[str, Any] = {}
+    for index, (key, value) in enumerate(data.items()):
+        if index >= MAX_MAP_ENTRIES * 2 or len(key) > key_limit:
+            truncated = True
+            continue
+        if isinstance(value, str):
+            value, was_cut = cut_text(value, key)
+            truncated |= was_cut
+        elif isinstance(value, list):
+            limit = MAX_LIST_ITEMS.get(key, MAX_MAP_ENTRIES)
+            if len(value) > limit:
+                value, truncated = value[:limit], True
+            cleaned = []
+            for item in value:
+                if isinstance(item, dict):
+                    item, was_cut = cut(item)
+                    truncated |= was_cut
+                cleaned.append(item)
+            value = cleaned
+        elif isinstance(value, dict):
+            if len(value) > MAX_MAP_ENTRIES:
+                value, truncated = dict(list(value.items())[:MAX_MAP_ENTRIES]), True
+            value, was_cut = cut(value)
+            truncated |= was_cut
+        out[key] = value
+    return out, truncated

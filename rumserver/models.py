@@ -1,0 +1,220 @@
+"""Raw rows written by ingest: applications and keys, browser sessions and
+events from beacons, spans from OTLP, and the dirty-trace queue the correlator
+sweeps (DESIGN.md §2-§5).
+
+Client times (browser epoch milliseconds, on the browser's own clock) are kept
+as floats exactly as sent; server times are timezone-aware datetimes. Span times
+are integer nanoseconds as OTLP sends them.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class Application(models.Model):
+    """One chat product that sends beacons and spans, with its keys."""
+
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=64, unique=True)
+    # Public: sits in page source, identifies the application on the beacon endpoint.
+    public_key = models.CharField(max_length=64, unique=True)
+    # Secret: only its SHA-256 is stored; the token itself is shown once.
+    ingest_token_hash = models.CharField(max_length=64, unique=True)
+    ingest_token_prefix = models.CharField(
+        max_length=16, help_text="The first characters of the token, to tell tokens apart."
+    )
+    allowed_origins = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Origins allowed to send beacons, e.g. "https://chat.example.com"; '
+        '"*" allows any, "https://*.example.com" any subdomain.',
+    )
+    sample_rate = models.FloatField(default=1.0)
+    retention_days = models.PositiveIntegerField(default=30)
+    store_content = models.BooleanField(
+        default=False, help_text="Keep prompt and completion text from spans (opt-in)."
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL,
+        through="ApplicationMember",
+        related_name="llmrum_applications",
+        blank=True,
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.slug
+
+
+class ApplicationMember(models.Model):
+    """A user who may see an application's data (staff see every application)."""
+
+    application = models.ForeignKey(Application, on_delete=models.CASCADE)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["application", "user"], name="uniq_app_member"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} @ {self.application}"
+
+
+class BrowserSession(models.Model):
+    """A browser session as the SDK names it, with its parsed user agent."""
+
+    class Device(models.TextChoices):
+        DESKTOP = "desktop"
+        MOBILE = "mobile"
+        TABLET = "tablet"
+        BOT = "bot"
+        OTHER = "other"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    session_id = models.CharField(max_length=64)
+    started_at_ms = models.FloatField(null=True, blank=True)
+    first_seen_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    user_id = models.CharField(max_length=128, blank=True, default="")
+    sdk_version = models.CharField(max_length=32, blank=True, default="")
+    user_agent = models.CharField(max_length=512, blank=True, default="")
+    browser = models.CharField(max_length=64, blank=True, default="")
+    browser_version = models.CharField(max_length=32, blank=True, default="")
+    os = models.CharField(max_length=64, blank=True, default="")
+    os_version = models.CharField(max_length=32, blank=True, default="")
+    device_class = models.CharField(max_length=16, choices=Device.choices, default=Device.OTHER)
+    is_bot = models.BooleanField(default=False)
+    client_ip = models.GenericIPAddressField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "session_id"], name="uniq_session_per_app"),
+        ]
+        indexes = [models.Index(fields=["app", "last_seen_at"], name="session_app_seen")]
+
+    def __str__(self) -> str:
+        return self.session_id
+
+
+class BrowserEvent(models.Model):
+    """One event of a beacon batch (turn, action, feedback, vital, error, page_view)."""
+
+    class Type(models.TextChoices):
+        TURN = "turn"
+        ACTION = "action"
+        FEEDBACK = "feedback"
+        VITAL = "vital"
+        ERROR = "error"
+        PAGE_VIEW = "page_view"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    session = models.ForeignKey(BrowserSession, on_delete=models.CASCADE)
+    # Client-made id; a retried beacon lands once thanks to the unique constraint.
+    event_id = models.CharField(max_length=64)
+    type = models.CharField(max_length=16, choices=Type.choices)
+    # Action name, vital metric name; blank for other types.
+    name = models.CharField(max_length=64, blank=True, default="")
+    ts_ms = models.FloatField(help_text="Client epoch ms on the browser's clock.")
+    sent_at_ms = models.FloatField(help_text="The batch's client send time (browser clock).")
+    received_at = models.DateTimeField(help_text="Server receive time of the batch.")
+    trace_id = models.CharField(max_length=32, blank=True, default="")
+    span_id = models.CharField(max_length=16, blank=True, default="")
+    turn_span_id = models.CharField(max_length=16, blank=True, default="")
+    truncated = models.BooleanField(default=False, help_text="A string or list was cut.")
+    data = models.JSONField(help_text="The validated event as sent (strings cut).")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "event_id"], name="uniq_event_per_app"),
+        ]
+        indexes = [
+            models.Index(fields=["trace_id"], name="event_trace"),
+            models.Index(fields=["app", "received_at"], name="event_app_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.type} {self.event_id}"
+
+
+class Span(models.Model):
+    """One span in the shared store: from OTLP, or a browser turn made by the correlator."""
+
+    class Role(models.TextChoices):
+        BROWSER = "browser"
+        GATEWAY = "gateway"
+        MODEL = "model"
+        SERVICE = "service"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace_id = models.CharField(max_length=32)
+    span_id = models.CharField(max_length=16)
+    parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.SERVICE)
+    service = models.CharField(max_length=128, blank=True, default="")
+    name = models.CharField(max_length=256)
+    kind = models.PositiveSmallIntegerField(default=0, help_text="OTLP SpanKind number.")
+    start_ns = models.BigIntegerField()
+    end_ns = models.BigIntegerField()
+    status_code = models.PositiveSmallIntegerField(default=0, help_text="OTLP StatusCode.")
+    status_message = models.CharField(max_length=1024, blank=True, default="")
+    attributes = models.JSONField(default=dict)
+    resource = models.JSONField(default=dict)
+    scope = models.JSONField(default=dict)
+    events = models.JSONField(default=list)
+    links = models.JSONField(default=list)
+    received_at = models.DateTimeField()
+    # Typed GenAI columns, filled at ingest so nobody parses JSON for them later.
+    gen_ai_operation = models.CharField(max_length=64, blank=True, default="")
+    gen_ai_provider = models.CharField(max_length=64, blank=True, default="")
+    request_model = models.CharField(max_length=128, blank=True, default="")
+    response_model = models.CharField(max_length=128, blank=True, default="")
+    conversation_id = models.CharField(max_length=128, blank=True, default="")
+    input_tokens = models.IntegerField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    ttft_s = models.FloatField(null=True, blank=True, help_text="Time to first token/chunk.")
+    ttft_source = models.CharField(max_length=64, blank=True, default="")
+    queue_s = models.FloatField(null=True, blank=True, help_text="vLLM time in queue.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "trace_id", "span_id"], name="uniq_span_per_trace"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["trace_id"], name="span_trace"),
+            models.Index(fields=["app", "start_ns"], name="span_app_start"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.trace_id}/{self.span_id}"
+
+
+class DirtyTrace(models.Model):
+    """A trace that got new data and waits for the correlator.
+
+    Ingest upserts a row here in the same transaction as the raw rows; the
+    correlator claims rows with ``SELECT … FOR UPDATE SKIP LOCKED``. A lost
+    Celery hint therefore delays a trace by one sweep and loses nothing.
+    """
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace_id = models.CharField(max_length=32)
+    first_marked_at = models.DateTimeField()
+    last_marked_at = models.DateTimeField(help_text="Server receive time of the newest data.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "trace_id"], name="uniq_dirty_trace"),
+        ]
+        indexes = [models.Index(fields=["last_marked_at"], name="dirty_marked")]
+
+    def __str__(self) -> str:
+        return self.trace_id

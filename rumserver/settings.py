@@ -1,0 +1,203 @@
+"""Django settings for llmrum, read from the environment only (DESIGN.md §9).
+
+With nothing set, llmrum runs on its embedded default: an SQLite file and a
+filesystem Celery broker under ``LLMRUM_DATA_DIR`` (no server to install).
+Production and CI set ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL``
+(Redis or RabbitMQ).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dj_database_url
+
+from rumserver.env import env_bool, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+DATA_DIR = Path(env_str("LLMRUM_DATA_DIR", str(BASE_DIR / ".data")))
+
+DEBUG = env_bool("LLMRUM_DEBUG", False)
+# The default key is only good for the embedded try-it-out mode; production sets SECRET_KEY.
+SECRET_KEY = env_str("SECRET_KEY", "llmrum-insecure-development-key-set-SECRET_KEY-in-production")
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("LLMRUM_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "corsheaders",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "rumserver",
+    "correlator",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    # CORS answers preflights for the beacon endpoint before anything else runs;
+    # which origins are allowed is decided per application (rumserver.cors).
+    "corsheaders.middleware.CorsMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "rumserver.urls"
+WSGI_APPLICATION = "rumserver.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# --- Database -------------------------------------------------------------
+DATABASES = {
+    "default": dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{DATA_DIR / 'llmrum.sqlite3'}"),
+        # Persistent connections: opening one per request costs 2-4x on the ingest path.
+        conn_max_age=env_int("LLMRUM_CONN_MAX_AGE", 600, minimum=0),
+        conn_health_checks=True,
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Web, worker and beat share one SQLite file in the embedded mode: WAL lets
+    # readers run beside the writer, IMMEDIATE transactions avoid upgrade deadlocks.
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+    }
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Cache (in-process; only used for small lookups) -------------------------
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# --- Auth, i18n, static ---------------------------------------------------
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+LOGIN_URL = "/admin/login/"
+
+STATIC_URL = "/static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "frontend_sdk" / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
+# Serve straight from the finders when collectstatic has not run (embedded mode, tests).
+WHITENOISE_USE_FINDERS = True
+
+# --- Security -------------------------------------------------------------
+SECURE_SSL_REDIRECT = env_bool("LLMRUM_SSL_REDIRECT", False)
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("LLMRUM_BEHIND_TLS_PROXY", False) else None
+)
+SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
+CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
+SECURE_CONTENT_TYPE_NOSNIFF = True
+
+# --- CORS: only the browser-facing ingest endpoint; origins per application ---
+CORS_URLS_REGEX = r"^/rum/v1/"
+CORS_ALLOWED_ORIGINS: list[str] = []
+CORS_ALLOW_METHODS = ("POST", "OPTIONS")
+CORS_ALLOW_HEADERS = ("content-type", "content-encoding")
+CORS_PREFLIGHT_MAX_AGE = 86400
+
+# --- Django REST framework (read API; not used on the ingest hot path) -------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+}
+
+# --- Celery -----------------------------------------------------------------
+# The embedded broker is kombu's filesystem transport: web, worker and beat on one
+# machine exchange messages through files, no server needed.
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
+_broker_dir = DATA_DIR / "broker"
+CELERY_BROKER_TRANSPORT_OPTIONS = (
+    {
+        "data_folder_in": str(_broker_dir),
+        "data_folder_out": str(_broker_dir),
+        "control_folder": str(DATA_DIR / "broker-control"),
+        "store_processed": False,
+    }
+    if CELERY_BROKER_URL.startswith("filesystem")
+    else {}
+)
+for _folder in ("data_folder_in", "control_folder"):
+    if _folder in CELERY_BROKER_TRANSPORT_OPTIONS:
+        Path(CELERY_BROKER_TRANSPORT_OPTIONS[_folder]).mkdir(parents=True, exist_ok=True)
+CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_SOFT_TIME_LIMIT = 120
+CELERY_TASK_TIME_LIMIT = 180
+CELERY_TASK_ACKS_LATE = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "llmrum"
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
+CELERY_BEAT_SCHEDULE = {
+    "correlator-sweep": {
+        "task": "correlator.sweep",
+        "schedule": env_float("LLMRUM_SWEEP_SECONDS", 5.0, minimum=0.5),
+    },
+}
+
+# --- llmrum -----------------------------------------------------------------
+# Beacon limits (DESIGN.md §4).
+LLMRUM_BEACON_MAX_WIRE_BYTES = 64 * 1024
+LLMRUM_BEACON_MAX_BODY_BYTES = 1024 * 1024
+LLMRUM_BEACON_MAX_EVENTS = 200
+# Rate limits are per web process (token buckets in memory, no round trip on
+# the hot path); both sit far above one application's normal traffic.
+LLMRUM_BEACON_RATE_LIMIT = env_float("LLMRUM_BEACON_RATE_LIMIT", 1000.0, minimum=100.0)
+LLMRUM_BEACON_IP_RATE_LIMIT = env_float("LLMRUM_BEACON_IP_RATE_LIMIT", 100.0, minimum=1.0)
+# The client IP is used for rate limiting only, unless the operator opts in.
+LLMRUM_STORE_CLIENT_IP = env_bool("LLMRUM_STORE_CLIENT_IP", False)
+# How long a public-key lookup is cached in each web process.
+LLMRUM_APP_CACHE_SECONDS = env_float("LLMRUM_APP_CACHE_SECONDS", 10.0, minimum=0.0)
+# At most one correlator hint per web process per this many seconds; the hint is only a
+# nudge, the correlator finds its work in the dirty-trace table.
+LLMRUM_HINT_INTERVAL_SECONDS = env_float("LLMRUM_HINT_INTERVAL_SECONDS", 1.0, minimum=0.0)
+LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
+LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env_str("LLMRUM_LOG_LEVEL", "INFO")},
+}

@@ -1,0 +1,10 @@
+from django.contrib import admin
+from django.urls import path
+
+from rumserver import views
+
+urlpatterns = [
+    path("rum/v1/beacon", views.beacon, name="beacon"),
+    path("healthz", views.healthz, name="healthz"),
+    path("admin/", admin.site.urls),
+]

@@ -1,0 +1,89 @@
+"""Ingest views: parse the request, make one service call, answer."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import DatabaseError
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+
+from rumserver.applications import IngestApp, ingest_app_by_public_key
+from rumserver.errors import IngestError
+from rumserver.health import health_check
+from rumserver.parsers import media_type, read_body
+from rumserver.ratelimit import TokenBuckets, retry_after_seconds
+from rumserver.services import beacon_ingest
+
+BEACON_MEDIA_TYPES = ("application/json", "text/plain")
+beacon_limits = TokenBuckets()
+
+
+def error_response(error: IngestError) -> JsonResponse:
+    response = JsonResponse(error.as_json(), status=error.status)
+    if error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    return response
+
+
+def _beacon_app(request: HttpRequest) -> IngestApp:
+    key = request.GET.get("key", "")
+    if not key:
+        raise IngestError(403, "missing public key (?key=pk_...)", field="key")
+    app = ingest_app_by_public_key(key) if len(key) <= 64 else None
+    if app is None:
+        raise IngestError(403, "unknown public key", field="key")
+    # sendBeacon and fetch always send Origin on cross-origin POSTs; a request
+    # without one (a server, curl) cannot be told apart and is let through.
+    origin = request.headers.get("Origin")
+    if origin is not None and not app.origin_allowed(origin):
+        raise IngestError(403, f"origin {origin[:200]!r} is not allowed for this application")
+    return app
+
+
+def _beacon_rate_limit(app: IngestApp, client_ip: str) -> None:
+    rate = settings.LLMRUM_BEACON_RATE_LIMIT
+    wait = beacon_limits.take(f"app:{app.id}", rate=rate, burst=rate * 2)
+    if not wait:
+        ip_rate = settings.LLMRUM_BEACON_IP_RATE_LIMIT
+        wait = beacon_limits.take(f"ip:{app.id}:{client_ip}", rate=ip_rate, burst=ip_rate * 2)
+    if wait:
+        raise IngestError(429, "too many requests", retry_after=retry_after_seconds(wait))
+
+
+@csrf_exempt
+def beacon(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        # OPTIONS preflights for allowed origins are answered by the CORS middleware.
+        response = JsonResponse({"error": "use POST"}, status=405)
+        response["Allow"] = "POST, OPTIONS"
+        return response
+    client_ip = request.META.get("REMOTE_ADDR", "")
+    try:
+        app = _beacon_app(request)
+        _beacon_rate_limit(app, client_ip)
+        if media_type(request) not in BEACON_MEDIA_TYPES:
+            raise IngestError(415, "Content-Type must be application/json or text/plain")
+        body = read_body(
+            request,
+            max_wire=settings.LLMRUM_BEACON_MAX_WIRE_BYTES,
+            max_body=settings.LLMRUM_BEACON_MAX_BODY_BYTES,
+        )
+        result = beacon_ingest(
+            app=app,
+            body=body,
+            user_agent=request.headers.get("User-Agent", ""),
+            client_ip=client_ip or None,
+            now=timezone.now(),
+        )
+    except IngestError as error:
+        return error_response(error)
+    except DatabaseError:
+        # Nothing was committed (one transaction); ask the SDK to retry the batch later.
+        return error_response(IngestError(503, "storage unavailable, retry later", retry_after=5))
+    return JsonResponse(result.as_json(), status=202)
+
+
+def healthz(request: HttpRequest) -> HttpResponse:
+    report = health_check()
+    return JsonResponse(report.as_json(), status=200 if report.ok else 503)
