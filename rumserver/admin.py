@@ -33,7 +33,14 @@ class MemberInline(admin.TabularInline):
 
 @admin.register(Application)
 class ApplicationAdmin(admin.ModelAdmin):
-    list_display = ["name", "slug", "public_key", "ingest_token_prefix", "sample_rate", "created_at"]
+    list_display = [
+        "name",
+        "slug",
+        "public_key",
+        "ingest_token_prefix",
+        "sample_rate",
+        "created_at",
+    ]
     search_fields = ["name", "slug", "public_key"]
     readonly_fields = ["public_key", "ingest_token_prefix", "created_at"]
     exclude = ["ingest_token_hash"]

@@ -12,7 +12,7 @@ a test fails when the file and these structs disagree.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -50,11 +50,20 @@ SpanId = Annotated[
 # Python's "$" also matches before a final newline; "(?!\n)" closes that gap and is a
 # no-op for JSON Schema (ECMA-262) validators, where "$" is the end of the string.
 # Free text is cut to these lengths at ingest and the event flagged, never rejected.
-TEXT_LIMITS = {"url": 2048, "error": 1024, "message": 1024, "stack": 8192, "default": 512}
+TEXT_LIMITS = {
+    "url": 2048,
+    "page_url": 2048,
+    "referrer": 2048,
+    "source": 2048,
+    "error": 1024,
+    "message": 1024,
+    "stack": 8192,
+    "default": 512,
+}
 MAX_TBT_GAPS = 512
 MAX_MAP_ENTRIES = 32
 
-Scalar = Union[str, float, bool, None]
+Scalar = str | float | bool | None
 
 
 class Sdk(msgspec.Struct):
@@ -129,7 +138,7 @@ class ActionEvent(_Event, tag="action"):
 
 
 class FeedbackEvent(_Event, tag="feedback"):
-    value: Union[Literal["up", "down"], float]
+    value: Literal["up", "down"] | float
     comment: str | None = None
     turn_span_id: SpanId | None = None
     trace_id: TraceId | None = None
@@ -160,7 +169,7 @@ class PageViewEvent(_Event, tag="page_view"):
     route_change: bool = False
 
 
-Event = Union[TurnEvent, ActionEvent, FeedbackEvent, VitalEvent, ErrorEvent, PageViewEvent]
+Event = TurnEvent | ActionEvent | FeedbackEvent | VitalEvent | ErrorEvent | PageViewEvent
 
 
 class _BatchHead(msgspec.Struct):

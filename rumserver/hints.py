@@ -45,9 +45,7 @@ class HintSender:
         with self._lock:
             if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
                 self._pid = os.getpid()
-                self._thread = threading.Thread(
-                    target=self._run, name="llmrum-hints", daemon=True
-                )
+                self._thread = threading.Thread(target=self._run, name="llmrum-hints", daemon=True)
                 self._thread.start()
 
     def _run(self) -> None:

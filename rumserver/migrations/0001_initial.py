@@ -6,7 +6,6 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
@@ -15,164 +14,333 @@ class Migration(migrations.Migration):
 
     operations = [
         migrations.CreateModel(
-            name='Application',
+            name="Application",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=200)),
-                ('slug', models.SlugField(max_length=64, unique=True)),
-                ('public_key', models.CharField(max_length=64, unique=True)),
-                ('ingest_token_hash', models.CharField(max_length=64, unique=True)),
-                ('ingest_token_prefix', models.CharField(help_text='The first characters of the token, to tell tokens apart.', max_length=16)),
-                ('allowed_origins', models.JSONField(blank=True, default=list, help_text='Origins allowed to send beacons, e.g. "https://chat.example.com"; "*" allows any, "https://*.example.com" any subdomain.')),
-                ('sample_rate', models.FloatField(default=1.0)),
-                ('retention_days', models.PositiveIntegerField(default=30)),
-                ('store_content', models.BooleanField(default=False, help_text='Keep prompt and completion text from spans (opt-in).')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=200)),
+                ("slug", models.SlugField(max_length=64, unique=True)),
+                ("public_key", models.CharField(max_length=64, unique=True)),
+                ("ingest_token_hash", models.CharField(max_length=64, unique=True)),
+                (
+                    "ingest_token_prefix",
+                    models.CharField(
+                        help_text="The first characters of the token, to tell tokens apart.",
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "allowed_origins",
+                    models.JSONField(
+                        blank=True,
+                        default=list,
+                        help_text='Origins allowed to send beacons, e.g. "https://chat.example.com"; "*" allows any, "https://*.example.com" any subdomain.',
+                    ),
+                ),
+                ("sample_rate", models.FloatField(default=1.0)),
+                ("retention_days", models.PositiveIntegerField(default=30)),
+                (
+                    "store_content",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Keep prompt and completion text from spans (opt-in).",
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='ApplicationMember',
+            name="ApplicationMember",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('application', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='rumserver.application')),
-                ('user', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "application",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="rumserver.application"
+                    ),
+                ),
+                (
+                    "user",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to=settings.AUTH_USER_MODEL
+                    ),
+                ),
             ],
         ),
         migrations.AddField(
-            model_name='application',
-            name='members',
-            field=models.ManyToManyField(blank=True, related_name='llmrum_applications', through='rumserver.ApplicationMember', to=settings.AUTH_USER_MODEL),
+            model_name="application",
+            name="members",
+            field=models.ManyToManyField(
+                blank=True,
+                related_name="llmrum_applications",
+                through="rumserver.ApplicationMember",
+                to=settings.AUTH_USER_MODEL,
+            ),
         ),
         migrations.CreateModel(
-            name='BrowserSession',
+            name="BrowserSession",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('session_id', models.CharField(max_length=64)),
-                ('started_at_ms', models.FloatField(blank=True, null=True)),
-                ('first_seen_at', models.DateTimeField()),
-                ('last_seen_at', models.DateTimeField()),
-                ('user_id', models.CharField(blank=True, default='', max_length=128)),
-                ('sdk_version', models.CharField(blank=True, default='', max_length=32)),
-                ('user_agent', models.CharField(blank=True, default='', max_length=512)),
-                ('browser', models.CharField(blank=True, default='', max_length=64)),
-                ('browser_version', models.CharField(blank=True, default='', max_length=32)),
-                ('os', models.CharField(blank=True, default='', max_length=64)),
-                ('os_version', models.CharField(blank=True, default='', max_length=32)),
-                ('device_class', models.CharField(choices=[('desktop', 'Desktop'), ('mobile', 'Mobile'), ('tablet', 'Tablet'), ('bot', 'Bot'), ('other', 'Other')], default='other', max_length=16)),
-                ('is_bot', models.BooleanField(default=False)),
-                ('client_ip', models.GenericIPAddressField(blank=True, null=True)),
-                ('app', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, to='rumserver.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("session_id", models.CharField(max_length=64)),
+                ("started_at_ms", models.FloatField(blank=True, null=True)),
+                ("first_seen_at", models.DateTimeField()),
+                ("last_seen_at", models.DateTimeField()),
+                ("user_id", models.CharField(blank=True, default="", max_length=128)),
+                ("sdk_version", models.CharField(blank=True, default="", max_length=32)),
+                ("user_agent", models.CharField(blank=True, default="", max_length=512)),
+                ("browser", models.CharField(blank=True, default="", max_length=64)),
+                ("browser_version", models.CharField(blank=True, default="", max_length=32)),
+                ("os", models.CharField(blank=True, default="", max_length=64)),
+                ("os_version", models.CharField(blank=True, default="", max_length=32)),
+                (
+                    "device_class",
+                    models.CharField(
+                        choices=[
+                            ("desktop", "Desktop"),
+                            ("mobile", "Mobile"),
+                            ("tablet", "Tablet"),
+                            ("bot", "Bot"),
+                            ("other", "Other"),
+                        ],
+                        default="other",
+                        max_length=16,
+                    ),
+                ),
+                ("is_bot", models.BooleanField(default=False)),
+                ("client_ip", models.GenericIPAddressField(blank=True, null=True)),
+                (
+                    "app",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="rumserver.application",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='BrowserEvent',
+            name="BrowserEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.CharField(max_length=64)),
-                ('type', models.CharField(choices=[('turn', 'Turn'), ('action', 'Action'), ('feedback', 'Feedback'), ('vital', 'Vital'), ('error', 'Error'), ('page_view', 'Page View')], max_length=16)),
-                ('name', models.CharField(blank=True, default='', max_length=64)),
-                ('ts_ms', models.FloatField(help_text="Client epoch ms on the browser's clock.")),
-                ('sent_at_ms', models.FloatField(help_text="The batch's client send time (browser clock).")),
-                ('received_at', models.DateTimeField(help_text='Server receive time of the batch.')),
-                ('trace_id', models.CharField(blank=True, default='', max_length=32)),
-                ('span_id', models.CharField(blank=True, default='', max_length=16)),
-                ('turn_span_id', models.CharField(blank=True, default='', max_length=16)),
-                ('truncated', models.BooleanField(default=False, help_text='A string or list was cut.')),
-                ('data', models.JSONField(help_text='The validated event as sent (strings cut).')),
-                ('app', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, to='rumserver.application')),
-                ('session', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, to='rumserver.browsersession')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("event_id", models.CharField(max_length=64)),
+                (
+                    "type",
+                    models.CharField(
+                        choices=[
+                            ("turn", "Turn"),
+                            ("action", "Action"),
+                            ("feedback", "Feedback"),
+                            ("vital", "Vital"),
+                            ("error", "Error"),
+                            ("page_view", "Page View"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                ("name", models.CharField(blank=True, default="", max_length=64)),
+                ("ts_ms", models.FloatField(help_text="Client epoch ms on the browser's clock.")),
+                (
+                    "sent_at_ms",
+                    models.FloatField(help_text="The batch's client send time (browser clock)."),
+                ),
+                (
+                    "received_at",
+                    models.DateTimeField(help_text="Server receive time of the batch."),
+                ),
+                ("trace_id", models.CharField(blank=True, default="", max_length=32)),
+                ("span_id", models.CharField(blank=True, default="", max_length=16)),
+                ("turn_span_id", models.CharField(blank=True, default="", max_length=16)),
+                (
+                    "truncated",
+                    models.BooleanField(default=False, help_text="A string or list was cut."),
+                ),
+                ("data", models.JSONField(help_text="The validated event as sent (strings cut).")),
+                (
+                    "app",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="rumserver.application",
+                    ),
+                ),
+                (
+                    "session",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE, to="rumserver.browsersession"
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='DirtyTrace',
+            name="DirtyTrace",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trace_id', models.CharField(max_length=32)),
-                ('first_marked_at', models.DateTimeField()),
-                ('last_marked_at', models.DateTimeField(help_text='Server receive time of the newest data.')),
-                ('app', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, to='rumserver.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("trace_id", models.CharField(max_length=32)),
+                ("first_marked_at", models.DateTimeField()),
+                (
+                    "last_marked_at",
+                    models.DateTimeField(help_text="Server receive time of the newest data."),
+                ),
+                (
+                    "app",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="rumserver.application",
+                    ),
+                ),
             ],
         ),
         migrations.CreateModel(
-            name='Span',
+            name="Span",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('trace_id', models.CharField(max_length=32)),
-                ('span_id', models.CharField(max_length=16)),
-                ('parent_span_id', models.CharField(blank=True, default='', max_length=16)),
-                ('role', models.CharField(choices=[('browser', 'Browser'), ('gateway', 'Gateway'), ('model', 'Model'), ('service', 'Service')], default='service', max_length=16)),
-                ('service', models.CharField(blank=True, default='', max_length=128)),
-                ('name', models.CharField(max_length=256)),
-                ('kind', models.PositiveSmallIntegerField(default=0, help_text='OTLP SpanKind number.')),
-                ('start_ns', models.BigIntegerField()),
-                ('end_ns', models.BigIntegerField()),
-                ('status_code', models.PositiveSmallIntegerField(default=0, help_text='OTLP StatusCode.')),
-                ('status_message', models.CharField(blank=True, default='', max_length=1024)),
-                ('attributes', models.JSONField(default=dict)),
-                ('resource', models.JSONField(default=dict)),
-                ('scope', models.JSONField(default=dict)),
-                ('events', models.JSONField(default=list)),
-                ('links', models.JSONField(default=list)),
-                ('received_at', models.DateTimeField()),
-                ('gen_ai_operation', models.CharField(blank=True, default='', max_length=64)),
-                ('gen_ai_provider', models.CharField(blank=True, default='', max_length=64)),
-                ('request_model', models.CharField(blank=True, default='', max_length=128)),
-                ('response_model', models.CharField(blank=True, default='', max_length=128)),
-                ('conversation_id', models.CharField(blank=True, default='', max_length=128)),
-                ('input_tokens', models.IntegerField(blank=True, null=True)),
-                ('output_tokens', models.IntegerField(blank=True, null=True)),
-                ('ttft_s', models.FloatField(blank=True, help_text='Time to first token/chunk.', null=True)),
-                ('ttft_source', models.CharField(blank=True, default='', max_length=64)),
-                ('queue_s', models.FloatField(blank=True, help_text='vLLM time in queue.', null=True)),
-                ('app', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, to='rumserver.application')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("trace_id", models.CharField(max_length=32)),
+                ("span_id", models.CharField(max_length=16)),
+                ("parent_span_id", models.CharField(blank=True, default="", max_length=16)),
+                (
+                    "role",
+                    models.CharField(
+                        choices=[
+                            ("browser", "Browser"),
+                            ("gateway", "Gateway"),
+                            ("model", "Model"),
+                            ("service", "Service"),
+                        ],
+                        default="service",
+                        max_length=16,
+                    ),
+                ),
+                ("service", models.CharField(blank=True, default="", max_length=128)),
+                ("name", models.CharField(max_length=256)),
+                (
+                    "kind",
+                    models.PositiveSmallIntegerField(default=0, help_text="OTLP SpanKind number."),
+                ),
+                ("start_ns", models.BigIntegerField()),
+                ("end_ns", models.BigIntegerField()),
+                (
+                    "status_code",
+                    models.PositiveSmallIntegerField(default=0, help_text="OTLP StatusCode."),
+                ),
+                ("status_message", models.CharField(blank=True, default="", max_length=1024)),
+                ("attributes", models.JSONField(default=dict)),
+                ("resource", models.JSONField(default=dict)),
+                ("scope", models.JSONField(default=dict)),
+                ("events", models.JSONField(default=list)),
+                ("links", models.JSONField(default=list)),
+                ("received_at", models.DateTimeField()),
+                ("gen_ai_operation", models.CharField(blank=True, default="", max_length=64)),
+                ("gen_ai_provider", models.CharField(blank=True, default="", max_length=64)),
+                ("request_model", models.CharField(blank=True, default="", max_length=128)),
+                ("response_model", models.CharField(blank=True, default="", max_length=128)),
+                ("conversation_id", models.CharField(blank=True, default="", max_length=128)),
+                ("input_tokens", models.IntegerField(blank=True, null=True)),
+                ("output_tokens", models.IntegerField(blank=True, null=True)),
+                (
+                    "ttft_s",
+                    models.FloatField(
+                        blank=True, help_text="Time to first token/chunk.", null=True
+                    ),
+                ),
+                ("ttft_source", models.CharField(blank=True, default="", max_length=64)),
+                (
+                    "queue_s",
+                    models.FloatField(blank=True, help_text="vLLM time in queue.", null=True),
+                ),
+                (
+                    "app",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        to="rumserver.application",
+                    ),
+                ),
             ],
         ),
         migrations.AddConstraint(
-            model_name='applicationmember',
-            constraint=models.UniqueConstraint(fields=('application', 'user'), name='uniq_app_member'),
+            model_name="applicationmember",
+            constraint=models.UniqueConstraint(
+                fields=("application", "user"), name="uniq_app_member"
+            ),
         ),
         migrations.AddIndex(
-            model_name='browsersession',
-            index=models.Index(fields=['app', 'last_seen_at'], name='session_app_seen'),
+            model_name="browsersession",
+            index=models.Index(fields=["app", "last_seen_at"], name="session_app_seen"),
         ),
         migrations.AddConstraint(
-            model_name='browsersession',
-            constraint=models.UniqueConstraint(fields=('app', 'session_id'), name='uniq_session_per_app'),
+            model_name="browsersession",
+            constraint=models.UniqueConstraint(
+                fields=("app", "session_id"), name="uniq_session_per_app"
+            ),
         ),
         migrations.AddIndex(
-            model_name='browserevent',
-            index=models.Index(fields=['trace_id'], name='event_trace'),
+            model_name="browserevent",
+            index=models.Index(fields=["trace_id"], name="event_trace"),
         ),
         migrations.AddIndex(
-            model_name='browserevent',
-            index=models.Index(fields=['app', 'received_at'], name='event_app_received'),
+            model_name="browserevent",
+            index=models.Index(fields=["app", "received_at"], name="event_app_received"),
         ),
         migrations.AddConstraint(
-            model_name='browserevent',
-            constraint=models.UniqueConstraint(fields=('app', 'event_id'), name='uniq_event_per_app'),
+            model_name="browserevent",
+            constraint=models.UniqueConstraint(
+                fields=("app", "event_id"), name="uniq_event_per_app"
+            ),
         ),
         migrations.AddIndex(
-            model_name='dirtytrace',
-            index=models.Index(fields=['last_marked_at'], name='dirty_marked'),
+            model_name="dirtytrace",
+            index=models.Index(fields=["last_marked_at"], name="dirty_marked"),
         ),
         migrations.AddConstraint(
-            model_name='dirtytrace',
-            constraint=models.UniqueConstraint(fields=('app', 'trace_id'), name='uniq_dirty_trace'),
+            model_name="dirtytrace",
+            constraint=models.UniqueConstraint(fields=("app", "trace_id"), name="uniq_dirty_trace"),
         ),
         migrations.AddIndex(
-            model_name='span',
-            index=models.Index(fields=['trace_id'], name='span_trace'),
+            model_name="span",
+            index=models.Index(fields=["trace_id"], name="span_trace"),
         ),
         migrations.AddIndex(
-            model_name='span',
-            index=models.Index(fields=['app', 'start_ns'], name='span_app_start'),
+            model_name="span",
+            index=models.Index(fields=["app", "start_ns"], name="span_app_start"),
         ),
         migrations.AddConstraint(
-            model_name='span',
-            constraint=models.UniqueConstraint(fields=('app', 'trace_id', 'span_id'), name='uniq_span_per_trace'),
+            model_name="span",
+            constraint=models.UniqueConstraint(
+                fields=("app", "trace_id", "span_id"), name="uniq_span_per_trace"
+            ),
         ),
     ]
