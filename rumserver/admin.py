@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from rumserver.applications import (
+    ApplicationError,
     _new_ingest_token,
     _new_public_key,
     application_rotate_token,
@@ -31,8 +33,37 @@ class MemberInline(admin.TabularInline):
     raw_id_fields = ["user"]
 
 
+class ApplicationForm(forms.ModelForm):
+    class Meta:
+        model = Application
+        fields = [
+            "name",
+            "slug",
+            "allowed_origins",
+            "sample_rate",
+            "retention_days",
+            "store_content",
+        ]
+
+    def clean_allowed_origins(self) -> list[str]:
+        origins = self.cleaned_data.get("allowed_origins") or []
+        if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+            raise forms.ValidationError('A JSON list of origins, e.g. ["https://chat.example.com"]')
+        try:
+            return sorted({normalize_origin(o) for o in origins})
+        except ApplicationError as exc:
+            raise forms.ValidationError(str(exc)) from None
+
+    def clean_sample_rate(self) -> float:
+        rate = self.cleaned_data["sample_rate"]
+        if not 0.0 <= rate <= 1.0:
+            raise forms.ValidationError("between 0 and 1")
+        return rate
+
+
 @admin.register(Application)
 class ApplicationAdmin(admin.ModelAdmin):
+    form = ApplicationForm
     list_display = [
         "name",
         "slug",
@@ -48,7 +79,6 @@ class ApplicationAdmin(admin.ModelAdmin):
     actions = ["rotate_token"]
 
     def save_model(self, request: HttpRequest, obj: Application, form: Any, change: bool) -> None:
-        obj.allowed_origins = sorted({normalize_origin(o) for o in obj.allowed_origins or []})
         if not change:
             token = _new_ingest_token()
             obj.public_key = _new_public_key()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from corsheaders.signals import check_request_enabled
+from django.db import DatabaseError
 from django.http import HttpRequest
 
 from rumserver.applications import ingest_app_by_public_key
@@ -21,7 +22,11 @@ def beacon_origin_allowed(sender: Any, request: HttpRequest, **kwargs: Any) -> b
     key = request.GET.get("key", "")
     if not origin or not key or len(key) > 64:
         return False
-    app = ingest_app_by_public_key(key)
+    try:
+        app = ingest_app_by_public_key(key)
+    except DatabaseError:
+        # The view answers 503 for this request; the middleware must not turn it into a 500.
+        return False
     return app is not None and app.origin_allowed(origin)
 
 
