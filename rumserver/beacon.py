@@ -147,13 +147,13 @@ def cut(data: dict[str, Any], *, key_limit: int = 64) -> tuple[dict[str, Any], b
             limit = MAX_LIST_ITEMS.get(key, MAX_MAP_ENTRIES)
             if len(value) > limit:
                 value, truncated = value[:limit], True
-            cleaned = []
-            for item in value:
-                if isinstance(item, dict):
+            if value and isinstance(value[0], dict):  # lists are of one type; skip numbers
+                cleaned = []
+                for item in value:
                     item, was_cut = cut(item)
                     truncated |= was_cut
-                cleaned.append(item)
-            value = cleaned
+                    cleaned.append(item)
+                value = cleaned
         elif isinstance(value, dict):
             if len(value) > MAX_MAP_ENTRIES:
                 value, truncated = dict(list(value.items())[:MAX_MAP_ENTRIES]), True

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from django.test import override_settings
 
-from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
+from rumserver.models import Application, BrowserEvent, BrowserSession, DirtyTrace
 from tests import factories
 from tests.conftest import BeaconClient
 from tests.factories import batch, turn_event
@@ -494,16 +494,18 @@ def test_json_numbers_keep_their_precision(beacon):
     assert math.isclose(BrowserEvent.objects.get().data["t_first_token"], 1764000000123.456)
 
 
-def test_the_database_failing_is_503_and_retryable(beacon, monkeypatch):
-    from django.db import OperationalError
-
-    def broken(**kwargs):
-        raise OperationalError("server closed the connection unexpectedly")
-
-    monkeypatch.setattr("rumserver.services._events_insert", broken)
-    r = beacon.post(batch())
+@pytest.mark.django_db(transaction=True)
+@override_settings(LLMRUM_APP_CACHE_SECONDS=60)
+def test_a_failing_write_is_503_and_writes_nothing(client):
+    """The application is deleted while web processes still cache its key: the
+    write fails on its foreign key, and not one row of the batch remains."""
+    created = factories.make_app()
+    bc = BeaconClient(client, created)
+    assert bc.post(batch()).status_code == 202  # caches the key
+    Application.objects.filter(pk=created.application.pk).delete()
+    assert stored() == (0, 0, 0)
+    r = bc.post(batch([turn_event(), factories.action_event()], session={"id": "new-session"}))
     assert r.status_code == 503
     assert r.headers["Retry-After"] == "5"
     assert json.loads(r.content)["error"] == "storage unavailable, retry later"
-    # The session upsert ran before the failure and was rolled back with it.
     assert_nothing_written()

@@ -1,0 +1,204 @@
+"""Writing one beacon batch: its session, its events and its dirty traces,
+all or nothing.
+
+This is the hottest path in llmrum, so it is hand-written SQL with no model
+instances, in two dialects of the same three upserts:
+
+- PostgreSQL: one statement (data-modifying CTEs) in autocommit, so a batch costs
+  one round trip; the events travel as a single jsonb parameter, so the
+  statement text never changes with the batch size and psycopg prepares it once
+  per connection (with one parameter per value, a 10-event batch had 130
+  parameters, more than psycopg caches, and converting the query cost ~0.4 ms).
+- SQLite (the embedded default): the same upserts as three statements in one
+  transaction (SQLite has no data-modifying CTEs).
+
+Rows are sorted by their unique keys so that concurrent batches take the index
+locks in one order and cannot deadlock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from django.db import connection, transaction
+
+from rumserver.beacon import ParsedBatch
+from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
+
+_encode = msgspec.json.Encoder().encode
+
+SESSION_TABLE = BrowserSession._meta.db_table
+EVENT_TABLE = BrowserEvent._meta.db_table
+DIRTY_TABLE = DirtyTrace._meta.db_table
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    session_id: str
+    started_at_ms: float | None
+    user_id: str
+    sdk_version: str
+    user_agent: str
+    browser: str
+    browser_version: str
+    os: str
+    os_version: str
+    device_class: str
+    is_bot: bool
+    client_ip: str | None
+
+
+def store_batch(*, app_id: int, session: SessionRow, parsed: ParsedBatch, now: datetime) -> None:
+    if connection.vendor == "postgresql":
+        _store_postgres(app_id=app_id, session=session, parsed=parsed, now=now)
+    else:
+        with transaction.atomic():
+            _store_portable(app_id=app_id, session=session, parsed=parsed, now=now)
+
+
+# Shared clauses: what happens on a conflict is the same in both dialects.
+_SESSION_COLUMNS = (
+    "app_id, session_id, started_at_ms, first_seen_at, last_seen_at, user_id, sdk_version, "
+    "user_agent, browser, browser_version, os, os_version, device_class, is_bot, client_ip"
+)
+# A later batch without a user id keeps the one the session has.
+_SESSION_ON_CONFLICT = f"""
+    ON CONFLICT (app_id, session_id) DO UPDATE SET
+        last_seen_at = excluded.last_seen_at,
+        user_id = CASE WHEN excluded.user_id <> '' THEN excluded.user_id
+                       ELSE {SESSION_TABLE}.user_id END
+"""
+_EVENT_COLUMNS = (
+    "app_id, session_id, event_id, type, name, ts_ms, sent_at_ms, received_at, "
+    "trace_id, span_id, turn_span_id, truncated, data"
+)
+# A retried batch lands once. A web-vitals metric reported again (the SDK uses the
+# metric's own id) replaces its earlier value and delta; nothing else is overwritten.
+_EVENT_ON_CONFLICT = f"""
+    ON CONFLICT (app_id, event_id) DO UPDATE SET
+        ts_ms = excluded.ts_ms, sent_at_ms = excluded.sent_at_ms,
+        received_at = excluded.received_at, data = excluded.data,
+        truncated = excluded.truncated
+    WHERE {EVENT_TABLE}.type = 'vital' AND excluded.type = 'vital'
+"""
+_DIRTY_ON_CONFLICT = """
+    ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at
+"""
+
+_POSTGRES_SQL = f"""
+WITH s AS (
+    INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS})
+    VALUES (%(app)s::bigint, %(session_id)s, %(started)s::float8, %(now)s::timestamptz,
+            %(now)s::timestamptz, %(user_id)s, %(sdk)s, %(ua)s, %(browser)s, %(browser_version)s,
+            %(os)s, %(os_version)s, %(device)s, %(bot)s::boolean, %(ip)s::inet)
+    {_SESSION_ON_CONFLICT}
+    RETURNING id
+), e AS (
+    INSERT INTO {EVENT_TABLE} ({_EVENT_COLUMNS})
+    SELECT %(app)s::bigint, s.id, r.event_id, r.type, r.name, r.ts_ms, %(sent_at)s::float8,
+           %(now)s::timestamptz, r.trace_id, r.span_id, r.turn_span_id, r.truncated, r.data
+    FROM s, jsonb_to_recordset(%(events)s::jsonb) AS r(
+        event_id text, type text, name text, ts_ms float8, trace_id text, span_id text,
+        turn_span_id text, truncated boolean, data jsonb)
+    ORDER BY r.event_id
+    {_EVENT_ON_CONFLICT}
+), d AS (
+    INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at)
+    SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM unnest(%(traces)s::text[]) AS t
+    ORDER BY t
+    {_DIRTY_ON_CONFLICT}
+)
+SELECT id FROM s
+"""
+
+
+def _store_postgres(
+    *, app_id: int, session: SessionRow, parsed: ParsedBatch, now: datetime
+) -> None:
+    import psycopg
+
+    events = [
+        {
+            "event_id": r.event_id,
+            "type": r.type,
+            "name": r.name,
+            "ts_ms": r.ts_ms,
+            "trace_id": r.trace_id,
+            "span_id": r.span_id,
+            "turn_span_id": r.turn_span_id,
+            "truncated": r.truncated,
+            "data": r.data,
+        }
+        for r in parsed.rows
+    ]
+    params = {
+        "app": app_id,
+        "session_id": session.session_id,
+        "started": session.started_at_ms,
+        "now": now,
+        "user_id": session.user_id,
+        "sdk": session.sdk_version,
+        "ua": session.user_agent,
+        "browser": session.browser,
+        "browser_version": session.browser_version,
+        "os": session.os,
+        "os_version": session.os_version,
+        "device": session.device_class,
+        "bot": session.is_bot,
+        "ip": session.client_ip,
+        "sent_at": parsed.batch.sent_at,
+        "events": _encode(events).decode(),
+        "traces": parsed.trace_ids,
+    }
+    connection.ensure_connection()
+    # A plain psycopg cursor on Django's connection binds parameters server-side,
+    # so the statement is prepared once and reused; Django's own cursors bind
+    # client-side, which the ORM relies on elsewhere. One statement is atomic
+    # by itself (and joins the caller's transaction when there is one).
+    # wrap_database_errors turns psycopg's exceptions into Django's, as Django's cursors do.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(_POSTGRES_SQL, params)
+
+
+def _store_portable(
+    *, app_id: int, session: SessionRow, parsed: ParsedBatch, now: datetime
+) -> None:
+    received = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS}) "
+            f"VALUES ({', '.join(['%s'] * 15)}) {_SESSION_ON_CONFLICT} RETURNING id",
+            [app_id, session.session_id, session.started_at_ms, received, received,
+             session.user_id, session.sdk_version, session.user_agent, session.browser,
+             session.browser_version, session.os, session.os_version, session.device_class,
+             session.is_bot, session.client_ip],
+        )  # fmt: skip
+        session_pk = cursor.fetchone()[0]
+
+        rows = sorted(parsed.rows, key=lambda r: r.event_id)
+        params: list[Any] = []
+        for r in rows:
+            params += [app_id, session_pk, r.event_id, r.type, r.name, r.ts_ms,
+                       parsed.batch.sent_at, received, r.trace_id, r.span_id, r.turn_span_id,
+                       r.truncated, _encode(r.data).decode()]  # fmt: skip
+        values = ", ".join([f"({', '.join(['%s'] * 13)})"] * len(rows))
+        cursor.execute(
+            f"INSERT INTO {EVENT_TABLE} ({_EVENT_COLUMNS}) VALUES {values} {_EVENT_ON_CONFLICT}",
+            params,
+        )
+
+        traces = parsed.trace_ids
+        if traces:
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(traces))
+            params = []
+            for trace_id in traces:
+                params += [app_id, trace_id, received, received]
+            cursor.execute(
+                f"INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at) "
+                f"VALUES {values} {_DIRTY_ON_CONFLICT}",
+                params,
+            )
