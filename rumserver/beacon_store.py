@@ -6,8 +6,8 @@ instances, in two dialects of the same three upserts:
 
 - PostgreSQL: one statement (data-modifying CTEs) in autocommit, so a batch costs
   one round trip; the events travel as a single jsonb parameter, so the
-  statement text never changes with the batch size and psycopg prepares it once
-  per connection (with one parameter per value, a 10-event batch had 130
+  statement text never changes with the batch size and is prepared once per
+  connection (with one parameter per value, a 10-event batch had 130
   parameters, more than psycopg caches, and converting the query cost ~0.4 ms).
 - SQLite (the embedded default): the same upserts as three statements in one
   transaction (SQLite has no data-modifying CTEs).
@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import msgspec
+from django.conf import settings
 from django.db import connection, transaction
 
 from rumserver.beacon import ParsedBatch
@@ -160,8 +161,11 @@ def _store_postgres(
     # client-side, which the ORM relies on elsewhere. One statement is atomic
     # by itself (and joins the caller's transaction when there is one).
     # wrap_database_errors turns psycopg's exceptions into Django's, as Django's cursors do.
+    # Django turns psycopg's automatic preparing off, so ask for it explicitly (saves
+    # ~0.3 ms of PostgreSQL CPU a batch); a transaction-mode pooler without prepared
+    # statement support needs LLMRUM_PG_PREPARE=0.
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        cursor.execute(_POSTGRES_SQL, params)
+        cursor.execute(_POSTGRES_SQL, params, prepare=settings.LLMRUM_PG_PREPARE)
 
 
 def _store_portable(

@@ -89,6 +89,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATA_DIR.mkdir(parents=True, exist_ok=True)
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "LLMRUM_PG_PREPARE", True
+):
+    # Django leaves psycopg's prepare_threshold at None, which disables prepared
+    # statements even when asked for. Django's own cursors bind client-side and never
+    # prepare, so a huge threshold means: only statements that ask (the beacon write)
+    # are prepared. Off behind a transaction-mode pooler without prepared statements.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 1_000_000
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Cache (in-process; only used for small lookups) -------------------------
@@ -192,6 +200,8 @@ LLMRUM_APP_CACHE_SECONDS = env_float("LLMRUM_APP_CACHE_SECONDS", 10.0, minimum=0
 # At most one correlator hint per web process per this many seconds; the hint is only a
 # nudge, the correlator finds its work in the dirty-trace table.
 LLMRUM_HINT_INTERVAL_SECONDS = env_float("LLMRUM_HINT_INTERVAL_SECONDS", 1.0, minimum=0.0)
+# Prepare the beacon statement once per PostgreSQL connection (see DATABASES above).
+LLMRUM_PG_PREPARE = env_bool("LLMRUM_PG_PREPARE", True)
 LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
 LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
 

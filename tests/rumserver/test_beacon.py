@@ -8,6 +8,7 @@ import math
 import zlib
 
 import pytest
+from django.db import connection
 from django.test import override_settings
 
 from rumserver.models import Application, BrowserEvent, BrowserSession, DirtyTrace
@@ -509,3 +510,16 @@ def test_a_failing_write_is_503_and_writes_nothing(client):
     assert r.headers["Retry-After"] == "5"
     assert json.loads(r.content)["error"] == "storage unavailable, retry later"
     assert_nothing_written()
+
+
+@pytest.mark.postgres
+def test_the_beacon_write_is_one_prepared_statement_on_postgres(beacon):
+    beacon.post(batch())
+    assert beacon.post(batch([turn_event(), turn_event()])).status_code == 202
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE statement LIKE %s",
+            ["%jsonb_to_recordset%"],
+        )
+        assert cursor.fetchone()[0] == 1
+    assert BrowserEvent.objects.count() == 3
