@@ -11,11 +11,9 @@ from django.http import HttpRequest
 
 from rumserver.applications import (
     ApplicationError,
-    _new_ingest_token,
-    _new_public_key,
     application_rotate_token,
     normalize_origin,
-    token_hash,
+    set_new_keys,
 )
 from rumserver.models import (
     Application,
@@ -80,10 +78,7 @@ class ApplicationAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Application, form: Any, change: bool) -> None:
         if not change:
-            token = _new_ingest_token()
-            obj.public_key = _new_public_key()
-            obj.ingest_token_hash = token_hash(token)
-            obj.ingest_token_prefix = token[:10]
+            token = set_new_keys(obj)
             messages.warning(
                 request, f"Ingest token for {obj.slug} (shown once, copy it now): {token}"
             )

@@ -39,6 +39,20 @@ def _new_ingest_token() -> str:
     return INGEST_TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
+def set_new_ingest_token(app: Application) -> str:
+    """Give ``app`` (unsaved changes) a new ingest token; returns it, to show once."""
+    token = _new_ingest_token()
+    app.ingest_token_hash = token_hash(token)
+    app.ingest_token_prefix = token[:10]
+    return token
+
+
+def set_new_keys(app: Application) -> str:
+    """A new application's public key and ingest token; returns the token."""
+    app.public_key = _new_public_key()
+    return set_new_ingest_token(app)
+
+
 def normalize_origin(origin: str) -> str:
     """``https://Chat.Example.com:443/`` -> ``https://chat.example.com``; raises on junk."""
     origin = origin.strip()
@@ -78,17 +92,14 @@ def application_create(
     slug = slug or slugify(name)[:64]
     if not slug:
         raise ApplicationError(f"cannot make a slug from {name!r}; pass --slug")
-    token = _new_ingest_token()
     app = Application(
         name=name.strip(),
         slug=slug,
-        public_key=_new_public_key(),
-        ingest_token_hash=token_hash(token),
-        ingest_token_prefix=token[:10],
         allowed_origins=sorted({normalize_origin(o) for o in origins}),
         sample_rate=sample_rate,
         retention_days=retention_days or settings.LLMRUM_DEFAULT_RETENTION_DAYS,
     )
+    token = set_new_keys(app)
     try:
         with transaction.atomic():
             app.save()
@@ -99,13 +110,11 @@ def application_create(
 
 def application_rotate_token(*, slug: str) -> CreatedApplication:
     """Give the application a new ingest token; the old one stops working at once."""
-    token = _new_ingest_token()
     with transaction.atomic():
         app = Application.objects.select_for_update().filter(slug=slug).first()
         if app is None:
             raise ApplicationError(f"no application with slug {slug!r}")
-        app.ingest_token_hash = token_hash(token)
-        app.ingest_token_prefix = token[:10]
+        token = set_new_ingest_token(app)
         app.save(update_fields=["ingest_token_hash", "ingest_token_prefix"])
     return CreatedApplication(application=app, ingest_token=token)
 
