@@ -127,8 +127,12 @@ def _event_row(event: Any, *, page_url: str) -> EventRow:
 
 def cut_text(value: str, key: str) -> tuple[str, bool]:
     limit = TEXT_LIMITS.get(key, TEXT_LIMITS["default"])
+    was_cut = False
+    if "\x00" in value:
+        # PostgreSQL text and jsonb cannot hold NUL; a batch with one must not fail forever.
+        value, was_cut = value.replace("\x00", ""), True
     if len(value) <= limit:
-        return value, False
+        return value, was_cut
     return value[:limit], True
 
 
@@ -137,7 +141,7 @@ def cut(data: dict[str, Any], *, key_limit: int = 64) -> tuple[dict[str, Any], b
     truncated = False
     out: dict[str, Any] = {}
     for index, (key, value) in enumerate(data.items()):
-        if index >= MAX_MAP_ENTRIES * 2 or len(key) > key_limit:
+        if index >= MAX_MAP_ENTRIES * 2 or len(key) > key_limit or "\x00" in key:
             truncated = True
             continue
         if isinstance(value, str):

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.db import transaction
 
 from rumserver.applications import IngestApp
-from rumserver.beacon import parse_batch
+from rumserver.beacon import cut_text, parse_batch
 from rumserver.beacon_store import SessionRow, store_batch
 from rumserver.hints import hints
 from rumserver.useragent import parse_user_agent
@@ -43,8 +43,8 @@ def beacon_ingest(
         session = SessionRow(
             session_id=batch.session.id,
             started_at_ms=batch.session.started_at,
-            user_id=batch.user.id[:128] if batch.user else "",
-            sdk_version=batch.sdk.version[:32],
+            user_id=cut_text(batch.user.id, "user_id")[0][:128] if batch.user else "",
+            sdk_version=cut_text(batch.sdk.version, "sdk_version")[0][:32],
             user_agent=ua_text,
             browser=ua.browser,
             browser_version=ua.browser_version,

@@ -523,3 +523,20 @@ def test_the_beacon_write_is_one_prepared_statement_on_postgres(beacon):
         )
         assert cursor.fetchone()[0] == 1
     assert BrowserEvent.objects.count() == 3
+
+
+def test_nul_characters_are_removed_not_a_failed_write(beacon):
+    """PostgreSQL cannot store NUL: the batch is stored without them, flagged, not refused."""
+    body = batch(
+        [turn_event(model="gpt\u00004o", usage={"in\u0000put": 3}), factories.action_event()],
+        user={"id": "u\u0000ser"},
+        sdk={"name": "llmrum", "version": "0.1\u0000"},
+    )
+    r = beacon.post(body)
+    assert r.status_code == 202, r.content
+    assert r.json() == {"accepted": 2, "rejected": []}
+    turn = BrowserEvent.objects.get(type="turn")
+    assert turn.data["model"] == "gpt4o" and turn.truncated
+    assert "in\u0000put" not in turn.data["usage"]
+    session = BrowserSession.objects.get()
+    assert (session.user_id, session.sdk_version) == ("user", "0.1")

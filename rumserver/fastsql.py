@@ -1,0 +1,31 @@
+"""Running the hand-written ingest statements.
+
+On PostgreSQL, a plain psycopg cursor on Django's connection (so the caller's
+transaction, if any, still applies) binds parameters server-side and prepares
+the statement once per connection; Django's own cursors bind client-side, which
+the ORM relies on elsewhere. ``wrap_database_errors`` turns psycopg's exceptions
+into Django's, as Django's cursors do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+
+def execute_prepared(sql: str, params: dict[str, Any]) -> None:
+    import psycopg
+
+    connection.ensure_connection()
+    # Django turns psycopg's automatic preparing off; ask for it (settings.py sets the
+    # threshold so that asking works). LLMRUM_PG_PREPARE=0 for transaction-mode poolers.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=settings.LLMRUM_PG_PREPARE)
+
+
+def placeholders(columns: int, rows: int) -> str:
+    """``(%s, %s), (%s, %s)`` for a multi-row VALUES list (the portable path)."""
+    row = "(" + ", ".join(["%s"] * columns) + ")"
+    return ", ".join([row] * rows)
