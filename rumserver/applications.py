@@ -142,6 +142,7 @@ class IngestApp:
     allowed_origins: frozenset[str]
     wildcard_suffixes: tuple[tuple[str, str], ...]  # (scheme, ".example.com")
     allow_any_origin: bool
+    store_content: bool = False
 
     def origin_allowed(self, origin: str) -> bool:
         if self.allow_any_origin or origin in self.allowed_origins:
@@ -166,6 +167,7 @@ def _ingest_app(app: Application) -> IngestApp:
         allowed_origins=frozenset(exact),
         wildcard_suffixes=tuple(wildcards),
         allow_any_origin="*" in exact,
+        store_content=app.store_content,
     )
 
 
@@ -208,5 +210,25 @@ def ingest_app_by_public_key(public_key: str) -> IngestApp | None:
     return value
 
 
+_by_token_hash = _TTLCache()
+
+
+def ingest_app_by_token(token: str) -> IngestApp | None:
+    """The application an ingest token (``it_…``) belongs to; None when unknown.
+
+    Cached by the token's hash, so a rotated token keeps working in a web process
+    for at most LLMRUM_APP_CACHE_SECONDS."""
+    digest = token_hash(token)
+    ttl = settings.LLMRUM_APP_CACHE_SECONDS
+    found, cached = _by_token_hash.get(digest, ttl)
+    if found:
+        return cached
+    app = Application.objects.filter(ingest_token_hash=digest).first()
+    value = _ingest_app(app) if app is not None else None
+    _by_token_hash.put(digest, value)
+    return value
+
+
 def clear_ingest_caches() -> None:
     _by_public_key.clear()
+    _by_token_hash.clear()

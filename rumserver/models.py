@@ -156,6 +156,7 @@ class Span(models.Model):
     trace_id = models.CharField(max_length=32)
     span_id = models.CharField(max_length=16)
     parent_span_id = models.CharField(max_length=16, blank=True, default="")
+    trace_state = models.CharField(max_length=512, blank=True, default="")
     role = models.CharField(max_length=16, choices=Role.choices, default=Role.SERVICE)
     service = models.CharField(max_length=128, blank=True, default="")
     name = models.CharField(max_length=256)
@@ -170,6 +171,10 @@ class Span(models.Model):
     events = models.JSONField(default=list)
     links = models.JSONField(default=list)
     received_at = models.DateTimeField()
+    dropped_attributes = models.PositiveIntegerField(
+        default=0, help_text="Attributes over the per-span limit, not kept."
+    )
+    truncated = models.BooleanField(default=False, help_text="A value or list was cut.")
     # Typed GenAI columns, filled at ingest so nobody parses JSON for them later.
     gen_ai_operation = models.CharField(max_length=64, blank=True, default="")
     gen_ai_provider = models.CharField(max_length=64, blank=True, default="")
@@ -218,3 +223,23 @@ class DirtyTrace(models.Model):
 
     def __str__(self) -> str:
         return self.trace_id
+
+
+class Score(models.Model):
+    """An evaluation result for a trace (hallucination, relevance, user-defined)."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace_id = models.CharField(max_length=32)
+    name = models.CharField(max_length=64)
+    value = models.FloatField()
+    comment = models.CharField(max_length=1024, blank=True, default="")
+    received_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["trace_id"], name="score_trace"),
+            models.Index(fields=["app", "received_at"], name="score_app_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}={self.value} on {self.trace_id}"

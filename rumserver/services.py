@@ -13,6 +13,9 @@ from rumserver.applications import IngestApp
 from rumserver.beacon import cut_text, parse_batch
 from rumserver.beacon_store import SessionRow, store_batch
 from rumserver.hints import hints
+from rumserver.otlp_spans import map_request
+from rumserver.otlp_wire import decode_request
+from rumserver.span_store import store_spans
 from rumserver.useragent import parse_user_agent
 
 
@@ -59,3 +62,28 @@ def beacon_ingest(
             # Runs at once after an autocommit write, or when the caller's transaction commits.
             transaction.on_commit(hints.nudge)
     return BeaconResult(accepted=len(parsed.rows), rejected=parsed.rejected)
+
+
+@dataclass(frozen=True)
+class OtlpResult:
+    accepted_spans: int
+    rejected_spans: int
+    error_message: str
+
+
+def otlp_ingest(*, app: IngestApp, body: bytes, media_type: str, now: datetime) -> OtlpResult:
+    """Decode an OTLP/HTTP traces request and store its spans in bulk (all or
+    nothing), then, once committed, nudge the correlator. Spans that cannot be
+    stored (bad ids or times) are counted for OTLP's partial success."""
+    request = decode_request(body, media_type)
+    mapped = map_request(
+        request, keep_content=app.store_content, max_spans=settings.LLMRUM_OTLP_MAX_SPANS
+    )
+    store_spans(app_id=app.id, rows=mapped.rows, trace_ids=mapped.trace_ids, now=now)
+    if mapped.rows:
+        transaction.on_commit(hints.nudge)
+    return OtlpResult(
+        accepted_spans=len(mapped.rows),
+        rejected_spans=mapped.rejected_spans,
+        error_message=mapped.error_message,
+    )

@@ -189,6 +189,12 @@ CELERY_BEAT_SCHEDULE = {
 LLMRUM_BEACON_MAX_WIRE_BYTES = 64 * 1024
 LLMRUM_BEACON_MAX_BODY_BYTES = 1024 * 1024
 LLMRUM_BEACON_MAX_EVENTS = 200
+# OTLP/HTTP limits. The OTLP spec recommends capping the inflated body; exporters
+# send batches of 512 spans by default, far below these.
+LLMRUM_OTLP_MAX_WIRE_BYTES = env_int("LLMRUM_OTLP_MAX_WIRE_BYTES", 16 * 1024 * 1024, minimum=1024)
+LLMRUM_OTLP_MAX_BODY_BYTES = env_int("LLMRUM_OTLP_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
+LLMRUM_OTLP_MAX_SPANS = env_int("LLMRUM_OTLP_MAX_SPANS", 10_000, minimum=512)
+LLMRUM_OTLP_RATE_LIMIT = env_float("LLMRUM_OTLP_RATE_LIMIT", 500.0, minimum=100.0)
 # Rate limits are per web process (token buckets in memory, no round trip on
 # the hot path); both sit far above one application's normal traffic.
 LLMRUM_BEACON_RATE_LIMIT = env_float("LLMRUM_BEACON_RATE_LIMIT", 1000.0, minimum=100.0)

@@ -8,12 +8,14 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from rumserver.applications import IngestApp, ingest_app_by_public_key
+from rumserver import otlp_wire
+from rumserver.applications import IngestApp, ingest_app_by_public_key, ingest_app_by_token
 from rumserver.errors import IngestError
 from rumserver.health import health_check
 from rumserver.parsers import media_type, read_body
 from rumserver.ratelimit import TokenBuckets, retry_after_seconds
-from rumserver.services import beacon_ingest
+from rumserver.scores import score_record
+from rumserver.services import beacon_ingest, otlp_ingest
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
 beacon_limits = TokenBuckets()
@@ -87,3 +89,101 @@ def beacon(request: HttpRequest) -> HttpResponse:
 def healthz(request: HttpRequest) -> HttpResponse:
     report = health_check()
     return JsonResponse(report.as_json(), status=200 if report.ok else 503)
+
+
+# --- OTLP/HTTP traces (gateway, model servers, any OpenTelemetry SDK) -------------
+
+_RPC_CODES = {
+    400: otlp_wire.INVALID_ARGUMENT,
+    401: otlp_wire.UNAUTHENTICATED,
+    413: otlp_wire.RESOURCE_EXHAUSTED,
+    415: otlp_wire.INVALID_ARGUMENT,
+    429: otlp_wire.RESOURCE_EXHAUSTED,
+    503: otlp_wire.UNAVAILABLE,
+}
+
+
+def _bearer_app(request: HttpRequest) -> IngestApp:
+    """The application of ``Authorization: Bearer it_…``; 401 without a known token."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise IngestError(401, "missing ingest token: send Authorization: Bearer it_...")
+    app = ingest_app_by_token(token) if len(token) <= 256 else None
+    if app is None:
+        raise IngestError(401, "unknown ingest token")
+    return app
+
+
+def _otlp_error(error: IngestError, media_type: str) -> HttpResponse:
+    wire = otlp_wire.PROTOBUF if media_type == otlp_wire.PROTOBUF else otlp_wire.JSON
+    body = otlp_wire.encode_status(
+        wire, code=_RPC_CODES.get(error.status, otlp_wire.INVALID_ARGUMENT), message=error.message
+    )
+    response = HttpResponse(body, status=error.status, content_type=wire)
+    if error.retry_after is not None:
+        response["Retry-After"] = str(error.retry_after)
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="llmrum"'
+    return response
+
+
+@csrf_exempt
+def otlp_traces(request: HttpRequest) -> HttpResponse:
+    media = media_type(request)
+    if request.method != "POST":
+        response = _otlp_error(IngestError(405, "use POST"), media)
+        response["Allow"] = "POST"
+        return response
+    try:
+        app = _bearer_app(request)
+        rate = settings.LLMRUM_OTLP_RATE_LIMIT
+        wait = beacon_limits.take(f"otlp:{app.id}", rate=rate, burst=rate * 2)
+        if wait:
+            raise IngestError(429, "too many requests", retry_after=retry_after_seconds(wait))
+        if media not in otlp_wire.MEDIA_TYPES:
+            raise IngestError(
+                415, "Content-Type must be application/x-protobuf or application/json"
+            )
+        body = read_body(
+            request,
+            max_wire=settings.LLMRUM_OTLP_MAX_WIRE_BYTES,
+            max_body=settings.LLMRUM_OTLP_MAX_BODY_BYTES,
+        )
+        result = otlp_ingest(app=app, body=body, media_type=media, now=timezone.now())
+    except IngestError as error:
+        return _otlp_error(error, media)
+    except DatabaseError:
+        return _otlp_error(
+            IngestError(503, "storage unavailable, retry later", retry_after=5), media
+        )
+    payload = otlp_wire.encode_response(
+        media, rejected_spans=result.rejected_spans, error_message=result.error_message
+    )
+    return HttpResponse(payload, status=200, content_type=media)
+
+
+@csrf_exempt
+def scores(request: HttpRequest) -> HttpResponse:
+    if request.method != "POST":
+        response = JsonResponse({"error": "use POST"}, status=405)
+        response["Allow"] = "POST"
+        return response
+    try:
+        app = _bearer_app(request)
+        if media_type(request) != "application/json":
+            raise IngestError(415, "Content-Type must be application/json")
+        body = read_body(request, max_wire=64 * 1024, max_body=64 * 1024)
+        score = score_record(app=app, body=body, now=timezone.now())
+    except IngestError as error:
+        response = error_response(error)
+        if error.status == 401:
+            response["WWW-Authenticate"] = 'Bearer realm="llmrum"'
+        return response
+    except DatabaseError:
+        return error_response(IngestError(503, "storage unavailable, retry later", retry_after=5))
+    return JsonResponse(
+        {"id": score.pk, "trace_id": score.trace_id, "name": score.name, "value": score.value},
+        status=201,
+    )

@@ -1,0 +1,123 @@
+"""OTLP/HTTP on the wire: request bodies in, responses and error statuses out.
+
+Both encodings of ``ExportTraceServiceRequest`` become the same protobuf message,
+so one mapping (``otlp_spans``) serves them. OTLP/JSON is not plain proto3 JSON:
+its ids are hex, not base64, and protobuf's JSON parser would silently read a
+32-character hex id as 24 bytes of base64 garbage, so ids are rewritten to base64
+first (STANDARDS.md §3.3).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from rumserver.errors import IngestError
+
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+MEDIA_TYPES = (PROTOBUF, JSON)
+MAX_JSON_DEPTH = 64  # AnyValue arrays and kvlists nest; real spans stay far below this
+
+# google.rpc.Code values used in error bodies.
+INVALID_ARGUMENT = 3
+UNAUTHENTICATED = 16
+RESOURCE_EXHAUSTED = 8
+UNAVAILABLE = 14
+
+
+def decode_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+    if media_type == PROTOBUF:
+        try:
+            return ExportTraceServiceRequest.FromString(body)
+        except (DecodeError, RecursionError, ValueError) as exc:
+            raise IngestError(
+                400, f"body is not a valid ExportTraceServiceRequest: {exc}"
+            ) from None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise IngestError(400, "body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict):
+        raise IngestError(400, "body must be a JSON object (ExportTraceServiceRequest)")
+    _hex_ids_to_base64(data, depth=0)
+    try:
+        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+    except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
+        raise IngestError(400, f"body is not a valid OTLP/JSON request: {exc}") from None
+
+
+_ID_KEYS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8,
+            "parent_span_id": 8}  # fmt: skip
+
+
+def _hex_ids_to_base64(node: Any, *, depth: int) -> None:
+    """Rewrite hex ids in place. A malformed id becomes an empty one, which the span
+    mapping then rejects with a reason (partial success), instead of sinking the request."""
+    if depth > MAX_JSON_DEPTH:
+        raise IngestError(400, "body is nested too deeply")
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str):
+                node[key] = _hex_to_base64(value, _ID_KEYS[key])
+            elif isinstance(value, dict | list):
+                _hex_ids_to_base64(value, depth=depth + 1)
+    elif isinstance(node, list):
+        for item in node:
+            if isinstance(item, dict | list):
+                _hex_ids_to_base64(item, depth=depth + 1)
+
+
+def _hex_to_base64(value: str, size: int) -> str:
+    if len(value) != size * 2:
+        return ""
+    try:
+        raw = binascii.unhexlify(value)
+    except (binascii.Error, ValueError):
+        return ""
+    return base64.b64encode(raw).decode()
+
+
+def encode_response(media_type: str, *, rejected_spans: int = 0, error_message: str = "") -> bytes:
+    response = ExportTraceServiceResponse()
+    if rejected_spans or error_message:
+        response.partial_success.rejected_spans = rejected_spans
+        response.partial_success.error_message = error_message
+    if media_type == PROTOBUF:
+        return response.SerializeToString()
+    if not (rejected_spans or error_message):
+        return b"{}"
+    partial = {"rejectedSpans": str(rejected_spans), "errorMessage": error_message}
+    return json.dumps({"partialSuccess": partial}).encode()
+
+
+def encode_status(media_type: str, *, code: int, message: str) -> bytes:
+    """A ``google.rpc.Status`` (code = 1, message = 2) in the request's encoding.
+
+    Written by hand: the message is two fields, and the class lives in
+    googleapis-common-protos, which the receiver does not otherwise need."""
+    if media_type != PROTOBUF:
+        return json.dumps({"code": code, "message": message}).encode()
+    text = message.encode()
+    return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)

@@ -1,0 +1,60 @@
+"""Evaluation scores (hallucination, relevance, user-defined) for a trace."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+from django.db import transaction
+
+from rumserver.applications import IngestApp
+from rumserver.beacon import split_validation_error
+from rumserver.beacon_schema import TraceId
+from rumserver.errors import IngestError
+from rumserver.models import DirtyTrace, Score
+
+ScoreName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$(?!\n)")
+]
+
+
+class ScoreIn(msgspec.Struct, forbid_unknown_fields=True):
+    trace_id: TraceId
+    name: ScoreName
+    value: float
+    comment: str = ""
+
+
+_decoder = msgspec.json.Decoder(ScoreIn)
+
+
+def score_record(*, app: IngestApp, body: bytes, now: datetime) -> Score:
+    """Store one score and mark its trace dirty (the correlator recomputes rates)."""
+    try:
+        data = _decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        message, path = split_validation_error(exc)
+        raise IngestError(400, f"invalid score: {message}", field=path) from None
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        raise IngestError(400, "body is not valid UTF-8 JSON") from None
+    if not math.isfinite(data.value):
+        raise IngestError(400, "invalid score: value must be a finite number", field="value")
+    comment = data.comment.replace("\x00", "")[:1024]
+    with transaction.atomic():
+        score = Score.objects.create(
+            app_id=app.id,
+            trace_id=data.trace_id,
+            name=data.name,
+            value=data.value,
+            comment=comment,
+            received_at=now,
+        )
+        DirtyTrace.objects.update_or_create(
+            app_id=app.id,
+            trace_id=data.trace_id,
+            defaults={"last_marked_at": now},
+            create_defaults={"first_marked_at": now, "last_marked_at": now},
+        )
+    return score

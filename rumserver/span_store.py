@@ -1,0 +1,107 @@
+"""Writing the spans of one OTLP request and marking their traces dirty, all or
+nothing, in bulk: one statement on PostgreSQL (the spans travel as one jsonb
+value, the statement is prepared once per connection), multi-row INSERTs in one
+transaction on SQLite. A span sent again (an exporter's retry) lands once."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import msgspec
+from django.db import connection, transaction
+
+from rumserver.fastsql import execute_prepared, placeholders
+from rumserver.models import DirtyTrace, Span
+from rumserver.otlp_spans import SpanRow
+
+_encode = msgspec.json.Encoder().encode
+
+SPAN_TABLE = Span._meta.db_table
+DIRTY_TABLE = DirtyTrace._meta.db_table
+
+# (column, PostgreSQL type) for every SpanRow field, in SpanRow order.
+_COLUMNS = (
+    ("trace_id", "text"), ("span_id", "text"), ("parent_span_id", "text"),
+    ("trace_state", "text"), ("name", "text"), ("kind", "smallint"), ("start_ns", "bigint"),
+    ("end_ns", "bigint"), ("status_code", "smallint"), ("status_message", "text"),
+    ("service", "text"), ("attributes", "jsonb"), ("resource", "jsonb"), ("scope", "jsonb"),
+    ("events", "jsonb"), ("links", "jsonb"), ("dropped_attributes", "integer"),
+    ("truncated", "boolean"), ("role", "text"), ("gen_ai_operation", "text"),
+    ("gen_ai_provider", "text"), ("request_model", "text"), ("response_model", "text"),
+    ("conversation_id", "text"), ("input_tokens", "integer"), ("output_tokens", "integer"),
+    ("ttft_s", "float8"), ("ttft_source", "text"), ("queue_s", "float8"),
+)  # fmt: skip
+_JSON_COLUMNS = {name for name, kind in _COLUMNS if kind == "jsonb"}
+_NAMES = ", ".join(name for name, _ in _COLUMNS)
+
+_DIRTY_ON_CONFLICT = (
+    "ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at"
+)
+
+_POSTGRES_SQL = f"""
+WITH s AS (
+    INSERT INTO {SPAN_TABLE} (app_id, received_at, {_NAMES})
+    SELECT %(app)s::bigint, %(now)s::timestamptz, {", ".join(f"r.{n}" for n, _ in _COLUMNS)}
+    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({", ".join(f"{n} {t}" for n, t in _COLUMNS)})
+    ORDER BY r.trace_id, r.span_id
+    ON CONFLICT (app_id, trace_id, span_id) DO NOTHING
+), d AS (
+    INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at)
+    SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM unnest(%(traces)s::text[]) AS t
+    ORDER BY t
+    {_DIRTY_ON_CONFLICT}
+)
+SELECT 1
+"""
+
+# SQLite allows 32766 parameters a statement; stay well below it.
+_PORTABLE_CHUNK = 500
+
+
+def store_spans(*, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: datetime) -> None:
+    if not rows:
+        return
+    if connection.vendor == "postgresql":
+        spans = _encode([asdict(row) for row in rows]).decode()
+        execute_prepared(
+            _POSTGRES_SQL, {"app": app_id, "now": now, "spans": spans, "traces": trace_ids}
+        )
+        return
+    with transaction.atomic():
+        _store_portable(app_id=app_id, rows=rows, trace_ids=trace_ids, now=now)
+
+
+def _store_portable(
+    *, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: datetime
+) -> None:
+    received = connection.ops.adapt_datetimefield_value(now)
+    ordered = sorted(rows, key=lambda r: (r.trace_id, r.span_id))
+    with connection.cursor() as cursor:
+        for start in range(0, len(ordered), _PORTABLE_CHUNK):
+            chunk = ordered[start : start + _PORTABLE_CHUNK]
+            params: list[Any] = []
+            for row in chunk:
+                values = asdict(row)
+                params += [app_id, received]
+                for name, _ in _COLUMNS:
+                    value = values[name]
+                    params.append(_encode(value).decode() if name in _JSON_COLUMNS else value)
+            cursor.execute(
+                f"INSERT INTO {SPAN_TABLE} (app_id, received_at, {_NAMES}) "
+                f"VALUES {placeholders(len(_COLUMNS) + 2, len(chunk))} "
+                "ON CONFLICT (app_id, trace_id, span_id) DO NOTHING",
+                params,
+            )
+        for start in range(0, len(trace_ids), _PORTABLE_CHUNK):
+            chunk_ids = trace_ids[start : start + _PORTABLE_CHUNK]
+            params = []
+            for trace_id in chunk_ids:
+                params += [app_id, trace_id, received, received]
+            cursor.execute(
+                f"INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at) "
+                f"VALUES {placeholders(4, len(chunk_ids))} {_DIRTY_ON_CONFLICT}",
+                params,
+            )

@@ -1,0 +1,72 @@
+"""Real OpenTelemetry peers against a live llmrum: the Python SDK's OTLP/HTTP
+exporter, and the openai client instrumented by opentelemetry-instrumentation-openai-v2."""
+
+from __future__ import annotations
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from rumserver.models import DirtyTrace, Span
+from tests import factories
+
+
+def provider_for(live_server, token: str, service: str = "chat-gateway") -> TracerProvider:
+    exporter = OTLPSpanExporter(
+        endpoint=f"{live_server.url}/v1/traces",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_exporter_round_trips_spans_intact(live_server):
+    app = factories.make_app()
+    provider = provider_for(live_server, app.ingest_token)
+    tracer = provider.get_tracer("tests.otlp", "1.2.3")
+    with tracer.start_as_current_span("POST /api/chat", kind=SpanKind.SERVER) as root:
+        root.set_attributes(
+            {"http.request.method": "POST", "http.response.status_code": 200, "ratio": 0.25,
+             "flag": True, "tags": ["a", "b"], "ints": [1, 2, 3]}
+        )  # fmt: skip
+        with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as child:
+            child.set_attribute("gen_ai.operation.name", "chat")
+            child.set_attribute("gen_ai.system", "openai")
+            child.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+            child.set_attribute("gen_ai.usage.prompt_tokens", 812)
+            child.set_attribute("gen_ai.usage.completion_tokens", 57)
+            child.add_event("first_token", {"index": 0})
+            child.set_status(Status(StatusCode.ERROR, "upstream reset"))
+    provider.shutdown()
+
+    root_ctx, child_ctx = root.get_span_context(), child.get_span_context()
+    stored_root = Span.objects.get(span_id=f"{root_ctx.span_id:016x}")
+    stored_child = Span.objects.get(span_id=f"{child_ctx.span_id:016x}")
+    assert stored_root.trace_id == f"{root_ctx.trace_id:032x}" == stored_child.trace_id
+    assert stored_child.parent_span_id == stored_root.span_id and stored_root.parent_span_id == ""
+    assert (stored_root.start_ns, stored_root.end_ns) == (root.start_time, root.end_time)
+    assert (stored_child.start_ns, stored_child.end_ns) == (child.start_time, child.end_time)
+    assert stored_root.attributes == {
+        "http.request.method": "POST", "http.response.status_code": 200, "ratio": 0.25,
+        "flag": True, "tags": ["a", "b"], "ints": [1, 2, 3],
+    }  # fmt: skip
+    assert (stored_root.kind, stored_child.kind) == (2, 3)
+    assert stored_root.service == "chat-gateway"
+    assert stored_root.resource["service.name"] == "chat-gateway"
+    assert stored_root.scope == {"name": "tests.otlp", "version": "1.2.3"}
+    assert (stored_child.status_code, stored_child.status_message) == (2, "upstream reset")
+    event = stored_child.events[0]
+    assert event["name"] == "first_token" and event["attributes"] == {"index": 0}
+    assert event["time_ns"] == child.events[0].timestamp
+    # Old GenAI names land in the typed columns.
+    assert (stored_child.gen_ai_provider, stored_child.request_model) == ("openai", "gpt-4o-mini")
+    assert (stored_child.input_tokens, stored_child.output_tokens) == (812, 57)
+    assert stored_child.ttft_source == "event:first_token"
+    assert stored_child.ttft_s == pytest.approx((event["time_ns"] - child.start_time) / 1e9)
+    assert DirtyTrace.objects.filter(trace_id=stored_root.trace_id).exists()
