@@ -19,7 +19,9 @@ def media_type(request: HttpRequest) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
 
-def read_body(request: HttpRequest, *, max_wire: int, max_body: int) -> bytes:
+def read_body(
+    request: HttpRequest, *, max_wire: int, max_body: int, allow_empty: bool = False
+) -> bytes:
     """The request body, inflated when gzip'd, or an IngestError (400/413/415)."""
     declared = request.headers.get("Content-Length")
     if declared:
@@ -41,7 +43,7 @@ def read_body(request: HttpRequest, *, max_wire: int, max_body: int) -> bytes:
         raise IngestError(415, f"unsupported Content-Encoding {encoding!r}; use gzip")
     if len(body) > max_body:
         raise IngestError(413, f"body is larger than {max_body} bytes")
-    if not body:
+    if not body and not allow_empty:
         raise IngestError(400, "empty body")
     return body
 

@@ -10,3 +10,11 @@ urlpatterns = [
     path("api/v1/scores", views.scores, name="scores"),
     path("admin/", admin.site.urls),
 ]
+
+from django.conf import settings  # noqa: E402
+
+if settings.LLMRUM_TRACECONTEXT_TEST_ENDPOINT:
+    # Test-only (DESIGN.md §7): the W3C trace-context harness drives the backend helper.
+    from llmrum_django.conformance import tracecontext
+
+    urlpatterns.append(path("_w3c/tracecontext", tracecontext, name="w3c-tracecontext"))

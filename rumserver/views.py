@@ -150,6 +150,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
             request,
             max_wire=settings.LLMRUM_OTLP_MAX_WIRE_BYTES,
             max_body=settings.LLMRUM_OTLP_MAX_BODY_BYTES,
+            allow_empty=True,  # an empty ExportTraceServiceRequest is zero bytes of protobuf
         )
         result = otlp_ingest(app=app, body=body, media_type=media, now=timezone.now())
     except IngestError as error:
