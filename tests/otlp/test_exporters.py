@@ -3,7 +3,14 @@ exporter, and the openai client instrumented by opentelemetry-instrumentation-op
 
 from __future__ import annotations
 
+import json
+import secrets
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
+from opentelemetry import context
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -70,3 +77,70 @@ def test_the_sdk_exporter_round_trips_spans_intact(live_server):
     assert stored_child.ttft_source == "event:first_token"
     assert stored_child.ttft_s == pytest.approx((event["time_ns"] - child.start_time) / 1e9)
     assert DirtyTrace.objects.filter(trace_id=stored_root.trace_id).exists()
+
+
+class _FakeOpenAI(BaseHTTPRequestHandler):
+    """A small OpenAI-compatible server: streams a chat completion as SSE chunks."""
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        request = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.server.seen_traceparent = self.headers.get("traceparent")  # type: ignore[attr-defined]
+        model = request["model"]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.end_headers()
+        base = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": model}
+        chunks = [{"choices": [{"index": 0, "delta": {"role": "assistant"}}]}]
+        chunks += [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ("Hi", " there")]
+        chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        chunks.append({"choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 2,
+                                                "total_tokens": 13}})  # fmt: skip
+        for chunk in chunks:
+            self.wfile.write(f"data: {json.dumps({**base, **chunk})}\n\n".encode())
+            self.wfile.flush()
+            time.sleep(0.01)
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_instrumented_openai_stream_lands_typed_under_the_browser_trace(live_server):
+    from openai import OpenAI
+    from opentelemetry.instrumentation.openai_v2 import OpenAIInstrumentor
+    from opentelemetry.propagate import extract
+
+    app = factories.make_app()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeOpenAI)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    provider = provider_for(live_server, app.ingest_token, service="chat-gateway")
+    instrumentor = OpenAIInstrumentor()
+    instrumentor.instrument(tracer_provider=provider)
+    browser_trace, browser_span = secrets.token_hex(16), secrets.token_hex(8)
+    try:
+        client = OpenAI(base_url=f"http://127.0.0.1:{server.server_port}/v1", api_key="test")
+        token = context.attach(extract({"traceparent": f"00-{browser_trace}-{browser_span}-01"}))
+        try:
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hello"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        finally:
+            context.detach(token)
+        provider.force_flush()
+    finally:
+        instrumentor.uninstrument()
+        provider.shutdown()
+        server.shutdown()
+    assert text == "Hi there"
+    stored = Span.objects.get(trace_id=browser_trace)
+    assert stored.parent_span_id == browser_span  # continues the browser's trace
+    assert (stored.kind, stored.name) == (3, "chat gpt-4o-mini")
+    assert (stored.gen_ai_operation, stored.gen_ai_provider) == ("chat", "openai")
+    assert (stored.request_model, stored.response_model) == ("gpt-4o-mini", "gpt-4o-mini")
+    assert (stored.input_tokens, stored.output_tokens) == (11, 2)
+    assert stored.service == "chat-gateway"
