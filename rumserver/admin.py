@@ -21,6 +21,7 @@ from rumserver.models import (
     BrowserEvent,
     BrowserSession,
     DirtyTrace,
+    Score,
     Span,
 )
 
@@ -146,3 +147,12 @@ class DirtyTraceAdmin(ReadOnlyAdmin):
     list_display = ["trace_id", "app", "first_marked_at", "last_marked_at"]
     list_select_related = ["app"]
     search_fields = ["=trace_id"]
+
+
+@admin.register(Score)
+class ScoreAdmin(ReadOnlyAdmin):
+    list_display = ["trace_id", "name", "value", "app", "received_at"]
+    list_filter = ["name"]
+    list_select_related = ["app"]
+    search_fields = ["=trace_id"]
+    raw_id_fields = ["app"]

@@ -70,7 +70,14 @@ def test_the_rotate_action_shows_a_new_token(staff_client):
 
 
 def test_raw_data_admin_pages_open(staff_client):
-    for model in ("browsersession", "browserevent", "span", "dirtytrace", "applicationmember"):
+    for model in (
+        "browsersession",
+        "browserevent",
+        "span",
+        "dirtytrace",
+        "applicationmember",
+        "score",
+    ):
         assert staff_client.get(f"/admin/rumserver/{model}/?q=abc").status_code == 200, model
 
 
