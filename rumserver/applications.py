@@ -197,20 +197,21 @@ class _TTLCache:
 
 
 _by_public_key = _TTLCache()
+_by_token_hash = _TTLCache()
 
 
-def ingest_app_by_public_key(public_key: str) -> IngestApp | None:
-    ttl = settings.LLMRUM_APP_CACHE_SECONDS
-    found, cached = _by_public_key.get(public_key, ttl)
+def _cached_ingest_app(cache: _TTLCache, key: str, **lookup: str) -> IngestApp | None:
+    found, cached = cache.get(key, settings.LLMRUM_APP_CACHE_SECONDS)
     if found:
         return cached
-    app = Application.objects.filter(public_key=public_key).first()
+    app = Application.objects.filter(**lookup).first()
     value = _ingest_app(app) if app is not None else None
-    _by_public_key.put(public_key, value)
+    cache.put(key, value)
     return value
 
 
-_by_token_hash = _TTLCache()
+def ingest_app_by_public_key(public_key: str) -> IngestApp | None:
+    return _cached_ingest_app(_by_public_key, public_key, public_key=public_key)
 
 
 def ingest_app_by_token(token: str) -> IngestApp | None:
@@ -219,14 +220,7 @@ def ingest_app_by_token(token: str) -> IngestApp | None:
     Cached by the token's hash, so a rotated token keeps working in a web process
     for at most LLMRUM_APP_CACHE_SECONDS."""
     digest = token_hash(token)
-    ttl = settings.LLMRUM_APP_CACHE_SECONDS
-    found, cached = _by_token_hash.get(digest, ttl)
-    if found:
-        return cached
-    app = Application.objects.filter(ingest_token_hash=digest).first()
-    value = _ingest_app(app) if app is not None else None
-    _by_token_hash.put(digest, value)
-    return value
+    return _cached_ingest_app(_by_token_hash, digest, ingest_token_hash=digest)
 
 
 def clear_ingest_caches() -> None:

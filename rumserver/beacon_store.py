@@ -26,14 +26,15 @@ import msgspec
 from django.db import connection, transaction
 
 from rumserver.beacon import ParsedBatch
+from rumserver.dirty_traces import POSTGRES_CTE as DIRTY_CTE
+from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.fastsql import execute_prepared, placeholders
-from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
+from rumserver.models import BrowserEvent, BrowserSession
 
 _encode = msgspec.json.Encoder().encode
 
 SESSION_TABLE = BrowserSession._meta.db_table
 EVENT_TABLE = BrowserEvent._meta.db_table
-DIRTY_TABLE = DirtyTrace._meta.db_table
 
 
 @dataclass(frozen=True)
@@ -85,9 +86,6 @@ _EVENT_ON_CONFLICT = f"""
         truncated = excluded.truncated
     WHERE {EVENT_TABLE}.type = 'vital' AND excluded.type = 'vital'
 """
-_DIRTY_ON_CONFLICT = """
-    ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at
-"""
 
 _POSTGRES_SQL = f"""
 WITH s AS (
@@ -106,13 +104,7 @@ WITH s AS (
         turn_span_id text, truncated boolean, data jsonb)
     ORDER BY r.event_id
     {_EVENT_ON_CONFLICT}
-), d AS (
-    INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at)
-    SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM unnest(%(traces)s::text[]) AS t
-    ORDER BY t
-    {_DIRTY_ON_CONFLICT}
-)
+), d AS ({DIRTY_CTE})
 SELECT id FROM s
 """
 
@@ -184,13 +176,4 @@ def _store_portable(
             params,
         )
 
-        traces = parsed.trace_ids
-        if traces:
-            params = []
-            for trace_id in traces:
-                params += [app_id, trace_id, received, received]
-            cursor.execute(
-                f"INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at) "
-                f"VALUES {placeholders(4, len(traces))} {_DIRTY_ON_CONFLICT}",
-                params,
-            )
+        mark_dirty_portable(cursor, app_id=app_id, trace_ids=parsed.trace_ids, received=received)

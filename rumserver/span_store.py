@@ -12,14 +12,15 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
+from rumserver.dirty_traces import POSTGRES_CTE as DIRTY_CTE
+from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.fastsql import execute_prepared, placeholders
-from rumserver.models import DirtyTrace, Span
+from rumserver.models import Span
 from rumserver.otlp_spans import SpanRow
 
 _encode = msgspec.json.Encoder().encode
 
 SPAN_TABLE = Span._meta.db_table
-DIRTY_TABLE = DirtyTrace._meta.db_table
 
 # (column, PostgreSQL type) for every SpanRow field, in SpanRow order.
 _COLUMNS = (
@@ -36,9 +37,6 @@ _COLUMNS = (
 _JSON_COLUMNS = {name for name, kind in _COLUMNS if kind == "jsonb"}
 _NAMES = ", ".join(name for name, _ in _COLUMNS)
 
-_DIRTY_ON_CONFLICT = (
-    "ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at"
-)
 
 _POSTGRES_SQL = f"""
 WITH s AS (
@@ -47,13 +45,7 @@ WITH s AS (
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({", ".join(f"{n} {t}" for n, t in _COLUMNS)})
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id) DO NOTHING
-), d AS (
-    INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at)
-    SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM unnest(%(traces)s::text[]) AS t
-    ORDER BY t
-    {_DIRTY_ON_CONFLICT}
-)
+), d AS ({DIRTY_CTE})
 SELECT 1
 """
 
@@ -95,13 +87,4 @@ def _store_portable(
                 "ON CONFLICT (app_id, trace_id, span_id) DO NOTHING",
                 params,
             )
-        for start in range(0, len(trace_ids), _PORTABLE_CHUNK):
-            chunk_ids = trace_ids[start : start + _PORTABLE_CHUNK]
-            params = []
-            for trace_id in chunk_ids:
-                params += [app_id, trace_id, received, received]
-            cursor.execute(
-                f"INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at) "
-                f"VALUES {placeholders(4, len(chunk_ids))} {_DIRTY_ON_CONFLICT}",
-                params,
-            )
+        mark_dirty_portable(cursor, app_id=app_id, trace_ids=trace_ids, received=received)
