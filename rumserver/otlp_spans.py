@@ -307,8 +307,22 @@ def map_request(
                     _drop_content(row)
                 _read_gen_ai(row)
                 mapped.rows.append(row)
-    assign_roles(mapped.rows)
     return mapped
+
+
+def remote_parent_traces(rows: list[SpanRow]) -> list[str]:
+    """Traces holding a SERVER span whose parent is not in this request: the only
+    spans whose parent can be a browser turn (DESIGN.md §5 rule 2)."""
+    local = {row.span_id for row in rows}
+    return sorted(
+        {
+            row.trace_id
+            for row in rows
+            if row.kind == SPAN_KIND_SERVER
+            and row.parent_span_id
+            and row.parent_span_id not in local
+        }
+    )
 
 
 def _map_span(

@@ -15,7 +15,7 @@ from django.db import connection, transaction
 from rumserver.dirty_traces import POSTGRES_CTE as DIRTY_CTE
 from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.fastsql import execute_prepared, placeholders
-from rumserver.models import Span
+from rumserver.models import BrowserEvent, Span
 from rumserver.otlp_spans import SpanRow
 
 _encode = msgspec.json.Encoder().encode
@@ -88,3 +88,13 @@ def _store_portable(
                 params,
             )
         mark_dirty_portable(cursor, app_id=app_id, trace_ids=trace_ids, received=received)
+
+
+def browser_turn_span_ids(*, app_id: int, trace_ids: list[str]) -> frozenset[str]:
+    """Span ids of the browser turns already stored for these traces."""
+    if not trace_ids:
+        return frozenset()
+    found = BrowserEvent.objects.filter(
+        app_id=app_id, trace_id__in=trace_ids, type=BrowserEvent.Type.TURN
+    ).values_list("span_id", flat=True)
+    return frozenset(found)

@@ -324,3 +324,25 @@ def test_a_failing_write_is_503_and_stores_nothing(client):
     assert r.status_code == 503 and r["Retry-After"] == "5"
     assert status_of(r).code == 14
     assert_nothing_stored()
+
+
+def test_a_server_span_under_a_stored_browser_turn_makes_its_service_the_gateway(client, app):
+    turn = factories.turn_event()
+    beacon = client.generic(
+        "POST", f"/rum/v1/beacon?key={app.application.public_key}",
+        factories.encode(factories.batch([turn])), content_type="text/plain",
+    )  # fmt: skip
+    assert beacon.status_code == 202
+    trace_id = bytes.fromhex(turn["trace_id"])
+    server = builders.span(trace_id=trace_id, parent=bytes.fromhex(turn["span_id"]))
+    llm_call = builders.span(
+        trace_id=trace_id, parent=server.span_id, kind=3, name="chat gpt-4o",
+        attributes={"gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o"},
+    )  # fmt: skip
+    elsewhere = builders.span(parent=b"\x07" * 8)  # a remote parent that is no browser turn
+    body = builders.request([server, llm_call, elsewhere], service="chat-gateway")
+    assert post(client, body.SerializeToString(), token=app.ingest_token).status_code == 200
+    roles = dict(Span.objects.values_list("name", "role"))
+    assert roles["chat gpt-4o"] == "gateway"  # every span of the gateway service
+    assert Span.objects.get(span_id=server.span_id.hex()).role == "gateway"
+    assert Span.objects.get(span_id=elsewhere.span_id.hex()).role == "service"
