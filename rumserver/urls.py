@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path
 
@@ -10,8 +11,6 @@ urlpatterns = [
     path("api/v1/scores", views.scores, name="scores"),
     path("admin/", admin.site.urls),
 ]
-
-from django.conf import settings  # noqa: E402
 
 if settings.LLMRUM_TRACECONTEXT_TEST_ENDPOINT:
     # Test-only (DESIGN.md §7): the W3C trace-context harness drives the backend helper.

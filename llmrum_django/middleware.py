@@ -1,0 +1,145 @@
+"""``TraceContextMiddleware``: continue the browser's trace, answer CORS for the chat
+endpoints, and report the server's trace context and timing in ``Server-Timing``.
+
+Settings (all optional; see the README section on llmrum_django):
+
+- ``LLMRUM_CORS_ALLOWED_ORIGINS``: origins allowed to call the chat endpoints
+  cross-origin, e.g. ``["https://chat.example.com"]``. Empty (the default): no CORS
+  handling at all.
+- ``LLMRUM_CORS_URLS_REGEX``: paths (``request.path_info``) the CORS handling applies
+  to; default every path.
+- ``LLMRUM_CORS_ALLOW_METHODS`` (``["GET", "POST"]``), ``LLMRUM_CORS_ALLOW_HEADERS``
+  (``["accept", "authorization", "content-type"]``; ``traceparent``, ``tracestate``
+  and ``baggage`` are always added), ``LLMRUM_CORS_EXPOSE_HEADERS`` (``Server-Timing``
+  is always exposed), ``LLMRUM_CORS_ALLOW_CREDENTIALS`` (``False``),
+  ``LLMRUM_CORS_MAX_AGE`` (7200 seconds).
+- ``LLMRUM_SERVER_TIMING``: add the ``Server-Timing`` entries (``True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from typing import Any
+
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
+from django.http import FileResponse, HttpRequest, HttpResponseBase
+from opentelemetry import context as otel_context
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanContext
+
+from llmrum_django.conf import HelperSettings
+from llmrum_django.cors import CorsPolicy
+from llmrum_django.propagation import request_context
+from llmrum_django.servertiming import add_server_timing, server_timing_value
+
+logger = logging.getLogger(__name__)
+
+
+class TraceContextMiddleware:
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
+        self.get_response = get_response
+        self.config = HelperSettings.load()
+        self.cors = CorsPolicy(self.config)
+        self.is_async = iscoroutinefunction(get_response)
+        if self.is_async:
+            markcoroutinefunction(self)
+
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.is_async:
+            return self.__acall__(request)
+        preflight = self._preflight(request)
+        if preflight is not None:
+            return preflight
+        started = time.perf_counter()
+        with request_context(request) as span_context:
+            response = self.get_response(request)
+            _stream_in_context(response, otel_context.get_current())
+        self._finish(request, response, span_context, started)
+        return response
+
+    async def __acall__(self, request: HttpRequest) -> HttpResponseBase:
+        preflight = self._preflight(request)
+        if preflight is not None:
+            return preflight
+        started = time.perf_counter()
+        get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]] = self.get_response
+        with request_context(request) as span_context:
+            response = await get_response(request)
+            _stream_in_context(response, otel_context.get_current())
+        self._finish(request, response, span_context, started)
+        return response
+
+    def _preflight(self, request: HttpRequest) -> HttpResponseBase | None:
+        try:
+            if self.cors.is_preflight(request) and self.cors.applies(request):
+                return self.cors.preflight_response(request)
+        except Exception:
+            logger.exception("llmrum_django: preflight handling failed; passing it on")
+        return None
+
+    def _finish(
+        self,
+        request: HttpRequest,
+        response: HttpResponseBase,
+        span_context: SpanContext,
+        started: float,
+    ) -> None:
+        # Decoration is best effort: a response must never fail over it.
+        try:
+            if self.cors.applies(request):
+                self.cors.decorate(request, response)
+            if self.config.server_timing:
+                value = server_timing_value(
+                    span_context=span_context,
+                    duration_ms=(time.perf_counter() - started) * 1000.0,
+                    now_ms=time.time() * 1000.0,
+                )
+                add_server_timing(response, value)
+        except Exception:
+            logger.exception("llmrum_django: could not add the response headers")
+
+
+def _stream_in_context(response: HttpResponseBase, ctx: Context) -> None:
+    """A streamed answer's body runs after the middleware returned, outside the
+    request's context. LLM gateways often call the model lazily inside that body, so
+    its spans would start a trace of their own; run each step in the request's
+    context instead. Files keep their sendfile path and need no trace."""
+    if not getattr(response, "streaming", False) or isinstance(response, FileResponse):
+        return
+    if response.is_async:  # type: ignore[attr-defined]
+        response.streaming_content = _aiterate_in(ctx, response.streaming_content)  # type: ignore[attr-defined]
+    else:
+        response.streaming_content = _iterate_in(ctx, response.streaming_content)  # type: ignore[attr-defined]
+
+
+def _iterate_in(ctx: Context, content: Iterable[bytes]) -> Iterator[bytes]:
+    iterator = iter(content)
+    while True:
+        # Attach around each step, never across a yield: the server may resume the
+        # generator from another context, and a token must be detached where it was made.
+        token = otel_context.attach(ctx)
+        try:
+            chunk = next(iterator)
+        except StopIteration:
+            return
+        finally:
+            otel_context.detach(token)
+        yield chunk
+
+
+async def _aiterate_in(ctx: Context, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    iterator = aiter(content)
+    while True:
+        token = otel_context.attach(ctx)
+        try:
+            chunk = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        finally:
+            otel_context.detach(token)
+        yield chunk

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+TRACE_ID = "12345678901234567890123456789012"
+PARENT_ID = "1234567890123456"
+CHAT_ORIGIN = "https://chat.example.com"
+MIDDLEWARE = ["llmrum_django.middleware.TraceContextMiddleware"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: drives real headless Chromium (/usr/bin/chromium) with Playwright"
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Callback:
+    path: str
+    headers: dict[str, str]
+    header_list: list[tuple[str, str]]
+    body: bytes
+
+
+@dataclass
+class CallbackServer:
+    """Stands in for the W3C harness's callback server: records what arrives."""
+
+    url: str
+    received: list[Callback] = field(default_factory=list)
+
+    def take(self) -> list[Callback]:
+        taken, self.received[:] = list(self.received), []
+        return taken
+
+
+@pytest.fixture(scope="session")
+def _callback_server() -> Iterator[CallbackServer]:
+    recorder: list[Callback] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            recorder.append(
+                Callback(
+                    path=self.path,
+                    headers={k.lower(): v for k, v in self.headers.items()},
+                    header_list=list(self.headers.items()),
+                    body=body,
+                )
+            )
+            redirect = self.path == "/redirect"
+            self.send_response(302 if redirect else 200)
+            if redirect:
+                self.send_header("Location", "/after-redirect")
+            self.send_header("Content-Length", "0" if redirect else "2")
+            self.end_headers()
+            if not redirect:
+                self.wfile.write(b"{}")
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server, url = _serve(Handler)
+    try:
+        yield CallbackServer(url=url, received=recorder)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def callback_server(_callback_server: CallbackServer) -> Iterator[CallbackServer]:
+    _callback_server.take()
+    yield _callback_server
+    _callback_server.take()
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> tuple[ThreadingHTTPServer, str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_port}"
+
+
+@dataclass
+class Pages:
+    """Two origins serving a blank chat page: one on the gateway's allow-list, one not."""
+
+    allowed: str
+    foreign: str
+
+
+@pytest.fixture(scope="session")
+def pages() -> Iterator[Pages]:
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<!doctype html><title>chat</title>"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    (allowed, allowed_url), (foreign, foreign_url) = _serve(Page), _serve(Page)
+    try:
+        yield Pages(allowed=allowed_url, foreign=foreign_url)
+    finally:
+        for server in (allowed, foreign):
+            server.shutdown()
+            server.server_close()
+
+
+@pytest.fixture(scope="session")
+def gateway(pages: Pages, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Django gateway using the helper, under gunicorn; returns its base URL."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OTEL_"))}
+    env.update(
+        DJANGO_SETTINGS_MODULE="tests.tracecontext.gateway_settings",
+        GATEWAY_ALLOWED_ORIGINS=pages.allowed,
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path_factory.mktemp("gateway") / "gunicorn.log"
+    args = [sys.executable, "-m", "gunicorn", "django.core.wsgi:get_wsgi_application()",
+            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30"]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        _wait_until_up("127.0.0.1", port, proc, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _wait_until_up(host: str, port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text(errors="replace")
+        try:
+            connection = http.client.HTTPConnection(host, port, timeout=2)
+            connection.request("GET", "/elsewhere")
+            connection.getresponse().read()
+            connection.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise AssertionError(f"gateway did not start:\n{log.read_text(errors='replace')}")
