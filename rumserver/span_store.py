@@ -5,7 +5,6 @@ transaction on SQLite. A span sent again (an exporter's retry) lands once."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
@@ -57,7 +56,9 @@ def store_spans(*, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: 
     if not rows:
         return
     if connection.vendor == "postgresql":
-        spans = _encode([asdict(row) for row in rows]).decode()
+        # msgspec encodes the dataclasses as they are; dataclasses.asdict would deep-copy
+        # every attribute dict first (half of a worker's CPU in bench/otlp).
+        spans = _encode(rows).decode()
         execute_prepared(
             _POSTGRES_SQL, {"app": app_id, "now": now, "spans": spans, "traces": trace_ids}
         )
@@ -76,10 +77,9 @@ def _store_portable(
             chunk = ordered[start : start + _PORTABLE_CHUNK]
             params: list[Any] = []
             for row in chunk:
-                values = asdict(row)
                 params += [app_id, received]
                 for name, _ in _COLUMNS:
-                    value = values[name]
+                    value = getattr(row, name)
                     params.append(_encode(value).decode() if name in _JSON_COLUMNS else value)
             cursor.execute(
                 f"INSERT INTO {SPAN_TABLE} (app_id, received_at, {_NAMES}) "
