@@ -122,12 +122,16 @@ def _iterate_in(ctx: Context, content: Iterable[bytes]) -> Iterator[bytes]:
     while True:
         # Attach around each step, never across a yield: the server may resume the
         # generator from another context, and a token must be detached where it was made.
+        # Each step starts in the context the previous one left, so a span the body keeps
+        # current across a yield (``with tracer.start_as_current_span(...)`` around the
+        # model's chunks) stays the parent of the spans it makes after that yield.
         token = otel_context.attach(ctx)
         try:
             chunk = next(iterator)
         except StopIteration:
             return
         finally:
+            ctx = otel_context.get_current()
             otel_context.detach(token)
         yield chunk
 
@@ -141,5 +145,6 @@ async def _aiterate_in(ctx: Context, content: AsyncIterator[bytes]) -> AsyncIter
         except StopAsyncIteration:
             return
         finally:
+            ctx = otel_context.get_current()
             otel_context.detach(token)
         yield chunk

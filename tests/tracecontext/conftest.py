@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -20,6 +21,10 @@ TRACE_ID = "12345678901234567890123456789012"
 PARENT_ID = "1234567890123456"
 CHAT_ORIGIN = "https://chat.example.com"
 MIDDLEWARE = ["llmrum_django.middleware.TraceContextMiddleware"]
+# What DjangoInstrumentor().instrument() puts first in settings.MIDDLEWARE.
+OTEL_MIDDLEWARE = (
+    "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -136,25 +141,35 @@ def pages() -> Iterator[Pages]:
 @pytest.fixture(scope="session")
 def gateway(pages: Pages, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Django gateway using the helper, under gunicorn; returns its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OTEL_"))}
-    env.update(
-        DJANGO_SETTINGS_MODULE="tests.tracecontext.gateway_settings",
-        GATEWAY_ALLOWED_ORIGINS=pages.allowed,
-        PYTHONUNBUFFERED="1",
-    )
     log = tmp_path_factory.mktemp("gateway") / "gunicorn.log"
-    args = [sys.executable, "-m", "gunicorn", "django.core.wsgi:get_wsgi_application()",
+    with run_gateway(
+        "django.core.wsgi:get_wsgi_application()", log, GATEWAY_ALLOWED_ORIGINS=pages.allowed
+    ) as url:
+        yield url
+
+
+@contextmanager
+def run_gateway(app: str, log: Path, **env: str) -> Iterator[str]:
+    """Serve the test gateway (gateway_settings) with gunicorn and one worker; yields its
+    base URL. On leaving, a graceful stop (SIGTERM), killed after 15 s. The caller's
+    DJANGO_* and OTEL_* variables are not passed on, only ``env``."""
+    port = free_port()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OTEL_"))}
+    environ.update(
+        DJANGO_SETTINGS_MODULE="tests.tracecontext.gateway_settings", PYTHONUNBUFFERED="1"
+    )
+    environ.update(env)
+    args = [sys.executable, "-m", "gunicorn", app,
             "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30"]  # fmt: skip
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(args, cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_until_up("127.0.0.1", port, proc, log)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()

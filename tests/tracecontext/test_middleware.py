@@ -5,32 +5,41 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from importlib.util import find_spec
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
+from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmrum_django.conf import HelperSettings
-from llmrum_django.middleware import TraceContextMiddleware
+from llmrum_django.middleware import TraceContextMiddleware, _stream_in_context
 from llmrum_django.propagation import format_traceparent
-from tests.tracecontext.conftest import CHAT_ORIGIN, MIDDLEWARE, PARENT_ID, TRACE_ID
-from tests.tracecontext.fake_instrumentation import EXPORTER
-
-SERVER_SPAN_MIDDLEWARE = "tests.tracecontext.fake_instrumentation.ServerSpanMiddleware"
+from tests.tracecontext.conftest import (
+    CHAT_ORIGIN,
+    MIDDLEWARE,
+    OTEL_MIDDLEWARE,
+    PARENT_ID,
+    TRACE_ID,
+)
 
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-helper = override_settings(
-    ROOT_URLCONF="tests.tracecontext.urls",
-    MIDDLEWARE=MIDDLEWARE,
-    LLMRUM_CORS_ALLOWED_ORIGINS=[CHAT_ORIGIN],
-    LLMRUM_CORS_URLS_REGEX=r"^/api/",
-)
+HELPER_SETTINGS = {
+    "ROOT_URLCONF": "tests.tracecontext.urls",
+    "LLMRUM_CORS_ALLOWED_ORIGINS": [CHAT_ORIGIN],
+    "LLMRUM_CORS_URLS_REGEX": r"^/api/",
+}
+helper = override_settings(MIDDLEWARE=MIDDLEWARE, **HELPER_SETTINGS)
 
 
 def server_timing(response: HttpResponse) -> dict[str, str]:
@@ -139,34 +148,94 @@ def test_it_appends_to_the_apps_own_headers() -> None:
     assert response["Access-Control-Expose-Headers"] == "X-Request-Id, Server-Timing"
 
 
-# --- With OpenTelemetry instrumentation in front ------------------------------
+# --- With OpenTelemetry's Django instrumentation in front ----------------------
 
 
 @pytest.fixture
-def exporter() -> Iterator[InMemorySpanExporter]:
-    EXPORTER.clear()
-    yield EXPORTER
-    EXPORTER.clear()
+def instrumented() -> Iterator[InMemorySpanExporter]:
+    """The real opentelemetry-instrumentation-django in front of the helper, exporting
+    to memory. ``instrument()`` inserts its middleware into ``settings.MIDDLEWARE`` in
+    place, so it runs inside an override holding a copy of the helper's stack (the
+    tests using this fixture must not override MIDDLEWARE again)."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    instrumentor = DjangoInstrumentor()
+    with override_settings(MIDDLEWARE=list(MIDDLEWARE), **HELPER_SETTINGS):
+        instrumentor.instrument(tracer_provider=provider)
+        try:
+            # As the README says: its middleware goes first, so its span wraps the helper.
+            assert settings.MIDDLEWARE == [OTEL_MIDDLEWARE, *MIDDLEWARE]
+            yield exporter
+        finally:
+            instrumentor.uninstrument()
+    assert OTEL_MIDDLEWARE not in MIDDLEWARE
+    provider.shutdown()
 
 
-@helper
-def test_it_names_the_instrumentations_server_span(exporter: InMemorySpanExporter) -> None:
-    with override_settings(MIDDLEWARE=[SERVER_SPAN_MIDDLEWARE, *MIDDLEWARE]):
-        response = Client().post(
-            "/api/chat",
-            HTTP_TRACEPARENT=f"00-{TRACE_ID}-{PARENT_ID}-03",
-            HTTP_BAGGAGE="session.id=abc",
-        )
-    (span,) = exporter.get_finished_spans()
+def test_it_names_the_instrumentations_server_span(instrumented: InMemorySpanExporter) -> None:
+    response = Client().post(
+        "/api/chat",
+        HTTP_TRACEPARENT=f"00-{TRACE_ID}-{PARENT_ID}-03",
+        HTTP_BAGGAGE="session.id=abc",
+    )
+    (span,) = instrumented.get_finished_spans()
     server = span.get_span_context()
+    assert (span.kind, span.name) == (trace.SpanKind.SERVER, "POST api/chat")
     assert span.parent is not None and span.parent.span_id == int(PARENT_ID, 16)
     # The app's spans are children of the server span, not re-parented under the browser's.
     seen = response.json()
     assert (seen["trace_id"], seen["span_id"]) == (TRACE_ID, f"{server.span_id:016x}")
     assert seen["remote"] is False
-    assert server_timing(response)["trace"] == f"desc={response['X-Server-Span']}"
-    assert response["X-Server-Span"] == f"00-{TRACE_ID}-{server.span_id:016x}-03"
-    assert span.attributes == {"session.id": "abc"}
+    assert seen["session_id"] == "abc"
+    assert server_timing(response)["trace"] == f"desc=00-{TRACE_ID}-{server.span_id:016x}-03"
+    assert span.attributes is not None and span.attributes["session.id"] == "abc"
+
+
+def test_it_names_the_server_span_of_a_trace_the_gateway_starts(
+    instrumented: InMemorySpanExporter,
+) -> None:
+    response = Client().post("/api/chat", HTTP_TRACEPARENT=f"00-{'0' * 32}-{PARENT_ID}-01")
+    (span,) = instrumented.get_finished_spans()
+    assert span.parent is None  # a new trace, not the invalid one
+    assert response.json()["trace_id"] == f"{span.context.trace_id:032x}"
+    assert server_timing(response)["trace"] == f"desc={format_traceparent(span.context)}"
+    assert span.attributes is not None and "session.id" not in span.attributes
+
+
+def test_a_streamed_body_runs_under_the_server_span(instrumented: InMemorySpanExporter) -> None:
+    response = Client().post(
+        "/api/stream", HTTP_TRACEPARENT=TRACEPARENT, HTTP_BAGGAGE="session.id=s1"
+    )
+    # The instrumentation ends its span when its middleware returns, before the body
+    # streams: spans made inside the stream outlive their parent, but stay in the trace.
+    (span,) = instrumented.get_finished_spans()
+    seen = json.loads(b"".join(response.streaming_content))
+    assert (seen["trace_id"], seen["span_id"]) == (TRACE_ID, f"{span.context.span_id:016x}")
+    assert seen["session_id"] == "s1"
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+@pytest.mark.skipif(
+    find_spec("opentelemetry.instrumentation.asgi") is not None,
+    reason="opentelemetry-instrumentation-asgi installed: Django's instrumentation traces ASGI",
+)
+def test_under_asgi_without_the_asgi_extra_the_helper_continues_the_trace_itself(
+    instrumented: InMemorySpanExporter,
+) -> None:
+    """opentelemetry-instrumentation-django traces ASGI requests only with its ``asgi``
+    extra (opentelemetry-instrumentation-asgi); without it, it makes no span at all."""
+
+    async def run() -> Any:
+        return await AsyncClient().post(
+            "/api/chat", headers={"traceparent": TRACEPARENT, "baggage": "session.id=abc"}
+        )
+
+    response = async_to_sync(run)()
+    assert instrumented.get_finished_spans() == ()
+    seen = response.json()
+    assert (seen["span_id"], seen["remote"], seen["session_id"]) == (PARENT_ID, True, "abc")
+    assert server_timing(response)["trace"] == f"desc={TRACEPARENT}"
 
 
 # --- Streamed answers and async stacks --------------------------------------
@@ -181,6 +250,48 @@ def test_it_keeps_the_trace_while_the_body_streams() -> None:
     # The test client iterates the body only now, after the middleware returned.
     seen = json.loads(b"".join(response.streaming_content))
     assert (seen["trace_id"], seen["session_id"]) == (TRACE_ID, "s1")
+    assert not trace.get_current_span().get_span_context().is_valid
+
+
+@pytest.mark.parametrize("is_async", [False, True])
+def test_a_span_the_body_keeps_current_across_a_yield_stays_the_parent(is_async: bool) -> None:
+    """A gateway wraps the model's chunks in its own span; what it makes after a
+    chunk has gone out (a moderation call, a tool) must still be that span's child."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+
+    def body() -> Iterator[bytes]:
+        with tracer.start_as_current_span("model"):
+            yield b"1"
+            with tracer.start_as_current_span("after-a-chunk"):
+                pass
+            yield b"2"
+
+    async def abody() -> AsyncIterator[bytes]:
+        for chunk in body():
+            yield chunk
+
+    with tracer.start_as_current_span("server"):
+        response = StreamingHttpResponse(abody() if is_async else body())
+        _stream_in_context(response, otel_context.get_current())
+    if is_async:
+
+        async def collect() -> list[bytes]:
+            return [chunk async for chunk in response.streaming_content]
+
+        chunks = async_to_sync(collect)()
+    else:
+        chunks = list(response.streaming_content)
+    assert chunks == [b"1", b"2"]
+    parents = {
+        span.name: span.parent.span_id if span.parent else None
+        for span in exporter.get_finished_spans()
+    }
+    ids = {span.name: span.context.span_id for span in exporter.get_finished_spans()}
+    assert parents["after-a-chunk"] == ids["model"]
+    assert parents["model"] == ids["server"]
     assert not trace.get_current_span().get_span_context().is_valid
 
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("api/chat", views.chat),
     path("api/chat-own-headers", views.chat_with_own_headers),
     path("api/stream", views.stream),
+    path("api/chat-stream", views.chat_stream),
     path("api/astream", views.astream),
     path("elsewhere", views.elsewhere),
     path("_w3c/tracecontext", tracecontext),

@@ -10,6 +10,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from opentelemetry import baggage, trace
 
+# The global tracer provider's: a no-op one unless the process configured the SDK.
+TRACER = trace.get_tracer(__name__)
+
 
 def seen_context() -> dict[str, Any]:
     span_context = trace.get_current_span().get_span_context()
@@ -40,6 +43,25 @@ def stream(request: HttpRequest) -> StreamingHttpResponse:
         yield json.dumps(seen_context())
 
     return StreamingHttpResponse(body(), content_type="application/json")
+
+
+def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A chat answer as a gateway streams one: the model is called lazily inside the
+    body, under a span kept current across its chunks; after the last chunk the gateway
+    makes one more span (a moderation call, say) inside it."""
+
+    def body() -> Iterator[str]:
+        with TRACER.start_as_current_span("chat gpt-4o-mini", kind=trace.SpanKind.CLIENT) as span:
+            span.set_attribute("gen_ai.operation.name", "chat")
+            span.set_attribute("gen_ai.provider.name", "openai")
+            span.set_attribute("gen_ai.request.model", "gpt-4o-mini")
+            for word in ("Hi", " there", "!"):
+                yield f"data: {json.dumps({'delta': word})}\n\n"
+            with TRACER.start_as_current_span("moderate answer"):
+                pass
+        yield "data: [DONE]\n\n"
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
 
 
 async def astream(request: HttpRequest) -> StreamingHttpResponse:

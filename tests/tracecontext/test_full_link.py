@@ -1,0 +1,147 @@
+"""The backend half of the product, for real: llmrum serving, a Django gateway under
+gunicorn set up as the README says (llmrum_django's middleware, OpenTelemetry's Django
+instrumentation, the SDK exporting OTLP/HTTP to llmrum by the standard variables), and
+a chat request carrying the browser's ``traceparent`` and ``baggage``. The gateway's
+spans must land in llmrum under the browser's trace, with the span ``Server-Timing``
+named, the session id, and the gateway role.
+
+The browser side (CORS, reading ``Server-Timing`` in Chromium) is test_browser.py's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+from rumserver.models import BrowserEvent, Span
+from tests import factories
+from tests.integration.conftest import http as http_request
+from tests.tracecontext.conftest import run_gateway
+
+SESSION_ID = "abc"
+STREAMED = ["Hi", " there", "!", "[DONE]"]
+
+
+def post_beacon(base: str, public_key: str, body: dict) -> tuple[int, bytes]:
+    status, _, answer = http_request(
+        "POST",
+        f"{base}/rum/v1/beacon?key={public_key}",
+        factories.encode(body),
+        {
+            "Content-Type": "text/plain;charset=UTF-8",
+            "Origin": factories.CHAT_ORIGIN,
+            "User-Agent": factories.CHROME_UA,
+        },
+    )
+    return status, answer
+
+
+def chat(base: str, traceparent: str) -> tuple[int, str, list[str]]:
+    """POST the chat request; the status, the Server-Timing header, the streamed data."""
+    parts = urlsplit(base)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
+    try:
+        connection.request(
+            "POST",
+            "/api/chat-stream",
+            body=b'{"messages": [{"role": "user", "content": "hello"}]}',
+            headers={
+                "Content-Type": "application/json",
+                "traceparent": traceparent,
+                "baggage": f"session.id={SESSION_ID}",
+            },
+        )
+        response = connection.getresponse()
+        body = response.read().decode()
+    finally:
+        connection.close()
+    data = [line.removeprefix("data: ") for line in body.splitlines() if line]
+    return response.status, response.headers.get("Server-Timing", ""), data
+
+
+def trace_entry(server_timing: str) -> str:
+    """The ``trace`` entry's description: the traceparent of the server's span."""
+    for entry in server_timing.split(","):
+        name, _, params = entry.strip().partition(";")
+        if name == "trace":
+            return params.removeprefix("desc=")
+    raise AssertionError(f"no trace entry in Server-Timing: {server_timing!r}")
+
+
+def wait_for_spans(trace_id: str, count: int, log: Path, timeout: float = 15) -> list[Span]:
+    deadline = time.monotonic() + timeout
+    while True:
+        spans = list(Span.objects.filter(trace_id=trace_id).order_by("start_ns"))
+        if len(spans) >= count:
+            return spans
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(spans)} of {count} spans arrived; gateway log:\n"
+                + log.read_text(errors="replace")[-4000:]
+            )
+        time.sleep(0.2)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
+    live_server, tmp_path: Path
+) -> None:
+    app = factories.make_app()
+    trace_id, browser_span_id = factories.trace_id(), factories.span_id()
+    # The turn's beacon first, as when the exporter batches for longer than the answer
+    # streams: then llmrum names the gateway at ingest.
+    turn = factories.turn_event(trace_id=trace_id, span_id=browser_span_id)
+    batch = factories.batch([turn], session={"id": SESSION_ID, "started_at": factories.now_ms()})
+    status, answer = post_beacon(live_server.url, app.application.public_key, batch)
+    assert status == 202, answer
+    assert BrowserEvent.objects.filter(trace_id=trace_id, span_id=browser_span_id).exists()
+
+    log = tmp_path / "gateway.log"
+    with run_gateway(
+        "tests.tracecontext.otel_gateway:application",
+        log,
+        OTEL_SERVICE_NAME="chat-gateway",
+        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{live_server.url}/v1/traces",
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"Authorization=Bearer%20{app.ingest_token}",
+        OTEL_PYTHON_DJANGO_EXCLUDED_URLS="elsewhere",  # the start-up probe's path
+    ) as gateway:
+        status, server_timing, data = chat(gateway, f"00-{trace_id}-{browser_span_id}-01")
+    # Leaving stopped gunicorn gracefully: the worker's batch processor flushed at exit.
+    assert status == 200
+    assert [json.loads(d)["delta"] for d in data[:-1]] + data[-1:] == STREAMED
+
+    version, named_trace, server_span_id, flags = trace_entry(server_timing).split("-")
+    assert (version, named_trace, flags) == ("00", trace_id, "01")
+    assert server_span_id != browser_span_id  # the gateway's own span, not an echo
+
+    spans = wait_for_spans(trace_id, 3, log)
+    by_name = {span.name: span for span in spans}
+    assert len(spans) == 3, [span.name for span in spans]
+    server = by_name["POST api/chat-stream"]
+    assert server.span_id == server_span_id
+    assert (server.trace_id, server.parent_span_id, server.kind) == (
+        trace_id,
+        browser_span_id,
+        2,
+    )
+    assert server.service == "chat-gateway"
+    assert server.scope["name"] == "opentelemetry.instrumentation.django"
+    assert server.attributes["session.id"] == SESSION_ID  # copied from baggage by the helper
+    assert server.role == "gateway"  # the browser turn was stored first
+
+    # The model call made lazily inside the streamed body stays in the trace, under the
+    # server span, and what the gateway did after the chunks stays under the model call.
+    model = by_name["chat gpt-4o-mini"]
+    assert (model.kind, model.parent_span_id) == (3, server.span_id)
+    assert (model.gen_ai_operation, model.request_model) == ("chat", "gpt-4o-mini")
+    assert by_name["moderate answer"].parent_span_id == model.span_id
+    assert {span.role for span in spans} == {"gateway"}
+    # The instrumentation ends the server span when the response headers leave, before
+    # the body streams: the model span outlives its parent.
+    assert server.end_ns <= model.end_ns
