@@ -1,10 +1,314 @@
-"""Correlator services."""
+"""The sweep: claim dirty traces, stitch them in batches, finalize quiet ones.
+
+A batch is claimed with ``SELECT … FOR UPDATE SKIP LOCKED``, stitched, written
+and its claims deleted in ONE transaction: any number of workers share the
+backlog without stitching a trace twice at once, and a worker killed mid-batch
+rolls back, leaving the claims for the next sweep. Ingest that touches a claimed
+trace waits for the batch to commit and then marks it dirty again, so late data
+is never lost.
+"""
 
 from __future__ import annotations
 
-from rumserver.models import DirtyTrace
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+from correlator.models import Trace, Turn
+from correlator.stitching import (
+    Skew,
+    estimate_skew,
+    gateway_server_span,
+    linked_span_ids,
+    propagation_cause,
+    tighten,
+    turn_metrics,
+)
+from rumserver.models import BrowserEvent, DirtyTrace, Span
+from rumserver.otlp_spans import assign_roles
+
+logger = logging.getLogger(__name__)
+
+BATCH_SIZE = 200
+_SPAN_FIELDS = (
+    "id", "app_id", "trace_id", "span_id", "parent_span_id", "kind", "role", "service",
+    "start_ns", "end_ns", "received_at", "resource", "gen_ai_operation", "request_model",
+    "response_model", "ttft_s", "ttft_source", "queue_s", "input_tokens", "output_tokens",
+)  # fmt: skip
+
+
+@dataclass
+class SweepResult:
+    stitched: int = 0
+    batches: int = 0
+    finalized: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
 
 
 def sweep_backlog() -> int:
     """How many traces wait for stitching."""
     return DirtyTrace.objects.count()
+
+
+def sweep_run(
+    *, now: datetime, batch_size: int = BATCH_SIZE, finalize_all: bool = False
+) -> SweepResult:
+    """Stitch every dirty trace in batches, then mark quiet open traces final
+    (``finalize_all``: every open trace, whatever its quiet time)."""
+    started = time.monotonic()
+    result = SweepResult()
+    while True:
+        stitched = _sweep_batch(now=now, batch_size=batch_size)
+        if not stitched:
+            break
+        result.stitched += stitched
+        result.batches += 1
+    quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
+    open_traces = Trace.objects.filter(state=Trace.State.OPEN)
+    if not finalize_all:
+        open_traces = open_traces.filter(last_received_at__lte=now - quiet)
+    result.finalized = open_traces.update(state=Trace.State.FINAL)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _sweep_batch(*, now: datetime, batch_size: int) -> int:
+    with transaction.atomic():
+        claimed = list(
+            DirtyTrace.objects.select_for_update(skip_locked=True)
+            .order_by("last_marked_at", "id")
+            .values_list("id", "app_id", "trace_id")[:batch_size]
+        )
+        if not claimed:
+            return 0
+        traces_stitch(keys=[(app_id, trace_id) for _, app_id, trace_id in claimed], now=now)
+        DirtyTrace.objects.filter(id__in=[row[0] for row in claimed]).delete()
+    return len(claimed)
+
+
+def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
+    """Rebuild the stitched trace, its turn and its browser span for each
+    (app id, trace id) from the raw rows. Same rows in, same result out."""
+    wanted = set(keys)
+    trace_ids = sorted({trace_id for _, trace_id in keys})
+    spans: dict[tuple[int, str], list[Span]] = defaultdict(list)
+    for span in Span.objects.filter(trace_id__in=trace_ids).only(*_SPAN_FIELDS):
+        if (span.app_id, span.trace_id) in wanted:
+            spans[(span.app_id, span.trace_id)].append(span)
+    turns: dict[tuple[int, str], BrowserEvent] = {}
+    events = BrowserEvent.objects.filter(trace_id__in=trace_ids, type=BrowserEvent.Type.TURN)
+    for event in events.select_related("session").order_by("ts_ms", "event_id"):
+        turns.setdefault((event.app_id, event.trace_id), event)
+    deltas = _beacon_deltas({event.session_id for event in turns.values()})
+    replaced = _replaced_span_ids(turns)
+
+    traces, turn_rows, browser_spans, role_changes = [], [], [], []
+    for key in sorted(wanted):
+        stitched = _stitch_one(
+            key=key,
+            spans=[s for s in spans.get(key, []) if s.role != Span.Role.BROWSER],
+            turn=turns.get(key),
+            deltas=deltas,
+            replaced=replaced,
+            now=now,
+        )
+        if stitched is None:
+            continue
+        trace, turn, browser_span, changed = stitched
+        traces.append(trace)
+        if turn is not None:
+            turn_rows.append(turn)
+            browser_spans.append(browser_span)
+        role_changes += changed
+    _write(traces=traces, turns=turn_rows, browser_spans=browser_spans, roles=role_changes)
+
+
+def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:
+    """received_at − sent_at (ms) of every beacon batch of these sessions."""
+    out: dict[int, list[float]] = defaultdict(list)
+    if not session_pks:
+        return out
+    rows = (
+        BrowserEvent.objects.filter(session_id__in=session_pks)
+        .values_list("session_id", "received_at", "sent_at_ms")
+        .distinct()
+    )
+    for session_pk, received_at, sent_at_ms in rows:
+        out[session_pk].append(received_at.timestamp() * 1000 - sent_at_ms)
+    return out
+
+
+def _replaced_span_ids(turns: dict[tuple[int, str], BrowserEvent]) -> set[tuple[int, str]]:
+    """(app, span id) of the turns among these that a later stitched turn regenerated."""
+    span_ids = {event.span_id for event in turns.values()}
+    if not span_ids:
+        return set()
+    rows = Turn.objects.filter(regenerate_of__in=span_ids).values_list("app_id", "regenerate_of")
+    return set(rows)
+
+
+def _stitch_one(
+    *,
+    key: tuple[int, str],
+    spans: list[Span],
+    turn: BrowserEvent | None,
+    deltas: dict[int, list[float]],
+    replaced: set[tuple[int, str]],
+    now: datetime,
+) -> tuple[Trace, Turn | None, Span | None, list[Span]] | None:
+    app_id, trace_id = key
+    if not spans and turn is None:
+        return None  # a score or a hint for a trace with no rows (yet)
+    data: dict[str, Any] = turn.data if turn is not None else {}
+    browser_id = turn.span_id if turn is not None else ""
+
+    before = {s.span_id: s.role for s in spans}
+    assign_roles(spans, frozenset({browser_id}) if browser_id else frozenset())
+    changed = [s for s in spans if s.role != before[s.span_id]]
+
+    received = [s.received_at for s in spans] + ([turn.received_at] if turn else [])
+    last_received = max(received)
+    quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
+    state = Trace.State.OPEN if now - last_received < quiet else Trace.State.FINAL
+    linked = bool(browser_id) and bool(linked_span_ids(spans, browser_id))
+    root_remote = any(s.parent_span_id and s.parent_span_id not in before for s in spans)
+    propagation, cause = propagation_cause(
+        has_browser=turn is not None, has_server=bool(spans), turn=data,
+        root_has_remote_parent=root_remote,
+    )  # fmt: skip
+
+    skew = Skew(0.0, "")
+    turn_row = browser_span = None
+    span_starts = [s.start_ns / 1e6 for s in spans]
+    span_ends = [s.end_ns / 1e6 for s in spans]
+    if turn is not None:
+        t_send = float(data["t_send"])
+        t_end = float(data.get("t_end") or data.get("t_last_token") or t_send)
+        gateway = gateway_server_span(spans, browser_id)
+        skew = tighten(
+            estimate_skew(data, deltas.get(turn.session_id, [])),
+            t_send=t_send, t_end=max(t_end, t_send), outcome=str(data.get("outcome")),
+            gateway=(gateway.start_ns / 1e6, gateway.end_ns / 1e6) if gateway else None,
+        )  # fmt: skip
+        start_ms, end_ms = t_send + skew.ms, max(t_end, t_send) + skew.ms
+        browser_span = _browser_span(app_id, trace_id, turn, start_ms, end_ms, skew)
+        metrics = turn_metrics(data, spans, browser_id)
+        session = turn.session
+        turn_row = Turn(
+            app_id=app_id,
+            session_id=turn.session_id,
+            span_id=browser_id,
+            conversation_id=str(data.get("conversation_id") or session.session_id)[:128],
+            turn_index=data.get("turn_index"),
+            t_send_ms=start_ms,
+            outcome=str(data.get("outcome") or "completed"),
+            status=data.get("status"),
+            regenerated=(app_id, browser_id) in replaced,
+            regenerate_of=str(data.get("regenerate_of") or ""),
+            intent_correction=bool(data.get("intent_correction")),
+            **metrics.__dict__,
+        )
+        trace_start, trace_end = start_ms, max([end_ms, *span_ends])
+    else:
+        trace_start, trace_end = min(span_starts), max(span_ends)
+    trace = Trace(
+        app_id=app_id,
+        trace_id=trace_id,
+        state=state,
+        linked=linked,
+        clock_skew_ms=skew.ms,
+        skew_source=skew.source,
+        start_ms=trace_start,
+        end_ms=trace_end,
+        span_count=len(spans) + (1 if turn is not None else 0),
+        propagation=propagation,
+        propagation_cause=cause,
+        last_received_at=last_received,
+        stitched_at=now,
+    )
+    return trace, turn_row, browser_span, changed
+
+
+def _browser_span(
+    app_id: int, trace_id: str, turn: BrowserEvent, start_ms: float, end_ms: float, skew: Skew
+) -> Span:
+    data = turn.data
+    attributes = {
+        key: data[key]
+        for key in ("url", "method", "status", "outcome", "chunks", "model", "conversation_id",
+                    "turn_index", "regenerate_of", "intent_correction", "error")
+        if data.get(key) not in (None, "")
+    }  # fmt: skip
+    attributes["llmrum.clock_skew_ms"] = skew.ms
+    attributes["llmrum.skew_source"] = skew.source
+    return Span(
+        app_id=app_id,
+        trace_id=trace_id,
+        span_id=turn.span_id,
+        role=Span.Role.BROWSER,
+        service="browser",
+        name=f"{data.get('method') or 'POST'} {data.get('url') or 'chat'}"[:256],
+        kind=3,  # CLIENT
+        start_ns=round(start_ms * 1e6),
+        end_ns=round(end_ms * 1e6),
+        status_code=2 if data.get("outcome") == "error" else 0,
+        attributes=attributes,
+        received_at=turn.received_at,
+    )
+
+
+_TRACE_FIELDS = [
+    "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
+    "propagation", "propagation_cause", "last_received_at", "stitched_at",
+]  # fmt: skip
+_TURN_FIELDS = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
+_BROWSER_SPAN_FIELDS = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
+
+
+def _write(
+    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span | None], roles: list[Span]
+) -> None:
+    if not traces:
+        return
+    Trace.objects.bulk_create(
+        traces,
+        update_conflicts=True,
+        unique_fields=["app", "trace_id"],
+        update_fields=_TRACE_FIELDS,
+    )
+    by_key = {(t.app_id, t.trace_id): t for t in traces}
+    if any(t.pk is None for t in traces):  # backends that do not return ids on upsert
+        ids = Trace.objects.filter(trace_id__in=[t.trace_id for t in traces]).values_list(
+            "app_id", "trace_id", "id"
+        )
+        for app_id, trace_id, pk in ids:
+            if (app_id, trace_id) in by_key:
+                by_key[(app_id, trace_id)].pk = pk
+    for turn, span in zip(turns, browser_spans, strict=True):
+        assert span is not None
+        turn.trace_id = by_key[(turn.app_id, span.trace_id)].pk
+    Turn.objects.bulk_create(
+        turns, update_conflicts=True, unique_fields=["trace"], update_fields=_TURN_FIELDS
+    )
+    Span.objects.bulk_create(
+        [s for s in browser_spans if s is not None],
+        update_conflicts=True,
+        unique_fields=["app", "trace_id", "span_id"],
+        update_fields=_BROWSER_SPAN_FIELDS,
+    )
+    if roles:
+        Span.objects.bulk_update(roles, ["role"])
+    # A turn that regenerates an earlier one marks it (the earlier one, stitched
+    # later or again, finds this turn through _replaced_span_ids: same result).
+    for turn in turns:
+        if turn.regenerate_of:
+            Turn.objects.filter(app_id=turn.app_id, span_id=turn.regenerate_of).update(
+                regenerated=True
+            )

@@ -2,8 +2,7 @@
 
 ``correlator.sweep`` is what ingest hints and what beat runs every few seconds.
 Its work is found in the dirty-trace table, never in the message, so a lost or
-duplicated hint changes nothing. Stitching itself arrives with the correlator
-issue; until then the sweep reports the backlog it would work on.
+duplicated hint changes nothing.
 """
 
 from __future__ import annotations
@@ -12,13 +11,17 @@ import logging
 from typing import Any
 
 from celery import shared_task
+from django.utils import timezone
 
-from correlator.services import sweep_backlog
+from correlator.services import sweep_run
 
 logger = logging.getLogger(__name__)
 
 
 @shared_task(name="correlator.sweep", ignore_result=True)
 def sweep(**kwargs: Any) -> None:
-    backlog = sweep_backlog()
-    logger.info("correlator sweep: %d dirty traces waiting", backlog)
+    result = sweep_run(now=timezone.now())
+    logger.info(
+        "correlator sweep: %d traces stitched in %d batches, %d finalized, %.3f s",
+        result.stitched, result.batches, result.finalized, result.seconds,
+    )  # fmt: skip

@@ -245,16 +245,21 @@ def _read_gen_ai(row: SpanRow) -> None:
             return
 
 
-def _is_model_server(row: SpanRow) -> bool:
-    return row.kind == SPAN_KIND_SERVER and (
-        "gen_ai.operation.name" in row.attributes
-        or "gen_ai.request.model" in row.attributes
-        or any(key.startswith("gen_ai.latency.") for key in row.attributes)
+def _is_model_server(row: Any) -> bool:
+    # From the typed columns (read from the attributes at ingest), so the correlator
+    # can decide again without loading every span's attributes.
+    return row.kind == SPAN_KIND_SERVER and bool(
+        row.gen_ai_operation
+        or row.request_model
+        or row.ttft_source.startswith("gen_ai.latency.")
+        or row.queue_s is not None
     )
 
 
-def assign_roles(rows: list[SpanRow], browser_span_ids: frozenset[str] = frozenset()) -> None:
+def assign_roles(rows: list[Any], browser_span_ids: frozenset[str] = frozenset()) -> None:
     """Decide each service's role within its trace by DESIGN.md §5's first matching rule.
+
+    Works on SpanRow at ingest and on stored Span rows in the correlator.
 
     Rule 2 needs the browser span, which usually arrives after the backend spans, so
     ingest applies it only when told the browser span ids; the correlator decides

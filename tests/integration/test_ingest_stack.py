@@ -13,6 +13,7 @@ import redis
 from django.db import connections
 from django.test import Client, override_settings
 
+from correlator.models import Trace
 from rumserver.hints import hints
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
 from tests import factories
@@ -44,7 +45,8 @@ def test_a_beacon_through_gunicorn_reaches_a_real_worker(start_web, start_worker
     assert status == 202, body
     assert BrowserEvent.objects.get().trace_id == turn["trace_id"]
     # The hint sent after commit wakes the worker, which finds the dirty trace.
-    worker.wait_for(lambda text: "correlator sweep: 1 dirty traces waiting" in text, timeout=30)
+    worker.wait_for(lambda text: "correlator sweep: 1 traces stitched" in text, timeout=30)
+    assert Trace.objects.get().trace_id == turn["trace_id"]
 
 
 def test_a_broker_that_is_down_does_not_fail_the_request(start_web):

@@ -66,7 +66,7 @@ def test_serve_runs_web_worker_and_beat_on_the_embedded_default(tmp_path: Path):
         )
         assert (status, json.loads(body)) == (202, {"accepted": 1, "rejected": []})
         # Beat schedules the sweep, the worker runs it and sees the new dirty trace.
-        wait_for(r"correlator sweep: 1 dirty traces waiting")
+        wait_for(r"correlator sweep: 1 traces stitched")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

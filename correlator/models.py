@@ -1,0 +1,93 @@
+"""What the correlator derives from the raw rows: one stitched trace per trace id,
+and one turn per browser chat request (DESIGN.md §6, §7).
+
+Both are rebuilt from raw rows by every stitch, so they can be thrown away and
+recomputed at any time.
+"""
+
+from __future__ import annotations
+
+from django.db import models
+
+from rumserver.models import Application, BrowserSession
+
+
+class Trace(models.Model):
+    class State(models.TextChoices):
+        OPEN = "open"
+        FINAL = "final"
+
+    class Propagation(models.TextChoices):
+        OK = ""
+        NO_SERVER_SPANS = "no_server_spans"
+        NO_BROWSER_ROOT = "no_browser_root"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace_id = models.CharField(max_length=32)
+    state = models.CharField(max_length=8, choices=State.choices, default=State.OPEN)
+    linked = models.BooleanField(default=False)
+    clock_skew_ms = models.FloatField(default=0.0, help_text="Added to browser times.")
+    skew_source = models.CharField(max_length=32, blank=True, default="")
+    start_ms = models.FloatField(help_text="Epoch ms, skew-corrected.")
+    end_ms = models.FloatField()
+    span_count = models.PositiveIntegerField(default=0)
+    propagation = models.CharField(
+        max_length=32, choices=Propagation.choices, blank=True, default=""
+    )
+    propagation_cause = models.CharField(max_length=64, blank=True, default="")
+    last_received_at = models.DateTimeField(help_text="Newest raw data for this trace.")
+    stitched_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "trace_id"], name="uniq_trace_per_app"),
+        ]
+        indexes = [
+            models.Index(fields=["app", "start_ms"], name="trace_app_start"),
+            models.Index(fields=["state", "last_received_at"], name="trace_state_received"),
+        ]
+
+    def __str__(self) -> str:
+        return self.trace_id
+
+
+class Turn(models.Model):
+    """One chat request as the user saw it, with the wait split into its parts (ms)."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="turn")
+    session = models.ForeignKey(BrowserSession, on_delete=models.CASCADE)
+    span_id = models.CharField(max_length=16, help_text="The browser span (traceparent parent-id).")
+    conversation_id = models.CharField(max_length=128, blank=True, default="")
+    turn_index = models.PositiveIntegerField(null=True, blank=True)
+    t_send_ms = models.FloatField(help_text="Epoch ms, skew-corrected.")
+    outcome = models.CharField(max_length=16)
+    status = models.PositiveSmallIntegerField(null=True, blank=True)
+    regenerated = models.BooleanField(default=False)
+    regenerate_of = models.CharField(max_length=16, blank=True, default="")
+    intent_correction = models.BooleanField(default=False)
+    client_ttft_ms = models.FloatField(null=True, blank=True)
+    server_ttft_ms = models.FloatField(null=True, blank=True)
+    server_ttft_source = models.CharField(max_length=64, blank=True, default="")
+    model_ttft_ms = models.FloatField(null=True, blank=True)
+    queue_ms = models.FloatField(null=True, blank=True)
+    network_overhead_ms = models.FloatField(null=True, blank=True)
+    tbt_p50_ms = models.FloatField(null=True, blank=True)
+    tbt_p95_ms = models.FloatField(null=True, blank=True)
+    tbt_max_ms = models.FloatField(null=True, blank=True)
+    tpot_ms = models.FloatField(null=True, blank=True)
+    output_tokens = models.IntegerField(null=True, blank=True)
+    input_tokens = models.IntegerField(null=True, blank=True)
+    tokens_source = models.CharField(max_length=16, blank=True, default="")
+    model = models.CharField(max_length=128, blank=True, default="")
+    model_calls = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["app", "t_send_ms"], name="turn_app_send"),
+            models.Index(fields=["app", "span_id"], name="turn_app_span"),
+            models.Index(fields=["app", "regenerate_of"], name="turn_app_regen_of"),
+        ]
+
+    def __str__(self) -> str:
+        return f"turn {self.span_id} ({self.outcome})"

@@ -1,0 +1,276 @@
+"""Stitching one trace, as plain functions of its raw rows (DESIGN.md §5, §6).
+
+Nothing here reads the database or the clock, so the same rows always give the
+same result, whatever order they arrived in: that is what makes the sweep
+idempotent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+SPAN_KIND_SERVER = 2
+GATEWAY_TTFT_PRIORITY = (
+    "gen_ai.response.time_to_first_chunk",
+    "gen_ai.server.time_to_first_token",
+    "event:",
+)
+MODEL_TTFT_SOURCES = ("gen_ai.latency.time_to_first_token", "gen_ai.server.time_to_first_token")
+MAX_SKEW_MS = 24 * 3600 * 1000  # browser clocks minutes off are common; hours are not sane
+
+
+class SpanLike(Protocol):
+    span_id: str
+    parent_span_id: str
+    kind: int
+    role: str
+    service: str
+    start_ns: int
+    end_ns: int
+    ttft_s: float | None
+    ttft_source: str
+    queue_s: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    request_model: str
+    response_model: str
+
+
+# --- clock skew ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Skew:
+    ms: float
+    source: str
+
+
+def server_timing_offset(turn: dict[str, Any]) -> float | None:
+    """NTP's on-wire offset for this one request (STANDARDS.md §7.3), from the
+    backend helper's Server-Timing echo: t1 = llmrum-now - total, t2 = llmrum-now,
+    t0 = t_send and t3 = t_headers on the browser's clock."""
+    entries = {e.get("name"): e for e in turn.get("server_timing") or [] if isinstance(e, dict)}
+    now, total = entries.get("llmrum-now"), entries.get("total")
+    t0, t3 = turn.get("t_send"), turn.get("t_headers")
+    if not now or t0 is None or t3 is None or t3 < t0:
+        return None
+    try:
+        t2 = float(now.get("description", ""))
+    except ValueError:
+        return None
+    duration = (total or {}).get("duration") or 0.0
+    t1 = t2 - float(duration)
+    offset = ((t1 - t0) + (t2 - t3)) / 2
+    return offset if math.isfinite(offset) and abs(offset) <= MAX_SKEW_MS else None
+
+
+def estimate_skew(turn: dict[str, Any], beacon_deltas_ms: Iterable[float]) -> Skew:
+    """Server minus browser clock. Per request from Server-Timing when the turn has
+    it; else the smallest received_at - sent_at over the session's beacons (an
+    upper bound on the offset, tightest for the fastest delivery)."""
+    offset = server_timing_offset(turn)
+    if offset is not None:
+        return Skew(offset, "server_timing")
+    deltas = [d for d in beacon_deltas_ms if math.isfinite(d) and abs(d) <= MAX_SKEW_MS]
+    if deltas:
+        return Skew(min(deltas), "beacon")
+    return Skew(0.0, "none")
+
+
+def tighten(
+    skew: Skew, *, t_send: float, t_end: float, outcome: str, gateway: tuple[float, float] | None
+) -> Skew:
+    """Move the browser span (never the server's) so that it starts no later than
+    the gateway's server span and, for completed and error turns, ends no earlier:
+    the Jaeger adjuster's rule, centring the gateway by symmetric latency."""
+    if gateway is None:
+        return skew
+    gs, ge = gateway
+    bs, be = t_send + skew.ms, t_end + skew.ms
+    must_contain = outcome in ("completed", "error") and (be - bs) >= (ge - gs)
+    if must_contain:
+        if bs <= gs and be >= ge:
+            return skew
+        latency = ((be - bs) - (ge - gs)) / 2
+        shift = (gs - latency) - bs
+    else:
+        # A stopped or abandoned turn's gateway span may outlive it: only the start matters.
+        if bs <= gs:
+            return skew
+        shift = gs - bs
+    return Skew(skew.ms + shift, f"{skew.source}+tightened")
+
+
+# --- spans ----------------------------------------------------------------------
+
+
+def linked_span_ids(spans: Sequence[SpanLike], browser_span_id: str) -> set[str]:
+    """Ids of the spans that descend from the browser span (through any depth)."""
+    parents = {s.span_id: s.parent_span_id for s in spans}
+    linked: set[str] = set()
+    for span in spans:
+        seen: set[str] = set()
+        current = span.span_id
+        while current and current not in seen:
+            seen.add(current)
+            parent = parents.get(current, "")
+            if parent == browser_span_id:
+                linked.add(span.span_id)
+                break
+            current = parent
+    return linked
+
+
+def gateway_server_span(spans: Sequence[SpanLike], browser_span_id: str) -> SpanLike | None:
+    candidates = [s for s in spans if s.role == "gateway" and s.kind == SPAN_KIND_SERVER]
+    direct = [s for s in candidates if s.parent_span_id == browser_span_id]
+    chosen = direct or candidates
+    return min(chosen, key=lambda s: (s.start_ns, s.span_id)) if chosen else None
+
+
+def server_ttft(spans: Sequence[SpanLike], gateway: SpanLike | None) -> tuple[float | None, str]:
+    """Gateway TTFT in ms and where it came from (DESIGN.md §5, first found wins)."""
+    if gateway is None:
+        return None, ""
+    own = [s for s in spans if s.role == "gateway" and s.ttft_s is not None]
+    for prefix in GATEWAY_TTFT_PRIORITY:
+        found = [s for s in own if s.ttft_source.startswith(prefix)]
+        if not found:
+            continue
+        # The server span first, then the earliest client span.
+        span = min(found, key=lambda s: (s is not gateway, s.start_ns, s.span_id))
+        assert span.ttft_s is not None
+        if prefix == "event:":
+            # An event's time counts from the gateway server span's start.
+            first_token_ns = span.start_ns + span.ttft_s * 1e9
+            return (first_token_ns - gateway.start_ns) / 1e6, span.ttft_source
+        return span.ttft_s * 1000, span.ttft_source
+    return None, ""
+
+
+def model_spans(spans: Sequence[SpanLike]) -> list[SpanLike]:
+    found = [s for s in spans if s.role == "model"]
+    servers = [s for s in found if s.kind == SPAN_KIND_SERVER]
+    return sorted(servers or found, key=lambda s: (s.start_ns, s.span_id))
+
+
+# --- the turn -------------------------------------------------------------------
+
+
+def nearest_rank(values: Sequence[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _usage(turn: dict[str, Any]) -> tuple[int | None, int | None]:
+    usage = turn.get("usage") or {}
+    out = usage.get("output_tokens", usage.get("completion_tokens"))
+    inp = usage.get("input_tokens", usage.get("prompt_tokens"))
+    return inp, out
+
+
+@dataclass(frozen=True)
+class TurnMetrics:
+    client_ttft_ms: float | None
+    server_ttft_ms: float | None
+    server_ttft_source: str
+    model_ttft_ms: float | None
+    queue_ms: float | None
+    network_overhead_ms: float | None
+    tbt_p50_ms: float | None
+    tbt_p95_ms: float | None
+    tbt_max_ms: float | None
+    tpot_ms: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    tokens_source: str
+    model: str
+    model_calls: int
+
+
+def turn_metrics(
+    turn: dict[str, Any], spans: Sequence[SpanLike], browser_span_id: str
+) -> TurnMetrics:
+    t_send, t_first = turn.get("t_send"), turn.get("t_first_token")
+    client_ttft = t_first - t_send if t_first is not None and t_send is not None else None
+    gateway = gateway_server_span(spans, browser_span_id)
+    server_ms, server_source = server_ttft(spans, gateway)
+    models = model_spans(spans)
+    first_model = models[0] if models else None
+    model_ttft = queue = None
+    if first_model is not None:
+        if first_model.ttft_s is not None and first_model.ttft_source in MODEL_TTFT_SOURCES:
+            model_ttft = first_model.ttft_s * 1000
+        if first_model.queue_s is not None:
+            queue = first_model.queue_s * 1000
+    network = client_ttft - server_ms if client_ttft is not None and server_ms is not None else None
+
+    summary = turn.get("tbt_summary") or {}
+    gaps = [g for g in turn.get("tbt_gaps") or [] if isinstance(g, int | float)]
+    p50 = summary.get("p50", nearest_rank(gaps, 0.5))
+    p95 = summary.get("p95", nearest_rank(gaps, 0.95))
+    gap_max = summary.get("max", max(gaps) if gaps else None)
+
+    gateway_calls = [s for s in spans if s.role == "gateway" and s.output_tokens is not None]
+    stream_in, stream_out = _usage(turn)
+    if first_model is not None and first_model.output_tokens is not None:
+        tokens = (first_model.input_tokens, first_model.output_tokens, "model")
+    elif gateway_calls:
+        call = min(gateway_calls, key=lambda s: (s.start_ns, s.span_id))
+        tokens = (call.input_tokens, call.output_tokens, "gateway")
+    elif stream_out is not None:
+        tokens = (stream_in, stream_out, "stream")
+    elif turn.get("output_tokens") is not None:
+        tokens = (None, turn["output_tokens"], "estimate")
+    else:
+        tokens = (None, None, "")
+    output_tokens = tokens[1]
+    t_last = turn.get("t_last_token")
+    tpot = None
+    if output_tokens and output_tokens > 1 and t_first is not None and t_last is not None:
+        tpot = (t_last - t_first) / (output_tokens - 1)
+
+    model = ""
+    for span in [*models, *sorted(gateway_calls, key=lambda s: s.start_ns)]:
+        model = span.response_model or span.request_model
+        if model:
+            break
+    model = model or str(turn.get("model") or "")
+    return TurnMetrics(
+        client_ttft_ms=client_ttft,
+        server_ttft_ms=server_ms,
+        server_ttft_source=server_source,
+        model_ttft_ms=model_ttft,
+        queue_ms=queue,
+        network_overhead_ms=network,
+        tbt_p50_ms=p50,
+        tbt_p95_ms=p95,
+        tbt_max_ms=gap_max,
+        tpot_ms=tpot,
+        input_tokens=tokens[0],
+        output_tokens=output_tokens,
+        tokens_source=tokens[2],
+        model=model[:128],
+        model_calls=len(models),
+    )
+
+
+def propagation_cause(*, has_browser: bool, has_server: bool, turn: dict[str, Any] | None,
+                      root_has_remote_parent: bool) -> tuple[str, str]:  # fmt: skip
+    """Which side of the trace is missing, and the likely reason (DESIGN.md §6)."""
+    if has_browser and not has_server:
+        error = str((turn or {}).get("error") or "").lower()
+        status = (turn or {}).get("status")
+        if "cors" in error or (turn or {}).get("outcome") == "error" and not status:
+            return "no_server_spans", "cors_preflight_failed"
+        return "no_server_spans", "backend_not_instrumented_or_header_not_forwarded"
+    if has_server and not has_browser:
+        if root_has_remote_parent:
+            return "no_browser_root", "browser_beacon_missing"
+        return "no_browser_root", "no_traceparent_from_browser"
+    return "", ""

@@ -1,0 +1,250 @@
+"""The sweep stitches browser, gateway and model spans into one trace per turn,
+idempotently, whatever the order and however often the pieces arrive."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.test import Client
+from django.utils import timezone
+
+from correlator import services
+from correlator.models import Trace, Turn
+from correlator.services import sweep_run
+from rumserver.models import DirtyTrace, Span
+from tests import factories
+from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
+
+
+@pytest.fixture
+def app(db):
+    return factories.make_app()
+
+
+def now_ms() -> float:
+    return time.time() * 1000
+
+
+def deliver(client: Client, app, golden: GoldenTurn, pieces: list[str]) -> None:
+    for piece in pieces:
+        if piece == "beacon":
+            send_beacon(client, app.application.public_key, golden.beacon())
+        elif piece == "gateway":
+            send_otlp(client, app.ingest_token, golden.gateway_request())
+        else:
+            send_otlp(client, app.ingest_token, golden.model_request())
+
+
+def snapshot(golden: GoldenTurn) -> dict:
+    """The stitched result in terms that do not depend on ids or when it ran."""
+    trace = Trace.objects.get(trace_id=golden.trace_id)
+    turn = Turn.objects.get(trace=trace)
+    spans = sorted(
+        (
+            s.role,
+            s.name,
+            round(s.start_ns / 1e6 - golden.t0, 3),
+            round(s.end_ns / 1e6 - golden.t0, 3),
+        )
+        for s in Span.objects.filter(trace_id=golden.trace_id)
+    )
+    fields = {f: getattr(turn, f) for f in (
+        "outcome", "client_ttft_ms", "server_ttft_ms", "server_ttft_source", "model_ttft_ms",
+        "queue_ms", "network_overhead_ms", "tbt_p50_ms", "tbt_p95_ms", "tbt_max_ms", "tpot_ms",
+        "input_tokens", "output_tokens", "tokens_source", "model", "model_calls", "regenerated")}  # fmt: skip
+    return {
+        "linked": trace.linked,
+        "skew": round(trace.clock_skew_ms, 3),
+        "skew_source": trace.skew_source,
+        "span_count": trace.span_count,
+        "propagation": trace.propagation,
+        "turn": fields,
+        "spans": spans,
+    }
+
+
+def test_a_golden_turn_is_stitched_with_the_wait_split(client, app):
+    golden = GoldenTurn(t0=now_ms() - 2000, server_timing=True)
+    deliver(client, app, golden, ["beacon", "gateway", "model"])
+    result = sweep_run(now=timezone.now())
+    assert result.stitched == 1 and DirtyTrace.objects.count() == 0
+    snap = snapshot(golden)
+    assert snap["linked"] and snap["span_count"] == 4 and snap["propagation"] == ""
+    assert snap["skew_source"] == "server_timing" and snap["skew"] == pytest.approx(10.0)
+    turn = snap["turn"]
+    assert turn["client_ttft_ms"] == pytest.approx(620)
+    assert (turn["server_ttft_ms"], turn["server_ttft_source"]) == (
+        pytest.approx(520), "event:first_token")  # fmt: skip
+    assert turn["network_overhead_ms"] == pytest.approx(100)
+    assert (turn["model_ttft_ms"], turn["queue_ms"]) == (pytest.approx(450), pytest.approx(30))
+    assert (turn["tbt_p50_ms"], turn["tbt_p95_ms"], turn["tbt_max_ms"]) == (40, 41, 44)
+    assert turn["tpot_ms"] == pytest.approx(40)
+    assert (turn["input_tokens"], turn["output_tokens"], turn["tokens_source"]) == (
+        812,
+        30,
+        "model",
+    )
+    assert (turn["model"], turn["model_calls"]) == ("meta-llama/Llama-3.1-8B", 1)
+    roles = {name: role for role, name, *_ in snap["spans"]}
+    assert roles == {"POST https://api.example.com/v1/chat/completions": "browser",
+                     "POST /v1/chat/completions": "gateway", "chat llama-3.1-8b": "gateway",
+                     "llm_request": "model"}  # fmt: skip
+    trace = Trace.objects.get()
+    assert trace.state == "open"  # data arrived just now; quiet period not over
+    assert sweep_run(now=timezone.now() + timedelta(seconds=31)).finalized == 1
+    assert Trace.objects.get().state == "final"
+
+
+ORDERS = list(itertools.permutations(["beacon", "gateway", "model"]))
+
+
+@pytest.mark.parametrize("sweep_between", [False, True], ids=["one-sweep", "sweep-each"])
+def test_every_arrival_order_and_duplicate_gives_the_same_trace(client, app, sweep_between):
+    snapshots = []
+    for order in ORDERS:
+        golden = GoldenTurn(t0=now_ms() - 2000, browser_offset_ms=-2000)
+        pieces = [*order, order[0], order[2]]  # two pieces arrive twice
+        for piece in pieces:
+            deliver(client, app, golden, [piece])
+            if sweep_between:
+                sweep_run(now=timezone.now())
+        sweep_run(now=timezone.now())
+        sweep_run(now=timezone.now())  # running again changes nothing
+        snapshots.append(snapshot(golden))
+    first = snapshots[0]
+    for snap in snapshots[1:]:
+        # The beacon-based skew depends on real delivery time; everything else is exact.
+        assert snap["skew"] == pytest.approx(first["skew"], abs=25)
+        assert {k: v for k, v in snap.items() if k not in ("skew", "spans")} == {
+            k: v for k, v in first.items() if k not in ("skew", "spans")
+        }
+    assert Trace.objects.count() == len(ORDERS) and Turn.objects.count() == len(ORDERS)
+
+
+@pytest.mark.parametrize(
+    "offset_ms", [-600_000, -2_000, 300, 300_000], ids=["-10min", "-2s", "+300ms", "+5min"]
+)
+@pytest.mark.parametrize("server_timing", [False, True], ids=["beacon", "server-timing"])
+def test_browser_clock_errors_are_corrected_and_recorded(client, app, offset_ms, server_timing):
+    golden = GoldenTurn(t0=now_ms() - 2000, browser_offset_ms=offset_ms,
+                        server_timing=server_timing)  # fmt: skip
+    deliver(client, app, golden, ["model", "gateway", "beacon"])
+    sweep_run(now=timezone.now())
+    trace = Trace.objects.get()
+    # Server minus browser: a browser 5 min fast gives about -300000.
+    assert trace.clock_skew_ms == pytest.approx(-offset_ms, abs=200)
+    assert trace.skew_source.startswith("server_timing" if server_timing else "beacon")
+    browser = Span.objects.get(role="browser")
+    gateway = Span.objects.get(name="POST /v1/chat/completions")
+    assert browser.start_ns <= gateway.start_ns and browser.end_ns >= gateway.end_ns
+    assert Turn.objects.get().network_overhead_ms >= 0
+    assert Span.objects.get(name="llm_request").start_ns == golden.server_ns(90)  # never moved
+
+
+def test_a_stopped_turns_gateway_may_outlive_it(client, app):
+    golden = GoldenTurn(t0=now_ms() - 2000, outcome="stopped", browser_offset_ms=400)
+    deliver(client, app, golden, ["beacon", "gateway"])
+    sweep_run(now=timezone.now())
+    browser = Span.objects.get(role="browser")
+    gateway = Span.objects.get(name="POST /v1/chat/completions")
+    assert browser.start_ns <= gateway.start_ns and browser.end_ns < gateway.end_ns
+    assert Turn.objects.get().outcome == "stopped"
+
+
+def test_a_late_span_reopens_a_final_trace_and_refinalizes_it(client, app):
+    golden = GoldenTurn(t0=now_ms() - 2000)
+    deliver(client, app, golden, ["beacon", "gateway"])
+    sweep_run(now=timezone.now(), finalize_all=True)
+    assert Trace.objects.get().state == "final"
+    assert Turn.objects.get().model_ttft_ms is None
+    deliver(client, app, golden, ["model"])
+    sweep_run(now=timezone.now())
+    trace = Trace.objects.get()
+    assert trace.state == "open" and trace.span_count == 4
+    assert Turn.objects.get().model_ttft_ms == pytest.approx(450)
+    sweep_run(now=timezone.now() + timedelta(seconds=60))
+    assert Trace.objects.get().state == "final"
+
+
+def test_a_regenerated_turn_is_marked_whichever_is_stitched_first(client, app):
+    for first_stitched in ("original", "replacement"):
+        original = GoldenTurn(t0=now_ms() - 5000, session=f"s-{first_stitched}")
+        replacement = GoldenTurn(t0=now_ms() - 2000, session=f"s-{first_stitched}",
+                                 regenerate_of=original.browser_span)  # fmt: skip
+        order = [original, replacement] if first_stitched == "original" else [replacement, original]
+        for golden in order:
+            send_beacon(client, app.application.public_key, golden.beacon())
+            sweep_run(now=timezone.now())
+        assert Turn.objects.get(span_id=original.browser_span).regenerated is True
+        new = Turn.objects.get(span_id=replacement.browser_span)
+        assert (new.regenerated, new.regenerate_of) == (False, original.browser_span)
+
+
+def test_one_sided_traces_are_kept_and_flagged(client, app):
+    browser_only = GoldenTurn(t0=now_ms() - 2000)
+    server_only = GoldenTurn(t0=now_ms() - 2000)
+    deliver(client, app, browser_only, ["beacon"])
+    deliver(client, app, server_only, ["gateway"])
+    sweep_run(now=timezone.now())
+    lonely = Trace.objects.get(trace_id=browser_only.trace_id)
+    assert (lonely.linked, lonely.propagation) == (False, "no_server_spans")
+    assert lonely.propagation_cause == "backend_not_instrumented_or_header_not_forwarded"
+    orphan = Trace.objects.get(trace_id=server_only.trace_id)
+    assert (orphan.linked, orphan.propagation) == (False, "no_browser_root")
+    assert orphan.propagation_cause == "browser_beacon_missing"
+    assert not Turn.objects.filter(trace=orphan).exists()
+
+
+def test_the_stitch_command_finalizes_everything(client, app):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    deliver(client, app, GoldenTurn(t0=now_ms() - 2000), ["beacon", "gateway", "model"])
+    out = StringIO()
+    call_command("stitch", "--finalize-all", stdout=out)
+    assert "stitched 1 traces" in out.getvalue() and "finalized 1" in out.getvalue()
+    assert Trace.objects.get().state == "final"
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkeypatch):
+    created = factories.make_app()
+    client = Client()
+    goldens = [GoldenTurn(t0=now_ms() - 2000, session=f"s{i}") for i in range(60)]
+    for golden in goldens:
+        deliver(client, created, golden, ["beacon", "gateway", "model"])
+    stitched: list[str] = []
+    lock = threading.Lock()
+    real = services.traces_stitch
+
+    def counting(*, keys, now):
+        with lock:
+            stitched.extend(trace_id for _, trace_id in keys)
+        time.sleep(0.01)  # hold the claim a little, so the workers really overlap
+        real(keys=keys, now=now)
+
+    monkeypatch.setattr(services, "traces_stitch", counting)
+    barrier = threading.Barrier(2)
+
+    def worker() -> None:
+        barrier.wait()
+        try:
+            sweep_run(now=timezone.now(), batch_size=5)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(stitched) == sorted(g.trace_id for g in goldens)  # each exactly once
+    assert Trace.objects.count() == 60 and Turn.objects.count() == 60
+    assert DirtyTrace.objects.count() == 0
