@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
     "rumserver",
     "correlator",
 ]
@@ -143,11 +144,19 @@ CORS_PREFLIGHT_MAX_AGE = 86400
 
 # --- Django REST framework (read API; not used on the ingest hot path) -------
 REST_FRAMEWORK = {
+    # Token first: its WWW-Authenticate header makes a bad or missing token a 401.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "llmrum API",
+    "DESCRIPTION": "Stitched traces, turns and metrics of LLM chat applications.",
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
 }
 
 # --- Celery -----------------------------------------------------------------

@@ -1,7 +1,9 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import path
+from drf_spectacular.views import SpectacularAPIView
 
+from correlator import api
 from rumserver import views
 
 urlpatterns = [
@@ -9,6 +11,9 @@ urlpatterns = [
     path("healthz", views.healthz, name="healthz"),
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
     path("api/v1/scores", views.scores, name="scores"),
+    path("api/v1/traces", api.TraceListApi.as_view(), name="trace-list"),
+    path("api/v1/traces/<str:trace_id>", api.TraceDetailApi.as_view(), name="trace-detail"),
+    path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("admin/", admin.site.urls),
 ]
 

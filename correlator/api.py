@@ -1,0 +1,133 @@
+"""Read API (DESIGN.md §7): DRF views with an input serializer for the query and
+an output serializer for the answer; the queries live in selectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drf_spectacular.utils import extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.pagination import CursorPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from correlator import selectors
+from correlator.models import Trace, Turn
+from rumserver.models import Span
+
+
+class SpanOutput(serializers.Serializer):
+    span_id = serializers.CharField()
+    parent_span_id = serializers.CharField()
+    role = serializers.CharField()
+    name = serializers.CharField()
+    service = serializers.CharField()
+    start_ms = serializers.SerializerMethodField()
+    end_ms = serializers.SerializerMethodField()
+    attributes = serializers.JSONField()
+
+    def get_start_ms(self, span: Span) -> float:
+        return span.start_ns / 1e6
+
+    def get_end_ms(self, span: Span) -> float:
+        return span.end_ns / 1e6
+
+
+class TurnOutput(serializers.Serializer):
+    session_id = serializers.CharField(source="session.session_id")
+    conversation_id = serializers.CharField()
+    turn_index = serializers.IntegerField(allow_null=True)
+    outcome = serializers.CharField()
+    regenerated = serializers.BooleanField()
+    regenerate_of = serializers.SerializerMethodField()
+    client_ttft_ms = serializers.FloatField(allow_null=True)
+    server_ttft_ms = serializers.FloatField(allow_null=True)
+    model_ttft_ms = serializers.FloatField(allow_null=True)
+    queue_ms = serializers.FloatField(allow_null=True)
+    network_overhead_ms = serializers.FloatField(allow_null=True)
+    tbt_p50_ms = serializers.FloatField(allow_null=True)
+    tbt_p95_ms = serializers.FloatField(allow_null=True)
+    tbt_max_ms = serializers.FloatField(allow_null=True)
+    tpot_ms = serializers.FloatField(allow_null=True)
+    output_tokens = serializers.IntegerField(allow_null=True)
+    input_tokens = serializers.IntegerField(allow_null=True)
+    model = serializers.CharField()
+    browser = serializers.CharField(source="session.browser")
+    os = serializers.CharField(source="session.os")
+    device = serializers.CharField(source="session.device_class")
+
+    def get_regenerate_of(self, turn: Turn) -> str | None:
+        return turn.regenerate_of or None
+
+
+def _turn_of(trace: Trace) -> Turn | None:
+    try:
+        return trace.turn
+    except Turn.DoesNotExist:
+        return None
+
+
+class TraceSummaryOutput(serializers.Serializer):
+    trace_id = serializers.CharField()
+    app = serializers.CharField(source="app.slug")
+    state = serializers.CharField()
+    linked = serializers.BooleanField()
+    clock_skew_ms = serializers.FloatField()
+    start_ms = serializers.FloatField()
+    end_ms = serializers.FloatField()
+    span_count = serializers.IntegerField()
+    propagation = serializers.CharField()
+    turn = serializers.SerializerMethodField()
+
+    def get_turn(self, trace: Trace) -> dict[str, Any] | None:
+        turn = _turn_of(trace)
+        return TurnOutput(turn).data if turn is not None else None
+
+
+class TraceOutput(TraceSummaryOutput):
+    spans = serializers.SerializerMethodField()
+
+    def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
+        return SpanOutput(selectors.trace_spans(trace), many=True).data
+
+
+class TraceDetailApi(APIView):
+    @extend_schema(responses=TraceOutput)
+    def get(self, request: Request, trace_id: str) -> Response:
+        trace = selectors.trace_detail(
+            user=request.user, trace_id=trace_id.lower(), app_slug=request.query_params.get("app")
+        )
+        if trace is None:
+            raise NotFound("no stitched trace with this id in your applications (yet)")
+        return Response(TraceOutput(trace).data)
+
+
+class TraceListInput(serializers.Serializer):
+    app = serializers.SlugField(required=False)
+    outcome = serializers.ChoiceField(
+        choices=["completed", "stopped", "abandoned", "error"], required=False
+    )
+    model = serializers.CharField(required=False, max_length=128)
+    min_client_ttft_ms = serializers.FloatField(required=False, min_value=0)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+
+
+class NewestFirst(CursorPagination):
+    page_size = 50
+    max_page_size = 500
+    page_size_query_param = "page_size"
+    ordering = ("-start_ms", "-id")
+
+
+class TraceListApi(APIView):
+    @extend_schema(parameters=[TraceListInput], responses=TraceSummaryOutput(many=True))
+    def get(self, request: Request) -> Response:
+        query = TraceListInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        traces = selectors.trace_list(user=request.user, **query.validated_data)
+        paginator = NewestFirst()
+        page = paginator.paginate_queryset(traces, request, view=self)
+        return paginator.get_paginated_response(TraceSummaryOutput(page, many=True).data)
