@@ -3,17 +3,19 @@ an output serializer for the answer; the queries live in selectors."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
-from rest_framework.exceptions import NotFound
+from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from correlator import selectors
+from correlator import analytics, selectors
 from correlator.models import Trace, Turn
 from rumserver.models import Span
 
@@ -131,3 +133,55 @@ class TraceListApi(APIView):
         paginator = NewestFirst()
         page = paginator.paginate_queryset(traces, request, view=self)
         return paginator.get_paginated_response(TraceSummaryOutput(page, many=True).data)
+
+
+class MetricsInput(serializers.Serializer):
+    app = serializers.SlugField(required=False)
+    since = serializers.DateTimeField(required=False)
+    until = serializers.DateTimeField(required=False)
+    group_by = serializers.ChoiceField(choices=list(selectors.GROUP_COLUMNS), required=False)
+
+
+class MetricsApi(APIView):
+    """Turn, session and conversation figures for one application and time range
+    (default: the last 24 hours including the current minute). Percentiles are
+    nearest-rank and exact; ``tbt_ms`` is over each turn's median gap."""
+
+    @extend_schema(parameters=[MetricsInput])
+    def get(self, request: Request) -> Response:
+        query = MetricsInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        params = query.validated_data
+        apps = selectors.visible_applications(request.user)
+        if params.get("app"):
+            app = apps.filter(slug=params["app"]).first()
+        else:
+            only = list(apps[:2])
+            app = only[0] if len(only) == 1 else None
+            if app is None:
+                raise ValidationError({"app": "which application? (?app=<slug>)"})
+        if app is None:
+            raise NotFound("no such application among yours")
+        now = timezone.now()
+        until = params.get("until") or now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        since = params.get("since") or until - timedelta(hours=24)
+        if since >= until:
+            raise ValidationError({"since": "must be before until"})
+        group_by = params.get("group_by")
+        turns = selectors.metrics_turns(app=app, since=since, until=until, group_by=group_by)
+        voted_down, edited = selectors.turn_feedback(app=app, span_ids={t.span_id for t in turns})
+        scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
+
+        def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
+            return analytics.summarize(
+                rows, voted_down=voted_down, edited=edited, hallucination=scores
+            )
+
+        body = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()}
+        body.update(figures(turns))
+        body["groups"] = (
+            [{"key": key, **figures(rows)} for key, rows in analytics.grouped(turns).items()]
+            if group_by
+            else []
+        )
+        return Response(body)

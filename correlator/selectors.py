@@ -8,8 +8,9 @@ from datetime import datetime
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import QuerySet
 
-from correlator.models import Trace
-from rumserver.models import Application, Span
+from correlator.analytics import TurnRow
+from correlator.models import Trace, Turn
+from rumserver.models import Application, BrowserEvent, Score, Span
 
 
 def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Application]:
@@ -64,3 +65,59 @@ def trace_list(
     if until:
         traces = traces.filter(start_ms__lt=until.timestamp() * 1000)
     return traces.select_related("app", "turn", "turn__session").order_by("-start_ms", "-id")
+
+
+GROUP_COLUMNS = {
+    "model": "model",
+    "browser": "session__browser",
+    "os": "session__os",
+    "device": "session__device_class",
+}
+
+
+def metrics_turns(
+    *, app: Application, since: datetime, until: datetime, group_by: str | None = None
+) -> list[TurnRow]:
+    """The turns sent in [since, until) by their skew-corrected send time."""
+    columns = [
+        "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
+        "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
+        "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
+    ]  # fmt: skip
+    if group_by:
+        columns.append(GROUP_COLUMNS[group_by])
+    rows = Turn.objects.filter(
+        app=app, t_send_ms__gte=since.timestamp() * 1000, t_send_ms__lt=until.timestamp() * 1000
+    ).values_list(*columns)
+    return [TurnRow(*row[:17], group=str(row[17]) if group_by else "") for row in rows]
+
+
+def turn_feedback(*, app: Application, span_ids: set[str]) -> tuple[set[str], set[str]]:
+    """(voted down, edited): span ids of these turns with a thumbs-down or an edit."""
+    voted_down: set[str] = set()
+    edited: set[str] = set()
+    if not span_ids:
+        return voted_down, edited
+    events = BrowserEvent.objects.filter(
+        app=app, turn_span_id__in=span_ids, type__in=["feedback", "action"]
+    ).values_list("type", "name", "turn_span_id", "data")
+    for kind, name, span_id, data in events:
+        value = data.get("value") if kind == "feedback" else None
+        if (
+            name == "feedback-down"
+            or value == "down"
+            or (isinstance(value, int | float) and value < 0.5)
+        ):
+            voted_down.add(span_id)
+        elif name == "edit":
+            edited.add(span_id)
+    return voted_down, edited
+
+
+def latest_hallucination(*, app: Application, trace_ids: set[str]) -> dict[str, float]:
+    latest: dict[str, tuple[datetime, float]] = {}
+    scores = Score.objects.filter(app=app, name="hallucination", trace_id__in=trace_ids)
+    for trace_id, received_at, value in scores.values_list("trace_id", "received_at", "value"):
+        if trace_id not in latest or received_at >= latest[trace_id][0]:
+            latest[trace_id] = (received_at, value)
+    return {trace_id: value for trace_id, (_, value) in latest.items()}

@@ -13,6 +13,7 @@ urlpatterns = [
     path("api/v1/scores", views.scores, name="scores"),
     path("api/v1/traces", api.TraceListApi.as_view(), name="trace-list"),
     path("api/v1/traces/<str:trace_id>", api.TraceDetailApi.as_view(), name="trace-detail"),
+    path("api/v1/metrics", api.MetricsApi.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("admin/", admin.site.urls),
 ]
