@@ -91,3 +91,18 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"turn {self.span_id} ({self.outcome})"
+
+
+class SweepRun(models.Model):
+    """The last sweeps, for /metrics (a worker may run on another machine than web)."""
+
+    started_at = models.DateTimeField()
+    seconds = models.FloatField()
+    stitched = models.PositiveIntegerField()
+    finalized = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["started_at"], name="sweeprun_started")]
+
+    def __str__(self) -> str:
+        return f"sweep at {self.started_at}: {self.stitched} stitched"

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 
-from correlator.models import Trace, Turn
+from correlator.models import SweepRun, Trace, Turn
 from correlator.stitching import (
     Skew,
     estimate_skew,
@@ -76,6 +76,12 @@ def sweep_run(
         open_traces = open_traces.filter(last_received_at__lte=now - quiet)
     result.finalized = open_traces.update(state=Trace.State.FINAL)
     result.seconds = time.monotonic() - started
+    SweepRun.objects.create(
+        started_at=now, seconds=result.seconds, stitched=result.stitched, finalized=result.finalized
+    )
+    # Keep the last hundred: /metrics only reads the newest.
+    stale = SweepRun.objects.order_by("-started_at").values_list("id", flat=True)[100:200]
+    SweepRun.objects.filter(id__in=list(stale)).delete()
     return result
 
 

@@ -13,6 +13,7 @@ from typing import Any
 from celery import shared_task
 from django.utils import timezone
 
+from correlator.retention import retention_run
 from correlator.services import sweep_run
 
 logger = logging.getLogger(__name__)
@@ -25,3 +26,9 @@ def sweep(**kwargs: Any) -> None:
         "correlator sweep: %d traces stitched in %d batches, %d finalized, %.3f s",
         result.stitched, result.batches, result.finalized, result.seconds,
     )  # fmt: skip
+
+
+@shared_task(name="correlator.retention", ignore_result=True)
+def retention(**kwargs: Any) -> None:
+    result = retention_run(now=timezone.now())
+    logger.info("retention: deleted %s", result.deleted)

@@ -179,6 +179,8 @@ class _BatchHead(msgspec.Struct):
     session: Session
     page: Page = msgspec.field(default_factory=Page)
     user: User | None = None
+    # Events the SDK's bounded queue dropped (oldest first) before this send.
+    dropped: Count = 0
 
 
 class Batch(_BatchHead):

@@ -23,6 +23,7 @@ from rumserver.useragent import parse_user_agent
 class BeaconResult:
     accepted: int
     rejected: list[dict[str, Any]]
+    dropped_by_sdk: int = 0
 
     def as_json(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "rejected": self.rejected}
@@ -61,7 +62,9 @@ def beacon_ingest(
         if parsed.trace_ids:
             # Runs at once after an autocommit write, or when the caller's transaction commits.
             transaction.on_commit(hints.nudge)
-    return BeaconResult(accepted=len(parsed.rows), rejected=parsed.rejected)
+    return BeaconResult(
+        accepted=len(parsed.rows), rejected=parsed.rejected, dropped_by_sdk=parsed.batch.dropped
+    )
 
 
 @dataclass(frozen=True)

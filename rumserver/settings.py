@@ -8,6 +8,7 @@ Production and CI set ``DATABASE_URL`` (PostgreSQL) and ``CELERY_BROKER_URL``
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dj_database_url
@@ -140,6 +141,8 @@ CORS_URLS_REGEX = r"^/rum/v1/"
 CORS_ALLOWED_ORIGINS: list[str] = []
 CORS_ALLOW_METHODS = ("POST", "OPTIONS")
 CORS_ALLOW_HEADERS = ("content-type", "content-encoding")
+# The SDK honours Retry-After on 429/503; cross-origin it can read only exposed headers.
+CORS_EXPOSE_HEADERS = ("Retry-After",)
 CORS_PREFLIGHT_MAX_AGE = 86400
 
 # --- Django REST framework (read API; not used on the ingest hot path) -------
@@ -191,6 +194,7 @@ CELERY_BEAT_SCHEDULE = {
         "task": "correlator.sweep",
         "schedule": env_float("LLMRUM_SWEEP_SECONDS", 5.0, minimum=0.5),
     },
+    "correlator-retention": {"task": "correlator.retention", "schedule": 3600.0},
 }
 
 # --- llmrum -----------------------------------------------------------------
@@ -221,6 +225,15 @@ LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1
 LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
 # Mounts POST /_w3c/tracecontext, the W3C trace-context harness endpoint (test-only).
 LLMRUM_TRACECONTEXT_TEST_ENDPOINT = env_bool("LLMRUM_TRACECONTEXT_TEST_ENDPOINT", False)
+
+# /metrics: counters of every web process on this host are summed through files in
+# this folder (prometheus-client's multiprocess mode, which reads the variable when it
+# is first imported, hence here). `serve` and the Docker entrypoint empty it at start.
+LLMRUM_PROMETHEUS_DIR = Path(env_str("LLMRUM_PROMETHEUS_DIR", str(DATA_DIR / "prometheus")))
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LLMRUM_PROMETHEUS_DIR))
+Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
+# Optional bearer token for /metrics; unset, /metrics is open (keep it off the internet).
+LLMRUM_METRICS_TOKEN = env_str("LLMRUM_METRICS_TOKEN", "")
 
 LOGGING = {
     "version": 1,

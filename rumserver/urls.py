@@ -9,6 +9,7 @@ from rumserver import views
 urlpatterns = [
     path("rum/v1/beacon", views.beacon, name="beacon"),
     path("healthz", views.healthz, name="healthz"),
+    path("metrics", views.metrics, name="prometheus-metrics"),
     path("v1/traces", views.otlp_traces, name="otlp-traces"),
     path("api/v1/scores", views.scores, name="scores"),
     path("api/v1/traces", api.TraceListApi.as_view(), name="trace-list"),

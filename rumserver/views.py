@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from rumserver import otlp_wire
+from rumserver import otlp_wire, telemetry
 from rumserver.applications import IngestApp, ingest_app_by_public_key, ingest_app_by_token
 from rumserver.errors import IngestError
 from rumserver.health import health_check
@@ -79,10 +79,18 @@ def beacon(request: HttpRequest) -> HttpResponse:
             now=timezone.now(),
         )
     except IngestError as error:
+        telemetry.count_request(telemetry.BEACONS, error.status)
         return error_response(error)
     except DatabaseError:
         # Nothing was committed (one transaction); ask the SDK to retry the batch later.
+        telemetry.count_request(telemetry.BEACONS, 503)
         return error_response(IngestError(503, "storage unavailable, retry later", retry_after=5))
+    telemetry.count_request(telemetry.BEACONS, 202)
+    telemetry.BEACON_EVENTS.labels("accepted", "ok").inc(result.accepted)
+    if result.rejected:
+        telemetry.BEACON_EVENTS.labels("rejected", "invalid_event").inc(len(result.rejected))
+    if result.dropped_by_sdk:
+        telemetry.SDK_DROPPED.inc(result.dropped_by_sdk)
     return JsonResponse(result.as_json(), status=202)
 
 
@@ -154,11 +162,17 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         )
         result = otlp_ingest(app=app, body=body, media_type=media, now=timezone.now())
     except IngestError as error:
+        telemetry.count_request(telemetry.OTLP_REQUESTS, error.status)
         return _otlp_error(error, media)
     except DatabaseError:
+        telemetry.count_request(telemetry.OTLP_REQUESTS, 503)
         return _otlp_error(
             IngestError(503, "storage unavailable, retry later", retry_after=5), media
         )
+    telemetry.count_request(telemetry.OTLP_REQUESTS, 200)
+    telemetry.SPANS.labels("accepted", "ok").inc(result.accepted_spans)
+    if result.rejected_spans:
+        telemetry.SPANS.labels("rejected", "invalid_span").inc(result.rejected_spans)
     payload = otlp_wire.encode_response(
         media, rejected_spans=result.rejected_spans, error_message=result.error_message
     )
@@ -188,3 +202,14 @@ def scores(request: HttpRequest) -> HttpResponse:
         {"id": score.pk, "trace_id": score.trace_id, "name": score.name, "value": score.value},
         status=201,
     )
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus text for operators (optionally behind LLMRUM_METRICS_TOKEN)."""
+    token = settings.LLMRUM_METRICS_TOKEN
+    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
+        response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="llmrum-metrics"'
+        return response
+    body = telemetry.metrics_text(now=timezone.now())
+    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -4,6 +4,8 @@ set -eu
 role="${1:-web}"
 case "$role" in
   web)
+    # /metrics sums the files of live gunicorn workers; a new start begins at zero.
+    rm -f "${LLMRUM_PROMETHEUS_DIR:-$LLMRUM_DATA_DIR/prometheus}"/*.db
     if [ "${LLMRUM_MIGRATE:-0}" = "1" ]; then
       python manage.py migrate --noinput
     fi

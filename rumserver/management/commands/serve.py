@@ -15,8 +15,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
@@ -40,6 +42,9 @@ class Command(BaseCommand):
         base_url = f"http://{host}:{port}"
         call_command("migrate", interactive=False, verbosity=0)
         call_command("collectstatic", interactive=False, verbosity=0)
+        # /metrics sums the files of live web processes; a new start begins at zero.
+        for stale in Path(settings.LLMRUM_PROMETHEUS_DIR).glob("*.db"):
+            stale.unlink(missing_ok=True)
         public_key = self._demo_application(base_url)
         self._admin_user()
 
