@@ -11,5 +11,32 @@ echo "llmrum: migrations are committed"
   echo "llmrum: models changed without a migration: run manage.py makemigrations" >&2
   exit 1
 }
+echo "llmrum: frontend_sdk (build is committed, unit tests, size budget)"
+if command -v npm >/dev/null; then
+  (
+    set -euo pipefail
+    cd frontend_sdk
+    # npm ci only when node_modules is missing or stale: it takes seconds, the check none.
+    if ! cmp -s package-lock.json node_modules/.llmrum-lock 2>/dev/null; then
+      npm ci --no-audit --no-fund --loglevel=error
+      cp package-lock.json node_modules/.llmrum-lock
+    fi
+    committed="$(mktemp -d)"
+    trap 'rm -rf "$committed"' EXIT
+    cp static/llmrum/llmrum.min.js static/llmrum/llmrum.esm.js "$committed/"
+    npm run --silent build
+    for f in llmrum.min.js llmrum.esm.js; do
+      cmp -s "$committed/$f" "static/llmrum/$f" || {
+        echo "llmrum: frontend_sdk/static/llmrum/$f differs from what src/ builds: run npm run build in frontend_sdk and commit it" >&2
+        exit 1
+      }
+    done
+    npm run --silent typecheck
+    npx vitest run --reporter=dot
+    npm run --silent size
+  ) || exit 1
+else
+  echo "llmrum: SKIP frontend_sdk build, unit tests and size check: npm not found (the committed bundle is used as is)"
+fi
 echo "llmrum: pytest (DATABASE_URL=${DATABASE_URL:-<unset: SQLite>}, CELERY_BROKER_URL=${CELERY_BROKER_URL:-<unset: filesystem>})"
 exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,109 @@
+/** What every transport shares: the session, the conversation, the decision to
+ * propagate, and the making of turns. */
+import { hex, matches, now, stripQuery, uuid, type UrlPattern } from "./lib/util";
+import { getSession, type Session } from "./session";
+import { Transport } from "./transport";
+import { Turn } from "./turn";
+import type { Options, RumEvent } from "./types";
+
+export const VERSION = "0.1.0";
+const TRACEPARENT = /^\s*00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\s*$/;
+
+export interface Prepared {
+  turn?: Turn | undefined;
+  traced: boolean;
+}
+
+export class Core {
+  transport: Transport;
+  conversationId: string | undefined;
+  turnIndex = 0;
+  userId: string | undefined;
+  /** Turns whose answer is still arriving: a stop click or the page hiding ends them. */
+  active = new Set<Turn>();
+  lastSpanId: string | undefined;
+  /** Set by regenerate/edit clicks, taken by the next turn. */
+  next: { regenerateOf?: string | undefined; intentCorrection?: boolean } = {};
+  _targets: UrlPattern[];
+
+  constructor(readonly o: Options, fetchImpl: typeof fetch) {
+    this._targets = o.tracePropagationTargets ?? [];
+    this.conversationId = o.conversationId;
+    this.userId = o.user;
+    this.transport = new Transport({
+      url: `${o.endpoint.replace(/\/$/, "")}/rum/v1/beacon?key=${encodeURIComponent(o.key)}`,
+      envelope: () => {
+        const s = this.session();
+        return {
+          v: 1,
+          sdk: { name: "llmrum", version: VERSION },
+          session: { id: s.id, started_at: s.started_at },
+          page: { url: location.href, referrer: document.referrer },
+          ...(this.userId ? { user: { id: this.userId } } : {}),
+        };
+      },
+      fetch: fetchImpl,
+      maxQueue: o.maxQueue ?? 1000,
+      flushInterval: o.flushInterval ?? 5000,
+    });
+  }
+
+  session(): Session {
+    return getSession(this.o.sessionTimeout ?? 30 * 60_000, this.o.sampleRate ?? 1);
+  }
+
+  emit(event: RumEvent, soon = false): void {
+    if (this.session().sampled) this.transport.add(event, soon);
+  }
+
+  event<T extends RumEvent["type"]>(type: T, fields: Record<string, unknown>, soon = false): void {
+    this.emit({ type, id: uuid(), ts: now(), ...fields } as RumEvent, soon);
+  }
+
+  propagates(url: URL): boolean {
+    // Same origin by default; otherwise only what the app lists (a preflight that
+    // refuses traceparent would break the request: STANDARDS §6.6).
+    return url.origin === location.origin || matches(this._targets, url);
+  }
+
+  /** Decides headers and turn for one request. `set`/`get` touch its headers. */
+  prepare(url: URL, method: string, set: (k: string, v: string) => void, get: (k: string) => string | null): Prepared {
+    const chat = matches(this.o.chatUrls ?? [], url);
+    const traced = this.propagates(url);
+    if (!chat && !traced) return { traced };
+    const s = this.session();
+    let traceId = hex(16);
+    let spanId = hex(8);
+    if (traced) {
+      const own = TRACEPARENT.exec(get("traceparent") ?? "");
+      if (own) [, traceId, spanId] = own as unknown as [string, string, string]; // the app traces itself: report its ids
+      else set("traceparent", `00-${traceId}-${spanId}-${s.sampled ? "01" : "00"}`);
+      const bag = get("baggage");
+      if (!bag?.includes("session.id=")) set("baggage", (bag ? bag + "," : "") + "session.id=" + encodeURIComponent(s.id));
+    }
+    return { traced, turn: chat ? this.startTurn(stripQuery(url), method, traceId, spanId) : undefined };
+  }
+
+  startTurn(url: string, method: string, traceId = hex(16), spanId = hex(8)): Turn {
+    const turn = new Turn(
+      {
+        traceId,
+        spanId,
+        conversationId: this.conversationId ?? this.session().id,
+        turnIndex: this.turnIndex++,
+        ...this.next,
+      },
+      url,
+      method,
+      this.o.parseChunk,
+      (event) => {
+        this.active.delete(turn);
+        this.emit(event, true);
+      },
+    );
+    this.next = {};
+    this.lastSpanId = spanId;
+    this.active.add(turn);
+    return turn;
+  }
+}

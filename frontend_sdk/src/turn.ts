@@ -1,0 +1,112 @@
+/** One chat request as the browser saw it (DESIGN §4 `turn`): timings, gaps
+ * between tokens, and how it ended. Transports (fetch, XHR, EventSource, custom)
+ * feed it; it knows nothing about them. */
+import { now, uuid } from "./lib/util";
+import { StreamParser, type ParseChunk } from "./stream";
+import type { TurnEvent, Outcome, ServerTimingEntry } from "./types";
+
+const MAX_GAPS = 512; // what the server keeps
+const MAX_KEPT = 100_000; // bound memory for the summary on endless streams
+
+export const percentile = (sorted: readonly number[], q: number): number =>
+  sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
+
+export interface TurnContext {
+  traceId: string;
+  spanId: string;
+  conversationId: string;
+  turnIndex: number;
+  regenerateOf?: string | undefined;
+  intentCorrection?: boolean | undefined;
+}
+
+export class Turn {
+  tSend = now();
+  tHeaders: number | undefined;
+  tFirst: number | undefined;
+  tLast: number | undefined;
+  status: number | undefined;
+  chunks = 0;
+  tokenEvents = 0;
+  gaps: number[] = [];
+  /** Set by a stop click or an abort signal; decides the outcome when it ends. */
+  stopRequested = false;
+  serverTiming: ServerTimingEntry[] = [];
+  ended = false;
+  parser: StreamParser;
+
+  constructor(
+    readonly ctx: TurnContext,
+    readonly url: string,
+    readonly method: string,
+    hook: ParseChunk | undefined,
+    readonly _onEnd: (event: TurnEvent) => void,
+  ) {
+    this.parser = new StreamParser(hook);
+  }
+
+  headers(status: number): void {
+    this.tHeaders = now();
+    this.status = status;
+  }
+
+  /** One network read (or one whole SSE message for EventSource). */
+  chunk(value: Uint8Array | string): void {
+    if (this.ended) return;
+    const t = now();
+    this.chunks++;
+    this._tokens(this.parser.push(value).tokens, t);
+  }
+
+  _tokens(tokens: number, t: number): void {
+    if (!tokens) return;
+    this.tokenEvents += tokens;
+    // A gap is the time between two reads that carried tokens: several tokens in one
+    // read arrive together and the user sees them at once.
+    if (this.tLast === undefined) this.tFirst = t;
+    else if (this.gaps.length < MAX_KEPT) this.gaps.push(t - this.tLast);
+    this.tLast = t;
+  }
+
+  end(outcome: Outcome, error?: string): void {
+    if (this.ended) return;
+    const t = now();
+    this._tokens(this.parser.push("", true).tokens, t);
+    this.ended = true;
+    const p = this.parser;
+    const sorted = [...this.gaps].sort((a, b) => a - b);
+    const fromUsage = p.usage?.completion_tokens ?? p.usage?.output_tokens ?? p.usage?.completionTokens;
+    this._onEnd({
+      type: "turn",
+      id: uuid(),
+      ts: this.tSend,
+      trace_id: this.ctx.traceId,
+      span_id: this.ctx.spanId,
+      conversation_id: this.ctx.conversationId,
+      turn_index: this.ctx.turnIndex,
+      url: this.url,
+      method: this.method,
+      status: this.status ?? null,
+      t_send: this.tSend,
+      t_headers: this.tHeaders ?? null,
+      t_first_token: this.tFirst ?? null,
+      t_last_token: this.tLast ?? null,
+      t_end: t,
+      chunks: this.chunks,
+      tbt_gaps: this.gaps.slice(0, MAX_GAPS).map((g) => Math.round(g * 100) / 100),
+      tbt_summary: sorted.length
+        ? { count: sorted.length, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), max: sorted[sorted.length - 1] ?? 0 }
+        : { count: 0 },
+      // Without usage in the stream: about 4 characters a token, and at least one per event.
+      output_tokens: fromUsage ?? Math.max(Math.ceil(p.chars / 4), this.tokenEvents),
+      tokens_estimated: fromUsage === undefined,
+      model: p.model ?? null,
+      usage: p.usage ?? null,
+      server_timing: this.serverTiming,
+      outcome: this.stopRequested && outcome !== "abandoned" ? "stopped" : outcome,
+      regenerate_of: this.ctx.regenerateOf ?? null,
+      intent_correction: !!this.ctx.intentCorrection,
+      error: error ? error.slice(0, 1024) : null,
+    });
+  }
+}

@@ -1,0 +1,199 @@
+"""Real headless Chromium against the live llmrum server: a chat page on one origin
+loads the built SDK from llmrum's /static/, and streams answers from an API on
+another origin whose timing is known to the millisecond."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FIRST_TOKEN_S = 0.300
+TOKENS = 30  # after the first one
+TOKEN_GAP_S = 0.040
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "browser: drives real headless Chromium (/usr/bin/chromium) with Playwright"
+    )
+
+
+def sse(obj: dict[str, Any]) -> bytes:
+    return f"data: {json.dumps(obj)}\n\n".encode()
+
+
+def chunk(delta: dict[str, str]) -> bytes:
+    return sse({"model": "test-model", "choices": [{"index": 0, "delta": delta}]})
+
+
+def stream_parts() -> list[tuple[float, bytes]]:
+    """(seconds after the request, bytes): OpenAI SSE, the first token at 300 ms,
+    then 30 tokens 40 ms apart, then usage and [DONE]."""
+    parts = [(0.0, chunk({"role": "assistant"}))]
+    parts += [
+        (FIRST_TOKEN_S + i * TOKEN_GAP_S, chunk({"content": f"t{i} "})) for i in range(TOKENS + 1)
+    ]
+    end = FIRST_TOKEN_S + TOKENS * TOKEN_GAP_S
+    usage = {"prompt_tokens": 7, "completion_tokens": TOKENS + 1, "total_tokens": TOKENS + 8}
+    parts += [
+        (end, sse({"model": "test-model", "choices": [], "usage": usage})),
+        (end, b"data: [DONE]\n\n"),
+    ]
+    return parts
+
+
+STREAM_BODY = b"".join(part for _, part in stream_parts())
+
+
+@dataclass
+class ChatApi:
+    """An OpenAI-style streaming endpoint that records the headers it was sent."""
+
+    url: str
+    allow_trace_headers: bool
+    requests: list[dict[str, str]] = field(default_factory=list)
+
+
+def _serve(handler: type[BaseHTTPRequestHandler]) -> ThreadingHTTPServer:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _chat_api(allow_trace_headers: bool) -> tuple[ThreadingHTTPServer, ChatApi]:
+    api = ChatApi(url="", allow_trace_headers=allow_trace_headers)
+
+    class Handler(BaseHTTPRequestHandler):
+        def setup(self) -> None:
+            super().setup()
+            # Without it Nagle's algorithm holds small writes back and blurs the gaps.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def _cors(self) -> None:
+            origin = self.headers.get("Origin", "*")
+            self.send_header("Access-Control-Allow-Origin", origin)
+            self.send_header("Timing-Allow-Origin", origin)
+            self.send_header("Access-Control-Expose-Headers", "Server-Timing")
+
+        def do_OPTIONS(self) -> None:
+            self.send_response(204)
+            self._cors()
+            self.send_header("Access-Control-Allow-Methods", "POST")
+            # The non-target API refuses trace headers: leaking them would fail the chat.
+            allowed = (
+                "traceparent, baggage, content-type" if api.allow_trace_headers else "content-type"
+            )
+            self.send_header("Access-Control-Allow-Headers", allowed)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            api.requests.append({k.lower(): v for k, v in self.headers.items()})
+            start = time.monotonic()
+            self.send_response(200)
+            self._cors()
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Cache-Control", "no-cache")
+            self.send_header("Server-Timing", f"llmrum-now;desc={time.time() * 1000:.3f}")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            try:
+                for at, part in stream_parts():
+                    # Absolute deadlines, so sleep overshoots do not add up.
+                    time.sleep(max(0.0, start + at - time.monotonic()))
+                    self.wfile.write(part)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the page stopped the answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = _serve(Handler)
+    api.url = f"http://127.0.0.1:{server.server_port}"
+    return server, api
+
+
+@pytest.fixture(scope="session")
+def chat_api() -> Iterator[ChatApi]:
+    server, api = _chat_api(allow_trace_headers=True)
+    yield api
+    server.shutdown()
+
+
+@pytest.fixture(scope="session")
+def other_api() -> Iterator[ChatApi]:
+    server, api = _chat_api(allow_trace_headers=False)
+    yield api
+    server.shutdown()
+
+
+@dataclass
+class PageServer:
+    """The chat app's origin: serves the HTML each test puts at a path."""
+
+    origin: str
+    html: dict[str, str] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def page_server() -> Iterator[PageServer]:
+    pages = PageServer(origin="")
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = pages.html.get(
+                self.path.split("?")[0], "<!doctype html><title>away</title>"
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = _serve(Handler)
+    pages.origin = f"http://127.0.0.1:{server.server_port}"
+    yield pages
+    server.shutdown()
+
+
+# Module scope, not session: the loop Playwright runs on this thread must be gone
+# before other modules' async tests (and their own Playwright) run.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    # Playwright's sync API keeps an asyncio loop running on this thread; the ORM calls
+    # the tests make here are plain synchronous ones, which Django would refuse then.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+            timeout=15_000,
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+            if previous is None:
+                del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+            else:
+                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous

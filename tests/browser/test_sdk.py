@@ -1,0 +1,171 @@
+"""The built SDK (frontend_sdk/static/llmrum/llmrum.min.js, served by llmrum) in real
+headless Chromium: what it stores for a chat turn matches what the page itself
+measured, it traces only where it may, and it leaves the page's bytes alone."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rumserver.models import BrowserEvent
+from tests import factories
+from tests.browser.conftest import CHROMIUM, STREAM_BODY, TOKEN_GAP_S, ChatApi, PageServer
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),
+]
+
+# The page's own measurement, taken at the same points the SDK takes its own: when
+# fetch is called and when each read that carries content resolves.
+PAGE_JS = """
+window.runChat = async ({url, stopAfter}) => {
+  const now = () => performance.timeOrigin + performance.now();
+  const ac = new AbortController();
+  const t0 = now();
+  const res = await fetch(url, {method: "POST", headers: {"content-type": "application/json"},
+                               body: "{}", signal: ac.signal});
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "", first = null, last = null, tokens = 0, outcome = "completed";
+  const gaps = [];
+  window.firstToken = new Promise((resolve) => (window.gotFirstToken = resolve));
+  try {
+    for (;;) {
+      const {done, value} = await reader.read();
+      if (done) break;
+      const t = now();
+      const s = decoder.decode(value, {stream: true});
+      text += s;
+      const n = (s.match(/"content": "[^"]+"/g) || []).length;
+      if (n) {
+        if (first === null) { first = t; window.gotFirstToken(); } else gaps.push(t - last);
+        last = t;
+        tokens += n;
+      }
+      if (stopAfter && tokens >= stopAfter) ac.abort();
+    }
+  } catch (error) {
+    outcome = error.name;
+  }
+  return {t0, first, gaps, text, outcome, status: res.status};
+};
+"""
+
+
+def chat_page(live_url: str, key: str, chat_api: ChatApi) -> str:
+    options = {
+        "endpoint": live_url,
+        "key": key,
+        "tracePropagationTargets": [chat_api.url],
+        "flushInterval": 200,
+    }
+    return f"""<!doctype html><title>chat</title>
+<script src="{live_url}/static/llmrum/llmrum.min.js"></script>
+<script>llmrum.init(Object.assign({json.dumps(options)}, {{chatUrls: [/\\/v1\\/chat\\/completions/]}}));</script>
+<script>{PAGE_JS}</script>"""
+
+
+@pytest.fixture
+def app(live_server: Any, page_server: PageServer) -> Any:
+    created = factories.make_app(origins=[page_server.origin])
+    return created.application
+
+
+@pytest.fixture
+def page(
+    browser: Any, live_server: Any, page_server: PageServer, chat_api: ChatApi, app: Any
+) -> Iterator[Any]:
+    page_server.html["/chat"] = chat_page(live_server.url, app.public_key, chat_api)
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{page_server.origin}/chat")
+    chat_api.requests.clear()
+    yield page
+    context.close()
+    assert not errors, errors  # the SDK never throws into the page
+
+
+def stored_turns(app: Any, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = list(BrowserEvent.objects.filter(app=app, type="turn").order_by("ts_ms"))
+        if len(rows) >= count:
+            return [row.data for row in rows]
+        time.sleep(0.1)
+    raise AssertionError(f"expected {count} stored turn(s), got {len(rows)}")
+
+
+def test_a_streamed_turn_is_stored_as_the_page_saw_it(
+    page: Any, app: Any, chat_api: ChatApi
+) -> None:
+    seen = page.evaluate("runChat", {"url": f"{chat_api.url}/v1/chat/completions"})
+    assert seen["outcome"] == "completed"
+    assert seen["text"].encode() == STREAM_BODY  # the page's bytes are unchanged
+
+    (turn,) = stored_turns(app)
+    assert turn["outcome"] == "completed"
+    page_ttft = seen["first"] - seen["t0"]
+    assert abs((turn["t_first_token"] - turn["t_send"]) - page_ttft) <= 15, (turn, page_ttft)
+    assert abs(turn["tbt_summary"]["p50"] - TOKEN_GAP_S * 1000) <= 5, turn["tbt_summary"]
+    assert abs(statistics.median(seen["gaps"]) - TOKEN_GAP_S * 1000) <= 5
+    assert turn["tbt_summary"]["count"] == len(seen["gaps"])
+    assert (turn["model"], turn["output_tokens"], turn["tokens_estimated"]) == (
+        "test-model",
+        31,
+        False,
+    )
+    assert turn["usage"] == {"prompt_tokens": 7, "completion_tokens": 31, "total_tokens": 38}
+    assert turn["url"] == f"{chat_api.url}/v1/chat/completions"
+    assert turn["status"] == 200
+    # Server-Timing read back through Resource Timing (Timing-Allow-Origin is sent).
+    assert [entry["name"] for entry in turn["server_timing"]] == ["llmrum-now"]
+
+    # traceparent reached the target, with exactly the ids of the stored turn.
+    (request,) = chat_api.requests
+    assert request["traceparent"] == f"00-{turn['trace_id']}-{turn['span_id']}-01"
+    assert request["baggage"].startswith("session.id=")
+
+
+def test_trace_headers_never_reach_a_non_target(
+    page: Any, app: Any, chat_api: ChatApi, other_api: ChatApi
+) -> None:
+    other_api.requests.clear()
+    seen = page.evaluate("runChat", {"url": f"{other_api.url}/v1/chat/completions"})
+    # The non-target refuses trace headers in its preflight: the chat works, so none were sent.
+    assert seen["outcome"] == "completed"
+    (request,) = other_api.requests
+    assert "traceparent" not in request
+    assert "baggage" not in request
+    (turn,) = stored_turns(app)
+    assert turn["outcome"] == "completed"
+
+
+def test_an_abort_mid_stream_is_stored_as_stopped(page: Any, app: Any, chat_api: ChatApi) -> None:
+    seen = page.evaluate("runChat", {"url": f"{chat_api.url}/v1/chat/completions", "stopAfter": 5})
+    assert seen["outcome"] == "AbortError"
+    (turn,) = stored_turns(app)
+    assert turn["outcome"] == "stopped"
+    assert 5 <= turn["output_tokens"] < 31
+
+
+def test_leaving_mid_answer_is_stored_as_abandoned(
+    page: Any, app: Any, chat_api: ChatApi, page_server: PageServer
+) -> None:
+    page.evaluate("url => { window.chat = runChat({url}); }", f"{chat_api.url}/v1/chat/completions")
+    page.wait_for_function("window.firstToken !== undefined")
+    page.evaluate("window.firstToken")
+    page.goto(f"{page_server.origin}/elsewhere")  # pagehide: the beacon must still go out
+    (turn,) = stored_turns(app)
+    assert turn["outcome"] == "abandoned"
+    assert turn["t_first_token"] is not None
+    assert turn["output_tokens"] < 31
