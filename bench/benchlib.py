@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmarks in bench/ (ingest, otlp).
+"""Helpers shared by the benchmarks in bench/ (ingest, otlp, stitch).
 
 A private PostgreSQL database, the production server (gunicorn ``rumserver.wsgi``)
 on a free port, CPU accounting by process, the COPY floor, py-spy summaries and the
@@ -57,14 +57,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def server_env(settings_module: str, limits: dict[str, str]) -> dict[str, str]:
-    """The server's environment: the bench database, Redis db 15, `limits` (the
-    rate limits a benchmark raises) and the settings module."""
+def pg_url(database: str = PG_BENCH_DB) -> str:
+    return f"postgres://postgres@127.0.0.1:5432/{database}"
+
+
+def server_env(
+    settings_module: str, limits: dict[str, str], database_url: str = PG_BENCH_URL
+) -> dict[str, str]:
+    """The server's environment: the bench database (`database_url`, llmrum_bench
+    unless a benchmark has its own), Redis db 15, `limits` (the rate limits a
+    benchmark raises) and the settings module."""
     # Start from a clean slate: an LLMRUM_* or DJANGO_* variable left in the shell
     # (LLMRUM_DEBUG, say) would change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMRUM_", "DJANGO_"))}
     env.update(
-        DATABASE_URL=PG_BENCH_URL,
+        DATABASE_URL=database_url,
         CELERY_BROKER_URL=BROKER_URL,
         ALLOWED_HOSTS="127.0.0.1,localhost",
         SECRET_KEY="bench",
@@ -168,19 +175,19 @@ def pg_admin(sql: str) -> None:
         conn.execute(sql)
 
 
-def recreate_database() -> None:
-    drop_database()
-    pg_admin(f"CREATE DATABASE {PG_BENCH_DB}")
+def recreate_database(database: str = PG_BENCH_DB) -> None:
+    drop_database(database)
+    pg_admin(f"CREATE DATABASE {database}")
 
 
-def drop_database() -> None:
-    pg_admin(f"DROP DATABASE IF EXISTS {PG_BENCH_DB} WITH (FORCE)")
+def drop_database(database: str = PG_BENCH_DB) -> None:
+    pg_admin(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
-def pg_value(sql: str) -> Any:
+def pg_value(sql: str, database: str = PG_BENCH_DB) -> Any:
     import psycopg
 
-    with psycopg.connect(PG_BENCH_URL) as conn:
+    with psycopg.connect(pg_url(database)) as conn:
         return conn.execute(sql).fetchone()[0]
 
 
@@ -334,19 +341,36 @@ def timed_copy(copy_mode: Callable[[Any], dict[str, Any]], batch_rows: int) -> d
 # --- Profile (py-spy) -------------------------------------------------------------
 
 
-def start_profile(master_pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
+def py_spy_path() -> str | None:
     py_spy = shutil.which("py-spy") or str(VENV / "bin" / "py-spy")
-    pids = worker_pids(master_pid)
-    if not Path(py_spy).exists() or not pids:
-        print("  (profile skipped: py-spy not installed (pip install py-spy) or no worker found)")
+    return py_spy if Path(py_spy).exists() else None
+
+
+def record_profile(
+    pid: int, out: Path, seconds: int | None = None, rate: int = 200
+) -> subprocess.Popen | None:
+    """py-spy sampling one process for `seconds` (None: until it exits)."""
+    py_spy = py_spy_path()
+    if py_spy is None:
+        print("  (profile skipped: py-spy not installed (pip install py-spy))")
         return None
-    # --nonblocking: read the worker's memory without pausing it, so the sampled
-    # worker keeps its share of the load; --nolineno: aggregate by function. Idle
+    # --nonblocking: read the process's memory without pausing it, so the sampled
+    # process keeps its share of the load; --nolineno: aggregate by function. Idle
     # samples (waiting for PostgreSQL or a connection) are left out: what remains is
-    # the worker's CPU time.
-    cmd = [py_spy, "record", "--pid", str(pids[0]), "--duration", str(seconds), "--rate", "200"]
+    # the process's CPU time.
+    cmd = [py_spy, "record", "--pid", str(pid), "--rate", str(rate)]
+    if seconds is not None:
+        cmd += ["--duration", str(seconds)]
     cmd += ["--nonblocking", "--nolineno", "--format", "raw", "--output", str(out)]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def start_profile(master_pid: int, seconds: int, out: Path) -> subprocess.Popen | None:
+    pids = worker_pids(master_pid)
+    if not pids:
+        print("  (profile skipped: no gunicorn worker found)")
+        return None
+    return record_profile(pids[0], out, seconds)
 
 
 def short_frame(frame: str) -> str:
