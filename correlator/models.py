@@ -55,8 +55,14 @@ class Turn(models.Model):
     """One chat request as the user saw it, with the wait split into its parts (ms)."""
 
     app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
-    trace = models.OneToOneField(Trace, on_delete=models.CASCADE, related_name="turn")
-    session = models.ForeignKey(BrowserSession, on_delete=models.CASCADE)
+    # No database-level constraints on these two: the sweep writes a turn with its trace
+    # in one transaction, Django still cascades deletes, and PostgreSQL's per-row key
+    # check kept a plan made while the table was empty (a full scan per insert once it
+    # had grown: bench/stitch, 100,000 turns, 5 billion rows read).
+    trace = models.OneToOneField(
+        Trace, on_delete=models.CASCADE, related_name="turn", db_constraint=False
+    )
+    session = models.ForeignKey(BrowserSession, on_delete=models.CASCADE, db_constraint=False)
     span_id = models.CharField(max_length=16, help_text="The browser span (traceparent parent-id).")
     conversation_id = models.CharField(max_length=128, blank=True, default="")
     turn_index = models.PositiveIntegerField(null=True, blank=True)

@@ -30,7 +30,7 @@ from correlator.stitching import (
     tighten,
     turn_metrics,
 )
-from rumserver.models import BrowserEvent, DirtyTrace, Span
+from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Span
 from rumserver.otlp_spans import assign_roles
 
 logger = logging.getLogger(__name__)
@@ -110,8 +110,12 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             spans[(span.app_id, span.trace_id)].append(span)
     turns: dict[tuple[int, str], BrowserEvent] = {}
     events = BrowserEvent.objects.filter(trace_id__in=trace_ids, type=BrowserEvent.Type.TURN)
-    for event in events.select_related("session").order_by("ts_ms", "event_id"):
+    for event in events.order_by("ts_ms", "event_id"):
         turns.setdefault((event.app_id, event.trace_id), event)
+    # By id, not joined: a join made PostgreSQL hash the whole sessions table each batch.
+    sessions = BrowserSession.objects.in_bulk({event.session_id for event in turns.values()})
+    for event in turns.values():
+        event.session = sessions[event.session_id]
     deltas = _beacon_deltas({event.session_id for event in turns.values()})
     replaced = _replaced_span_ids(turns)
 
@@ -156,8 +160,9 @@ def _replaced_span_ids(turns: dict[tuple[int, str], BrowserEvent]) -> set[tuple[
     span_ids = {event.span_id for event in turns.values()}
     if not span_ids:
         return set()
-    rows = Turn.objects.filter(regenerate_of__in=span_ids).values_list("app_id", "regenerate_of")
-    return set(rows)
+    apps = {event.app_id for event in turns.values()}  # so the (app, regenerate_of) index serves
+    rows = Turn.objects.filter(app_id__in=apps, regenerate_of__in=span_ids)
+    return set(rows.values_list("app_id", "regenerate_of"))
 
 
 def _stitch_one(
