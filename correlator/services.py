@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 
 from correlator.models import SweepRun, Trace, Turn
+from correlator.stitch_store import write_stitched
 from correlator.stitching import (
     Skew,
     estimate_skew,
@@ -137,7 +138,12 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             turn_rows.append(turn)
             browser_spans.append(browser_span)
         role_changes += changed
-    _write(traces=traces, turns=turn_rows, browser_spans=browser_spans, roles=role_changes)
+    write_stitched(
+        traces=traces,
+        turns=turn_rows,
+        browser_spans=[s for s in browser_spans if s is not None],
+        roles=role_changes,
+    )
 
 
 def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:
@@ -273,53 +279,3 @@ def _browser_span(
         attributes=attributes,
         received_at=turn.received_at,
     )
-
-
-_TRACE_FIELDS = [
-    "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
-    "propagation", "propagation_cause", "last_received_at", "stitched_at",
-]  # fmt: skip
-_TURN_FIELDS = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
-_BROWSER_SPAN_FIELDS = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
-
-
-def _write(
-    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span | None], roles: list[Span]
-) -> None:
-    if not traces:
-        return
-    Trace.objects.bulk_create(
-        traces,
-        update_conflicts=True,
-        unique_fields=["app", "trace_id"],
-        update_fields=_TRACE_FIELDS,
-    )
-    by_key = {(t.app_id, t.trace_id): t for t in traces}
-    if any(t.pk is None for t in traces):  # backends that do not return ids on upsert
-        ids = Trace.objects.filter(trace_id__in=[t.trace_id for t in traces]).values_list(
-            "app_id", "trace_id", "id"
-        )
-        for app_id, trace_id, pk in ids:
-            if (app_id, trace_id) in by_key:
-                by_key[(app_id, trace_id)].pk = pk
-    for turn, span in zip(turns, browser_spans, strict=True):
-        assert span is not None
-        turn.trace_id = by_key[(turn.app_id, span.trace_id)].pk
-    Turn.objects.bulk_create(
-        turns, update_conflicts=True, unique_fields=["trace"], update_fields=_TURN_FIELDS
-    )
-    Span.objects.bulk_create(
-        [s for s in browser_spans if s is not None],
-        update_conflicts=True,
-        unique_fields=["app", "trace_id", "span_id"],
-        update_fields=_BROWSER_SPAN_FIELDS,
-    )
-    if roles:
-        Span.objects.bulk_update(roles, ["role"])
-    # A turn that regenerates an earlier one marks it (the earlier one, stitched
-    # later or again, finds this turn through _replaced_span_ids: same result).
-    for turn in turns:
-        if turn.regenerate_of:
-            Turn.objects.filter(app_id=turn.app_id, span_id=turn.regenerate_of).update(
-                regenerated=True
-            )

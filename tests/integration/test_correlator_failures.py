@@ -32,7 +32,10 @@ def _backlog(n: int) -> list[GoldenTurn]:
     return goldens
 
 
-def test_a_worker_killed_mid_sweep_loses_and_doubles_nothing(transactional_db, tmp_path: Path):
+def test_a_worker_killed_mid_sweep_loses_and_doubles_nothing(
+    transactional_db, tmp_path: Path, settings
+):
+    settings.LLMRUM_BEACON_IP_RATE_LIMIT = 1e6  # one test client sends the whole backlog
     goldens = _backlog(400)
     env = subprocess_env()
     log = (tmp_path / "stitch.log").open("wb")

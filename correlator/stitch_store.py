@@ -1,0 +1,150 @@
+"""Writing a stitched batch: traces, their turns and browser spans, and the roles
+the stitch decided, all in the caller's transaction.
+
+On PostgreSQL one hand-written statement does it (data-modifying CTEs, rows as
+jsonb documents, as ingest does): Django's bulk_create sends every column as an
+array that psycopg converts item by item in Python, and bulk_update builds a
+CASE per row, which together were half of a worker's CPU in bench/stitch.
+Elsewhere (SQLite, the embedded default) the ORM writes the same rows.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import cache
+from typing import Any
+
+import msgspec
+from django.db import connection
+from django.db.models import Field, Model
+
+from correlator.models import Trace, Turn
+from rumserver.fastsql import execute_prepared
+from rumserver.models import Span
+
+
+def _enc_hook(value: Any) -> Any:
+    if isinstance(value, enum.Enum):  # Django's TextChoices members
+        return value.value
+    raise NotImplementedError(f"cannot encode {type(value).__name__}")
+
+
+_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+
+TRACE_UPDATE = [
+    "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
+    "propagation", "propagation_cause", "last_received_at", "stitched_at",
+]  # fmt: skip
+TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
+BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
+
+
+def _columns(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field]:
+    return [f for f in model._meta.concrete_fields if f.column not in skip]
+
+
+def _record(obj: Model, fields: list[Field]) -> dict[str, Any]:
+    return {f.column: getattr(obj, f.attname) for f in fields}
+
+
+def _recordset(fields: list[Field], extra: str = "") -> str:
+    typed = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
+    return f"{typed}, {extra}" if extra else typed
+
+
+def _set(model: type[Model], names: list[str]) -> str:
+    columns = [model._meta.get_field(n).column for n in names]
+    return ", ".join(f"{c} = excluded.{c}" for c in columns)
+
+
+@cache
+def _postgres_sql() -> str:
+    trace_cols = _columns(Trace)
+    turn_cols = _columns(Turn, skip=("id", "trace_id"))
+    span_cols = _columns(Span)
+    trace_names = ", ".join(f.column for f in trace_cols)
+    turn_names = ", ".join(f.column for f in turn_cols)
+    span_names = ", ".join(f.column for f in span_cols)
+    return f"""
+WITH t AS (
+    INSERT INTO {Trace._meta.db_table} ({trace_names})
+    SELECT {", ".join(f"r.{f.column}" for f in trace_cols)}
+    FROM jsonb_to_recordset(%(traces)s::jsonb) AS r({_recordset(trace_cols)})
+    ORDER BY r.app_id, r.trace_id
+    ON CONFLICT (app_id, trace_id) DO UPDATE SET {_set(Trace, TRACE_UPDATE)}
+    RETURNING id, app_id, trace_id
+), u AS (
+    INSERT INTO {Turn._meta.db_table} (trace_id, {turn_names})
+    SELECT t.id, {", ".join(f"r.{f.column}" for f in turn_cols)}
+    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r({_recordset(turn_cols, "trace_key text")})
+    JOIN t ON t.app_id = r.app_id AND t.trace_id = r.trace_key
+    ORDER BY t.id
+    ON CONFLICT (trace_id) DO UPDATE SET {_set(Turn, TURN_UPDATE)}
+), b AS (
+    INSERT INTO {Span._meta.db_table} ({span_names})
+    SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
+    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({_recordset(span_cols)})
+    ORDER BY r.trace_id, r.span_id
+    ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
+), r AS (
+    UPDATE {Span._meta.db_table} AS s SET role = x.role
+    FROM jsonb_to_recordset(%(roles)s::jsonb) AS x(id bigint, role text)
+    WHERE s.id = x.id
+)
+SELECT count(*) FROM t
+"""
+
+
+def write_stitched(
+    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Span]
+) -> None:
+    """``turns[i]`` belongs with ``browser_spans[i]`` (whose trace_id names its trace)."""
+    if not traces:
+        return
+    if connection.vendor == "postgresql":
+        turn_cols = _columns(Turn, skip=("id", "trace_id"))
+        turn_records = [
+            {**_record(turn, turn_cols), "trace_key": span.trace_id}
+            for turn, span in zip(turns, browser_spans, strict=True)
+        ]
+        params = {
+            "traces": _encode([_record(t, _columns(Trace)) for t in traces]).decode(),
+            "turns": _encode(turn_records).decode(),
+            "spans": _encode([_record(s, _columns(Span)) for s in browser_spans]).decode(),
+            "roles": _encode([{"id": s.pk, "role": s.role} for s in roles]).decode(),
+        }
+        execute_prepared(_postgres_sql(), params)
+    else:
+        _write_orm(traces=traces, turns=turns, browser_spans=browser_spans, roles=roles)
+    # A turn that regenerates an earlier one marks it; the earlier one, stitched later
+    # or again, finds this turn through the replaced-span lookup: same result.
+    regenerated = [(t.app_id, t.regenerate_of) for t in turns if t.regenerate_of]
+    for app_id, span_id in regenerated:
+        Turn.objects.filter(app_id=app_id, span_id=span_id).update(regenerated=True)
+
+
+def _write_orm(
+    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Span]
+) -> None:
+    Trace.objects.bulk_create(
+        traces, update_conflicts=True, unique_fields=["app", "trace_id"], update_fields=TRACE_UPDATE
+    )
+    by_key = {(t.app_id, t.trace_id): t for t in traces}
+    if any(t.pk is None for t in traces):  # backends that do not return ids on upsert
+        rows = Trace.objects.filter(trace_id__in=list({t.trace_id for t in traces}))
+        for app_id, trace_id, pk in rows.values_list("app_id", "trace_id", "id"):
+            if (app_id, trace_id) in by_key:
+                by_key[(app_id, trace_id)].pk = pk
+    for turn, span in zip(turns, browser_spans, strict=True):
+        turn.trace_id = by_key[(turn.app_id, span.trace_id)].pk
+    Turn.objects.bulk_create(
+        turns, update_conflicts=True, unique_fields=["trace"], update_fields=TURN_UPDATE
+    )
+    Span.objects.bulk_create(
+        browser_spans,
+        update_conflicts=True,
+        unique_fields=["app", "trace_id", "span_id"],
+        update_fields=BROWSER_SPAN_UPDATE,
+    )
+    if roles:
+        Span.objects.bulk_update(roles, ["role"])
