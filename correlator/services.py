@@ -19,6 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models.fields.json import KT
 
 from correlator.models import SweepRun, Trace, Turn
 from correlator.stitch_store import write_stitched
@@ -37,9 +38,49 @@ from rumserver.otlp_spans import assign_roles
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-_SPAN_FIELDS = (
+
+
+@dataclass(slots=True)
+class StoredSpan:
+    """The columns of an OTLP span the stitch reads (no model instance: building those
+    was the largest cost of a batch). ``resource`` holds only ``llmrum.role``."""
+
+    id: int
+    app_id: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    role: str
+    service: str
+    start_ns: int
+    end_ns: int
+    received_at: datetime
+    gen_ai_operation: str
+    request_model: str
+    response_model: str
+    ttft_s: float | None
+    ttft_source: str
+    queue_s: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    resource: dict[str, str]
+
+
+@dataclass(slots=True)
+class TurnEvent:
+    app_id: int
+    trace_id: str
+    span_id: str
+    session_id: int
+    received_at: datetime
+    data: dict[str, Any]
+    session_key: str = ""  # the browser's session id
+
+
+_SPAN_COLUMNS = (
     "id", "app_id", "trace_id", "span_id", "parent_span_id", "kind", "role", "service",
-    "start_ns", "end_ns", "received_at", "resource", "gen_ai_operation", "request_model",
+    "start_ns", "end_ns", "received_at", "gen_ai_operation", "request_model",
     "response_model", "ttft_s", "ttft_source", "queue_s", "input_tokens", "output_tokens",
 )  # fmt: skip
 
@@ -105,18 +146,31 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
     (app id, trace id) from the raw rows. Same rows in, same result out."""
     wanted = set(keys)
     trace_ids = sorted({trace_id for _, trace_id in keys})
-    spans: dict[tuple[int, str], list[Span]] = defaultdict(list)
-    for span in Span.objects.filter(trace_id__in=trace_ids).only(*_SPAN_FIELDS):
+    spans: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
+    rows = (
+        Span.objects.filter(trace_id__in=trace_ids)
+        .exclude(role=Span.Role.BROWSER)
+        .values_list(*_SPAN_COLUMNS, KT("resource__llmrum.role"))
+    )
+    for *columns, pinned_role in rows:
+        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
         if (span.app_id, span.trace_id) in wanted:
             spans[(span.app_id, span.trace_id)].append(span)
-    turns: dict[tuple[int, str], BrowserEvent] = {}
+    turns: dict[tuple[int, str], TurnEvent] = {}
     events = BrowserEvent.objects.filter(trace_id__in=trace_ids, type=BrowserEvent.Type.TURN)
-    for event in events.order_by("ts_ms", "event_id"):
+    for row in events.order_by("ts_ms", "event_id").values_list(
+        "app_id", "trace_id", "span_id", "session_id", "received_at", "data"
+    ):
+        event = TurnEvent(*row)
         turns.setdefault((event.app_id, event.trace_id), event)
     # By id, not joined: a join made PostgreSQL hash the whole sessions table each batch.
-    sessions = BrowserSession.objects.in_bulk({event.session_id for event in turns.values()})
+    keys_by_id = dict(
+        BrowserSession.objects.filter(id__in={e.session_id for e in turns.values()}).values_list(
+            "id", "session_id"
+        )
+    )
     for event in turns.values():
-        event.session = sessions[event.session_id]
+        event.session_key = keys_by_id.get(event.session_id, "")
     deltas = _beacon_deltas({event.session_id for event in turns.values()})
     replaced = _replaced_span_ids(turns)
 
@@ -124,7 +178,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
     for key in sorted(wanted):
         stitched = _stitch_one(
             key=key,
-            spans=[s for s in spans.get(key, []) if s.role != Span.Role.BROWSER],
+            spans=spans.get(key, []),
             turn=turns.get(key),
             deltas=deltas,
             replaced=replaced,
@@ -161,25 +215,26 @@ def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:
     return out
 
 
-def _replaced_span_ids(turns: dict[tuple[int, str], BrowserEvent]) -> set[tuple[int, str]]:
+def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:
     """(app, span id) of the turns among these that a later stitched turn regenerated."""
     span_ids = {event.span_id for event in turns.values()}
     if not span_ids:
         return set()
-    apps = {event.app_id for event in turns.values()}  # so the (app, regenerate_of) index serves
-    rows = Turn.objects.filter(app_id__in=apps, regenerate_of__in=span_ids)
-    return set(rows.values_list("app_id", "regenerate_of"))
+    # The exclude matches the partial index's condition, so the planner may use it.
+    rows = Turn.objects.filter(regenerate_of__in=span_ids).exclude(regenerate_of="")
+    apps = {event.app_id for event in turns.values()}
+    return {(app, span) for app, span in rows.values_list("app_id", "regenerate_of") if app in apps}
 
 
 def _stitch_one(
     *,
     key: tuple[int, str],
-    spans: list[Span],
-    turn: BrowserEvent | None,
+    spans: list[StoredSpan],
+    turn: TurnEvent | None,
     deltas: dict[int, list[float]],
     replaced: set[tuple[int, str]],
     now: datetime,
-) -> tuple[Trace, Turn | None, Span | None, list[Span]] | None:
+) -> tuple[Trace, Turn | None, Span | None, list[StoredSpan]] | None:
     app_id, trace_id = key
     if not spans and turn is None:
         return None  # a score or a hint for a trace with no rows (yet)
@@ -217,12 +272,11 @@ def _stitch_one(
         start_ms, end_ms = t_send + skew.ms, max(t_end, t_send) + skew.ms
         browser_span = _browser_span(app_id, trace_id, turn, start_ms, end_ms, skew)
         metrics = turn_metrics(data, spans, browser_id)
-        session = turn.session
         turn_row = Turn(
             app_id=app_id,
             session_id=turn.session_id,
             span_id=browser_id,
-            conversation_id=str(data.get("conversation_id") or session.session_id)[:128],
+            conversation_id=str(data.get("conversation_id") or turn.session_key)[:128],
             turn_index=data.get("turn_index"),
             t_send_ms=start_ms,
             outcome=str(data.get("outcome") or "completed"),
@@ -254,7 +308,7 @@ def _stitch_one(
 
 
 def _browser_span(
-    app_id: int, trace_id: str, turn: BrowserEvent, start_ms: float, end_ms: float, skew: Skew
+    app_id: int, trace_id: str, turn: TurnEvent, start_ms: float, end_ms: float, skew: Skew
 ) -> Span:
     data = turn.data
     attributes = {

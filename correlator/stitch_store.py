@@ -96,9 +96,10 @@ SELECT count(*) FROM t
 
 
 def write_stitched(
-    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Span]
+    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Any]
 ) -> None:
-    """``turns[i]`` belongs with ``browser_spans[i]`` (whose trace_id names its trace)."""
+    """``roles``: spans (anything with ``id`` and ``role``) whose role changed.
+    ``turns[i]`` belongs with ``browser_spans[i]`` (whose trace_id names its trace)."""
     if not traces:
         return
     if connection.vendor == "postgresql":
@@ -111,7 +112,7 @@ def write_stitched(
             "traces": _encode([_record(t, _columns(Trace)) for t in traces]).decode(),
             "turns": _encode(turn_records).decode(),
             "spans": _encode([_record(s, _columns(Span)) for s in browser_spans]).decode(),
-            "roles": _encode([{"id": s.pk, "role": s.role} for s in roles]).decode(),
+            "roles": _encode([{"id": s.id, "role": s.role} for s in roles]).decode(),
         }
         execute_prepared(_postgres_sql(), params)
     else:
@@ -124,7 +125,7 @@ def write_stitched(
 
 
 def _write_orm(
-    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Span]
+    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Any]
 ) -> None:
     Trace.objects.bulk_create(
         traces, update_conflicts=True, unique_fields=["app", "trace_id"], update_fields=TRACE_UPDATE
@@ -147,4 +148,4 @@ def _write_orm(
         update_fields=BROWSER_SPAN_UPDATE,
     )
     if roles:
-        Span.objects.bulk_update(roles, ["role"])
+        Span.objects.bulk_update([Span(pk=s.id, role=s.role) for s in roles], ["role"])
