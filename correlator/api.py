@@ -88,11 +88,23 @@ class TraceSummaryOutput(serializers.Serializer):
         return TurnOutput(turn).data if turn is not None else None
 
 
-class TraceOutput(TraceSummaryOutput):
+class TraceOutput(serializers.Serializer):
+    """Exactly DESIGN.md §7's fields (the list's items add start, end and health)."""
+
+    trace_id = serializers.CharField()
+    app = serializers.CharField(source="app.slug")
+    state = serializers.CharField()
+    linked = serializers.BooleanField()
+    clock_skew_ms = serializers.FloatField()
     spans = serializers.SerializerMethodField()
+    turn = serializers.SerializerMethodField()
 
     def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
         return SpanOutput(selectors.trace_spans(trace), many=True).data
+
+    def get_turn(self, trace: Trace) -> dict[str, Any] | None:
+        turn = _turn_of(trace)
+        return TurnOutput(turn).data if turn is not None else None
 
 
 class TraceDetailApi(APIView):
