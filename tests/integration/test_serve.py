@@ -57,6 +57,13 @@ def test_serve_runs_web_worker_and_beat_on_the_embedded_default(tmp_path: Path):
 
         status, _, body = http("GET", f"http://127.0.0.1:{port}/healthz")
         assert status == 200, body
+        # The snippet's script tag loads the committed bundle from here.
+        status, headers, bundle = http(
+            "GET", f"http://127.0.0.1:{port}/static/llmrum/llmrum.min.js"
+        )
+        committed = (ROOT / "frontend_sdk" / "static" / "llmrum" / "llmrum.min.js").read_bytes()
+        assert status == 200 and bundle == committed
+        assert "javascript" in headers["Content-Type"]
         origin = f"http://127.0.0.1:{port}"
         status, _, body = http(
             "POST",
