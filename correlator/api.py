@@ -154,12 +154,59 @@ class MetricsInput(serializers.Serializer):
     group_by = serializers.ChoiceField(choices=list(selectors.GROUP_COLUMNS), required=False)
 
 
+class PercentilesOutput(serializers.Serializer):
+    p50 = serializers.FloatField(allow_null=True)
+    p75 = serializers.FloatField(allow_null=True)
+    p95 = serializers.FloatField(allow_null=True)
+    p99 = serializers.FloatField(allow_null=True)
+
+
+class RatesOutput(serializers.Serializer):
+    stop_rate = serializers.FloatField(allow_null=True)
+    regenerate_rate = serializers.FloatField(allow_null=True)
+    abandonment_rate = serializers.FloatField(allow_null=True)
+    abandonment_before_first_token_rate = serializers.FloatField(allow_null=True)
+    error_rate = serializers.FloatField(allow_null=True)
+    first_response_accuracy = serializers.FloatField(allow_null=True)
+    hallucination_rate = serializers.FloatField(allow_null=True)
+
+
+class MetricsFiguresOutput(serializers.Serializer):
+    """``analytics.summarize``'s figures (documentation only: the view builds the dict)."""
+
+    turns = serializers.IntegerField()
+    sessions = serializers.IntegerField()
+    conversations = serializers.IntegerField()
+    client_ttft_ms = PercentilesOutput()
+    server_ttft_ms = PercentilesOutput()
+    model_ttft_ms = PercentilesOutput()
+    queue_ms = PercentilesOutput()
+    tbt_ms = PercentilesOutput()
+    tpot_ms = PercentilesOutput()
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+    turns_per_session = serializers.FloatField(allow_null=True)
+    intent_corrections_per_conversation = serializers.FloatField(allow_null=True)
+    rates = RatesOutput()
+
+
+class MetricsGroupOutput(MetricsFiguresOutput):
+    key = serializers.CharField()
+
+
+class MetricsOutput(MetricsFiguresOutput):
+    app = serializers.CharField()
+    since = serializers.DateTimeField()
+    until = serializers.DateTimeField()
+    groups = MetricsGroupOutput(many=True)
+
+
 class MetricsApi(APIView):
     """Turn, session and conversation figures for one application and time range
     (default: the last 24 hours including the current minute). Percentiles are
     nearest-rank and exact; ``tbt_ms`` is over each turn's median gap."""
 
-    @extend_schema(parameters=[MetricsInput])
+    @extend_schema(parameters=[MetricsInput], responses=MetricsOutput)
     def get(self, request: Request) -> Response:
         query = MetricsInput(data=request.query_params)
         query.is_valid(raise_exception=True)

@@ -160,6 +160,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Stitched traces, turns and metrics of LLM chat applications.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "rumserver.openapi.add_ingest_endpoints",  # POST /api/v1/scores is a plain view
+    ],
 }
 
 # --- Celery -----------------------------------------------------------------

@@ -134,6 +134,43 @@ def test_the_openapi_schema_describes_the_api(client, world):
     assert {"/api/v1/traces", "/api/v1/traces/{trace_id}"} <= set(schema["paths"])
 
 
+def test_the_openapi_schema_describes_scores_and_metrics(client, world):
+    client.force_login(world["alice"])
+    r = client.get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json")
+    assert r.status_code == 200
+    schema = r.json()
+    components = schema["components"]
+
+    def resolve(node):
+        ref = node.get("$ref")
+        return components["schemas"][ref.rsplit("/", 1)[-1]] if ref else node
+
+    post = schema["paths"]["/api/v1/scores"]["post"]
+    body = resolve(post["requestBody"]["content"]["application/json"]["schema"])
+    assert {"trace_id", "name", "value", "comment"} == set(body["properties"])
+    assert set(body["required"]) == {"trace_id", "name", "value"}
+    assert body["properties"]["trace_id"]["type"] == "string"
+    assert body["properties"]["value"]["type"] == "number"
+    created = resolve(post["responses"]["201"]["content"]["application/json"]["schema"])
+    assert {"id", "trace_id", "name", "value"} == set(created["properties"])
+    for status in ("400", "401", "413", "415", "503"):
+        error = resolve(post["responses"][status]["content"]["application/json"]["schema"])
+        assert {"error", "field"} == set(error["properties"])
+    (requirement,) = post["security"]
+    (scheme_name,) = requirement
+    assert components["securitySchemes"][scheme_name] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": components["securitySchemes"][scheme_name]["description"],
+    }
+
+    metrics = schema["paths"]["/api/v1/metrics"]["get"]["responses"]["200"]
+    answer = resolve(metrics["content"]["application/json"]["schema"])
+    assert {"app", "since", "until", "turns", "client_ttft_ms", "rates", "groups"} <= set(
+        answer["properties"]
+    )
+
+
 def test_list_items_add_start_end_and_health(world):
     item = as_user(world["alice"]).get("/api/v1/traces").json()["results"][0]
     assert {"start_ms", "end_ms", "span_count", "propagation", "turn"} <= set(item)

@@ -1,0 +1,124 @@
+"""OpenAPI additions for the plain Django ingest views drf-spectacular cannot see.
+
+``POST /api/v1/scores`` (DESIGN.md §7) is a plain view (it shares the ingest token,
+error shape and body limits with the OTLP endpoint), so a postprocessing hook
+describes it in the generated schema instead of turning it into a DRF view.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+SCORES_PATH = "/api/v1/scores"
+INGEST_TOKEN_SCHEME = "ingestToken"
+
+_SCORE_INPUT = {
+    "type": "object",
+    "properties": {
+        "trace_id": {
+            "type": "string",
+            "pattern": "^[0-9a-f]{32}$",
+            "description": "W3C trace id: 32 lowercase hex digits, not all zero.",
+        },
+        "name": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": 64,
+            "pattern": "^[A-Za-z0-9_.:-]+$",
+            "description": "Score name, e.g. `hallucination`.",
+        },
+        "value": {"type": "number", "description": "A finite number."},
+        "comment": {
+            "type": "string",
+            "default": "",
+            "description": "Optional; NUL characters are removed, kept to 1024 characters.",
+        },
+    },
+    "required": ["trace_id", "name", "value"],
+    "additionalProperties": False,
+}
+
+_SCORE_OUTPUT = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "readOnly": True},
+        "trace_id": {"type": "string"},
+        "name": {"type": "string"},
+        "value": {"type": "number"},
+    },
+    "required": ["id", "trace_id", "name", "value"],
+}
+
+_INGEST_ERROR = {
+    "type": "object",
+    "properties": {
+        "error": {"type": "string", "description": "What is wrong, for a human."},
+        "field": {"type": "string", "description": "The field at fault, when there is one."},
+    },
+    "required": ["error"],
+}
+
+
+def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestError"}}},
+    }
+    if headers:
+        response["headers"] = headers
+    return response
+
+
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds."}}
+
+_SCORES_POST = {
+    "operationId": "scores_create",
+    "summary": "Record an evaluation score for a trace",
+    "description": (
+        "Stores one score (hallucination, relevance, user-defined) for a trace of the "
+        "application the ingest token belongs to; the trace's rates are recomputed. "
+        "Bodies are at most 64 KiB of JSON."
+    ),
+    "tags": ["scores"],
+    "security": [{INGEST_TOKEN_SCHEME: []}],
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ScoreInput"}}},
+    },
+    "responses": {
+        "201": {
+            "description": "Stored.",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Score"}}},
+        },
+        "400": _error("Invalid JSON or an invalid field (named in `field`)."),
+        "401": _error(
+            "Missing or unknown ingest token.",
+            {"WWW-Authenticate": {"schema": {"type": "string"}}},
+        ),
+        "405": _error("Not POST."),
+        "413": _error("Body over 64 KiB."),
+        "415": _error("Content-Type is not application/json."),
+        "503": _error("Storage unavailable, retry later.", _RETRY_AFTER),
+    },
+}
+
+
+def add_ingest_endpoints(
+    result: dict[str, Any], generator: Any, request: Any, public: bool, **kwargs: Any
+) -> dict[str, Any]:
+    """drf-spectacular POSTPROCESSING_HOOKS entry: add ``POST /api/v1/scores``."""
+    components = result.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    schemas.setdefault("ScoreInput", copy.deepcopy(_SCORE_INPUT))
+    schemas.setdefault("Score", copy.deepcopy(_SCORE_OUTPUT))
+    schemas.setdefault("IngestError", copy.deepcopy(_INGEST_ERROR))
+    components.setdefault("securitySchemes", {})[INGEST_TOKEN_SCHEME] = {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "An application's ingest token: `Authorization: Bearer it_...`.",
+    }
+    paths = result.setdefault("paths", {})
+    paths.setdefault(SCORES_PATH, {})["post"] = copy.deepcopy(_SCORES_POST)
+    result["paths"] = dict(sorted(paths.items()))
+    return result
