@@ -1,10 +1,12 @@
 /** llmrum browser SDK: `llmrum.init({...})` and the public API (DESIGN §8). */
 import { onCLS, onFCP, onINP, onLCP, onTTFB, type Metric } from "web-vitals";
 import { Core } from "./core";
+import { instrumentEventSource } from "./eventsource";
 import { instrumentFetch } from "./fetch";
 import { safe } from "./lib/util";
 import type { Turn } from "./turn";
 import type { Options } from "./types";
+import { instrumentWebSocket } from "./websocket";
 import { instrumentXHR } from "./xhr";
 
 export type { Options } from "./types";
@@ -88,6 +90,8 @@ export const init = safe((options: Options): void => {
   core = new Core(o, fetchImpl);
   instrumentFetch(core);
   instrumentXHR(core);
+  instrumentEventSource(core);
+  instrumentWebSocket(core);
   addEventListener("click", safe(onClick), true);
   addEventListener("pagehide", safe(hidden));
   document.addEventListener("visibilitychange", safe(() => document.visibilityState === "hidden" && hidden()));

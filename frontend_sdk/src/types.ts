@@ -61,6 +61,12 @@ export interface Options {
   chatUrls?: UrlPattern[];
   /** Share of sessions recorded, 0..1 (default 1); also the traceparent sampled flag. */
   sampleRate?: number;
+  /** WebSocket chat turns: sockets whose URL `match` accepts; a turn starts when the page
+   * sends and ends at the message for which `isEnd(data)` is true. */
+  webSocketTurns?: {
+    match: (url: string) => boolean;
+    isEnd: (data: any) => boolean; // eslint-disable-line @typescript-eslint/no-explicit-any
+  };
   /** Reads a stream format the SDK does not know. */
   parseChunk?: ParseChunk;
   /** Conversation id; default: the session id. */

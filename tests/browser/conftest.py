@@ -118,6 +118,9 @@ def _chat_api(allow_trace_headers: bool) -> tuple[ThreadingHTTPServer, ChatApi]:
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the page stopped the answer
 
+        # EventSource can only GET: the same stream, and no trace headers to record.
+        do_GET = do_POST
+
         def log_message(self, format: str, *args: object) -> None:
             pass
 

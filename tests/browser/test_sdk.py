@@ -56,6 +56,27 @@ window.runChat = async ({url, stopAfter}) => {
   }
   return {t0, first, gaps, text, outcome, status: res.status};
 };
+
+// The same over EventSource: closed by the page at [DONE], as apps do.
+window.runEventSource = (url) => new Promise((resolve) => {
+  const now = () => performance.timeOrigin + performance.now();
+  const t0 = now();
+  const es = new EventSource(url);
+  let first = null, last = null;
+  const data = [], gaps = [];
+  es.onmessage = (e) => {
+    const t = now();
+    data.push(e.data);
+    if (e.data === "[DONE]") {
+      es.close();
+      resolve({t0, first, gaps, data, instance: es instanceof EventSource});
+    } else if (e.data.includes('"content"')) {
+      if (first === null) first = t; else gaps.push(t - last);
+      last = t;
+    }
+  };
+  es.onerror = () => resolve({t0, first, gaps, data, error: true});
+});
 """
 
 
@@ -169,3 +190,32 @@ def test_leaving_mid_answer_is_stored_as_abandoned(
     assert turn["outcome"] == "abandoned"
     assert turn["t_first_token"] is not None
     assert turn["output_tokens"] < 31
+
+
+def test_an_event_source_stream_is_stored_as_the_page_saw_it(
+    page: Any, app: Any, chat_api: ChatApi
+) -> None:
+    seen = page.evaluate("runEventSource", f"{chat_api.url}/v1/chat/completions")
+    assert "error" not in seen
+    assert seen["instance"]
+    # The page got every event, with its data unchanged.
+    expected = [part.decode().removeprefix("data: ") for part in STREAM_BODY.split(b"\n\n") if part]
+    assert seen["data"] == expected
+
+    (turn,) = stored_turns(app)
+    assert turn["outcome"] == "completed"
+    assert turn["method"] == "GET"
+    assert turn["url"] == f"{chat_api.url}/v1/chat/completions"
+    page_ttft = seen["first"] - seen["t0"]
+    assert abs((turn["t_first_token"] - turn["t_send"]) - page_ttft) <= 15, (turn, page_ttft)
+    assert abs(turn["tbt_summary"]["p50"] - TOKEN_GAP_S * 1000) <= 5, turn["tbt_summary"]
+    assert (turn["model"], turn["output_tokens"], turn["tokens_estimated"]) == (
+        "test-model",
+        31,
+        False,
+    )
+    # EventSource cannot send headers: no traceparent, but the turn has its own ids.
+    (request,) = chat_api.requests
+    assert "traceparent" not in request
+    assert len(turn["trace_id"]) == 32
+    assert len(turn["span_id"]) == 16
