@@ -4,11 +4,13 @@ another origin whose timing is known to the millisecond."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import socket
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -200,3 +202,97 @@ def browser() -> Iterator[Any]:
                 del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
             else:
                 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@dataclass
+class FlakyProxy:
+    """Stands in front of the live llmrum server and can fail on demand: while `down`,
+    the first request it gets is answered 500 and the later ones have their connection
+    closed unanswered (a server gone away); otherwise it forwards, CORS headers included.
+    Every beacon it sees is logged with when it came, what became of it and its events."""
+
+    url: str = ""
+    upstream: str = ""
+    down: bool = True
+    log: list[dict[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def failures(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [entry for entry in self.log if entry["outcome"] in ("500", "closed")]
+
+    def delivered(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [entry for entry in self.log if entry["outcome"] == 202]
+
+
+@pytest.fixture
+def flaky_proxy(live_server: Any) -> Iterator[FlakyProxy]:
+    proxy = FlakyProxy(upstream=live_server.url)
+    passed = ("Content-Type", "Vary", "Retry-After")
+
+    class Handler(BaseHTTPRequestHandler):
+        def _forward(self, body: bytes | None) -> int:
+            target = urllib.parse.urlsplit(proxy.upstream)
+            conn = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+            try:
+                headers = {
+                    key: value
+                    for key, value in self.headers.items()
+                    if key.lower() not in ("host", "connection", "content-length")
+                }
+                conn.request(self.command, self.path, body=body, headers=headers)
+                upstream = conn.getresponse()
+                payload = upstream.read()
+                self.send_response(upstream.status)
+                for key, value in upstream.getheaders():
+                    if key.lower().startswith("access-control-") or key in passed:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+                return upstream.status
+            finally:
+                conn.close()
+
+        def do_OPTIONS(self) -> None:
+            self._forward(None)
+
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            try:
+                events = json.loads(body).get("events", [])
+            except ValueError:
+                events = []
+            entry: dict[str, Any] = {
+                "at": time.monotonic(),
+                "ids": [event.get("id") for event in events],
+                "types": [event.get("type") for event in events],
+            }
+            with proxy.lock:
+                failing = proxy.down
+                first_failure = not any(e["outcome"] in ("500", "closed") for e in proxy.log)
+            if failing and first_failure:
+                entry["outcome"] = "500"
+                self.send_response(500)
+                # With CORS headers, so the SDK sees the status (not just a network error).
+                self.send_header("Access-Control-Allow-Origin", self.headers.get("Origin", "*"))
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", "5")
+                self.end_headers()
+                self.wfile.write(b"oops\n")
+            elif failing:
+                entry["outcome"] = "closed"
+                self.close_connection = True  # nothing written: the browser gets an empty reply
+            else:
+                entry["outcome"] = self._forward(body)
+            with proxy.lock:
+                proxy.log.append(entry)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = _serve(Handler)
+    proxy.url = f"http://127.0.0.1:{server.server_port}"
+    yield proxy
+    server.shutdown()

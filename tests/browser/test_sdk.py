@@ -4,6 +4,7 @@ measured, it traces only where it may, and it leaves the page's bytes alone."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import time
@@ -15,7 +16,14 @@ import pytest
 
 from rumserver.models import BrowserEvent
 from tests import factories
-from tests.browser.conftest import CHROMIUM, STREAM_BODY, TOKEN_GAP_S, ChatApi, PageServer
+from tests.browser.conftest import (
+    CHROMIUM,
+    STREAM_BODY,
+    TOKEN_GAP_S,
+    ChatApi,
+    FlakyProxy,
+    PageServer,
+)
 
 pytestmark = [
     pytest.mark.browser,
@@ -80,9 +88,9 @@ window.runEventSource = (url) => new Promise((resolve) => {
 """
 
 
-def chat_page(live_url: str, key: str, chat_api: ChatApi) -> str:
+def chat_page(live_url: str, key: str, chat_api: ChatApi, endpoint: str | None = None) -> str:
     options = {
-        "endpoint": live_url,
+        "endpoint": endpoint or live_url,
         "key": key,
         "tracePropagationTargets": [chat_api.url],
         "flushInterval": 200,
@@ -219,3 +227,160 @@ def test_an_event_source_stream_is_stored_as_the_page_saw_it(
     assert "traceparent" not in request
     assert len(turn["trace_id"]) == 32
     assert len(turn["span_id"]) == 16
+
+
+# --- llmrum down or failing: the page keeps working and nothing is lost or doubled ---
+
+OUTBOX_KEYS = "Object.keys(localStorage).filter((k) => k.startsWith('llmrum:outbox:'))"
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def flaky_page(
+    browser: Any,
+    live_server: Any,
+    page_server: PageServer,
+    chat_api: ChatApi,
+    app: Any,
+    flaky_proxy: FlakyProxy,
+) -> Iterator[tuple[Any, list[str]]]:
+    """The chat page with the SDK's endpoint behind the proxy (which starts down), and
+    the page's uncaught errors and console errors, but for the browser's own network
+    lines ("Failed to load resource: ...") that any failed request logs."""
+    page_server.html["/flaky"] = chat_page(
+        live_server.url, app.public_key, chat_api, endpoint=flaky_proxy.url
+    )
+    context = browser.new_context()
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(f"pageerror: {error}"))
+
+    def on_console(message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(f"console: {message.text}")
+
+    page.on("console", on_console)
+    yield page, errors
+    context.close()
+
+
+def settle(page: Any, app: Any, proxy: FlakyProxy) -> set[str]:
+    """Waits until the SDK holds nothing (no outbox in localStorage) and every event
+    the proxy ever saw is stored; returns the ids of those events."""
+    state: dict[str, Any] = {}
+
+    def done() -> bool:
+        with proxy.lock:
+            seen = {i for entry in proxy.log for i in entry["ids"]}
+        stored = set(BrowserEvent.objects.filter(app=app).values_list("event_id", flat=True))
+        state.update(seen=seen, stored=stored)
+        return bool(seen) and seen <= stored and not page.evaluate(OUTBOX_KEYS)
+
+    try:
+        wait_until(done, "every beacon to be delivered")
+    except AssertionError:
+        raise AssertionError(
+            f"missing: {state.get('seen', set()) - state.get('stored', set())}, log: {proxy.log}"
+        ) from None
+    return state["seen"]
+
+
+def assert_delivered_once(app: Any, proxy: FlakyProxy, seen: set[str]) -> None:
+    delivered = [i for entry in proxy.delivered() for i in entry["ids"]]
+    # Each event went out in exactly one accepted batch: none re-sent after a 202.
+    assert len(delivered) == len(set(delivered)), proxy.log
+    # ...and nothing that was tried while failing was dropped on the way.
+    assert set(delivered) == seen
+    assert BrowserEvent.objects.filter(app=app).count() == len(seen)
+    # The SDK never reported an error of its own making.
+    assert not BrowserEvent.objects.filter(app=app, type="error").exists()
+
+
+def test_a_failing_server_leaves_the_page_working_and_gets_every_beacon_once(
+    flaky_page: tuple[Any, list[str]],
+    app: Any,
+    chat_api: ChatApi,
+    page_server: PageServer,
+    flaky_proxy: FlakyProxy,
+) -> None:
+    page, errors = flaky_page
+    page.goto(f"{page_server.origin}/flaky")
+    url = f"{chat_api.url}/v1/chat/completions"
+    # Two chat turns while every beacon fails (a 500 first, then dropped connections).
+    for _ in range(2):
+        seen = page.evaluate("runChat", {"url": url})
+        assert (seen["outcome"], seen["status"]) == ("completed", 200)
+        assert seen["text"].encode() == STREAM_BODY
+    wait_until(lambda: len(flaky_proxy.failures()) >= 2, "two failed beacons")
+    assert not flaky_proxy.delivered()
+    assert page.evaluate(OUTBOX_KEYS)  # held in localStorage meanwhile
+
+    with flaky_proxy.lock:
+        flaky_proxy.down = False
+    seen_ids = settle(page, app, flaky_proxy)
+    assert_delivered_once(app, flaky_proxy, seen_ids)
+
+    failures = flaky_proxy.failures()
+    assert [f["outcome"] for f in failures[:2]] == ["500", "closed"]
+    # Backoff: 1 s, then doubling, each with +-25% jitter; never a tight loop.
+    attempts = failures + flaky_proxy.delivered()[:1]
+    gaps = [b["at"] - a["at"] for a, b in itertools.pairwise(attempts)]
+    for n, gap in enumerate(gaps):
+        assert gap >= 0.75 * 2**n - 0.05, gaps
+    assert len(failures) <= 4, failures
+
+    turns = BrowserEvent.objects.filter(app=app, type="turn")
+    assert turns.count() == 2  # one per turn made, none lost
+    assert sorted(row.data["outcome"] for row in turns) == ["completed", "completed"]
+    assert not errors, errors
+
+
+def test_beacons_left_unsent_by_a_reload_are_sent_by_the_next_page_once(
+    flaky_page: tuple[Any, list[str]],
+    app: Any,
+    chat_api: ChatApi,
+    page_server: PageServer,
+    flaky_proxy: FlakyProxy,
+) -> None:
+    page, errors = flaky_page
+    page.goto(f"{page_server.origin}/flaky")
+    seen = page.evaluate("runChat", {"url": f"{chat_api.url}/v1/chat/completions"})
+    assert seen["outcome"] == "completed"
+    wait_until(lambda: flaky_proxy.failures(), "a failed beacon")
+
+    # Leaving while the server fails: no beacon (it would be lost), the batches stay in
+    # localStorage, and the next page load takes them over and sends them at once.
+    before = {tuple(f["ids"]) for f in flaky_proxy.failures()}
+    reloaded_at = time.monotonic()
+    page.reload()
+
+    def resent_by_next_page() -> bool:
+        after = [f for f in flaky_proxy.failures() if f["at"] > reloaded_at]
+        # The old page is gone: the new one can know these ids only from localStorage.
+        return any(tuple(f["ids"]) in before for f in after)
+
+    wait_until(resent_by_next_page, "the next page to resend the unsent batch")
+    with flaky_proxy.lock:
+        flaky_proxy.down = False
+    seen_ids = settle(page, app, flaky_proxy)
+    assert_delivered_once(app, flaky_proxy, seen_ids)
+
+    turn_ids = [
+        i
+        for entry in flaky_proxy.delivered()
+        for i, t in zip(entry["ids"], entry["types"], strict=True)
+        if t == "turn"
+    ]
+    assert len(turn_ids) == 1
+    assert BrowserEvent.objects.filter(app=app, type="turn").count() == 1
+    assert BrowserEvent.objects.filter(app=app, type="page_view").count() == 2  # one per load
+    assert not errors, errors
