@@ -19,7 +19,8 @@ from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
+from tests.chromium import CHROMIUM, launched_chromium
+
 FIRST_TOKEN_S = 0.300
 TOKENS = 30  # after the first one
 TOKEN_GAP_S = 0.040
@@ -188,20 +189,14 @@ def browser() -> Iterator[Any]:
     # the tests make here are plain synchronous ones, which Django would refuse then.
     previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
     os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            timeout=15_000,
-        )
-        try:
+    try:
+        with launched_chromium(sync_api) as browser:
             yield browser
-        finally:
-            browser.close()
-            if previous is None:
-                del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
-            else:
-                os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+    finally:
+        if previous is None:
+            del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
 
 
 @dataclass

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.chromium import CHROMIUM, launched_chromium
 from tests.tracecontext.conftest import PARENT_ID, TRACE_ID, Pages
-
-CHROMIUM = "/usr/bin/chromium"
 
 pytestmark = [
     pytest.mark.browser,
@@ -54,16 +53,8 @@ CHAT_FETCH = """async ({url, traceparent}) => {
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-            timeout=15_000,
-        )
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with launched_chromium(sync_api) as browser:
+        yield browser
 
 
 def chat_from(browser: Any, page_origin: str, gateway: str) -> tuple[dict[str, Any], list[str]]:
