@@ -71,40 +71,37 @@ def _turn_of(trace: Trace) -> Turn | None:
         return None
 
 
-class TraceSummaryOutput(serializers.Serializer):
+class _TraceFields(serializers.Serializer):
+    """The fields DESIGN.md §7 gives a trace, turn included; spans are the detail's."""
+
     trace_id = serializers.CharField()
     app = serializers.CharField(source="app.slug")
     state = serializers.CharField()
     linked = serializers.BooleanField()
     clock_skew_ms = serializers.FloatField()
+    turn = serializers.SerializerMethodField()
+
+    def get_turn(self, trace: Trace) -> dict[str, Any] | None:
+        turn = _turn_of(trace)
+        return TurnOutput(turn).data if turn is not None else None
+
+
+class TraceSummaryOutput(_TraceFields):
+    """A list item: the trace fields plus its time span and propagation health."""
+
     start_ms = serializers.FloatField()
     end_ms = serializers.FloatField()
     span_count = serializers.IntegerField()
     propagation = serializers.CharField()
-    turn = serializers.SerializerMethodField()
-
-    def get_turn(self, trace: Trace) -> dict[str, Any] | None:
-        turn = _turn_of(trace)
-        return TurnOutput(turn).data if turn is not None else None
 
 
-class TraceOutput(serializers.Serializer):
-    """Exactly DESIGN.md §7's fields (the list's items add start, end and health)."""
+class TraceOutput(_TraceFields):
+    """Exactly DESIGN.md §7's fields."""
 
-    trace_id = serializers.CharField()
-    app = serializers.CharField(source="app.slug")
-    state = serializers.CharField()
-    linked = serializers.BooleanField()
-    clock_skew_ms = serializers.FloatField()
     spans = serializers.SerializerMethodField()
-    turn = serializers.SerializerMethodField()
 
     def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
         return SpanOutput(selectors.trace_spans(trace), many=True).data
-
-    def get_turn(self, trace: Trace) -> dict[str, Any] | None:
-        turn = _turn_of(trace)
-        return TurnOutput(turn).data if turn is not None else None
 
 
 class TraceDetailApi(APIView):
