@@ -15,7 +15,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from correlator import analytics, selectors
+from correlator import metrics, selectors
 from correlator.models import Trace, Turn
 from rumserver.models import Span
 
@@ -223,21 +223,10 @@ class MetricsApi(APIView):
         since = params.get("since") or until - timedelta(hours=24)
         if since >= until:
             raise ValidationError({"since": "must be before until"})
-        group_by = params.get("group_by")
-        turns = selectors.metrics_turns(app=app, since=since, until=until, group_by=group_by)
-        voted_down, edited = selectors.turn_feedback(app=app, span_ids={t.span_id for t in turns})
-        scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
-
-        def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
-            return analytics.summarize(
-                rows, voted_down=voted_down, edited=edited, hallucination=scores
-            )
-
         body = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()}
-        body.update(figures(turns))
-        body["groups"] = (
-            [{"key": key, **figures(rows)} for key, rows in analytics.grouped(turns).items()]
-            if group_by
-            else []
+        body.update(
+            metrics.window_metrics(
+                app=app, since=since, until=until, group_by=params.get("group_by")
+            )
         )
         return Response(body)
