@@ -1,9 +1,10 @@
 from django.conf import settings
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from correlator import api
+from correlator.reports import urls as report_urls
 from rumserver import views
 
 urlpatterns = [
@@ -17,6 +18,8 @@ urlpatterns = [
     path("api/v1/metrics", api.MetricsApi.as_view(), name="metrics"),
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("admin/", admin.site.urls),
+    path("reports/", include("correlator.reports.urls")),
+    path("accounts/", include(report_urls.account_urlpatterns)),
 ]
 
 if settings.LLMRUM_TRACECONTEXT_TEST_ENDPOINT:

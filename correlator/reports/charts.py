@@ -1,0 +1,324 @@
+"""Small SVG charts drawn on the server: line charts over time, grouped bars and one
+stacked bar. No JavaScript and nothing from a CDN; colours are SVG presentation
+attributes (a Content-Security-Policy does not restrict those, unlike inline styles).
+
+Every piece of text (titles, series names, labels) goes through ``escape``: series
+and labels come from browsers and spans (model names, browsers). Each function
+returns a ``SafeString`` a template can place as is.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
+
+PALETTE = ["#2563eb", "#f97316", "#16a34a", "#9333ea", "#dc2626", "#0891b2", "#ca8a04", "#db2777"]
+FONT = 'font-family="system-ui, sans-serif" font-size="11" fill="#374151"'
+
+
+@dataclass(frozen=True)
+class Series:
+    name: str
+    values: Sequence[float | None]
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2, 2.5 or 5 times a power of ten at or above ``value``."""
+    if value <= 0 or not math.isfinite(value):
+        return 1.0
+    power = 10 ** math.floor(math.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * power * (1 + 1e-9):
+            return step * power
+    return 10 * power  # pragma: no cover
+
+
+def number(value: float, unit: str = "") -> str:
+    """A short axis or bar label: 1,250 ms, 0.35, 12%."""
+    if unit == "%":
+        return f"{value * 100:.0f}%" if value * 100 >= 10 or value == 0 else f"{value * 100:.1f}%"
+    text = f"{value:,.0f}" if abs(value) >= 10 or value == 0 else f"{value:.2g}"
+    return f"{text} {unit}" if unit else text
+
+
+def _attr(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def _svg(width: int, height: int, title: str, body: list[str]) -> SafeString:
+    label = escape(title)
+    return mark_safe(  # noqa: S308 - every text piece above was escaped
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+        f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" aria-label="{label}">'
+        f"<title>{label}</title>" + "".join(body) + "</svg>"
+    )
+
+
+def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+    out = []
+    for i, name in enumerate(names):
+        colour = PALETTE[i % len(PALETTE)]
+        out.append(
+            f'<g class="legend-item"><rect x="{_attr(x)}" y="{_attr(y - 9)}" width="10" '
+            f'height="10" fill="{colour}"/><text x="{_attr(x + 14)}" y="{_attr(y)}" {FONT}>'
+            f"{escape(name)}</text></g>"
+        )
+        x += 24 + 7 * len(name)
+    return out
+
+
+def _y_axis(
+    top: float, bottom: float, left: float, right: float, ceiling: float, unit: str
+) -> list[str]:
+    out = []
+    ticks = 4
+    for i in range(ticks + 1):
+        value = ceiling * i / ticks
+        y = bottom - (bottom - top) * i / ticks
+        out.append(
+            f'<line x1="{_attr(left)}" x2="{_attr(right)}" y1="{_attr(y)}" y2="{_attr(y)}" '
+            f'stroke="#e5e7eb" stroke-width="1"/>'
+        )
+        out.append(
+            f'<text x="{_attr(left - 6)}" y="{_attr(y + 4)}" text-anchor="end" {FONT}>'
+            f"{escape(number(value, unit))}</text>"
+        )
+    out.append(
+        f'<line x1="{_attr(left)}" x2="{_attr(left)}" y1="{_attr(top)}" y2="{_attr(bottom)}" '
+        f'stroke="#9ca3af" stroke-width="1"/>'
+    )
+    return out
+
+
+def _x_labels(labels: Sequence[str], xs: Sequence[float], y: float, most: int = 7) -> list[str]:
+    if not labels:
+        return []
+    every = max(1, math.ceil(len(labels) / most))
+    return [
+        f'<text x="{_attr(x)}" y="{_attr(y)}" text-anchor="middle" {FONT}>{escape(label)}</text>'
+        for i, (label, x) in enumerate(zip(labels, xs, strict=True))
+        if i % every == 0
+    ]
+
+
+def line_chart(
+    *,
+    title: str,
+    x_labels: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "ms",
+    width: int = 640,
+    height: int = 240,
+) -> SafeString:
+    """One line per series over the same x positions; a missing value (None) breaks
+    the line. Points are drawn too, so a lone value between gaps still shows."""
+    left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
+    values = [v for s in series for v in s.values if v is not None]
+    ceiling = nice_ceiling(max(values, default=0.0))
+    n = len(x_labels)
+    span = right - left
+
+    def x_of(i: int) -> float:
+        return left + (span / 2 if n == 1 else span * i / (n - 1))
+
+    def y_of(v: float) -> float:
+        return bottom - (bottom - top) * min(v, ceiling) / ceiling
+
+    body = _y_axis(top, bottom, left, right, ceiling, unit)
+    body += _x_labels(x_labels, [x_of(i) for i in range(n)], bottom + 16)
+    for k, s in enumerate(series):
+        colour = PALETTE[k % len(PALETTE)]
+        path: list[str] = []
+        pen_down = False
+        points = []
+        for i, v in enumerate(s.values[:n]):
+            if v is None:
+                pen_down = False
+                continue
+            path.append(f"{'L' if pen_down else 'M'}{_attr(x_of(i))} {_attr(y_of(v))}")
+            points.append(
+                f'<circle cx="{_attr(x_of(i))}" cy="{_attr(y_of(v))}" r="2.5" fill="{colour}">'
+                f"<title>{escape(s.name)}: {escape(number(v, unit))}</title></circle>"
+            )
+            pen_down = True
+        body.append(f'<g class="series" data-series="{escape(s.name)}">')
+        if path:
+            body.append(
+                f'<path d="{" ".join(path)}" fill="none" stroke="{colour}" stroke-width="2"/>'
+            )
+        body += points
+        body.append("</g>")
+    if not values:
+        body.append(
+            f'<text x="{_attr((left + right) / 2)}" y="{_attr((top + bottom) / 2)}" '
+            f'text-anchor="middle" {FONT}>no data in this range</text>'
+        )
+    body += _legend([s.name for s in series], left, 16)
+    return _svg(width, height, title, body)
+
+
+def bar_chart(
+    *,
+    title: str,
+    labels: Sequence[str],
+    series: Sequence[Series],
+    unit: str = "",
+    width: int = 640,
+    height: int = 240,
+) -> SafeString:
+    """Grouped vertical bars: one group per label, one bar per series in it, each
+    bar with its value written above."""
+    left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
+    values = [v for s in series for v in s.values if v is not None]
+    ceiling = nice_ceiling(max(values, default=0.0))
+    groups = max(len(labels), 1)
+    slot = (right - left) / groups
+    bar = max(2.0, slot * 0.8 / max(len(series), 1))
+    body = _y_axis(top, bottom, left, right, ceiling, unit)
+    body += _x_labels(labels, [left + slot * (i + 0.5) for i in range(len(labels))], bottom + 16)
+    for k, s in enumerate(series):
+        colour = PALETTE[k % len(PALETTE)]
+        body.append(f'<g class="series" data-series="{escape(s.name)}">')
+        for i, v in enumerate(s.values[: len(labels)]):
+            if v is None:
+                continue
+            h = (bottom - top) * min(v, ceiling) / ceiling
+            x = left + slot * i + slot * 0.1 + bar * k
+            body.append(
+                f'<rect x="{_attr(x)}" y="{_attr(bottom - h)}" width="{_attr(bar)}" '
+                f'height="{_attr(h)}" fill="{colour}"><title>{escape(labels[i])} '
+                f"{escape(s.name)}: {escape(number(v, unit))}</title></rect>"
+            )
+            body.append(
+                f'<text x="{_attr(x + bar / 2)}" y="{_attr(bottom - h - 3)}" '
+                f'text-anchor="middle" {FONT}>{escape(number(v, unit))}</text>'
+            )
+        body.append("</g>")
+    if not values:
+        body.append(
+            f'<text x="{_attr((left + right) / 2)}" y="{_attr((top + bottom) / 2)}" '
+            f'text-anchor="middle" {FONT}>no data in this range</text>'
+        )
+    body += _legend([s.name for s in series], left, 16)
+    return _svg(width, height, title, body)
+
+
+def stacked_bar(
+    *,
+    title: str,
+    parts: Sequence[tuple[str, float | None]],
+    unit: str = "ms",
+    width: int = 640,
+    height: int = 56,
+) -> SafeString:
+    """One horizontal bar split into its parts (negative or missing parts are left
+    out); the legend names each part with its value."""
+    left, right = 4.0, width - 4.0
+    shown = [(name, v) for name, v in parts if v is not None and v > 0]
+    total = sum(v for _, v in shown)
+    body: list[str] = []
+    x = left
+    for k, (name, v) in enumerate(parts):
+        if v is None or v <= 0 or total <= 0:
+            continue
+        w = (right - left) * v / total
+        colour = PALETTE[k % len(PALETTE)]
+        body.append(
+            f'<rect class="part" data-part="{escape(name)}" x="{_attr(x)}" y="22" '
+            f'width="{_attr(w)}" height="26" fill="{colour}">'
+            f"<title>{escape(name)}: {escape(number(v, unit))}</title></rect>"
+        )
+        x += w
+    if total <= 0:
+        body.append(f'<text x="{_attr(left)}" y="40" {FONT}>not measured for this turn</text>')
+    names = [f"{name} {number(v, unit)}" if v is not None else f"{name} —" for name, v in parts]
+    body += _legend(names, left, 14)
+    return _svg(width, height, title, body)
+
+
+ROLE_COLOURS = {
+    "browser": "#2563eb",
+    "gateway": "#f97316",
+    "model": "#16a34a",
+    "service": "#6b7280",
+}
+MARK_COLOURS = ["#1d4ed8", "#c2410c", "#15803d", "#7e22ce"]
+
+
+@dataclass(frozen=True)
+class WaterfallRow:
+    label: str
+    depth: int
+    role: str
+    start_ms: float  # epoch ms, skew-corrected
+    end_ms: float
+    error: bool = False
+
+
+def waterfall(
+    *,
+    title: str,
+    rows: Sequence[WaterfallRow],
+    marks: Sequence[tuple[str, float]] = (),
+    width: int = 960,
+    row_height: int = 22,
+    label_width: int = 300,
+) -> SafeString:
+    """Spans on one timeline: a row each, the label indented by depth, the bar
+    coloured by role, its duration written after it; ``marks`` (name, epoch ms) are
+    dashed vertical lines across every row (the first tokens)."""
+    top = 40 + 14 * len(marks)
+    height = top + row_height * max(len(rows), 1) + 10
+    left, right = float(label_width), width - 70.0
+    times = [r.start_ms for r in rows] + [r.end_ms for r in rows] + [at for _, at in marks]
+    t0 = min(times, default=0.0)
+    total = max(max(times, default=0.0) - t0, 1e-6)
+    ceiling = nice_ceiling(total)
+
+    def x_of(at: float) -> float:
+        return left + (right - left) * (at - t0) / ceiling
+
+    body = []
+    for i in range(5):
+        value = ceiling * i / 4
+        x = left + (right - left) * i / 4
+        body.append(
+            f'<line x1="{_attr(x)}" x2="{_attr(x)}" y1="{_attr(top - 6)}" y2="{_attr(height)}" '
+            f'stroke="#e5e7eb" stroke-width="1"/>'
+        )
+        body.append(
+            f'<text x="{_attr(x)}" y="{_attr(top - 10)}" text-anchor="middle" {FONT}>'
+            f"{escape(number(value, 'ms'))}</text>"
+        )
+    for i, row in enumerate(rows):
+        y = top + row_height * i
+        indent = 6 + 14 * min(row.depth, 12)
+        colour = "#dc2626" if row.error else ROLE_COLOURS.get(row.role, ROLE_COLOURS["service"])
+        x = x_of(row.start_ms)
+        w = max(x_of(row.end_ms) - x, 1.5)
+        duration = number(row.end_ms - row.start_ms, "ms")
+        label = row.label if len(row.label) <= 44 - 2 * row.depth else row.label[:41] + "…"
+        body.append(
+            f'<g class="span-row" data-role="{escape(row.role)}">'
+            f'<text x="{indent}" y="{_attr(y + 15)}" {FONT}>{escape(label)}</text>'
+            f'<rect x="{_attr(x)}" y="{_attr(y + 4)}" width="{_attr(w)}" '
+            f'height="{row_height - 8}" rx="2" fill="{colour}">'
+            f"<title>{escape(row.label)} ({escape(row.role)}): {escape(duration)}</title></rect>"
+            f'<text x="{_attr(x + w + 4)}" y="{_attr(y + 15)}" {FONT}>{escape(duration)}</text>'
+            "</g>"
+        )
+    for k, (name, at) in enumerate(marks):
+        colour = MARK_COLOURS[k % len(MARK_COLOURS)]
+        x = x_of(at)
+        body.append(
+            f'<g class="mark" data-mark="{escape(name)}">'
+            f'<line x1="{_attr(x)}" x2="{_attr(x)}" y1="{_attr(16 + 14 * k)}" '
+            f'y2="{_attr(height)}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/>'
+            f'<text x="{_attr(x + 4)}" y="{_attr(16 + 14 * k + 4)}" {FONT}>'
+            f"{escape(name)} {escape(number(at - t0, 'ms'))}</text></g>"
+        )
+    return _svg(width, height, title, body)
