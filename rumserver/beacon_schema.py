@@ -58,6 +58,9 @@ TEXT_LIMITS = {
     "error": 1024,
     "message": 1024,
     "stack": 8192,
+    # Opt-in chat text (the SDK's captureText + redact hook); absent unless the app opts in.
+    "prompt_text": 8192,
+    "answer_text": 8192,
     "default": 512,
 }
 MAX_TBT_GAPS = 512
@@ -128,6 +131,9 @@ class TurnEvent(_Event, tag="turn"):
     regenerate_of: SpanId | None = None
     intent_correction: bool = False
     error: str | None = None
+    # Only when the app opted in (captureText), and then what its redact hook returned.
+    prompt_text: str | None = None
+    answer_text: str | None = None
 
 
 class ActionEvent(_Event, tag="action"):
