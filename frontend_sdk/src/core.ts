@@ -2,6 +2,7 @@
  * propagate, and the making of turns. */
 import { hex, matches, now, stripQuery, uuid, type UrlPattern } from "./lib/util";
 import { getSession, type Session } from "./session";
+import { promptOf, TEXT_MAX } from "./stream";
 import { Transport } from "./transport";
 import { Turn } from "./turn";
 import type { Options, RumEvent } from "./types";
@@ -25,11 +26,24 @@ export class Core {
   /** Set by regenerate/edit clicks, taken by the next turn. */
   next: { regenerateOf?: string | undefined; intentCorrection?: boolean } = {};
   _targets: UrlPattern[];
+  /** The app's redact hook when it opted in to text (captureText): never throws, and
+   * anything but a string (null, undefined, a throw) sends nothing. */
+  _redact: Turn["_redact"];
 
   constructor(readonly o: Options, fetchImpl: typeof fetch) {
     this._targets = o.tracePropagationTargets ?? [];
     this.conversationId = o.conversationId;
     this.userId = o.user;
+    const redact = o.captureText && o.redact;
+    if (redact)
+      this._redact = (text, kind) => {
+        try {
+          const out = redact(text, kind);
+          return typeof out === "string" ? out.slice(0, TEXT_MAX) : undefined;
+        } catch {
+          return undefined;
+        }
+      };
     this.transport = new Transport({
       url: `${o.endpoint.replace(/\/$/, "")}/rum/v1/beacon?key=${encodeURIComponent(o.key)}`,
       envelope: () => {
@@ -67,7 +81,13 @@ export class Core {
   }
 
   /** Decides headers and turn for one request. `set`/`get` touch its headers. */
-  prepare(url: URL, method: string, set: (k: string, v: string) => void, get: (k: string) => string | null): Prepared {
+  prepare(
+    url: URL,
+    method: string,
+    set: (k: string, v: string) => void,
+    get: (k: string) => string | null,
+    body?: unknown,
+  ): Prepared {
     const chat = matches(this.o.chatUrls ?? [], url);
     const traced = this.propagates(url);
     if (!chat && !traced) return { traced };
@@ -81,10 +101,11 @@ export class Core {
       const bag = get("baggage");
       if (!bag?.includes("session.id=")) set("baggage", (bag ? bag + "," : "") + "session.id=" + encodeURIComponent(s.id));
     }
-    return { traced, turn: chat ? this.startTurn(stripQuery(url), method, traceId, spanId) : undefined };
+    return { traced, turn: chat ? this.startTurn(stripQuery(url), method, body, traceId, spanId) : undefined };
   }
 
-  startTurn(url: string, method: string, traceId = hex(16), spanId = hex(8)): Turn {
+  /** `body`: what the page sent (its prompt), read only when the app captures text. */
+  startTurn(url: string, method: string, body?: unknown, traceId = hex(16), spanId = hex(8)): Turn {
     const turn = new Turn(
       {
         traceId,
@@ -101,6 +122,11 @@ export class Core {
         this.emit(event, true);
       },
     );
+    if (this._redact) {
+      turn._redact = this._redact;
+      turn._prompt = promptOf(body);
+      turn.parser._text = "";
+    }
     this.next = {};
     this.lastSpanId = spanId;
     this.active.add(turn);

@@ -57,7 +57,6 @@ const wrapBody = (res: Response, turn: Turn, href: string, since: number, traced
     return res;
   }
   const reader = res.body.getReader();
-  const onChunk = safe((v: Uint8Array) => turn.chunk(v));
   // highWaterMark 0: read from the network only when the page reads, so the SDK
   // never buffers ahead and the times are when the page got each chunk.
   const body = new ReadableStream<Uint8Array>(
@@ -74,7 +73,11 @@ const wrapBody = (res: Response, turn: Turn, href: string, since: number, traced
           done("completed");
           c.close();
         } else {
-          onChunk(r.value);
+          try {
+            turn.chunk(r.value);
+          } catch {
+            /* measuring must never cost the page its answer */
+          }
           c.enqueue(r.value);
         }
       },
@@ -106,7 +109,7 @@ export const instrumentFetch = (core: Core): void => {
         href = url.href;
         const method = (init?.method ?? req?.method ?? "GET").toUpperCase();
         const headers = new Headers(init?.headers ?? req?.headers);
-        const ids = core.prepare(url, method, (name, value) => headers.set(name, value), (name) => headers.get(name));
+        const ids = core.prepare(url, method, (name, value) => headers.set(name, value), (name) => headers.get(name), init?.body);
         turn = ids.turn;
         if (ids.traced) {
           traced = true;

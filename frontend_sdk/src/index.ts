@@ -125,8 +125,8 @@ export const setUser = safe((id: string | null) => {
 
 /** A turn over a transport the SDK cannot see (WebSocket, custom): feed it what
  * arrives, then end it. Its trace ids are in `traceparent` if you want to send them. */
-export const startTurn = (opts: { url?: string; method?: string } = {}) => {
-  const turn: Turn | undefined = safe(() => core?.startTurn(opts.url ?? "", opts.method ?? "WS"))();
+export const startTurn = (opts: { url?: string; method?: string; prompt?: string } = {}) => {
+  const turn: Turn | undefined = safe(() => core?.startTurn(opts.url ?? "", opts.method ?? "WS", opts.prompt))();
   const call = <A extends unknown[]>(fn: (t: Turn, ...a: A) => void) => safe((...a: A) => turn && fn(turn, ...a));
   return {
     traceparent: turn && core ? `00-${turn.ctx.traceId}-${turn.ctx.spanId}-${core.session().sampled ? "01" : "00"}` : "",

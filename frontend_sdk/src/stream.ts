@@ -12,12 +12,8 @@ export interface Parsed {
 /** The app's own format: return undefined to fall back to the built-in rules. */
 export type ParseChunk = (data: string) => Parsed | undefined | null;
 
-export interface ChunkResult {
-  /** SSE `data:` events / stream lines completed by this chunk. */
-  events: number;
-  /** Of those, events with non-empty content (tokens as the user sees them). */
-  tokens: number;
-}
+/** The most prompt or answer text a turn sends (the server's limit). */
+export const TEXT_MAX = 8192;
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -64,46 +60,54 @@ const parseVercel = (type: string, json: string): Parsed | undefined => {
 export class StreamParser {
   _decoder = new TextDecoder();
   _line = "";
-  _data: string[] = [];
-  _result: ChunkResult = { events: 0, tokens: 0 };
+  /** The `data:` lines of the SSE event being read; undefined between events. */
+  _data: string | undefined;
+  /** Tokens completed by the current push. */
+  _tokens = 0;
   model: string | undefined;
   usage: Record<string, number> | undefined;
   chars = 0;
+  /** The answer so far, kept only when the app captures text (captureText). */
+  _text: string | undefined;
 
   constructor(readonly _hook?: ParseChunk) {}
 
-  /** Feeds one chunk (bytes or text); returns what it completed. */
-  push(chunk: Uint8Array | string, end = false): ChunkResult {
-    this._result = { events: 0, tokens: 0 };
+  /** Feeds one chunk (bytes or text); returns how many events with content (tokens as
+   * the user sees them) it completed. */
+  push(chunk: Uint8Array | string, end = false): number {
+    this._tokens = 0;
     const text = this._line + (typeof chunk === "string" ? chunk : this._decoder.decode(chunk, { stream: !end }));
-    const lines = text.split("\n");
-    this._line = end ? "" : (lines.pop() ?? "");
-    for (const raw of lines) this._onLine(raw.endsWith("\r") ? raw.slice(0, -1) : raw);
+    // Line by line without split(): this runs on every chunk of every answer.
+    let from = 0;
+    for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", from)) {
+      this._onLine(text.slice(from, text[nl - 1] === "\r" ? nl - 1 : nl));
+      from = nl + 1;
+    }
+    this._line = text.slice(from);
     if (end) {
       if (this._line) this._onLine(this._line);
-      this._dispatch();
+      this._line = "";
+      this._onLine("");
     }
-    return this._result;
+    return this._tokens;
   }
 
   _onLine(line: string): void {
-    if (!line) return this._dispatch(); // blank line ends an SSE event
-    if (line.startsWith("data:")) {
-      this._data.push(line.slice(line[5] === " " ? 6 : 5));
-      return;
+    if (!line) {
+      // A blank line ends an SSE event.
+      const data = this._data;
+      this._data = undefined;
+      if (data !== undefined) this._event(data, parseData(data));
+    } else if (line.startsWith("data:")) {
+      const d = line.slice(line[5] === " " ? 6 : 5);
+      this._data = this._data === undefined ? d : this._data + "\n" + d;
+    } else if (!/^(:|event:|id:|retry:)/.test(line)) {
+      // SSE comments (": keep-alive"), event:, id:, retry: carry no tokens; a Vercel
+      // data stream line is `<type>:<json>`; anything else is NDJSON.
+      const m = /^([0-9a-z]):/.exec(line);
+      if (m) this._event(line.slice(2), parseVercel(m[1] as string, line.slice(2)));
+      else this._event(line, parseData(line));
     }
-    // SSE comments (": keep-alive"), event:, id:, retry: carry no tokens.
-    if (/^(:|event:|id:|retry:)/.test(line)) return;
-    const m = /^([0-9a-z]):/.exec(line);
-    if (m) return this._event(line.slice(2), parseVercel(m[1] as string, line.slice(2)));
-    this._event(line, parseData(line)); // NDJSON
-  }
-
-  _dispatch(): void {
-    if (!this._data.length) return;
-    const data = this._data.join("\n");
-    this._data = [];
-    this._event(data, parseData(data));
   }
 
   _event(data: string, builtIn: Parsed | undefined): void {
@@ -115,11 +119,12 @@ export class StreamParser {
         /* the app's hook must not break measurement */
       }
     }
-    this._result.events++;
     if (!p) return;
-    if (p.content) {
-      this._result.tokens++;
-      this.chars += p.content.length;
+    const c = p.content;
+    if (c) {
+      this._tokens++;
+      this.chars += c.length;
+      if (this._text !== undefined && this._text.length < TEXT_MAX) this._text += c;
     }
     if (p.model) this.model = p.model;
     if (p.usage && typeof p.usage === "object") {
@@ -130,3 +135,23 @@ export class StreamParser {
     }
   }
 }
+
+/** The prompt in a request body: the last user message of a chat request (OpenAI,
+ * Anthropic, Vercel AI SDK `parts`), a `prompt`, a string `input`; otherwise the body. */
+export const promptOf = (body: unknown): string | undefined => {
+  if (typeof body !== "string") return undefined;
+  let j: Json;
+  try {
+    j = JSON.parse(body) as Json;
+  } catch {
+    return body;
+  }
+  const list = j?.messages ?? j?.input;
+  const text = (c: unknown): string | undefined =>
+    typeof c === "string" ? c : Array.isArray(c) ? c.map((p: Json) => str(p?.text) ?? "").join("") : undefined;
+  if (Array.isArray(list)) {
+    const m = list.filter((x: Json) => x?.role === "user").pop() as Json | undefined;
+    return m && text(m.content ?? m.parts);
+  }
+  return str(j?.prompt) ?? str(list) ?? body;
+};

@@ -34,6 +34,9 @@ export class Turn {
   serverTiming: ServerTimingEntry[] = [];
   ended = false;
   parser: StreamParser;
+  /** With captureText: the prompt, and the app's redact hook (made safe by Core). */
+  _prompt: string | undefined;
+  _redact: ((text: string, kind: "prompt" | "answer") => string | undefined) | undefined;
 
   constructor(
     readonly ctx: TurnContext,
@@ -55,7 +58,7 @@ export class Turn {
     if (this.ended) return;
     const t = now();
     this.chunks++;
-    this._tokens(this.parser.push(value).tokens, t);
+    this._tokens(this.parser.push(value), t);
   }
 
   _tokens(tokens: number, t: number): void {
@@ -71,11 +74,14 @@ export class Turn {
   end(outcome: Outcome, error?: string): void {
     if (this.ended) return;
     const t = now();
-    this._tokens(this.parser.push("", true).tokens, t);
+    this._tokens(this.parser.push("", true), t);
     this.ended = true;
     const p = this.parser;
     const sorted = [...this.gaps].sort((a, b) => a - b);
     const fromUsage = p.usage?.completion_tokens ?? p.usage?.output_tokens ?? p.usage?.completionTokens;
+    const r = this._redact;
+    const prompt = r && this._prompt !== undefined ? r(this._prompt, "prompt") : undefined;
+    const answer = r && p._text ? r(p._text, "answer") : undefined;
     this._onEnd({
       type: "turn",
       id: uuid(),
@@ -107,6 +113,8 @@ export class Turn {
       regenerate_of: this.ctx.regenerateOf ?? null,
       intent_correction: !!this.ctx.intentCorrection,
       error: error ? error.slice(0, 1024) : null,
+      ...(prompt === undefined ? {} : { prompt_text: prompt }),
+      ...(answer === undefined ? {} : { answer_text: answer }),
     });
   }
 }

@@ -38,6 +38,9 @@ export interface TurnEvent {
   regenerate_of: string | null;
   intent_correction: boolean;
   error: string | null;
+  /** Only with captureText, and then only what the app's redact hook returned. */
+  prompt_text?: string;
+  answer_text?: string;
 }
 
 type Attr = string | number | boolean | null;
@@ -83,4 +86,11 @@ export interface Options {
   pageViews?: boolean;
   /** Most events held while the server is unreachable; the oldest go first (default 1000). */
   maxQueue?: number;
+  /** Prompt and answer text leave the page only when this is true, and then only what
+   * `redact` returns for each (default false: no text at all). */
+  captureText?: boolean;
+  /** Called once per turn and kind with the prompt (the last user message of the request
+   * body) and the answer (the streamed content); return the text to send, or null to send
+   * none. A hook that throws sends nothing. */
+  redact?: (text: string, kind: "prompt" | "answer") => string | null | undefined;
 }

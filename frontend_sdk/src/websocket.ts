@@ -7,7 +7,7 @@ import { safe, stripQuery, toUrl } from "./lib/util";
 import type { Core } from "./core";
 import type { Turn } from "./turn";
 
-const hooks = new WeakMap<object, { _send: () => void; _close: () => void }>();
+const hooks = new WeakMap<object, { _send: (data: unknown) => void; _close: () => void }>();
 
 export const instrumentWebSocket = (core: Core): void => {
   const Original = window.WebSocket;
@@ -37,8 +37,8 @@ export const instrumentWebSocket = (core: Core): void => {
     hooks.set(ws, {
       // One turn at a time: what the page sends while an answer streams (a stop
       // message, say) belongs to that turn.
-      _send: () => {
-        if (!turn || turn.ended) turn = core.startTurn(stripQuery(u), "WS");
+      _send: (data) => {
+        if (!turn || turn.ended) turn = core.startTurn(stripQuery(u), "WS", data);
       },
       _close: () => end("stopped"),
     });
@@ -54,7 +54,7 @@ export const instrumentWebSocket = (core: Core): void => {
     }
     send(data: unknown): void {
       super.send(data); // throws as before when the socket is not open
-      safe(() => hooks.get(this)?._send())();
+      safe(() => hooks.get(this)?._send(data))();
     }
     close(code?: number, reason?: string): void {
       safe(() => hooks.get(this)?._close())();

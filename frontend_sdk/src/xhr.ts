@@ -37,7 +37,7 @@ export const instrumentXHR = (core: Core): void => {
     safe(() => {
       const m = meta.get(this);
       if (!m) return;
-      const p = core.prepare(m.url, m.method, (k, v) => setRequestHeader.call(this, k, v), (k) => m.headers[k] ?? null);
+      const p = core.prepare(m.url, m.method, (k, v) => setRequestHeader.call(this, k, v), (k) => m.headers[k] ?? null, body);
       const turn = p.turn;
       if (!turn) return;
       let seen = 0;

@@ -2,7 +2,8 @@
 
 /** Epoch ms on the browser clock: timeOrigin + now() is monotonic within the page,
  * unlike Date.now(), which jumps when the system clock is set (STANDARDS §6.1). */
-export let now = (): number => performance.timeOrigin + performance.now();
+const origin = performance.timeOrigin; // a getter into the browser: read it once
+export let now = (): number => origin + performance.now();
 
 /** Tests inject a clock, like Faro's getNow. */
 export const setClock = (clock: () => number): void => {

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import { instrumentEventSource } from "../../src/eventsource";
 import type { TurnEvent } from "../../src/types";
@@ -52,6 +53,7 @@ const original = window.EventSource;
 
 beforeEach(() => {
   localStorage.clear();
+  forgetSession();
   turns = [];
   clock = fakeClock();
   window.EventSource = FakeEventSource as unknown as typeof EventSource;

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import { instrumentFetch, parseServerTiming } from "../../src/fetch";
 import type { TurnEvent, Options } from "../../src/types";
@@ -34,7 +35,10 @@ const sseResponse = (body: ReadableStream<Uint8Array> | string, init: ResponseIn
 
 const fullStream = () => openai() + openai("Hello") + openai(" world") + 'data: {"choices":[],"usage":{"completion_tokens":2}}\n\ndata: [DONE]\n\n';
 
-beforeEach(() => localStorage.clear());
+beforeEach(() => {
+  localStorage.clear();
+  forgetSession();
+});
 afterEach(() => vi.restoreAllMocks());
 
 describe("trace propagation", () => {

@@ -1,4 +1,5 @@
 import Ajv2020 from "ajv/dist/2020";
+import { forgetSession } from "../../src/session";
 import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
@@ -31,6 +32,7 @@ const transport = (f: typeof fetch, maxQueue = 1000) =>
 
 beforeEach(() => {
   localStorage.clear();
+  forgetSession();
   vi.useFakeTimers({ now: 1.7e12 });
 });
 afterEach(() => vi.useRealTimers());

@@ -1,4 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import type { TurnEvent, Options } from "../../src/types";
 import { instrumentWebSocket } from "../../src/websocket";
@@ -55,6 +56,7 @@ const setup = (o: Record<string, unknown> = {}) => {
 
 beforeEach(() => {
   localStorage.clear();
+  forgetSession();
   turns = [];
   clock = fakeClock();
   window.WebSocket = FakeWebSocket as unknown as typeof WebSocket;
