@@ -1,0 +1,94 @@
+"""The admin: applications with the token shown once, read-only stitched rows
+searchable by trace id, raw rows searchable by trace and session id."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from correlator.models import Trace, Turn
+from rumserver.models import Application
+from tests.reports.conftest import Stitched
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(db) -> Client:
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    return client
+
+
+def shown_token(response) -> str:
+    messages = [str(m) for m in response.context["messages"]]
+    tokens = [t for m in messages for t in re.findall(r"it_[A-Za-z0-9_\-]+", m)]
+    assert len(tokens) == 1, messages
+    return tokens[0]
+
+
+def test_a_new_application_shows_its_token_once(admin_client):
+    r = admin_client.post("/admin/rumserver/application/add/", {
+        "name": "Support bot", "slug": "support-bot", "allowed_origins": '["https://x.example"]',
+        "sample_rate": "1.0", "retention_days": "30",
+        "applicationmember_set-TOTAL_FORMS": "0", "applicationmember_set-INITIAL_FORMS": "0",
+    }, follow=True)  # fmt: skip
+    token = shown_token(r)
+    app = Application.objects.get(slug="support-bot")
+    assert app.ingest_token_hash == hashlib.sha256(token.encode()).hexdigest()
+    assert app.public_key.startswith("pk_")
+    page = admin_client.get(f"/admin/rumserver/application/{app.pk}/change/").content.decode()
+    assert token not in page and app.ingest_token_prefix in page
+
+
+def test_rotating_shows_the_new_token_once_and_the_old_stops(admin_client, stitched: Stitched):
+    app = stitched.app.application
+    r = admin_client.post("/admin/rumserver/application/", {
+        "action": "rotate_token", "_selected_action": [app.pk],
+    }, follow=True)  # fmt: skip
+    token = shown_token(r)
+    assert token != stitched.app.ingest_token
+    app.refresh_from_db()
+    assert app.ingest_token_hash == hashlib.sha256(token.encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("url", "term"),
+    [
+        ("/admin/correlator/trace/", "trace_id"),
+        ("/admin/correlator/turn/", "trace_id"),
+        ("/admin/correlator/turn/", "browser_span"),
+        ("/admin/rumserver/span/", "trace_id"),
+        ("/admin/rumserver/browserevent/", "trace_id"),
+        ("/admin/rumserver/browsersession/", "session"),
+    ],
+)
+def test_the_admin_finds_rows_by_trace_span_and_session_id(admin_client, stitched, url, term):
+    value = getattr(stitched.golden, term)
+    r = admin_client.get(url, {"q": value})
+    assert r.status_code == 200
+    assert r.context["cl"].result_count >= 1
+    assert all(
+        value in (str(getattr(obj, "trace_id", "")) + str(getattr(obj, "span_id", ""))
+                  + str(getattr(obj, "session_id", "")) + str(getattr(obj, "trace", "")))
+        for obj in r.context["cl"].result_list
+    )  # fmt: skip
+
+
+def test_stitched_rows_are_read_only(admin_client, stitched):
+    trace = Trace.objects.get(trace_id=stitched.golden.trace_id)
+    turn = Turn.objects.get(trace=trace)
+    assert admin_client.get("/admin/correlator/trace/add/").status_code == 403
+    page = admin_client.get(f"/admin/correlator/trace/{trace.pk}/change/")
+    assert page.status_code == 200 and b'name="_save"' not in page.content
+    assert admin_client.get(f"/admin/correlator/turn/{turn.pk}/change/").status_code == 200
+    listing = admin_client.get("/admin/correlator/trace/", {"linked__exact": "0"}).content.decode()
+    assert stitched.cors in listing and stitched.golden.trace_id not in listing
+    assert (
+        f"/reports/traces/{stitched.golden.trace_id}?app="
+        in admin_client.get("/admin/correlator/trace/").content.decode()
+    )
