@@ -4,7 +4,8 @@ definition.
 
 Percentiles are nearest-rank (the smallest value with at least q of the values at
 or below it), exact over the rows given. Rates are fractions 0-1 of turns, except
-first-response accuracy (of conversations) and hallucination rate (of scored turns).
+first-response accuracy (of the conversations
+that began in the window) and hallucination rate (of scored turns).
 """
 
 from __future__ import annotations
@@ -58,35 +59,23 @@ def _rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def first_response_accuracy(
-    turns: Sequence[TurnRow], *, voted_down: set[str], edited: set[str]
-) -> float | None:
-    """Share of conversations whose first answer was not regenerated, edited or voted
-    down, whatever its outcome. ``edited``: span ids of turns the user edited (an
-    ``edit`` action on them); the next turn being an intent correction counts too."""
-    by_conversation: dict[str, list[TurnRow]] = defaultdict(list)
-    for turn in turns:
-        by_conversation[turn.conversation].append(turn)
-    good = 0
-    for conversation in by_conversation.values():
-        ordered = sorted(conversation, key=lambda t: (t.t_send_ms, t.span_id))
-        first = ordered[0]
-        corrected_next = len(ordered) > 1 and ordered[1].intent_correction
-        if not (first.regenerated or first.span_id in voted_down or first.span_id in edited
-                or corrected_next):  # fmt: skip
-            good += 1
-    return _rate(good, len(by_conversation))
+def first_response_good(*, regenerated: bool, voted_down: bool, edited: bool,
+                        next_is_correction: bool) -> bool:  # fmt: skip
+    """A conversation's first answer was right unless it was regenerated, edited,
+    voted down or followed by an intent correction, whatever its outcome."""
+    return not (regenerated or voted_down or edited or next_is_correction)
 
 
 def summarize(
     turns: Sequence[TurnRow],
     *,
-    voted_down: set[str] = frozenset(),  # type: ignore[assignment]
-    edited: set[str] = frozenset(),  # type: ignore[assignment]
+    first_responses: dict[str, bool] | None = None,
     hallucination: dict[str, float] | None = None,
 ) -> dict[str, Any]:
-    """The metrics API's figures for these turns. ``hallucination``: trace id -> the
-    latest ``hallucination`` score of that trace."""
+    """The metrics API's figures for these turns. ``first_responses``: span id of
+    each conversation's first turn -> whether that answer was right (only
+    conversations that began among these turns count); ``hallucination``: trace
+    id -> the latest ``hallucination`` score of that trace."""
     n = len(turns)
     sessions = {t.session for t in turns}
     conversations = {t.conversation for t in turns}
@@ -104,6 +93,7 @@ def summarize(
     out["intent_corrections_per_conversation"] = _rate(
         sum(t.intent_correction for t in turns), len(conversations)
     )
+    openers = [good for t in turns if (good := (first_responses or {}).get(t.span_id)) is not None]
     outcomes = defaultdict(int)
     for t in turns:
         outcomes[t.outcome] += 1
@@ -116,9 +106,7 @@ def summarize(
             sum(t.outcome == "abandoned" and t.client_ttft_ms is None for t in turns), n
         ),
         "error_rate": _rate(outcomes["error"], n),
-        "first_response_accuracy": first_response_accuracy(
-            turns, voted_down=voted_down, edited=edited
-        ),
+        "first_response_accuracy": _rate(sum(openers), len(openers)),
         "hallucination_rate": _rate(sum(v >= HALLUCINATION_THRESHOLD for v in scored), len(scored)),
     }
     return out

@@ -10,7 +10,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from correlator import analytics, selectors
+from django.conf import settings
+
+from correlator import analytics, rollups, selectors
 from rumserver.models import Application
 
 
@@ -18,13 +20,20 @@ def window_metrics(
     *, app: Application, since: datetime, until: datetime, group_by: str | None = None
 ) -> dict[str, Any]:
     """Every §6 figure for the turns sent in [since, until), and per group when
-    ``group_by`` is one of ``selectors.GROUP_COLUMNS``."""
+    ``group_by`` is one of ``selectors.GROUP_COLUMNS``.
+
+    Exact (nearest-rank percentiles, distinct counts) while the window holds at
+    most ``LLMRUM_METRICS_EXACT_TURNS`` turns; beyond that from rollups, whose
+    percentiles are within 1 % and distinct counts within about 2 %."""
+    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
+    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
+        return rollups.window_figures(app_id=app.pk, since=since, until=until, group_by=group_by)
     turns = selectors.metrics_turns(app=app, since=since, until=until, group_by=group_by)
-    voted_down, edited = selectors.turn_feedback(app=app, span_ids={t.span_id for t in turns})
+    openers = selectors.first_responses(app=app, turns=turns)
     scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
 
     def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
-        return analytics.summarize(rows, voted_down=voted_down, edited=edited, hallucination=scores)
+        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
 
     body = figures(turns)
     body["groups"] = (

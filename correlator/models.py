@@ -92,6 +92,10 @@ class Turn(models.Model):
         indexes = [
             models.Index(fields=["app", "t_send_ms"], name="turn_app_send"),
             models.Index(fields=["app", "span_id"], name="turn_app_span"),
+            # A conversation's opening turns (first-response accuracy, the session page).
+            models.Index(
+                fields=["app", "conversation_id", "t_send_ms"], name="turn_app_conversation"
+            ),
             # Partial: only the few turns that regenerate another are looked up by it,
             # and leading with the span id lets a batch's IN list use the index.
             models.Index(
@@ -118,3 +122,72 @@ class SweepRun(models.Model):
 
     def __str__(self) -> str:
         return f"sweep at {self.started_at}: {self.stitched} stitched"
+
+
+class Rollup(models.Model):
+    """Turn figures for one application, period and dimension value, built from the
+    stitched turns and merged upwards: minutes into hours, hours into days.
+
+    Counts are exact; ``sketches`` holds mergeable sketches (``correlator.sketches``)
+    as flat integer lists: a histogram per duration, HyperLogLogs for sessions and
+    conversations, and unlinked-turn counts by cause.
+    """
+
+    class Period(models.TextChoices):
+        MINUTE = "minute"
+        HOUR = "hour"
+        DAY = "day"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    period = models.CharField(max_length=8, choices=Period.choices)
+    dimension = models.CharField(max_length=16, blank=True, default="", help_text="'' is all.")
+    start = models.DateTimeField()
+    key = models.CharField(max_length=128, blank=True, default="")
+    turns = models.PositiveIntegerField(default=0)
+    stopped = models.PositiveIntegerField(default=0)
+    abandoned = models.PositiveIntegerField(default=0)
+    abandoned_before_first_token = models.PositiveIntegerField(default=0)
+    errors = models.PositiveIntegerField(default=0)
+    regenerations = models.PositiveIntegerField(default=0, help_text="Turns with regenerate_of.")
+    intent_corrections = models.PositiveIntegerField(default=0)
+    input_tokens = models.BigIntegerField(default=0)
+    output_tokens = models.BigIntegerField(default=0)
+    conversations_started = models.PositiveIntegerField(default=0)
+    first_responses_good = models.PositiveIntegerField(default=0)
+    scored_turns = models.PositiveIntegerField(default=0)
+    hallucinated_turns = models.PositiveIntegerField(default=0)
+    linked_turns = models.PositiveIntegerField(default=0)
+    server_only_traces = models.PositiveIntegerField(default=0)
+    sketches = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "dimension", "period", "start", "key"], name="uniq_rollup"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.dimension}={self.key}"
+
+
+class DirtyRollup(models.Model):
+    """A period whose rollup rows must be rebuilt: the sweep marks the minutes of
+    the turns it wrote; rebuilding a minute marks its hour, an hour its day.
+    Claimed with ``FOR UPDATE SKIP LOCKED`` like dirty traces."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    period = models.CharField(max_length=8, choices=Rollup.Period.choices)
+    start = models.DateTimeField()
+    first_marked_at = models.DateTimeField()
+    last_marked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "period", "start"], name="uniq_dirty_rollup"),
+        ]
+        indexes = [models.Index(fields=["period", "last_marked_at"], name="dirty_rollup_marked")]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start}"

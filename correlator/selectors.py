@@ -3,12 +3,15 @@ the applications a user may see, and reads stitched rows through indexes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Window
+from django.db.models.functions import RowNumber
 
-from correlator.analytics import TurnRow
+from correlator.analytics import TurnRow, first_response_good
 from correlator.models import Trace, Turn
 from rumserver.models import Application, BrowserEvent, Score, Span
 
@@ -92,15 +95,20 @@ def metrics_turns(
     return [TurnRow(*row[:17], group=str(row[17]) if group_by else "") for row in rows]
 
 
-def turn_feedback(*, app: Application, span_ids: set[str]) -> tuple[set[str], set[str]]:
+def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[str], set[str]]:
     """(voted down, edited): span ids of these turns with a thumbs-down or an edit."""
     voted_down: set[str] = set()
     edited: set[str] = set()
     if not span_ids:
         return voted_down, edited
-    events = BrowserEvent.objects.filter(
-        app=app, turn_span_id__in=span_ids, type__in=["feedback", "action"]
-    ).values_list("type", "name", "turn_span_id", "data")
+    # The exclude repeats the partial index's condition so the planner may use it.
+    events = (
+        BrowserEvent.objects.filter(
+            app=app, turn_span_id__in=span_ids, type__in=["feedback", "action"]
+        )
+        .exclude(turn_span_id="")
+        .values_list("type", "name", "turn_span_id", "data")
+    )
     for kind, name, span_id, data in events:
         value = data.get("value") if kind == "feedback" else None
         if (
@@ -114,10 +122,71 @@ def turn_feedback(*, app: Application, span_ids: set[str]) -> tuple[set[str], se
     return voted_down, edited
 
 
-def latest_hallucination(*, app: Application, trace_ids: set[str]) -> dict[str, float]:
+def latest_hallucination(*, app: Application | int, trace_ids: set[str]) -> dict[str, float]:
     latest: dict[str, tuple[datetime, float]] = {}
     scores = Score.objects.filter(app=app, name="hallucination", trace_id__in=trace_ids)
     for trace_id, received_at, value in scores.values_list("trace_id", "received_at", "value"):
         if trace_id not in latest or received_at >= latest[trace_id][0]:
             latest[trace_id] = (received_at, value)
     return {trace_id: value for trace_id, (_, value) in latest.items()}
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The first turn of a conversation, and whether the second corrected it."""
+
+    span_id: str
+    t_send_ms: float
+    regenerated: bool
+    next_is_correction: bool
+
+
+_CHUNK = 2000
+
+
+def conversation_openings(
+    *, app: Application | int, conversations: Iterable[str]
+) -> dict[str, Opening]:
+    """conversation id -> its first turn ever (by send time), through the
+    (app, conversation, send time) index: two rows per conversation."""
+    app_id = app if isinstance(app, int) else app.pk
+    wanted = sorted(set(conversations))
+    openings: dict[str, Opening] = {}
+    for start in range(0, len(wanted), _CHUNK):
+        ranked = (
+            Turn.objects.filter(app_id=app_id, conversation_id__in=wanted[start : start + _CHUNK])
+            .annotate(rank=Window(RowNumber(), partition_by=F("conversation_id"),
+                                  order_by=[F("t_send_ms").asc(), F("span_id").asc()]))
+            .filter(rank__lte=2)
+            .order_by("conversation_id", "rank")
+            .values_list("conversation_id", "rank", "span_id", "t_send_ms", "regenerated",
+                         "intent_correction")
+        )  # fmt: skip
+        for conversation, rank, span_id, t_send, regenerated, correction in ranked:
+            if rank == 1:
+                openings[conversation] = Opening(span_id, t_send, regenerated, False)
+            elif conversation in openings and correction:
+                first = openings[conversation]
+                openings[conversation] = Opening(
+                    first.span_id, first.t_send_ms, first.regenerated, True
+                )
+    return openings
+
+
+def first_responses(*, app: Application | int, turns: Iterable[TurnRow]) -> dict[str, bool]:
+    """For the conversations that began among these turns: the first turn's span id
+    -> whether its answer was right (``analytics.first_response_good``)."""
+    turns = list(turns)
+    in_window = {t.span_id for t in turns}
+    openings = conversation_openings(app=app, conversations={t.conversation for t in turns})
+    openers = [o for o in openings.values() if o.span_id in in_window]
+    voted_down, edited = turn_feedback(app=app, span_ids={o.span_id for o in openers})
+    return {
+        o.span_id: first_response_good(
+            regenerated=o.regenerated,
+            voted_down=o.span_id in voted_down,
+            edited=o.span_id in edited,
+            next_is_correction=o.next_is_correction,
+        )  # fmt: skip
+        for o in openers
+    }

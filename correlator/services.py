@@ -19,9 +19,11 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Min
 from django.db.models.fields.json import KT
 
 from correlator.models import SweepRun, Trace, Turn
+from correlator.rollups import MINUTE, minute_of, rollups_mark, rollups_refresh
 from correlator.stitch_store import write_stitched
 from correlator.stitching import (
     Skew,
@@ -90,6 +92,7 @@ class SweepResult:
     stitched: int = 0
     batches: int = 0
     finalized: int = 0
+    rollups: int = 0
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -112,6 +115,7 @@ def sweep_run(
             break
         result.stitched += stitched
         result.batches += 1
+    result.rollups = rollups_refresh(now=now)
     quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
     open_traces = Trace.objects.filter(state=Trace.State.OPEN)
     if not finalize_all:
@@ -192,12 +196,48 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             turn_rows.append(turn)
             browser_spans.append(browser_span)
         role_changes += changed
+    stale_minutes = _stale_minutes(keys=wanted, turns=turns)
     write_stitched(
         traces=traces,
         turns=turn_rows,
         browser_spans=[s for s in browser_spans if s is not None],
         roles=role_changes,
     )
+    rollups_mark(
+        stale_minutes | {(t.app_id, MINUTE, minute_of(t.start_ms)) for t in traces}, now=now
+    )
+
+
+def _stale_minutes(
+    *, keys: set[tuple[int, str]], turns: dict[tuple[int, str], TurnEvent]
+) -> set[tuple[int, str, datetime]]:
+    """Minutes whose rollups these traces' rewrite may change, read before it: where
+    the traces started until now, and where each of their turns' conversations began
+    (a late first turn or a correction changes that minute's first-response figures)."""
+    apps = sorted({app_id for app_id, _ in keys})
+    before = Trace.objects.filter(app_id__in=apps, trace_id__in=sorted({t for _, t in keys}))
+    marks = {
+        (app_id, MINUTE, minute_of(start_ms))
+        for app_id, trace_id, start_ms in before.values_list("app_id", "trace_id", "start_ms")
+        if (app_id, trace_id) in keys
+    }
+    conversations = {
+        (e.app_id, str(e.data.get("conversation_id") or e.session_key)[:128])
+        for e in turns.values()
+    }
+    if conversations:
+        began = (
+            Turn.objects.filter(app_id__in=apps, conversation_id__in={c for _, c in conversations})
+            .values("app_id", "conversation_id")
+            .annotate(first=Min("t_send_ms"))
+            .values_list("app_id", "conversation_id", "first")
+        )
+        marks |= {
+            (app_id, MINUTE, minute_of(first))
+            for app_id, conversation, first in began
+            if (app_id, conversation) in conversations
+        }
+    return marks
 
 
 def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:

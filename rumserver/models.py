@@ -137,6 +137,12 @@ class BrowserEvent(models.Model):
         indexes = [
             models.Index(fields=["trace_id"], name="event_trace"),
             models.Index(fields=["app", "received_at"], name="event_app_received"),
+            # Feedback and actions by the turn they are about (metrics, rollups).
+            models.Index(
+                fields=["app", "turn_span_id"],
+                name="event_app_turn_span",
+                condition=~models.Q(turn_span_id=""),
+            ),
         ]
 
     def __str__(self) -> str:

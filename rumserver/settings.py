@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "rumserver",
     "correlator",
+    "demo",
 ]
 
 MIDDLEWARE = [
@@ -129,6 +130,16 @@ STORAGES = {
 }
 # Serve straight from the finders when collectstatic has not run (embedded mode, tests).
 WHITENOISE_USE_FINDERS = True
+
+
+def _sdk_cors(headers, path, url):
+    """The browser SDK is loaded from chat apps on other origins, with
+    `integrity=` + `crossorigin="anonymous"`: SRI on a cross-origin script needs CORS."""
+    if url.startswith(STATIC_URL + "llmrum/"):
+        headers["Access-Control-Allow-Origin"] = "*"
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _sdk_cors
 
 # --- Security -------------------------------------------------------------
 SECURE_SSL_REDIRECT = env_bool("LLMRUM_SSL_REDIRECT", False)
@@ -229,7 +240,16 @@ LLMRUM_HINT_INTERVAL_SECONDS = env_float("LLMRUM_HINT_INTERVAL_SECONDS", 1.0, mi
 # Prepare the beacon statement once per PostgreSQL connection (see DATABASES above).
 LLMRUM_PG_PREPARE = env_bool("LLMRUM_PG_PREPARE", True)
 LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
+# Metrics over windows with more turns than this come from rollups (percentiles
+# within 1 %, distinct counts within about 2 %); smaller windows are exact.
+LLMRUM_METRICS_EXACT_TURNS = env_int("LLMRUM_METRICS_EXACT_TURNS", 10_000, minimum=0)
 LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
+# The demo chat at /demo/ (README: "Demo"): on by default only in the embedded default
+# (no DATABASE_URL); `manage.py serve` turns it on unless LLMRUM_DEMO=0.
+LLMRUM_DEMO = env_bool("LLMRUM_DEMO", not os.environ.get("DATABASE_URL"))
+# Where the demo's simulated services export their spans; empty: this server's own
+# /v1/traces as the request reached it (serve points it at its loopback address).
+LLMRUM_DEMO_OTLP_ENDPOINT = env_str("LLMRUM_DEMO_OTLP_ENDPOINT", "")
 # Mounts POST /_w3c/tracecontext, the W3C trace-context harness endpoint (test-only).
 LLMRUM_TRACECONTEXT_TEST_ENDPOINT = env_bool("LLMRUM_TRACECONTEXT_TEST_ENDPOINT", False)
 

@@ -13,6 +13,8 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
+from correlator import rollups
+from correlator.models import Rollup
 from correlator.services import sweep_run
 from tests import factories
 from tests.correlator.golden import send_beacon
@@ -176,3 +178,71 @@ def test_metrics_windows_and_errors(data):
     c = Client()
     c.force_login(outsider)
     assert c.get(f"/api/v1/metrics?app={slug}").status_code == 404
+
+
+def test_rollups_answer_the_same_within_their_documented_error(data, settings):
+    """Above LLMRUM_METRICS_EXACT_TURNS the answer comes from rollups: counts and
+    rates exact, percentiles within 1 %, distinct counts (linear counting) exact at
+    this size."""
+    settings.LLMRUM_METRICS_EXACT_TURNS = 0
+    slug = data["app"].application.slug
+    now = timezone.now()
+    app_id = data["app"].application.pk
+    counted = rollups.window_turn_count(app_id=app_id, since=now - timedelta(days=2), until=now)
+    assert counted == len(data["turns"])  # so the answer below comes from rollups
+    body = data["api"].get(f"/api/v1/metrics?app={slug}").json()
+    truth = expected(data["turns"], data["voted_down"])
+    for key in ("turns", "sessions", "conversations", "input_tokens"):
+        assert body[key] == truth[key], key
+    for q, value in truth["client_ttft_ms"].items():
+        assert body["client_ttft_ms"][q] == pytest.approx(value, rel=0.01), q
+    assert body["tbt_ms"]["p50"] == pytest.approx(truth["tbt_p50"], rel=0.01)
+    assert body["server_ttft_ms"] == {"p50": None, "p75": None, "p95": None, "p99": None}
+    for rate, value in truth["rates"].items():
+        assert body["rates"][rate] == pytest.approx(value), rate
+    assert body["turns_per_session"] == pytest.approx(truth["turns"] / truth["sessions"])
+
+    grouped = data["api"].get(f"/api/v1/metrics?app={slug}&group_by=device").json()["groups"]
+    groups = {g["key"]: g for g in grouped}
+    for device in ("desktop", "mobile"):
+        subset = [t for t in data["turns"] if t["device"] == device]
+        assert groups[device]["turns"] == len(subset)
+        ttfts = [t["ttft"] for t in subset if t["ttft"] is not None]
+        assert groups[device]["client_ttft_ms"]["p95"] == pytest.approx(
+            nearest_rank(ttfts, 0.95), rel=0.01
+        )
+
+
+def test_rollups_follow_late_feedback_and_resweeps(data, settings):
+    """A thumbs-down that names its turn's trace re-stitches it and rebuilds that
+    minute's rollups; sweeping again changes nothing."""
+    settings.LLMRUM_METRICS_EXACT_TURNS = 0
+    api, slug = data["api"], data["app"].application.slug
+    rows = sorted(Rollup.objects.values_list("period", "start", "dimension", "key", "turns"))
+    assert rows and {r[0] for r in rows} <= {"minute", "hour", "day"}
+    sweep_run(now=timezone.now())
+    assert (
+        sorted(Rollup.objects.values_list("period", "start", "dimension", "key", "turns")) == rows
+    )
+
+    turns = data["turns"]
+    by_conversation: dict[str, list[dict]] = {}
+    for t in sorted(turns, key=lambda t: t["t_send"]):
+        by_conversation.setdefault(t["conversation_id"], []).append(t)
+    victim = next(
+        c[0] for c in by_conversation.values()
+        if not c[0]["regenerated"] and c[0]["span_id"] != data["voted_down"]
+        and not (len(c) > 1 and c[1]["intent_correction"])
+    )  # fmt: skip
+    down = factories.action_event("feedback-down", turn_span_id=victim["span_id"])
+    down["trace_id"] = victim["trace_id"]  # the SDK names the turn's trace: it gets re-stitched
+    send_beacon(
+        Client(), data["app"].application.public_key,
+        factories.batch([down], session={"id": victim["session"]}),
+    )  # fmt: skip
+    sweep_run(now=timezone.now())
+    good_before = expected(turns, data["voted_down"])["rates"]["first_response_accuracy"]
+    body = api.get(f"/api/v1/metrics?app={slug}").json()
+    assert body["rates"]["first_response_accuracy"] == pytest.approx(
+        good_before - 1 / len(by_conversation)
+    )

@@ -1,0 +1,417 @@
+"""Rollups: turn figures per application and minute (and by model, browser, OS and
+device class), merged upwards into hours and days, so the metrics API and the
+overview answer for months of data without reading raw turns.
+
+How they stay right:
+- Every stitch batch marks the minutes it touched dirty (the turns' old and new
+  send minutes, and the minute where each of their conversations began), in the
+  batch's own transaction.
+- ``rollups_refresh`` claims dirty periods with ``FOR UPDATE SKIP LOCKED`` and
+  REBUILDS them (a minute from its turns, an hour from its minutes, a day from
+  its hours) instead of adding increments: rebuilding twice gives the same rows,
+  so a retried or concurrent sweep never counts a turn twice.
+- Counts are exact; percentiles come from fixed-bucket histograms (within 1 %),
+  distinct sessions and conversations from HyperLogLog (``correlator.sketches``).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q, Sum
+
+from correlator import selectors
+from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, TurnRow
+from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.sketches import HyperLogLog, LogHistogram, bucket_of
+
+MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
+LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
+PARENT = {MINUTE: HOUR, HOUR: DAY}
+CHILD = {HOUR: MINUTE, DAY: HOUR}
+# Dimension -> the column of the turn row it splits by ("" is the whole application).
+DIMENSIONS = ("", "model", "browser", "os", "device")
+COUNTS = (
+    "turns", "stopped", "abandoned", "abandoned_before_first_token", "errors", "regenerations",
+    "intent_corrections", "input_tokens", "output_tokens", "conversations_started",
+    "first_responses_good", "scored_turns", "hallucinated_turns", "linked_turns",
+    "server_only_traces",
+)  # fmt: skip
+BATCH_SIZE = 100
+
+
+def floor(moment: datetime, period: str) -> datetime:
+    moment = moment.astimezone(UTC)
+    if period == MINUTE:
+        return moment.replace(second=0, microsecond=0)
+    if period == HOUR:
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def ceil(moment: datetime, period: str) -> datetime:
+    down = floor(moment, period)
+    return down if down == moment else down + LENGTH[period]
+
+
+def minute_of(epoch_ms: float) -> datetime:
+    return floor(datetime.fromtimestamp(epoch_ms / 1000, UTC), MINUTE)
+
+
+# -- accumulating ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TurnFacts:
+    """One turn with everything a rollup counts about it."""
+
+    row: TurnRow
+    groups: dict[str, str]  # dimension -> key
+    linked: bool
+    unlinked_cause: str
+    first_response: bool | None  # None: not the first turn of its conversation
+    hallucination: float | None
+    # Sketch positions, computed once and added to every dimension's accumulator.
+    buckets: tuple[tuple[str, int], ...]
+    session_hash: int
+    conversation_hash: int
+
+
+@dataclass
+class Accumulator:
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    histograms: dict[str, LogHistogram] = field(
+        default_factory=lambda: {name: LogHistogram() for name in DURATIONS}
+    )
+    sessions: HyperLogLog = field(default_factory=HyperLogLog)
+    conversations: HyperLogLog = field(default_factory=HyperLogLog)
+    unlinked: dict[str, int] = field(default_factory=dict)
+
+    def add(self, facts: TurnFacts) -> None:
+        t, c = facts.row, self.counts
+        c["turns"] += 1
+        c["stopped"] += t.outcome == "stopped"
+        c["abandoned"] += t.outcome == "abandoned"
+        c["abandoned_before_first_token"] += t.outcome == "abandoned" and t.client_ttft_ms is None
+        c["errors"] += t.outcome == "error"
+        c["regenerations"] += bool(t.regenerate_of)
+        c["intent_corrections"] += t.intent_correction
+        c["input_tokens"] += t.input_tokens or 0
+        c["output_tokens"] += t.output_tokens or 0
+        if facts.first_response is not None:
+            c["conversations_started"] += 1
+            c["first_responses_good"] += facts.first_response
+        if facts.hallucination is not None:
+            c["scored_turns"] += 1
+            c["hallucinated_turns"] += facts.hallucination >= HALLUCINATION_THRESHOLD
+        c["linked_turns"] += facts.linked
+        if facts.unlinked_cause:
+            self.unlinked[facts.unlinked_cause] = self.unlinked.get(facts.unlinked_cause, 0) + 1
+        for name, index in facts.buckets:
+            self.histograms[name].add_bucket(index)
+        self.sessions.add_hash(facts.session_hash)
+        self.conversations.add_hash(facts.conversation_hash)
+
+    def merge_row(self, row: Rollup) -> None:
+        for name in COUNTS:
+            self.counts[name] += getattr(row, name)
+        sketches = row.sketches
+        for name, histogram in self.histograms.items():
+            histogram.merge_flat(sketches.get(name, []))
+        self.sessions.merge_json(sketches.get("sessions", {}))
+        self.conversations.merge_json(sketches.get("conversations", {}))
+        for cause, n in sketches.get("unlinked", {}).items():
+            self.unlinked[cause] = self.unlinked.get(cause, 0) + n
+
+    def to_row(self, *, app_id: int, period: str, start: datetime, dimension: str, key: str,
+               now: datetime) -> Rollup:  # fmt: skip
+        sketches: dict[str, Any] = {name: h.to_flat() for name, h in self.histograms.items()}
+        sketches["sessions"] = self.sessions.to_json()
+        sketches["conversations"] = self.conversations.to_json()
+        sketches["unlinked"] = dict(sorted(self.unlinked.items()))
+        return Rollup(app_id=app_id, period=period, start=start, dimension=dimension, key=key,
+                      sketches=sketches, computed_at=now, **self.counts)  # fmt: skip
+
+    def figures(self) -> dict[str, Any]:
+        """The same fields as ``analytics.summarize``."""
+        c = self.counts
+        n = c["turns"]
+        sessions, conversations = self.sessions.estimate(), self.conversations.estimate()
+        out: dict[str, Any] = {"turns": n, "sessions": sessions, "conversations": conversations}
+        for name, histogram in self.histograms.items():
+            out[name] = {label: histogram.quantile(q) for label, q in QUANTILES.items()}
+        out["input_tokens"] = c["input_tokens"]
+        out["output_tokens"] = c["output_tokens"]
+        out["turns_per_session"] = _rate(n, sessions)
+        out["intent_corrections_per_conversation"] = _rate(c["intent_corrections"], conversations)
+        out["rates"] = {
+            "stop_rate": _rate(c["stopped"], n),
+            "regenerate_rate": _rate(c["regenerations"], n),
+            "abandonment_rate": _rate(c["abandoned"], n),
+            "abandonment_before_first_token_rate": _rate(c["abandoned_before_first_token"], n),
+            "error_rate": _rate(c["errors"], n),
+            "first_response_accuracy": _rate(c["first_responses_good"], c["conversations_started"]),
+            "hallucination_rate": _rate(c["hallucinated_turns"], c["scored_turns"]),
+        }
+        return out
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return part / whole if whole else None
+
+
+_FACT_COLUMNS = [
+    "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
+    "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
+    "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
+    "model", "session__browser", "session__os", "session__device_class", "trace__linked",
+    "trace__propagation_cause",
+]  # fmt: skip
+
+
+def _sent_within(ranges: Iterable[tuple[datetime, datetime]], column: str = "t_send_ms") -> Q:
+    within = Q()
+    for lo, hi in ranges:
+        within |= Q(
+            **{f"{column}__gte": lo.timestamp() * 1000, f"{column}__lt": hi.timestamp() * 1000}
+        )
+    return within
+
+
+def _merged(starts: Iterable[datetime], length: timedelta) -> list[tuple[datetime, datetime]]:
+    """Adjacent periods as one range: fewer OR terms in the query."""
+    ranges: list[tuple[datetime, datetime]] = []
+    for start in sorted(set(starts)):
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], start + length)
+        else:
+            ranges.append((start, start + length))
+    return ranges
+
+
+def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[TurnFacts]:
+    """The turns sent within these [from, to) ranges, with what rollups count about them."""
+    if not ranges:
+        return []
+    rows = list(
+        Turn.objects.filter(_sent_within(ranges), app_id=app_id).values_list(*_FACT_COLUMNS)
+    )
+    if not rows:
+        return []
+    turns = [TurnRow(*row[:17]) for row in rows]
+    openers = selectors.first_responses(app=app_id, turns=turns)
+    scores = selectors.latest_hallucination(app=app_id, trace_ids={t.trace_id for t in turns})
+    facts = []
+    for turn, row in zip(turns, rows, strict=True):
+        model, browser, os_name, device, linked, cause = row[17:]
+        facts.append(
+            TurnFacts(
+                row=turn,
+                groups={"model": model, "browser": browser, "os": os_name, "device": device},
+                linked=linked,
+                unlinked_cause=(cause or "unknown") if not linked else "",
+                first_response=openers.get(turn.span_id),
+                hallucination=scores.get(turn.trace_id),
+                buckets=tuple(
+                    (name, bucket_of(value))
+                    for name, column in DURATIONS.items()
+                    if (value := getattr(turn, column)) is not None
+                ),
+                session_hash=HyperLogLog.hash_of(str(turn.session)),
+                conversation_hash=HyperLogLog.hash_of(turn.conversation),
+            )
+        )
+    return facts
+
+
+def accumulate(facts: Iterable[TurnFacts], dimensions: Iterable[str] = DIMENSIONS,
+               into: dict[tuple[str, str], Accumulator] | None = None,
+               ) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
+    """(dimension, key) -> accumulator over these turns."""
+    out = into if into is not None else {}
+    dimensions = tuple(dimensions)
+    for fact in facts:
+        for dimension in dimensions:
+            key = fact.groups[dimension] if dimension else ""
+            acc = out.get((dimension, key))
+            if acc is None:
+                acc = out[(dimension, key)] = Accumulator()
+            acc.add(fact)
+    return out
+
+
+# -- rebuilding ----------------------------------------------------------------------
+
+
+def rollups_mark(marks: Iterable[tuple[int, str, datetime]], *, now: datetime) -> None:
+    """Mark (app id, period, start) dirty in the caller's transaction. Sorted, so
+    concurrent sweeps lock rows in one order; an upsert, so a mark made while a
+    rebuild holds the row waits for it and survives its delete."""
+    rows = [
+        DirtyRollup(
+            app_id=app_id, period=period, start=start, first_marked_at=now, last_marked_at=now
+        )  # fmt: skip
+        for app_id, period, start in sorted(set(marks))
+    ]
+    if rows:
+        DirtyRollup.objects.bulk_create(
+            rows, update_conflicts=True, unique_fields=["app", "period", "start"],
+            update_fields=["last_marked_at"],
+        )  # fmt: skip
+
+
+def rollups_refresh(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
+    """Rebuild every dirty minute, then hour, then day. Returns periods rebuilt."""
+    done = 0
+    for period in (MINUTE, HOUR, DAY):
+        while claimed := _refresh_batch(period=period, now=now, batch_size=batch_size):
+            done += claimed
+    return done
+
+
+def _refresh_batch(*, period: str, now: datetime, batch_size: int) -> int:
+    with transaction.atomic():
+        claimed = list(
+            DirtyRollup.objects.select_for_update(skip_locked=True)
+            .filter(period=period)
+            .order_by("last_marked_at", "id")
+            .values_list("id", "app_id", "start")[:batch_size]
+        )
+        if not claimed:
+            return 0
+        by_app: dict[int, list[datetime]] = defaultdict(list)
+        for _, app_id, start in claimed:
+            by_app[app_id].append(start)
+        for app_id, starts in sorted(by_app.items()):
+            periods_rebuild(app_id=app_id, period=period, starts=starts, now=now)
+        if period in PARENT:
+            parent = PARENT[period]
+            rollups_mark({(app_id, parent, floor(start, parent)) for _, app_id, start in claimed},
+                         now=now)  # fmt: skip
+        DirtyRollup.objects.filter(id__in=[row[0] for row in claimed]).delete()
+    return len(claimed)
+
+
+def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: datetime) -> None:
+    """Replace these periods' rows: minutes from their turns (one query for the
+    batch), longer periods from the rows of the period below."""
+    length = LENGTH[period]
+    accs: dict[tuple[datetime, str, str], Accumulator] = defaultdict(Accumulator)
+    if period == MINUTE:
+        for fact in turn_facts(app_id=app_id, ranges=_merged(starts, length)):
+            minute = minute_of(fact.row.t_send_ms)
+            for dimension in DIMENSIONS:
+                key = fact.groups[dimension] if dimension else ""
+                accs[(minute, dimension, key)].add(fact)
+        server_only = Trace.objects.filter(
+            _sent_within(_merged(starts, length), "start_ms"), app_id=app_id,
+            propagation=Trace.Propagation.NO_BROWSER_ROOT,
+        ).values_list("start_ms", flat=True)  # fmt: skip
+        for start_ms in server_only:
+            accs[(minute_of(start_ms), "", "")].counts["server_only_traces"] += 1
+    else:
+        covered = Q()
+        for lo, hi in _merged(starts, length):
+            covered |= Q(start__gte=lo, start__lt=hi)
+        for row in Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period]):
+            accs[(floor(row.start, period), row.dimension, row.key)].merge_row(row)
+    Rollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
+    Rollup.objects.bulk_create(
+        acc.to_row(app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now)
+        for (start, dimension, key), acc in sorted(accs.items())
+    )
+
+
+def rollups_backlog() -> tuple[int, datetime | None]:
+    """(dirty periods, the oldest first mark) for /metrics."""
+    pending = DirtyRollup.objects.order_by("first_marked_at").values_list(
+        "first_marked_at", flat=True
+    )
+    oldest = pending.first()
+    return DirtyRollup.objects.count(), oldest
+
+
+# -- reading -------------------------------------------------------------------------
+
+
+def window_plan(since: datetime, until: datetime) -> tuple[list[tuple[str, datetime, datetime]],
+                                                           list[tuple[datetime, datetime]]]:  # fmt: skip
+    """Cover [since, until) with the fewest whole days, hours and minutes, plus the
+    partial minutes at either edge that only raw turns can answer.
+    Returns ([(period, from, to)], [(raw from, raw to)])."""
+    ranges: list[tuple[str, datetime, datetime]] = []
+    raw: list[tuple[datetime, datetime]] = []
+    lo, hi = ceil(since, MINUTE), floor(until, MINUTE)
+    if lo >= hi:
+        return [], [(since, until)]
+    if since < lo:
+        raw.append((since, lo))
+    if hi < until:
+        raw.append((hi, until))
+
+    def cover(lo: datetime, hi: datetime, period: str) -> None:
+        if period == MINUTE:
+            if lo < hi:
+                ranges.append((MINUTE, lo, hi))
+            return
+        inner_lo, inner_hi = ceil(lo, period), floor(hi, period)
+        if inner_lo >= inner_hi:
+            cover(lo, hi, CHILD[period])
+            return
+        ranges.append((period, inner_lo, inner_hi))
+        cover(lo, inner_lo, CHILD[period])
+        cover(inner_hi, hi, CHILD[period])
+
+    cover(lo, hi, DAY)
+    return sorted(ranges, key=lambda r: r[1]), raw
+
+
+def _rows_filter(app_id: int, ranges: list[tuple[str, datetime, datetime]],
+                 dimensions: Iterable[str]) -> Q:  # fmt: skip
+    covered = Q()
+    for period, lo, hi in ranges:
+        covered |= Q(period=period, start__gte=lo, start__lt=hi)
+    return Q(app_id=app_id, dimension__in=list(dimensions)) & covered
+
+
+def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
+    """Turns in the window, from rollups and the raw edges (no sketches read)."""
+    ranges, raw = window_plan(since, until)
+    total = 0
+    if ranges:
+        total = (
+            Rollup.objects.filter(_rows_filter(app_id, ranges, [""])).aggregate(n=Sum("turns"))["n"]
+            or 0
+        )
+    for lo, hi in raw:
+        total += Turn.objects.filter(
+            app_id=app_id, t_send_ms__gte=lo.timestamp() * 1000, t_send_ms__lt=hi.timestamp() * 1000
+        ).count()
+    return total
+
+
+def window_figures(*, app_id: int, since: datetime, until: datetime,
+                   group_by: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
+    partial minutes at the edges)."""
+    dimensions = ["", group_by] if group_by else [""]
+    ranges, raw = window_plan(since, until)
+    accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
+    if ranges:
+        for row in Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions)).only(
+            "dimension", "key", "sketches", *COUNTS
+        ):
+            accs[(row.dimension, row.key)].merge_row(row)
+    accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
+    body = (accs.get(("", "")) or Accumulator()).figures()
+    body["groups"] = (
+        [{"key": key, **acc.figures()}
+         for (dimension, key), acc in sorted(accs.items()) if dimension == group_by]
+        if group_by else []
+    )  # fmt: skip
+    return body

@@ -1,0 +1,169 @@
+"""Mergeable sketches for rollups: a histogram with fixed logarithmic buckets for
+durations, and a HyperLogLog for distinct sessions and conversations.
+
+Both merge by plain arithmetic (add counts, take register maxima), so minute rows
+sum into hours, hours into days, and any window into one answer without
+touching raw turns.
+
+Errors, documented here and in the README:
+- ``LogHistogram``: every bucket spans (γ^(i−1), γ^i] with γ = 1.01/0.99, and a
+  quantile answers the bucket's midpoint 2γ^i/(γ+1): within 1 % of the exact
+  nearest-rank value (the DDSketch construction). Values below 1 µs count as 0.
+- ``HyperLogLog``: exact up to 512 distinct values (it keeps their 64-bit
+  hashes), then 2^11 registers: standard error 1.04/√2048 ≈ 2.3 %.
+
+Both serialise to flat JSON lists of integers (``[index, count, index, count, …]``,
+or the hashes): compact, and quick to load and merge.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+RELATIVE_ACCURACY = 0.01
+GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
+_LOG_GAMMA = math.log(GAMMA)
+_ZERO_BELOW_MS = 1e-3
+ZERO_BUCKET = -(10**6)  # sorts before every real bucket
+
+
+def bucket_of(value: float) -> int:
+    if value < _ZERO_BELOW_MS:
+        return ZERO_BUCKET
+    return math.ceil(math.log(value) / _LOG_GAMMA)
+
+
+def bucket_value(index: int) -> float:
+    if index == ZERO_BUCKET:
+        return 0.0
+    return 2 * GAMMA**index / (GAMMA + 1)
+
+
+class LogHistogram:
+    __slots__ = ("counts",)
+
+    def __init__(self, counts: dict[int, int] | None = None) -> None:
+        self.counts: dict[int, int] = counts if counts is not None else {}
+
+    def add(self, value: float) -> None:
+        self.add_bucket(bucket_of(value))
+
+    def add_bucket(self, index: int) -> None:
+        self.counts[index] = self.counts.get(index, 0) + 1
+
+    def merge(self, other: LogHistogram) -> None:
+        counts = self.counts
+        for index, n in other.counts.items():
+            counts[index] = counts.get(index, 0) + n
+
+    def merge_flat(self, flat: list[int]) -> None:
+        counts = self.counts
+        for i in range(0, len(flat), 2):
+            index = flat[i]
+            counts[index] = counts.get(index, 0) + flat[i + 1]
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def quantile(self, q: float) -> float | None:
+        """Nearest rank: the bucket holding the ceil(q·n)-th smallest value."""
+        n = self.total
+        if not n:
+            return None
+        rank = max(1, math.ceil(q * n))
+        seen = 0
+        for index in sorted(self.counts):
+            seen += self.counts[index]
+            if seen >= rank:
+                return bucket_value(index)
+        raise AssertionError("unreachable: ranks end at the total")
+
+    def to_flat(self) -> list[int]:
+        flat: list[int] = []
+        for index in sorted(self.counts):
+            flat += (index, self.counts[index])
+        return flat
+
+
+HLL_PRECISION = 11
+HLL_REGISTERS = 1 << HLL_PRECISION
+_HLL_ALPHA = 0.7213 / (1 + 1.079 / HLL_REGISTERS)
+_HLL_REST_BITS = 64 - HLL_PRECISION
+
+
+def _hash64(value: str) -> int:
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
+
+
+class HyperLogLog:
+    """Distinct count: exact (a set of 64-bit hashes) up to ``EXACT_LIMIT`` values,
+    then 2^11 registers. A minute with three sessions stores three hashes, and any
+    window with a few hundred sessions counts them exactly."""
+
+    EXACT_LIMIT = 512
+    __slots__ = ("hashes", "registers")
+
+    def __init__(self) -> None:
+        self.hashes: set[int] = set()
+        self.registers: dict[int, int] | None = None  # None while exact
+
+    @staticmethod
+    def hash_of(value: str) -> int:
+        """Hash once, add to many sketches."""
+        return _hash64(value)
+
+    def add(self, value: str) -> None:
+        self.add_hash(_hash64(value))
+
+    def add_hash(self, h: int) -> None:
+        if self.registers is None:
+            self.hashes.add(h)
+            if len(self.hashes) > self.EXACT_LIMIT:
+                self._to_registers()
+            return
+        index = h >> _HLL_REST_BITS
+        rank = _HLL_REST_BITS - (h & ((1 << _HLL_REST_BITS) - 1)).bit_length() + 1
+        if rank > self.registers.get(index, 0):
+            self.registers[index] = rank
+
+    def _to_registers(self) -> None:
+        hashes, self.hashes, self.registers = self.hashes, set(), {}
+        for h in hashes:
+            self.add_hash(h)
+
+    def merge_json(self, data: dict[str, list[int]]) -> None:
+        for h in data.get("h", ()):
+            self.add_hash(h)
+        flat = data.get("r")
+        if flat:
+            if self.registers is None:
+                self._to_registers()
+            registers = self.registers
+            assert registers is not None
+            for i in range(0, len(flat), 2):
+                index, rank = flat[i], flat[i + 1]
+                if rank > registers.get(index, 0):
+                    registers[index] = rank
+
+    def merge(self, other: HyperLogLog) -> None:
+        self.merge_json(other.to_json())
+
+    def estimate(self) -> int:
+        if self.registers is None:
+            return len(self.hashes)
+        zeros = HLL_REGISTERS - len(self.registers)
+        harmonic = zeros + sum(2.0**-rank for rank in self.registers.values())
+        raw = _HLL_ALPHA * HLL_REGISTERS * HLL_REGISTERS / harmonic
+        if raw <= 2.5 * HLL_REGISTERS and zeros:
+            return round(HLL_REGISTERS * math.log(HLL_REGISTERS / zeros))  # linear counting
+        return round(raw)
+
+    def to_json(self) -> dict[str, list[int]]:
+        if self.registers is None:
+            return {"h": sorted(self.hashes)}
+        flat: list[int] = []
+        for index in sorted(self.registers):
+            flat += (index, self.registers[index])
+        return {"r": flat}
