@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Model, QuerySet
 
-from correlator.models import Trace
+from correlator.models import Rollup, Trace
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
 
 BATCH = 5_000
@@ -44,6 +44,12 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
             ("events", BrowserEvent.objects.filter(app=app, received_at__lt=cutoff)),
             ("scores", Score.objects.filter(app=app, received_at__lt=cutoff)),
             ("sessions", BrowserSession.objects.filter(app=app, last_seen_at__lt=cutoff)),
+            # Minute rollups go with the raw data; hours and days stay, so the metrics
+            # and the overview keep answering for months after the raw rows are gone.
+            (
+                "minute rollups",
+                Rollup.objects.filter(app=app, period=Rollup.Period.MINUTE, start__lt=cutoff),
+            ),
         ]
         for name, queryset in plan:
             n = _delete_in_batches(queryset, batch=batch, budget=budget)

@@ -60,6 +60,17 @@ class _DatabaseCollector(Collector):
             "llmrum_traces_open", "Stitched traces still in their quiet period.",
             Trace.objects.filter(state=Trace.State.OPEN).count(),
         )  # fmt: skip
+        from correlator.rollups import rollups_backlog
+
+        pending, oldest_mark = rollups_backlog()
+        yield GaugeMetricFamily(
+            "llmrum_rollups_pending", "Minutes, hours and days waiting for a rollup rebuild.",
+            pending,
+        )  # fmt: skip
+        yield GaugeMetricFamily(
+            "llmrum_rollup_lag_seconds", "Age of the oldest rollup waiting for a rebuild.",
+            (self.now - oldest_mark).total_seconds() if oldest_mark else 0.0,
+        )  # fmt: skip
         last = SweepRun.objects.order_by("-started_at").first()
         if last is not None:
             yield GaugeMetricFamily(

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from correlator.models import Trace, Turn
+from correlator.models import Rollup, Trace, Turn
 from correlator.retention import retention_run
 from correlator.services import sweep_run
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
@@ -36,9 +36,17 @@ def test_old_data_goes_recent_data_stays(client):
     assert result.deleted["events"] == 3 and result.deleted["sessions"] == 3
     assert (Trace.objects.count(), Turn.objects.count(), Span.objects.count()) == (0, 0, 0)
     assert (BrowserEvent.objects.count(), BrowserSession.objects.count()) == (0, 0)
+    # Minute rollups went with the raw rows; hours and days still answer for the turns.
+    assert result.deleted["minute rollups"] >= 1
+    assert not Rollup.objects.filter(period="minute").exists()
+    days = Rollup.objects.filter(period="day", dimension="").values_list("turns", flat=True)
+    assert sum(days) == 3
 
 
 def test_the_retention_command_runs(capsys):
     factories.make_app()
     call_command("retention")
-    assert "0 traces, 0 spans, 0 events, 0 scores, 0 sessions" in capsys.readouterr().out
+    assert (
+        "0 traces, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups"
+        in capsys.readouterr().out
+    )

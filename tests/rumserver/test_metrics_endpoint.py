@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.test import override_settings
 from django.utils import timezone
 
+from correlator.rollups import rollups_mark
 from correlator.services import sweep_run
+from rumserver.models import Application
 from tests import factories
 from tests.factories import batch, turn_event
 
@@ -42,6 +45,14 @@ def test_metrics_count_ingest_and_show_the_backlog(client, beacon):
     assert sample(text, "llmrum_dirty_traces") == 0
     assert sample(text, "llmrum_sweep_stitched") == 2
     assert sample(text, "llmrum_traces_open") == 2
+    assert sample(text, "llmrum_rollups_pending") == 0
+    # A minute marked half a minute ago and not rebuilt yet shows as rollup lag.
+    app_id = Application.objects.values_list("pk", flat=True).first()
+    marked = timezone.now() - timedelta(seconds=30)
+    rollups_mark({(app_id, "minute", marked.replace(second=0, microsecond=0))}, now=marked)
+    text = client.get("/metrics").content.decode()
+    assert sample(text, "llmrum_rollups_pending") == 1
+    assert sample(text, "llmrum_rollup_lag_seconds") >= 30
 
 
 @pytest.mark.django_db
