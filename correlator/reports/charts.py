@@ -37,6 +37,11 @@ def nice_ceiling(value: float) -> float:
     return 10 * power  # pragma: no cover
 
 
+def axis_ceiling(largest: float, ticks: int = 4) -> float:
+    """The top of a y axis: ``ticks`` equal nice steps reaching at least ``largest``."""
+    return nice_ceiling(largest / ticks) * ticks if largest > 0 else 1.0
+
+
 def number(value: float, unit: str = "") -> str:
     """A short axis or bar label: 1,250 ms, 0.35, 12%."""
     if unit == "%":
@@ -118,7 +123,7 @@ def line_chart(
     the line. Points are drawn too, so a lone value between gaps still shows."""
     left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
     values = [v for s in series for v in s.values if v is not None]
-    ceiling = nice_ceiling(max(values, default=0.0))
+    ceiling = axis_ceiling(max(values, default=0.0))
     n = len(x_labels)
     span = right - left
 
@@ -174,7 +179,7 @@ def bar_chart(
     bar with its value written above."""
     left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
     values = [v for s in series for v in s.values if v is not None]
-    ceiling = nice_ceiling(max(values, default=0.0))
+    ceiling = axis_ceiling(max(values, default=0.0))
     groups = max(len(labels), 1)
     slot = (right - left) / groups
     bar = max(2.0, slot * 0.8 / max(len(series), 1))
@@ -187,6 +192,8 @@ def bar_chart(
             if v is None:
                 continue
             h = (bottom - top) * min(v, ceiling) / ceiling
+            if v == 0:
+                continue  # an empty step: no bar, no "0" label cluttering the axis
             x = left + slot * i + slot * 0.1 + bar * k
             body.append(
                 f'<rect x="{_attr(x)}" y="{_attr(bottom - h)}" width="{_attr(bar)}" '
@@ -264,9 +271,9 @@ def waterfall(
     title: str,
     rows: Sequence[WaterfallRow],
     marks: Sequence[tuple[str, float]] = (),
-    width: int = 960,
+    width: int = 1200,
     row_height: int = 22,
-    label_width: int = 300,
+    label_width: int = 320,
 ) -> SafeString:
     """Spans on one timeline: a row each, the label indented by depth, the bar
     coloured by role, its duration written after it; ``marks`` (name, epoch ms) are

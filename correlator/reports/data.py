@@ -525,8 +525,8 @@ def trace_view(trace: Trace) -> dict[str, Any]:
             "attributes": sorted((k, display_value(v)) for k, v in span.attributes.items()),
             "resource": sorted((k, display_value(v)) for k, v in span.resource.items()),
             "events": [
-                (display_value(e.get("name", "")), fmt_ms(int(e.get("time_unix_nano") or 0) / 1e6 - t0)
-                 if e.get("time_unix_nano") else DASH,
+                (display_value(e.get("name", "")),
+                 fmt_ms(int(e["time_ns"]) / 1e6 - t0) if e.get("time_ns") else DASH,
                  sorted((k, display_value(v)) for k, v in (e.get("attributes") or {}).items()))
                 for e in span.events if isinstance(e, dict)
             ],
@@ -553,7 +553,7 @@ def trace_view(trace: Trace) -> dict[str, Any]:
         "turn_figures": turn_figures,
         "waterfall": charts.waterfall(title=f"Trace {trace.trace_id}", rows=rows, marks=marks),
         "wait": charts.stacked_bar(title="Where the wait for the first token went",
-                                   parts=wait_parts(turn)) if turn else None,
+                                   parts=wait_parts(turn), width=1000) if turn else None,
         "wait_parts": [(name, fmt_ms(v)) for name, v in wait_parts(turn)] if turn else [],
         "marks": [(name, fmt_ms(at - t0)) for name, at in marks],
         "spans": details,
@@ -583,7 +583,8 @@ def find_session(*, user: User, key: str, app_slug: str | None = None) -> Browse
 
 def _event_details(event: BrowserEvent) -> str:
     data = event.data if isinstance(event.data, dict) else {}
-    extra = {k: v for k, v in data.items() if k not in ("id", "type", "ts", "name", "turn_span_id")}
+    skip = ("id", "type", "ts", "name", "turn_span_id")
+    extra = {k: v for k, v in data.items() if k not in skip and v not in (None, "", {}, [])}
     return ", ".join(f"{k}={display_value(v)}" for k, v in sorted(extra.items()))
 
 

@@ -37,7 +37,7 @@ def test_a_line_chart_has_axes_labels_and_one_path_per_series():
     assert root.get("role") == "img" and root.get("aria-label") == "TTFT p50"
     labels = texts(root)
     assert {"10:00", "11:00", "12:00", "client", "server"} <= set(labels)
-    assert ["0 ms", "250 ms", "500 ms", "750 ms", "1,000 ms"] == labels[:5]  # 0 to nice ceiling
+    assert ["0 ms", "200 ms", "400 ms", "600 ms", "800 ms"] == labels[:5]  # four nice steps
     paths = list(root.iter(f"{SVG}path"))
     assert len(paths) == 2
     # A missing value breaks the line: the server series restarts with a move.
@@ -100,3 +100,8 @@ def test_a_waterfall_places_spans_and_marks_on_one_timeline():
     assert "client first token 620 ms" in texts(root)
     indents = [float(t.get("x")) for t in root.iter(f"{SVG}text") if t.text and ": " in t.text]
     assert indents[:3] == [6.0, 20.0, 34.0]
+
+
+@pytest.mark.parametrize(("largest", "top"), [(5, 8), (700, 800), (0.2, 0.2), (0, 1.0), (1, 1)])
+def test_an_axis_has_four_nice_steps(largest, top):
+    assert charts.axis_ceiling(largest) == pytest.approx(top)

@@ -186,6 +186,8 @@ def test_the_trace_page_shows_the_waterfall_marks_and_every_attribute(stitched, 
     for attribute in ("gen_ai.latency.time_in_queue", "gen_ai.usage.prompt_tokens",
                       "gen_ai.request.model", "llmrum.clock_skew_ms", "service.name"):  # fmt: skip
         assert f"<th>{attribute}</th>" in html or f"<th>resource {attribute}</th>" in html
+    event = re.search(r"<th>event first_token</th><td>\+([\d.,]+) ms</td>", html)
+    assert event and 540 <= float(event.group(1)) <= 580  # 560 ms after the browser sent
     turn = Turn.objects.get(span_id=stitched.golden.browser_span)
     assert f'href="/reports/sessions/{turn.session_id}"' in html
 
