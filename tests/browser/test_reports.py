@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.test import Client
 
 from rumserver.models import BrowserSession
@@ -46,6 +47,13 @@ def reports(browser: Any, live_server: Any) -> Iterator[Any]:
     page.errors = []
     page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # Anything the Content-Security-Policy refused (an inline style or script) shows here.
+    page.on(
+        "console",
+        lambda message: page.errors.append(message.text)
+        if "Content Security Policy" in message.text
+        else None,
+    )
     yield page
     context.close()
 
@@ -182,3 +190,23 @@ def test_a_member_of_another_application_sees_none_of_it(reports, live_server, s
     options = page.locator("select[name=app] option").all_inner_texts()
     assert len(options) == 1 and options[0].startswith("Other")
     shot(page, "other-member")
+
+
+def test_staff_find_a_trace_in_the_admin_and_open_its_waterfall(reports, live_server, stitched):
+    page, base = reports, live_server.url
+    make_user("root", staff=True).user_permissions.set(
+        Permission.objects.filter(
+            content_type__app_label__in=["correlator", "rumserver"], codename__startswith="view_"
+        )
+    )
+    log_in(page, base, "root")
+    page.goto(f"{base}/admin/correlator/trace/?q={stitched.golden.trace_id}")
+    rows = page.locator("#result_list tbody tr")
+    assert rows.count() == 1
+    assert page.locator("#changelist-filter").count() == 1  # filters by state, linked, app
+    shot(page, "admin-traces")
+    rows.first.locator("a", has_text="waterfall").click()
+    assert page.locator("g.span-row").count() == 4
+    page.goto(f"{base}/admin/rumserver/span/?q={stitched.golden.trace_id}")
+    assert page.locator("#result_list tbody tr").count() == 4
+    assert page.errors == []
