@@ -20,6 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("reports/", include("correlator.reports.urls")),
     path("accounts/", include(report_urls.account_urlpatterns)),
+    path("demo/", include("demo.urls")),
 ]
 
 if settings.LLMRUM_TRACECONTEXT_TEST_ENDPOINT:

@@ -9,6 +9,7 @@ if one dies, the others are stopped too and the exit code says so.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import signal
 import subprocess
@@ -23,7 +24,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
+from demo.token import demo_token_ensure, demo_token_path
 from rumserver.applications import application_create
+from rumserver.env import env_bool
 from rumserver.models import Application
 
 DEMO_SLUG = "demo"
@@ -45,8 +48,14 @@ class Command(BaseCommand):
         # /metrics sums the files of live web processes; a new start begins at zero.
         for stale in Path(settings.LLMRUM_PROMETHEUS_DIR).glob("*.db"):
             stale.unlink(missing_ok=True)
-        public_key = self._demo_application(base_url)
+        demo = env_bool("LLMRUM_DEMO", True)  # the demo chat is on here unless turned off
+        public_key = self._demo_application(base_url, demo=demo)
         self._admin_user()
+        # The children read these: the demo page, and where its simulated services
+        # export their spans (this server's loopback address, not a proxy in front).
+        os.environ["LLMRUM_DEMO"] = "1" if demo else "0"
+        loopback = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+        os.environ.setdefault("LLMRUM_DEMO_OTLP_ENDPOINT", f"http://{loopback}:{port}/v1/traces")
 
         python = sys.executable
         roles = {
@@ -66,7 +75,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
         if self._wait_healthy(base_url, children):
-            self._banner(base_url, public_key)
+            self._banner(base_url, public_key, demo=demo)
         exit_code = 0
         while not stopping:
             for name, child in children.items():
@@ -85,23 +94,34 @@ class Command(BaseCommand):
                 child.kill()
         sys.exit(exit_code)
 
-    def _demo_application(self, base_url: str) -> str:
+    def _demo_application(self, base_url: str, *, demo: bool = True) -> str:
         app = Application.objects.filter(slug=DEMO_SLUG).first()
-        if app is not None:
-            return app.public_key
-        origins = [base_url, base_url.replace("127.0.0.1", "localhost")]
-        created = application_create(name="Demo chat", slug=DEMO_SLUG, origins=origins)
-        self.stdout.write("llmrum: created the demo application (its ingest token is shown once):")
-        self.stdout.write(
-            json.dumps(
-                {
-                    "slug": DEMO_SLUG,
-                    "public_key": created.application.public_key,
-                    "ingest_token": created.ingest_token,
-                }
+        created_token = None
+        if app is None:
+            origins = [base_url, base_url.replace("127.0.0.1", "localhost")]
+            created = application_create(name="Demo chat", slug=DEMO_SLUG, origins=origins)
+            app, created_token = created.application, created.ingest_token
+            self.stdout.write(
+                "llmrum: created the demo application (its ingest token is shown once):"
             )
+            self._keys_line(app, created_token)
+        if demo:
+            # The demo's simulated gateway and model server export spans with this
+            # application's token, which is stored hashed only: hand it over in a file
+            # only this user can read (README: "Demo", how the token gets there).
+            token, rotated = demo_token_ensure(app, created_token)
+            if rotated:
+                self.stdout.write(
+                    f"llmrum: rotated the demo application's ingest token for the demo chat "
+                    f"(kept in {demo_token_path()}; the old one stops working):"
+                )
+                self._keys_line(app, token)
+        return app.public_key
+
+    def _keys_line(self, app: Application, token: str) -> None:
+        self.stdout.write(
+            json.dumps({"slug": DEMO_SLUG, "public_key": app.public_key, "ingest_token": token})
         )
-        return created.application.public_key
 
     def _admin_user(self) -> None:
         users = get_user_model()
@@ -128,14 +148,16 @@ class Command(BaseCommand):
             time.sleep(0.5)
         return False
 
-    def _banner(self, base_url: str, public_key: str) -> None:
+    def _banner(self, base_url: str, public_key: str, *, demo: bool = False) -> None:
         snippet = (
             f'<script src="{base_url}/static/llmrum/llmrum.min.js"></script>\n'
             f'<script>llmrum.init({{ endpoint: "{base_url}", key: "{public_key}" }});</script>'
         )
+        demo_line = f"Demo chat: {base_url}/demo/ (then the reports: {base_url}/reports/)\n"
         self.stdout.write(
             f"\nllmrum is running at {base_url}/  (admin: {base_url}/admin/, "
             f"health: {base_url}/healthz)\n"
+            f"{demo_line if demo else ''}"
             f"Beacons: POST {base_url}/rum/v1/beacon?key={public_key}\n"
             f"Paste this into your chat page:\n\n{snippet}\n\nCtrl-C stops web, worker and beat.\n"
         )

@@ -1,0 +1,134 @@
+"""``python manage.py demo_traffic --turns N [--app demo] [--days 7] [--seed S]``:
+fill an application with realistic generated traffic through llmrum's own ingest,
+then stitch it, so every report has something to show (README: "Demo")."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import connection
+from django.utils import timezone
+
+from correlator.services import sweep_backlog, sweep_run
+from demo.token import DEMO_SLUG
+from demo.traffic import TrafficGenerator, TrafficOptions
+from rumserver.applications import application_create
+from rumserver.models import Application
+
+
+class _Bar:
+    """tqdm when installed (it is pinned in requirements.txt), else a plain stderr bar."""
+
+    def __init__(self, total: int, desc: str, enabled: bool) -> None:
+        self.enabled, self.total, self.desc, self.n = enabled, total, desc, 0
+        self._tqdm: Any = None
+        if enabled:
+            try:
+                from tqdm import tqdm
+
+                self._tqdm = tqdm(total=total, desc=desc, unit="turn", file=sys.stderr)
+            except ImportError:
+                pass
+
+    def update(self, n: int) -> None:
+        self.n += n
+        if self._tqdm is not None:
+            self._tqdm.update(n)
+        elif self.enabled:
+            done = int(30 * self.n / max(1, self.total))
+            sys.stderr.write(f"\r{self.desc}: [{'#' * done}{'.' * (30 - done)}] "
+                             f"{self.n}/{self.total}")  # fmt: skip
+            sys.stderr.flush()
+
+    def set(self, n: int) -> None:
+        self.update(n - self.n)
+
+    def close(self) -> None:
+        if self._tqdm is not None:
+            self._tqdm.close()
+        elif self.enabled:
+            sys.stderr.write("\n")
+
+
+class Command(BaseCommand):
+    help = "Fill an application with realistic generated chat traffic, then stitch it."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--turns", type=int, required=True, help="browser chat turns")
+        parser.add_argument("--app", default=DEMO_SLUG, help="application slug (default: demo)")
+        parser.add_argument("--days", type=float, default=7.0, help="spread over the last days")
+        parser.add_argument("--seed", type=int, default=None, help="the same seed, the same data")
+        parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        turns, days = options["turns"], options["days"]
+        if turns < 1:
+            raise CommandError("--turns must be at least 1")
+        if not 0 < days <= 365:
+            raise CommandError("--days must be between 0 and 365")
+        app = Application.objects.filter(slug=options["app"]).first()
+        if app is None:
+            if options["app"] != DEMO_SLUG:
+                raise CommandError(f"no application with slug {options['app']!r}")
+            # The embedded default's demo application, as `serve` makes it.
+            origins = ["http://127.0.0.1:8000", "http://localhost:8000"]
+            app = application_create(name="Demo chat", slug=DEMO_SLUG, origins=origins).application
+        show = not options["no_progress"]
+        started = time.monotonic()
+        now = timezone.now()
+        generator = TrafficGenerator(
+            app, TrafficOptions(turns=turns, days=days, seed=options["seed"]), now
+        )
+        bar = _Bar(turns, "ingest", show)
+        try:
+            result = generator.run(progress=bar.update)
+        finally:
+            bar.close()
+        ingested = time.monotonic() - started
+
+        backlog = sweep_backlog()
+        stitch_bar = _Bar(backlog, "stitch", show)
+        stop = threading.Event()
+        watcher = None
+        if show and not _in_memory_database():
+            watcher = threading.Thread(
+                target=_watch_backlog, args=(stitch_bar, backlog, stop), daemon=True
+            )
+            watcher.start()
+        try:
+            sweep = sweep_run(now=timezone.now(), finalize_all=True)
+        finally:
+            stop.set()
+            if watcher is not None:
+                watcher.join(timeout=5)
+            stitch_bar.set(backlog)
+            stitch_bar.close()
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
+        self.stdout.write(
+            f"demo_traffic: {result.turns} turns in {result.sessions} sessions for "
+            f"{app.slug!r} ({outcomes}); {result.spans} spans, {result.server_only_traces} "
+            f"server-only traces, {result.scores} scores; ingested in {ingested:.1f} s, "
+            f"{sweep.stitched} traces stitched in {sweep.seconds:.1f} s"
+        )
+
+
+def _in_memory_database() -> bool:
+    name = str(connection.settings_dict.get("NAME") or "")
+    return connection.vendor == "sqlite" and (name == ":memory:" or "mode=memory" in name)
+
+
+def _watch_backlog(bar: _Bar, total: int, stop: threading.Event) -> None:
+    """Move the stitch bar from another connection while the sweep runs."""
+    from django.db import connection as own
+
+    try:
+        while not stop.wait(0.5):
+            bar.set(max(0, total - sweep_backlog()))
+    except Exception:
+        pass  # a progress bar never fails the command
+    finally:
+        own.close()
