@@ -94,7 +94,14 @@ export const init = safe((options: Options): void => {
   instrumentWebSocket(core);
   addEventListener("click", safe(onClick), true);
   addEventListener("pagehide", safe(hidden));
-  document.addEventListener("visibilitychange", safe(() => document.visibilityState === "hidden" && hidden()));
+  const shown = safe(() => {
+    if (core) core.transport._hidden = false;
+  });
+  addEventListener("pageshow", shown); // back from the back/forward cache
+  document.addEventListener(
+    "visibilitychange",
+    safe(() => (document.visibilityState === "hidden" ? hidden() : shown())),
+  );
   if (o.errors !== false) watchErrors();
   if (o.pageViews !== false) {
     pageView(false, document.referrer || null);

@@ -42,6 +42,10 @@ export class Transport {
   _timerAt = 0;
   _retryAt = 0;
   _store = PREFIX + uuid();
+  /** Set when the page hides, until it shows again: what is reported meanwhile (Web
+   * Vitals report LCP, CLS and INP then) is beaconed at once, as the page may be gone
+   * before any timer fires. */
+  _hidden = false;
 
   constructor(readonly o: TransportOptions) {
     this._claim();
@@ -55,7 +59,8 @@ export class Transport {
       this.queue.splice(0, over);
       this.dropped += over;
     }
-    this._schedule(soon ? 50 : this.o.flushInterval);
+    if (this._hidden) this.hide();
+    else this._schedule(soon ? 50 : this.o.flushInterval);
   }
 
   _outboxEvents(): number {
@@ -153,6 +158,7 @@ export class Transport {
 
   /** The page is hiding: it may never run again. Beacon what we can, store the rest. */
   hide(): void {
+    this._hidden = true;
     this._cut();
     // While the server is failing, a beacon would be lost (its answer is never seen):
     // keep the batches for the next page instead.

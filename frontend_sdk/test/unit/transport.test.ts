@@ -105,6 +105,23 @@ describe("page lifecycle and persistence", () => {
     expect(Object.keys(localStorage)).toEqual([]);
   });
 
+  it("beacons at once what is reported after the page hid (Web Vitals do), until it shows again", async () => {
+    const beacon = vi.fn((_url: string, _body: string) => true);
+    Object.defineProperty(navigator, "sendBeacon", { value: beacon, configurable: true });
+    const f = network(202);
+    const t = transport(f);
+    t.hide();
+    expect(beacon).not.toHaveBeenCalled(); // nothing queued, nothing sent
+    t.add(action(1)); // e.g. LCP and CLS, reported on visibilitychange after the SDK's own listener
+    t.add(action(2));
+    expect(beacon.mock.calls.map((c) => JSON.parse(c[1]).events.map((e: RumEvent) => e.id))).toEqual([["e1"], ["e2"]]);
+    t._hidden = false; // visible again (the SDK resets it on visibilitychange and pageshow)
+    t.add(action(3));
+    expect(beacon).toHaveBeenCalledTimes(2);
+    await vi.advanceTimersByTimeAsync(5000);
+    expect(bodies.map((b) => b.events.map((e: RumEvent) => e.id))).toEqual([["e3"]]);
+  });
+
   it("keeps what it could not send for the next page, which sends it", async () => {
     const beacon = vi.fn(() => true);
     Object.defineProperty(navigator, "sendBeacon", { value: beacon, configurable: true });
