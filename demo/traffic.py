@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-import queue
 import random
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -562,30 +560,16 @@ class TrafficGenerator:
     # --- writing it through llmrum's ingest -------------------------------------------
 
     def run(self, progress: Callable[[int], None] = lambda n: None) -> TrafficResult:
-        """Generate in a background thread while this one writes: the writes wait on the
-        database most of the time, and the generation is plain Python."""
-        chunks: queue.Queue[list[Any] | BaseException | None] = queue.Queue(maxsize=4)
-
-        def produce() -> None:
-            try:
-                chunk: list[Any] = []
-                for session in self.sessions():
-                    chunk.append(session)
-                    if len(chunk) >= self.options.chunk_sessions:
-                        chunks.put(chunk)
-                        chunk = []
-                if chunk:
-                    chunks.put(chunk)
-                chunks.put(None)
-            except BaseException as error:  # handed to the writer, which raises it
-                chunks.put(error)
-
-        threading.Thread(target=produce, name="demo-traffic", daemon=True).start()
-        while (item := chunks.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            self._write(item)
-            progress(sum(len(s[1]) for s in item))
+        chunk: list[Any] = []
+        for session in self.sessions():
+            chunk.append(session)
+            if len(chunk) >= self.options.chunk_sessions:
+                self._write(chunk)
+                progress(sum(len(s[1]) for s in chunk))
+                chunk = []
+        if chunk:
+            self._write(chunk)
+            progress(sum(len(s[1]) for s in chunk))
         return self.result
 
     def _received(self, ms: float) -> datetime:

@@ -4,18 +4,21 @@ then stitch it, so every report has something to show (README: "Demo")."""
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import sys
 import threading
 import time
+import traceback
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.db import connection, connections
 from django.utils import timezone
 
 from correlator.services import sweep_backlog, sweep_run
 from demo.token import DEMO_SLUG
-from demo.traffic import TrafficGenerator, TrafficOptions
+from demo.traffic import TrafficGenerator, TrafficOptions, TrafficResult
 from rumserver.applications import application_create
 from rumserver.models import Application
 
@@ -63,6 +66,11 @@ class Command(BaseCommand):
         parser.add_argument("--days", type=float, default=7.0, help="spread over the last days")
         parser.add_argument("--seed", type=int, default=None, help="the same seed, the same data")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+        parser.add_argument(
+            "--workers", type=int, default=None,
+            help="processes generating and ingesting side by side (default: 2, or 1 on an "
+                 "in-memory database)",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
         turns, days = options["turns"], options["days"]
@@ -80,12 +88,20 @@ class Command(BaseCommand):
         show = not options["no_progress"]
         started = time.monotonic()
         now = timezone.now()
-        generator = TrafficGenerator(
-            app, TrafficOptions(turns=turns, days=days, seed=options["seed"]), now
-        )
+        # Forked workers have connections of their own: they cannot see an in-memory
+        # database or the caller's open transaction (tests), so then it is one process.
+        single = _in_memory_database() or connection.in_atomic_block
+        workers = 1 if single else options["workers"] or 2
+        workers = max(1, min(workers, turns))
         bar = _Bar(turns, "ingest", show)
         try:
-            result = generator.run(progress=bar.update)
+            if workers == 1:
+                generator = TrafficGenerator(
+                    app, TrafficOptions(turns=turns, days=days, seed=options["seed"]), now
+                )
+                result = generator.run(progress=bar.update)
+            else:
+                result = _run_workers(app, turns, days, options["seed"], now, workers, bar)
         finally:
             bar.close()
         ingested = time.monotonic() - started
@@ -114,6 +130,71 @@ class Command(BaseCommand):
             f"server-only traces, {result.scores} scores; ingested in {ingested:.1f} s, "
             f"{sweep.stitched} traces stitched in {sweep.seconds:.1f} s"
         )
+
+
+def _run_workers(
+    app: Application, turns: int, days: float, seed: int | None, now: Any, workers: int, bar: _Bar
+) -> TrafficResult:
+    """Generate and ingest in ``workers`` forked processes, each with its own database
+    connection and its share of the turns; the parent shows their progress."""
+    context = multiprocessing.get_context("fork")
+    messages: Any = context.Queue()
+    connections.close_all()  # never share a connection with the children
+    shares = [turns // workers + (i < turns % workers) for i in range(workers)]
+    children = [
+        context.Process(
+            target=_worker,
+            args=(
+                app.pk,
+                TrafficOptions(turns=n, days=days, seed=None if seed is None else seed * 1000 + i),
+                now,
+                messages,
+            ),
+            daemon=True,
+        )  # fmt: skip
+        for i, n in enumerate(shares)
+    ]
+    for child in children:
+        child.start()
+    total = TrafficResult()
+    done = 0
+    try:
+        while done < workers:
+            try:
+                kind, value = messages.get(timeout=5)
+            except queue.Empty:
+                if any(c.exitcode not in (None, 0) for c in children):
+                    raise CommandError("a demo_traffic worker died") from None
+                continue
+            if kind == "progress":
+                bar.update(value)
+            elif kind == "error":
+                raise CommandError(f"a demo_traffic worker failed:\n{value}")
+            else:
+                done += 1
+                for name in ("turns", "sessions", "spans", "server_only_traces", "scores",
+                             "events"):  # fmt: skip
+                    setattr(total, name, getattr(total, name) + getattr(value, name))
+                for outcome, n in value.outcomes.items():
+                    total.outcomes[outcome] = total.outcomes.get(outcome, 0) + n
+    finally:
+        for child in children:
+            child.join(timeout=10)
+            if child.is_alive():
+                child.terminate()
+    return total
+
+
+def _worker(app_pk: int, options: TrafficOptions, now: Any, messages: Any) -> None:
+    try:
+        app = Application.objects.get(pk=app_pk)
+        generator = TrafficGenerator(app, options, now)
+        result = generator.run(progress=lambda n: messages.put(("progress", n)))
+        messages.put(("done", result))
+    except BaseException:
+        messages.put(("error", traceback.format_exc()))
+    finally:
+        connections.close_all()
 
 
 def _in_memory_database() -> bool:

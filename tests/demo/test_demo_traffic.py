@@ -1,0 +1,83 @@
+"""manage.py demo_traffic: generated traffic through the real ingest, stitched."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from correlator.models import Trace, Turn
+from rumserver.models import BrowserEvent, BrowserSession, Score, Span
+from tests import factories
+
+TURNS = 300
+
+
+@pytest.fixture
+def filled(db):
+    app = factories.make_app().application
+    other = factories.make_app().application
+    call_command("demo_traffic", turns=TURNS, app=app.slug, days=7, seed=7, no_progress=True)
+    return app, other
+
+
+def test_n_turns_become_n_stitched_turns_of_the_chosen_app(filled):
+    app, other = filled
+    assert Turn.objects.filter(app=app).count() == TURNS
+    assert BrowserEvent.objects.filter(app=app, type="turn").count() == TURNS
+    assert not Turn.objects.filter(app=other).exists()
+    assert not Trace.objects.filter(app=app, state="open").exists()
+
+
+def test_every_outcome_and_action_is_there(filled):
+    app, _ = filled
+    turns = Turn.objects.filter(app=app)
+    outcomes = Counter(turns.values_list("outcome", flat=True))
+    assert set(outcomes) == {"completed", "stopped", "error", "abandoned"}
+    assert outcomes["completed"] > TURNS * 0.6
+    assert turns.filter(outcome="abandoned", client_ttft_ms__isnull=True).exists()
+    assert turns.filter(outcome="error", status__in=[429, 500]).exists()
+    assert turns.exclude(regenerate_of="").exists() and turns.filter(regenerated=True).exists()
+    assert turns.filter(intent_correction=True).exists()
+    feedback = BrowserEvent.objects.filter(app=app, type="feedback")
+    assert {e.data["value"] for e in feedback} == {"up", "down"}
+    assert Score.objects.filter(app=app, name="hallucination").count() > 10
+
+
+def test_several_models_browsers_and_devices(filled):
+    app, _ = filled
+    assert (
+        len(set(Turn.objects.filter(app=app).exclude(model="").values_list("model", flat=True)))
+        >= 4
+    )
+    sessions = BrowserSession.objects.filter(app=app)
+    assert len(set(sessions.values_list("browser", flat=True))) >= 4
+    assert {"desktop", "mobile"} <= set(sessions.values_list("device_class", flat=True))
+    assert len(set(sessions.values_list("os", flat=True))) >= 4
+
+
+def test_most_turns_are_linked_some_are_not(filled):
+    app, _ = filled
+    traces = Trace.objects.filter(app=app)
+    linked = traces.filter(linked=True).count()
+    assert linked > TURNS * 0.8
+    assert traces.filter(propagation="no_server_spans").exists()
+    assert traces.filter(propagation="no_browser_root").exists()
+    roles = set(Span.objects.filter(app=app).values_list("role", flat=True))
+    assert roles == {"browser", "gateway", "model"}
+    # A linked self-hosted turn has its model span and the times that come from it.
+    with_model = Turn.objects.filter(app=app, model_ttft_ms__isnull=False, queue_ms__isnull=False)
+    assert with_model.count() > TURNS * 0.3
+    assert Turn.objects.filter(app=app, server_ttft_ms__isnull=False).count() > TURNS * 0.7
+
+
+def test_spread_over_the_days(filled):
+    app, _ = filled
+    sends = list(Turn.objects.filter(app=app).values_list("t_send_ms", flat=True))
+    assert max(sends) - min(sends) > 4 * 86_400_000
+
+
+def test_an_unknown_app_is_refused(db):
+    with pytest.raises(CommandError, match="no application"):
+        call_command("demo_traffic", turns=5, app="nope", no_progress=True)
