@@ -16,7 +16,6 @@ const INTERNAL = [
 ];
 
 const common = {
-  entryPoints: ["src/index.ts"],
   bundle: true,
   minify: true,
   // ES2020, but with class fields as written (every browser with ES2020 has them):
@@ -42,8 +41,9 @@ const shrink = async (code, module) =>
   ).code;
 
 for (const [format, outfile, extra] of [
-  ["iife", "static/llmrum/llmrum.min.js", { globalName: "llmrum" }],
-  ["esm", "static/llmrum/llmrum.esm.js", {}],
+  // The script tag's build sets window.llmrum itself (src/global.ts).
+  ["iife", "static/llmrum/llmrum.min.js", { entryPoints: ["src/global.ts"] }],
+  ["esm", "static/llmrum/llmrum.esm.js", { entryPoints: ["src/index.ts"] }],
 ]) {
   const out = await build({ ...common, ...extra, format });
   writeFileSync(outfile, (await shrink(out.outputFiles[0].text, format === "esm")) + "\n");

@@ -170,9 +170,11 @@ def test_an_xhr_stream_is_stored_as_the_page_saw_it(
         TOKENS + 1,
         False,
     )
-    # Chromium coalesces XHR progress, so some gaps join; they still add up to the stream.
+    # Chromium throttles XHR progress (about every 50 ms), so some gaps join and the
+    # first token may be seen up to a throttle period or two late; the rest of the
+    # stream is still measured.
     assert turn["tbt_summary"]["count"] >= 5
-    assert turn["t_last_token"] - turn["t_first_token"] >= TOKENS * TOKEN_GAP_S * 1000 - 50
+    assert turn["t_last_token"] - turn["t_first_token"] >= TOKENS * TOKEN_GAP_S * 1000 - 150
     (request,) = chat_api.requests
     assert request["traceparent"] == f"00-{turn['trace_id']}-{turn['span_id']}-01"
     assert not tab.errors, tab.errors

@@ -1,0 +1,5 @@
+/** The script-tag build: the API as `window.llmrum`, assigned directly (esbuild's
+ * globalName would add its CommonJS export helpers, ~150 B gzip). */
+import { VERSION, action, feedback, flush, init, setConversation, setUser, startTurn } from "./index";
+
+(window as unknown as { llmrum: object }).llmrum = { VERSION, action, feedback, flush, init, setConversation, setUser, startTurn };
