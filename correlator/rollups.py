@@ -22,13 +22,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, Sum
 
 from correlator import selectors
 from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, TurnRow
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.sketches import HyperLogLog, LogHistogram, bucket_of
+from correlator.stitch_store import columns_of, encode_json, record_of, recordset_of
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
 LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
@@ -42,7 +43,7 @@ COUNTS = (
     "first_responses_good", "scored_turns", "hallucinated_turns", "linked_turns",
     "server_only_traces",
 )  # fmt: skip
-BATCH_SIZE = 100
+BATCH_SIZE = 500
 
 
 def floor(moment: datetime, period: str) -> datetime:
@@ -321,10 +322,28 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         for row in Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period]):
             accs[(floor(row.start, period), row.dimension, row.key)].merge_row(row)
     Rollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
-    Rollup.objects.bulk_create(
+    _insert([
         acc.to_row(app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now)
         for (start, dimension, key), acc in sorted(accs.items())
-    )
+    ])  # fmt: skip
+
+
+def _insert(rows: list[Rollup]) -> None:
+    """On PostgreSQL one statement with the rows as one jsonb document (as the
+    stitch writes): bulk_create's per-value adaptation was most of a rebuild."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        Rollup.objects.bulk_create(rows)
+        return
+    fields = columns_of(Rollup)
+    names = ", ".join(f.column for f in fields)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Rollup._meta.db_table} ({names}) SELECT {names} "
+            f"FROM jsonb_to_recordset(%s::jsonb) AS r({recordset_of(fields)})",
+            [encode_json([record_of(row, fields) for row in rows]).decode()],
+        )
 
 
 def rollups_backlog() -> tuple[int, datetime | None]:

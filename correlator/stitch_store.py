@@ -29,7 +29,7 @@ def _enc_hook(value: Any) -> Any:
     raise NotImplementedError(f"cannot encode {type(value).__name__}")
 
 
-_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+encode_json = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
 TRACE_UPDATE = [
     "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
@@ -39,15 +39,15 @@ TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id"
 BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
 
 
-def _columns(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field]:
+def columns_of(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field]:
     return [f for f in model._meta.concrete_fields if f.column not in skip]
 
 
-def _record(obj: Model, fields: list[Field]) -> dict[str, Any]:
+def record_of(obj: Model, fields: list[Field]) -> dict[str, Any]:
     return {f.column: getattr(obj, f.attname) for f in fields}
 
 
-def _recordset(fields: list[Field], extra: str = "") -> str:
+def recordset_of(fields: list[Field], extra: str = "") -> str:
     typed = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
     return f"{typed}, {extra}" if extra else typed
 
@@ -59,9 +59,9 @@ def _set(model: type[Model], names: list[str]) -> str:
 
 @cache
 def _postgres_sql() -> str:
-    trace_cols = _columns(Trace)
-    turn_cols = _columns(Turn, skip=("id", "trace_id"))
-    span_cols = _columns(Span)
+    trace_cols = columns_of(Trace)
+    turn_cols = columns_of(Turn, skip=("id", "trace_id"))
+    span_cols = columns_of(Span)
     trace_names = ", ".join(f.column for f in trace_cols)
     turn_names = ", ".join(f.column for f in turn_cols)
     span_names = ", ".join(f.column for f in span_cols)
@@ -69,21 +69,21 @@ def _postgres_sql() -> str:
 WITH t AS (
     INSERT INTO {Trace._meta.db_table} ({trace_names})
     SELECT {", ".join(f"r.{f.column}" for f in trace_cols)}
-    FROM jsonb_to_recordset(%(traces)s::jsonb) AS r({_recordset(trace_cols)})
+    FROM jsonb_to_recordset(%(traces)s::jsonb) AS r({recordset_of(trace_cols)})
     ORDER BY r.app_id, r.trace_id
     ON CONFLICT (app_id, trace_id) DO UPDATE SET {_set(Trace, TRACE_UPDATE)}
     RETURNING id, app_id, trace_id
 ), u AS (
     INSERT INTO {Turn._meta.db_table} (trace_id, {turn_names})
     SELECT t.id, {", ".join(f"r.{f.column}" for f in turn_cols)}
-    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r({_recordset(turn_cols, "trace_key text")})
+    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r({recordset_of(turn_cols, "trace_key text")})
     JOIN t ON t.app_id = r.app_id AND t.trace_id = r.trace_key
     ORDER BY t.id
     ON CONFLICT (trace_id) DO UPDATE SET {_set(Turn, TURN_UPDATE)}
 ), b AS (
     INSERT INTO {Span._meta.db_table} ({span_names})
     SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
-    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({_recordset(span_cols)})
+    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({recordset_of(span_cols)})
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
 ), r AS (
@@ -103,16 +103,16 @@ def write_stitched(
     if not traces:
         return
     if connection.vendor == "postgresql":
-        turn_cols = _columns(Turn, skip=("id", "trace_id"))
+        turn_cols = columns_of(Turn, skip=("id", "trace_id"))
         turn_records = [
-            {**_record(turn, turn_cols), "trace_key": span.trace_id}
+            {**record_of(turn, turn_cols), "trace_key": span.trace_id}
             for turn, span in zip(turns, browser_spans, strict=True)
         ]
         params = {
-            "traces": _encode([_record(t, _columns(Trace)) for t in traces]).decode(),
-            "turns": _encode(turn_records).decode(),
-            "spans": _encode([_record(s, _columns(Span)) for s in browser_spans]).decode(),
-            "roles": _encode([{"id": s.id, "role": s.role} for s in roles]).decode(),
+            "traces": encode_json([record_of(t, columns_of(Trace)) for t in traces]).decode(),
+            "turns": encode_json(turn_records).decode(),
+            "spans": encode_json([record_of(s, columns_of(Span)) for s in browser_spans]).decode(),
+            "roles": encode_json([{"id": s.id, "role": s.role} for s in roles]).decode(),
         }
         execute_prepared(_postgres_sql(), params)
     else:
