@@ -48,13 +48,18 @@ MODELS: tuple[Model, ...] = (
 MODELS_BY_NAME = {m.name: m for m in MODELS}
 DEFAULT_MODEL = MODELS[0].name
 
-WORDS = (
-    "Sure", "here", "is", "a", "short", "answer", "the", "latency", "you", "see", "in", "a",
-    "chat", "is", "mostly", "time", "to", "first", "token", "which", "covers", "network",
-    "gateway", "queue", "and", "prefill", "after", "that", "tokens", "stream", "at", "a",
-    "steady", "pace", "so", "users", "notice", "the", "wait", "before", "the", "first",
-    "word", "more", "than", "anything", "else", "llmrum", "measures", "both", "sides",
-)  # fmt: skip
+ANSWER = (
+    "Sure. What a user feels in a chat is mostly the wait for the first token: the "
+    "request crosses the network, the gateway checks and routes it, the model server "
+    "queues it, and prefill reads the whole prompt before a single word comes back. "
+    "After that, tokens stream at a steady pace, and a stall of a few hundred "
+    "milliseconds is noticed at once. llmrum measures both sides of that wait: the "
+    "snippet in this page times the answer as you see it, the gateway and the model "
+    "server export their spans, and the correlator stitches them into one trace, with "
+    "the time split into network, gateway, queue and model. Press Stop or Regenerate "
+    "and the reports will show that too. "
+)
+WORDS = tuple(ANSWER.split())
 
 
 @dataclass
@@ -80,7 +85,7 @@ class AnswerPlan:
         return sum(self.gaps_s)
 
     def token_text(self, i: int) -> str:
-        word = WORDS[(i * 7 + len(self.request_id)) % len(WORDS)]
+        word = WORDS[i % len(WORDS)]
         return word if i == 0 else f" {word}"
 
 
