@@ -49,6 +49,7 @@ class TurnRow:
     input_tokens: int | None
     output_tokens: int | None
     group: str = ""
+    groups: tuple[str, ...] = ()  # keys for several group_bys at once
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:

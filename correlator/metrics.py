@@ -7,7 +7,7 @@ window into equal steps for charts.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -44,17 +44,68 @@ def window_metrics(
     return body
 
 
+def window_breakdown(
+    *, app: Application, since: datetime, until: datetime, group_bys: list[str]
+) -> dict[str, dict[str, Any]]:
+    """``window_metrics`` for each of ``group_bys`` at once: one read of the turns
+    (or of the rollups) for all of them."""
+    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
+    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
+        return rollups.window_breakdown(
+            app_id=app.pk, since=since, until=until, group_bys=group_bys
+        )
+    turns = selectors.metrics_turns(app=app, since=since, until=until, group_bys=group_bys)
+    openers = selectors.first_responses(app=app, turns=turns)
+    scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
+
+    def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
+        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
+
+    whole = figures(turns)
+    out = {}
+    for index, group_by in enumerate(group_bys):
+        groups: dict[str, list[analytics.TurnRow]] = {}
+        for turn in turns:
+            groups.setdefault(turn.groups[index], []).append(turn)
+        out[group_by] = {
+            **whole,
+            "groups": [{"key": key, **figures(rows)} for key, rows in sorted(groups.items())],
+        }
+    return out
+
+
+def step_bounds(
+    since: datetime, until: datetime, step: timedelta
+) -> list[tuple[datetime, datetime]]:
+    """[since, until) cut at the multiples of ``step`` since the epoch (UTC): whole
+    steps line up with whole rollup periods; the first and last may be partial."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    bound = epoch + ((since - epoch) // step + 1) * step
+    points, start = [], since
+    while start < until:
+        end = min(bound, until)
+        points.append((start, end))
+        start, bound = end, bound + step
+    return points
+
+
 def window_series(
     *, app: Application, since: datetime, until: datetime, step: timedelta
 ) -> list[dict[str, Any]]:
     """``window_metrics`` (without groups) for each step of [since, until), oldest
-    first; each point also has ``since`` and ``until`` (datetimes)."""
-    points = []
-    start = since
-    while start < until:
-        end = min(start + step, until)
-        figures = window_metrics(app=app, since=start, until=end)
-        figures.pop("groups")
-        points.append({"since": start, "until": end, **figures})
-        start = end
-    return points
+    first; each point also has ``since`` and ``until`` (datetimes). Steps are cut at
+    multiples of ``step`` (``step_bounds``); one read serves every point."""
+    points = step_bounds(since, until, step)
+    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
+    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
+        figures = rollups.series_figures(app_id=app.pk, points=points)
+    else:
+        turns = selectors.metrics_turns(app=app, since=since, until=until)
+        openers = selectors.first_responses(app=app, turns=turns)
+        scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
+        figures = []
+        for lo, hi in points:
+            lo_ms, hi_ms = lo.timestamp() * 1000, hi.timestamp() * 1000
+            rows = [t for t in turns if lo_ms <= t.t_send_ms < hi_ms]
+            figures.append(analytics.summarize(rows, first_responses=openers, hallucination=scores))
+    return [{"since": lo, "until": hi, **f} for (lo, hi), f in zip(points, figures, strict=True)]

@@ -16,6 +16,7 @@ How they stay right:
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -414,11 +415,8 @@ def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
     return total
 
 
-def window_figures(*, app_id: int, since: datetime, until: datetime,
-                   group_by: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
-    partial minutes at the edges)."""
-    dimensions = ["", group_by] if group_by else [""]
+def _window_accumulators(app_id: int, since: datetime, until: datetime,
+                         dimensions: list[str]) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
     ranges, raw = window_plan(since, until)
     accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
     if ranges:
@@ -427,6 +425,10 @@ def window_figures(*, app_id: int, since: datetime, until: datetime,
         ):
             accs[(row.dimension, row.key)].merge_row(row)
     accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
+    return accs
+
+
+def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dict[str, Any]:
     body = (accs.get(("", "")) or Accumulator()).figures()
     body["groups"] = (
         [{"key": key, **acc.figures()}
@@ -434,3 +436,51 @@ def window_figures(*, app_id: int, since: datetime, until: datetime,
         if group_by else []
     )  # fmt: skip
     return body
+
+
+def window_figures(*, app_id: int, since: datetime, until: datetime,
+                   group_by: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
+    partial minutes at the edges)."""
+    dimensions = ["", group_by] if group_by else [""]
+    return _body(_window_accumulators(app_id, since, until, dimensions), group_by)
+
+
+def window_breakdown(*, app_id: int, since: datetime, until: datetime,
+                     group_bys: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+    """``window_figures`` for several ``group_by`` from one read."""
+    accs = _window_accumulators(app_id, since, until, ["", *group_bys])
+    return {group_by: _body(accs, group_by) for group_by in group_bys}
+
+
+def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> list[dict[str, Any]]:
+    """Figures (no groups) for consecutive [from, to) points. The points that are
+    whole periods of one size (a chart's steps) are read in one query; the partial
+    ones at the ends like any window."""
+    period = next(
+        (p for p in (DAY, HOUR, MINUTE)
+         if all(floor(lo, p) == lo and floor(hi, p) == hi for lo, hi in points[1:-1])),
+        MINUTE,
+    )  # fmt: skip
+    whole = [i for i, (lo, hi) in enumerate(points) if floor(lo, period) == lo
+             and floor(hi, period) == hi]  # fmt: skip
+    accs = {i: Accumulator() for i in whole}
+    if whole:
+        starts = [points[i][0] for i in whole]
+        rows = Rollup.objects.filter(
+            app_id=app_id, dimension="", period=period,
+            start__gte=starts[0], start__lt=points[whole[-1]][1],
+        ).only("start", "sketches", *COUNTS)  # fmt: skip
+        for row in rows:
+            at = bisect_right(starts, row.start) - 1
+            if at >= 0 and row.start < points[whole[at]][1]:
+                accs[whole[at]].merge_row(row)
+    out = []
+    for i, (lo, hi) in enumerate(points):
+        if i in accs:
+            out.append(accs[i].figures())
+        else:
+            figures = window_figures(app_id=app_id, since=lo, until=hi)
+            figures.pop("groups")
+            out.append(figures)
+    return out

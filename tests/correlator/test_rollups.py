@@ -202,3 +202,40 @@ def test_a_turn_that_moves_minute_leaves_its_old_minute(settings):
     assert sum(in_old.values_list("turns", flat=True)) == sum(
         rollups.minute_of(t.t_send_ms) == old_minute for t in turns[1:]
     )
+
+
+@pytest.mark.django_db
+def test_series_and_breakdown_agree_with_the_window_answer(settings):
+    """A chart's points and the overview's splits, from rollups, match the exact
+    answer for each step and each split."""
+    app = factories.make_app().application
+    turns = _stitched_turns(app, count=300, days=3, rng=random.Random(8))
+    _rebuild_all(app, turns)
+    now = timezone.now()
+    since, until = now - timedelta(days=3, minutes=7), now
+    for step in (timedelta(hours=6), timedelta(days=1), timedelta(minutes=30)):
+        settings.LLMRUM_METRICS_EXACT_TURNS = 0
+        rolled = metrics.window_series(app=app, since=since, until=until, step=step)
+        settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
+        exact = metrics.window_series(app=app, since=since, until=until, step=step)
+        assert [(p["since"], p["until"]) for p in rolled] == [
+            (p["since"], p["until"]) for p in exact
+        ]
+        assert rolled[0]["since"] == since and rolled[-1]["until"] == until
+        assert sum(p["turns"] for p in rolled) == 300
+        for r, e in zip(rolled, exact, strict=True):
+            _assert_close(r, e)
+            for point in (r, e):
+                assert point["until"] - point["since"] <= step
+    for threshold in (0, 10**9):
+        settings.LLMRUM_METRICS_EXACT_TURNS = threshold
+        both = metrics.window_breakdown(
+            app=app, since=since, until=until, group_bys=["model", "os"]
+        )
+        settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
+        for group_by, body in both.items():
+            one = metrics.window_metrics(app=app, since=since, until=until, group_by=group_by)
+            _assert_close(body, one)
+            assert [g["key"] for g in body["groups"]] == [g["key"] for g in one["groups"]]
+            for b, o in zip(body["groups"], one["groups"], strict=True):
+                _assert_close(b, o)
