@@ -233,3 +233,10 @@ def test_a_custom_range_is_kept_in_the_form(stitched, alice):
     ).content.decode()
     assert 'value="2020-01-01T00:00:00"' in html
     assert text_of(html, 'data-figure="turns"').startswith("0 ")
+
+
+def test_a_user_without_applications_is_told_how_to_get_one(db):
+    client = logged_in(make_user("newcomer"))
+    for url in ("/reports/", "/reports/traces", "/reports/propagation"):
+        r = client.get(url)
+        assert r.status_code == 200 and b"not a member of any application" in r.content, url
