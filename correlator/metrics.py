@@ -74,6 +74,13 @@ def window_breakdown(
     return out
 
 
+def propagation_health(*, app: Application, since: datetime, until: datetime) -> dict[str, Any]:
+    """Turns linked to server spans, server-only traces, and the unlinked of both
+    sides by likely cause, from rollups (plus the raw rows of the edge minutes):
+    ``{"turns", "linked_turns", "server_only_traces", "unlinked_by_cause": {cause: n}}``."""
+    return rollups.window_propagation(app_id=app.pk, since=since, until=until)
+
+
 def step_bounds(
     since: datetime, until: datetime, step: timedelta
 ) -> list[tuple[datetime, datetime]]:

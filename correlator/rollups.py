@@ -216,7 +216,7 @@ def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[
                 row=turn,
                 groups={"model": model, "browser": browser, "os": os_name, "device": device},
                 linked=linked,
-                unlinked_cause=(cause or "unknown") if not linked else "",
+                unlinked_cause=(cause or "not_descending") if not linked else "",
                 first_response=openers.get(turn.span_id),
                 hallucination=scores.get(turn.trace_id),
                 buckets=tuple(
@@ -299,6 +299,17 @@ def _refresh_batch(*, period: str, now: datetime, batch_size: int) -> int:
     return len(claimed)
 
 
+def _server_only(app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[tuple[float, str]]:
+    """(start, likely cause) of the traces with server spans and no browser root."""
+    if not ranges:
+        return []
+    rows = Trace.objects.filter(
+        _sent_within(ranges, "start_ms"), app_id=app_id,
+        propagation=Trace.Propagation.NO_BROWSER_ROOT,
+    ).values_list("start_ms", "propagation_cause")  # fmt: skip
+    return [(start_ms, cause or Trace.Propagation.NO_BROWSER_ROOT) for start_ms, cause in rows]
+
+
 def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: datetime) -> None:
     """Replace these periods' rows: minutes from their turns (one query for the
     batch), longer periods from the rows of the period below."""
@@ -310,12 +321,10 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
             for dimension in DIMENSIONS:
                 key = fact.groups[dimension] if dimension else ""
                 accs[(minute, dimension, key)].add(fact)
-        server_only = Trace.objects.filter(
-            _sent_within(_merged(starts, length), "start_ms"), app_id=app_id,
-            propagation=Trace.Propagation.NO_BROWSER_ROOT,
-        ).values_list("start_ms", flat=True)  # fmt: skip
-        for start_ms in server_only:
-            accs[(minute_of(start_ms), "", "")].counts["server_only_traces"] += 1
+        for start_ms, cause in _server_only(app_id, _merged(starts, length)):
+            acc = accs[(minute_of(start_ms), "", "")]
+            acc.counts["server_only_traces"] += 1
+            acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
     else:
         covered = Q()
         for lo, hi in _merged(starts, length):
@@ -425,6 +434,10 @@ def _window_accumulators(app_id: int, since: datetime, until: datetime,
         ):
             accs[(row.dimension, row.key)].merge_row(row)
     accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
+    for _, cause in _server_only(app_id, raw):
+        acc = accs[("", "")]
+        acc.counts["server_only_traces"] += 1
+        acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
     return accs
 
 
@@ -444,6 +457,18 @@ def window_figures(*, app_id: int, since: datetime, until: datetime,
     partial minutes at the edges)."""
     dimensions = ["", group_by] if group_by else [""]
     return _body(_window_accumulators(app_id, since, until, dimensions), group_by)
+
+
+def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
+    """Propagation health: turns, those linked to server spans, server-only traces,
+    and the unlinked of both sides by likely cause (``stitching.propagation_cause``)."""
+    acc = _window_accumulators(app_id, since, until, [""]).get(("", "")) or Accumulator()
+    return {
+        "turns": acc.counts["turns"],
+        "linked_turns": acc.counts["linked_turns"],
+        "server_only_traces": acc.counts["server_only_traces"],
+        "unlinked_by_cause": dict(sorted(acc.unlinked.items(), key=lambda kv: (-kv[1], kv[0]))),
+    }
 
 
 def window_breakdown(*, app_id: int, since: datetime, until: datetime,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,9 +13,11 @@ from django.utils import timezone
 
 from correlator import metrics, rollups
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.services import sweep_run
 from correlator.sketches import HyperLogLog, LogHistogram
 from rumserver.models import BrowserSession
 from tests import factories
+from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -239,3 +242,31 @@ def test_series_and_breakdown_agree_with_the_window_answer(settings):
             assert [g["key"] for g in body["groups"]] == [g["key"] for g in one["groups"]]
             for b, o in zip(body["groups"], one["groups"], strict=True):
                 _assert_close(b, o)
+
+
+@pytest.mark.django_db
+def test_propagation_health_counts_both_sides_by_cause(client):
+    created = factories.make_app()
+    key, token = created.application.public_key, created.ingest_token
+    t0 = time.time() * 1000 - 600_000
+    linked = [GoldenTurn(t0=t0 + i * 1000, session=f"s{i}") for i in range(3)]
+    browser_only = GoldenTurn(t0=t0 + 5000, session="s9")
+    server_only = GoldenTurn(t0=t0 + 7000, session="s8")
+    for golden in linked:
+        send_beacon(client, key, golden.beacon())
+        send_otlp(client, token, golden.gateway_request())
+    send_beacon(client, key, browser_only.beacon())
+    send_otlp(client, token, server_only.gateway_request())
+    sweep_run(now=timezone.now())
+    truth = dict(
+        Trace.objects.exclude(propagation="").values_list("propagation", "propagation_cause")
+    )
+    now = timezone.now()
+    for since in (now - timedelta(hours=1), rollups.floor(now - timedelta(hours=1), "hour")):
+        health = metrics.propagation_health(app=created.application, since=since, until=now)
+        assert health["turns"] == 4 and health["linked_turns"] == 3
+        assert health["server_only_traces"] == 1
+        assert health["unlinked_by_cause"] == {
+            truth["no_server_spans"]: 1,
+            truth["no_browser_root"]: 1,
+        }
