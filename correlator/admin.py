@@ -6,16 +6,53 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from correlator.models import Trace, Turn
+from rumserver.models import Application
+
+
+def _app_ids() -> list[int]:
+    """Every application id, for ``app_id = ANY(...)``: the stitched tables' indexes
+    lead with the application, and Django's default search (``UPPER(col) = UPPER(q)``
+    for "=" fields) could use none of them, scanning millions of rows per search."""
+    return list(Application.objects.order_by().values_list("id", flat=True)[:10_000])
+
+
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows: the change list's page count would otherwise be a
+    COUNT(*) over millions of traces on every page view."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
+class OutcomeFilter(admin.SimpleListFilter):
+    """The four outcomes as fixed choices (a plain field filter asks the database for
+    its distinct values: a scan of every turn)."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [(o, o) for o in ("completed", "stopped", "abandoned", "error")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Turn]) -> QuerySet[Turn]:
+        return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
 class _ReadOnly(admin.ModelAdmin):
     # Big tables: no exact count on every change list.
     show_full_result_count = False
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -32,8 +69,17 @@ class TraceAdmin(_ReadOnly):
     ]  # fmt: skip
     list_filter = ["state", "linked", "propagation", "app"]
     list_select_related = ["app"]
-    search_fields = ["=trace_id"]
+    search_fields = ["trace_id"]  # shows the search box; get_search_results does the search
+    search_help_text = "An exact trace id (32 hex digits)."
     raw_id_fields = ["app"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Trace], search_term: str
+    ) -> tuple[QuerySet[Trace], bool]:
+        term = search_term.strip().lower()
+        if not term:
+            return queryset, False
+        return queryset.filter(app_id__in=_app_ids(), trace_id=term), False
 
     @admin.display(description="Report")
     def report(self, obj: Trace) -> str:
@@ -47,7 +93,27 @@ class TurnAdmin(_ReadOnly):
         "span_id", "trace", "app", "outcome", "model", "client_ttft_ms", "server_ttft_ms",
         "conversation_id",
     ]  # fmt: skip
-    list_filter = ["outcome", "regenerated", "intent_correction"]
+    list_filter = [OutcomeFilter, "regenerated", "intent_correction"]
     list_select_related = ["app", "trace"]
-    search_fields = ["=trace__trace_id", "=span_id", "=conversation_id"]
+    search_fields = ["span_id"]  # shows the search box; get_search_results does the search
+    search_help_text = "An exact trace id, browser span id or conversation id."
     raw_id_fields = ["app", "trace", "session"]
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Turn], search_term: str
+    ) -> tuple[QuerySet[Turn], bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        apps = _app_ids()
+        traces = list(
+            Trace.objects.filter(app_id__in=apps, trace_id=term.lower()).values_list(
+                "id", flat=True
+            )
+        )
+        found = (
+            Q(trace_id__in=traces)
+            | Q(app_id__in=apps, span_id=term.lower())
+            | Q(app_id__in=apps, conversation_id=term)
+        )
+        return queryset.filter(found), False

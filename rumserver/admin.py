@@ -120,7 +120,7 @@ class BrowserSessionAdmin(ReadOnlyAdmin):
     list_display = ["session_id", "app", "browser", "os", "device_class", "is_bot", "last_seen_at"]
     list_filter = ["device_class", "is_bot"]
     list_select_related = ["app"]
-    search_fields = ["=session_id", "=user_id"]
+    search_fields = ["session_id__exact", "user_id__exact"]
     raw_id_fields = ["app"]
 
 
@@ -129,7 +129,7 @@ class BrowserEventAdmin(ReadOnlyAdmin):
     list_display = ["event_id", "type", "name", "trace_id", "app", "received_at"]
     list_filter = ["type"]
     list_select_related = ["app"]
-    search_fields = ["=trace_id", "=event_id"]
+    search_fields = ["trace_id__exact"]  # indexed; "=" (iexact) and an OR would scan
     raw_id_fields = ["app", "session"]
 
 
@@ -138,7 +138,7 @@ class SpanAdmin(ReadOnlyAdmin):
     list_display = ["trace_id", "span_id", "role", "service", "name", "app", "received_at"]
     list_filter = ["role"]
     list_select_related = ["app"]
-    search_fields = ["=trace_id", "=span_id"]
+    search_fields = ["trace_id__exact"]  # indexed; "=" (iexact) and an OR would scan
     raw_id_fields = ["app"]
 
 
@@ -146,7 +146,7 @@ class SpanAdmin(ReadOnlyAdmin):
 class DirtyTraceAdmin(ReadOnlyAdmin):
     list_display = ["trace_id", "app", "first_marked_at", "last_marked_at"]
     list_select_related = ["app"]
-    search_fields = ["=trace_id"]
+    search_fields = ["trace_id__exact"]
 
 
 @admin.register(Score)
@@ -154,5 +154,5 @@ class ScoreAdmin(ReadOnlyAdmin):
     list_display = ["trace_id", "name", "value", "app", "received_at"]
     list_filter = ["name"]
     list_select_related = ["app"]
-    search_fields = ["=trace_id"]
+    search_fields = ["trace_id__exact"]
     raw_id_fields = ["app"]
