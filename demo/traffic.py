@@ -66,8 +66,9 @@ USER_AGENTS: tuple[tuple[str, float, tuple[float, float]], ...] = (
     ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 0.01, (30, 60)),
 )  # fmt: skip
 
-# Smaller models make things up more often (the hallucination score's mean).
-HALLUCINATION_MEAN = {m.name: 0.12 + 0.10 * (m.tpot_s < 0.035) for m in MODELS}
+# Smaller (faster) models make things up more often: the share of scored answers an
+# evaluator flags (hallucination score >= 0.5).
+HALLUCINATION_RATE = {m.name: 0.05 + 0.07 * (m.tpot_s < 0.035) for m in MODELS}
 
 
 @dataclass
@@ -286,8 +287,11 @@ class TrafficGenerator:
                 if rng.random() < 0.06:
                     events.append(self._action("copy", after + 300 - skew, turn))
                 if rng.random() < 0.3:
-                    mean = HALLUCINATION_MEAN[model.name]
-                    value = min(1.0, max(0.0, rng.betavariate(1.2, 1.2 / mean - 1.2)))
+                    # An evaluator's score: mostly low, now and then clearly made up.
+                    if rng.random() < HALLUCINATION_RATE[model.name]:
+                        value = rng.uniform(0.5, 1.0)
+                    else:
+                        value = min(0.49, rng.betavariate(1.2, 6.0))
                     scores.append({"trace_id": turn.trace_id, "name": "hallucination",
                                    "value": round(value, 3), "at": turn.end_ms + 60_000})  # fmt: skip
             regenerate_of, intent_correction = None, False
