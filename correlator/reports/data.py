@@ -2,9 +2,9 @@
 the query, call one of these and render. Values are formatted here, so the
 templates only place text (Django escapes it) and SVG the chart module escaped.
 
-Fast with millions of spans: the overview reads only ``correlator.metrics`` (rollups);
-the other pages read stitched rows through indexes, always with a LIMIT, and never
-count a whole table.
+Fast with millions of spans: the overview and the propagation counts read only
+``correlator.metrics`` (rollups); the other pages read stitched rows through indexes,
+always with a LIMIT, and never count a whole table.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Count, Q
+from django.db.models import Q
 from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString
@@ -662,6 +662,11 @@ ADVICE = {
         "traceparent. Add the API's URL to tracePropagationTargets and its path to "
         "chatUrls, or this is server-to-server traffic that has no browser side."
     ),
+    "no_browser_root": (
+        "Server spans arrived with no browser turn in the trace: either the snippet did "
+        "not report this request, or the request did not come from a page with the "
+        "snippet (server-to-server traffic, scripts, health checks)."
+    ),
     "not_descending": (
         "Both sides arrived but the server spans do not descend from the browser span: "
         "something between them started a new span tree instead of continuing the "
@@ -672,38 +677,21 @@ ADVICE = {
 
 def propagation_summary(*, app: Application, window: TimeRange) -> dict[str, Any]:
     """Turns linked to server spans, and the unlinked ones by likely cause, over the
-    traces that started in the window (an index range scan on (app, start_ms))."""
-    counts = (
-        Trace.objects.filter(
-            app=app,
-            start_ms__gte=window.since.timestamp() * 1000,
-            start_ms__lt=window.until.timestamp() * 1000,
-        )
-        .values_list("linked", "propagation", "propagation_cause")
-        .annotate(n=Count("id"))
-        .order_by()
-    )
-    turns = linked = server_only = 0
-    causes: dict[str, int] = {}
-    for is_linked, propagation, cause, n in counts:
-        if propagation != Trace.Propagation.NO_BROWSER_ROOT:
-            turns += n
-            linked += n if is_linked else 0
-        else:
-            server_only += n
-        if not is_linked:
-            name = cause or ("not_descending" if not propagation else propagation)
-            causes[name] = causes.get(name, 0) + n
+    window: from rollups (``metrics.propagation_health``), like the overview."""
+    health = metrics.propagation_health(app=app, since=window.since, until=window.until)
+    turns, linked = health["turns"], health["linked_turns"]
     return {
         "app": app,
         "turns": turns,
         "linked": linked,
         "unlinked": turns - linked,
-        "server_only": server_only,
+        "server_only": health["server_only_traces"],
         "share": fmt_rate(linked / turns if turns else None),
         "causes": [
             {"cause": name, "count": n, "advice": ADVICE.get(name, "")}
-            for name, n in sorted(causes.items(), key=lambda kv: -kv[1])
+            for name, n in sorted(
+                health["unlinked_by_cause"].items(), key=lambda kv: (-kv[1], kv[0])
+            )
         ],
     }
 
