@@ -227,12 +227,11 @@ def _group_row(group: dict[str, Any]) -> dict[str, str]:
 
 
 def overview(*, app: Application, window: TimeRange) -> Overview:
-    """Every figure of the overview, from ``window_metrics`` (totals and one call per
-    split) and ``window_series`` (the charts) only."""
-    grouped = {
-        key: metrics.window_metrics(app=app, since=window.since, until=window.until, group_by=key)
-        for key in GROUPS
-    }
+    """Every figure of the overview, from ``window_breakdown`` (totals and every split
+    in one read) and ``window_series`` (the charts) only."""
+    grouped = metrics.window_breakdown(
+        app=app, since=window.since, until=window.until, group_bys=list(GROUPS)
+    )
     totals = grouped["model"]  # every grouped answer carries the window's totals too
     series = metrics.window_series(
         app=app, since=window.since, until=window.until, step=window.step

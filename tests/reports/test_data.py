@@ -91,30 +91,30 @@ def test_values_are_formatted_for_reading(value, ms, rate):
 
 @pytest.mark.django_db
 def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monkeypatch):
-    """Every figure comes from window_metrics / window_series (rollups at scale): with
+    """Every figure comes from window_breakdown / window_series (rollups at scale): with
     those answering from memory, the overview makes no query of its own."""
     window, _ = data.time_range({"range": "24h"}, now=datetime.now(tz=UTC))
     app = stitched.app.application
-    answers = {g: metrics.window_metrics(app=app, since=window.since, until=window.until,
-                                         group_by=g) for g in data.GROUPS}  # fmt: skip
+    answers = metrics.window_breakdown(app=app, since=window.since, until=window.until,
+                                       group_bys=list(data.GROUPS))  # fmt: skip
     series = metrics.window_series(app=app, since=window.since, until=window.until,
                                    step=window.step)  # fmt: skip
     calls = []
 
-    def fake_metrics(*, app, since, until, group_by=None):
-        calls.append(("window_metrics", group_by, since, until))
-        return answers[group_by]
+    def fake_breakdown(*, app, since, until, group_bys):
+        calls.append(("window_breakdown", tuple(group_bys), since, until))
+        return answers
 
     def fake_series(*, app, since, until, step):
         calls.append(("window_series", step, since, until))
         return series
 
-    monkeypatch.setattr(metrics, "window_metrics", fake_metrics)
+    monkeypatch.setattr(metrics, "window_breakdown", fake_breakdown)
     monkeypatch.setattr(metrics, "window_series", fake_series)
     with CaptureQueriesContext(connection) as queries:
         report = data.overview(app=app, window=window)
     assert len(queries) == 0
-    assert sorted(c[1] for c in calls if c[0] == "window_metrics") == sorted(data.GROUPS)
+    assert ("window_breakdown", tuple(data.GROUPS), window.since, window.until) in calls
     assert ("window_series", timedelta(hours=1), window.since, window.until) in calls
     assert len(series) == len(metrics.step_bounds(window.since, window.until, window.step))
     figures = {f.key: f.value for f in report.cards}
