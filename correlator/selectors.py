@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import F, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models import QuerySet
 
+from correlator import lookups
 from correlator.analytics import TurnRow, first_response_good
 from correlator.models import Trace, Turn
 from rumserver.models import Application, BrowserEvent, Score, Span
@@ -155,29 +155,16 @@ _CHUNK = 2000
 def conversation_openings(
     *, app: Application | int, conversations: Iterable[str]
 ) -> dict[str, Opening]:
-    """conversation id -> its first turn ever (by send time), through the
-    (app, conversation, send time) index: two rows per conversation."""
+    """conversation id -> its first turn ever (by send time), and whether the second
+    was an intent correction."""
     app_id = app if isinstance(app, int) else app.pk
-    wanted = sorted(set(conversations))
     openings: dict[str, Opening] = {}
-    for start in range(0, len(wanted), _CHUNK):
-        ranked = (
-            Turn.objects.filter(app_id=app_id, conversation_id__in=wanted[start : start + _CHUNK])
-            .annotate(rank=Window(RowNumber(), partition_by=F("conversation_id"),
-                                  order_by=[F("t_send_ms").asc(), F("span_id").asc()]))
-            .filter(rank__lte=2)
-            .order_by("conversation_id", "rank")
-            .values_list("conversation_id", "rank", "span_id", "t_send_ms", "regenerated",
-                         "intent_correction")
-        )  # fmt: skip
-        for conversation, rank, span_id, t_send, regenerated, correction in ranked:
-            if rank == 1:
-                openings[conversation] = Opening(span_id, t_send, regenerated, False)
-            elif conversation in openings and correction:
-                first = openings[conversation]
-                openings[conversation] = Opening(
-                    first.span_id, first.t_send_ms, first.regenerated, True
-                )
+    rows = lookups.conversation_openers(app_id=app_id, conversations=list(conversations))
+    for conversation, (first, *rest) in rows.items():
+        corrected = bool(rest) and rest[0].intent_correction
+        openings[conversation] = Opening(
+            first.span_id, first.t_send_ms, first.regenerated, corrected
+        )
     return openings
 
 

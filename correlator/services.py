@@ -19,9 +19,9 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Min
 from django.db.models.fields.json import KT
 
+from correlator import lookups
 from correlator.models import SweepRun, Trace, Turn
 from correlator.rollups import MINUTE, minute_of, rollups_mark, rollups_refresh
 from correlator.stitch_store import write_stitched
@@ -214,29 +214,21 @@ def _stale_minutes(
     """Minutes whose rollups these traces' rewrite may change, read before it: where
     the traces started until now, and where each of their turns' conversations began
     (a late first turn or a correction changes that minute's first-response figures)."""
-    apps = sorted({app_id for app_id, _ in keys})
-    before = Trace.objects.filter(app_id__in=apps, trace_id__in=sorted({t for _, t in keys}))
-    marks = {
-        (app_id, MINUTE, minute_of(start_ms))
-        for app_id, trace_id, start_ms in before.values_list("app_id", "trace_id", "start_ms")
-        if (app_id, trace_id) in keys
-    }
-    conversations = {
-        (e.app_id, str(e.data.get("conversation_id") or e.session_key)[:128])
-        for e in turns.values()
-    }
-    if conversations:
-        began = (
-            Turn.objects.filter(app_id__in=apps, conversation_id__in={c for _, c in conversations})
-            .values("app_id", "conversation_id")
-            .annotate(first=Min("t_send_ms"))
-            .values_list("app_id", "conversation_id", "first")
+    traces: dict[int, list[str]] = defaultdict(list)
+    for app_id, trace_id in keys:
+        traces[app_id].append(trace_id)
+    conversations: dict[int, set[str]] = defaultdict(set)
+    for event in turns.values():
+        conversation = str(event.data.get("conversation_id") or event.session_key)[:128]
+        conversations[event.app_id].add(conversation)
+    marks = set()
+    for app_id, trace_ids in traces.items():
+        starts = lookups.trace_starts(app_id=app_id, trace_ids=trace_ids)
+        marks |= {(app_id, MINUTE, minute_of(start)) for start in starts.values()}
+        openers = lookups.conversation_openers(
+            app_id=app_id, conversations=sorted(conversations[app_id])
         )
-        marks |= {
-            (app_id, MINUTE, minute_of(first))
-            for app_id, conversation, first in began
-            if (app_id, conversation) in conversations
-        }
+        marks |= {(app_id, MINUTE, minute_of(rows[0].t_send_ms)) for rows in openers.values()}
     return marks
 
 
