@@ -6,14 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
-from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.functional import cached_property
 from django.utils.html import format_html
 
 from correlator.models import Trace, Turn
+from rumserver.admin import CappedCountPaginator
 from rumserver.models import Application
 
 
@@ -22,17 +21,6 @@ def _app_ids() -> list[int]:
     lead with the application, and Django's default search (``UPPER(col) = UPPER(q)``
     for "=" fields) could use none of them, scanning millions of rows per search."""
     return list(Application.objects.order_by().values_list("id", flat=True)[:10_000])
-
-
-class CappedCountPaginator(Paginator):
-    """Counts at most CAP rows: the change list's page count would otherwise be a
-    COUNT(*) over millions of traces on every page view."""
-
-    CAP = 10_000
-
-    @cached_property
-    def count(self) -> int:
-        return self.object_list[: self.CAP + 1].count()
 
 
 class OutcomeFilter(admin.SimpleListFilter):

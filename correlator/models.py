@@ -45,6 +45,14 @@ class Trace(models.Model):
         indexes = [
             models.Index(fields=["app", "start_ms"], name="trace_app_start"),
             models.Index(fields=["state", "last_received_at"], name="trace_state_received"),
+            # Lookups by trace id alone (the API and admin, before the app is known).
+            models.Index(fields=["trace_id"], name="trace_id"),
+            # The unlinked traces of propagation health: a few among many.
+            models.Index(
+                fields=["app", "start_ms"],
+                name="trace_unlinked_start",
+                condition=models.Q(linked=False),
+            ),
         ]
 
     def __str__(self) -> str:

