@@ -66,6 +66,8 @@ USER_AGENTS: tuple[tuple[str, float, tuple[float, float]], ...] = (
     ("Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)", 0.01, (30, 60)),
 )  # fmt: skip
 
+# Sessions per hour of the (UTC) day: a working-day peak over a quiet night.
+HOUR_WEIGHTS = [0.25 + 0.75 * math.exp(-(((h + 0.5 - 14) / 4.5) ** 2)) for h in range(24)]
 # Smaller (faster) models make things up more often: the share of scored answers an
 # evaluator flags (hallucination score >= 0.5).
 HALLUCINATION_RATE = {m.name: 0.05 + 0.07 * (m.tpot_s < 0.035) for m in MODELS}
@@ -210,14 +212,18 @@ class TrafficGenerator:
     # --- the plan of one session --------------------------------------------------
 
     def _session_start_ms(self) -> float:
-        """A time in the last ``days``, busier in the (UTC) working day."""
+        """A time in the last ``days``, busier in the (UTC) working day. Always the same
+        number of draws, so a seed gives the same sessions whatever the time now."""
         rng = self.rng
-        span_ms = self.options.days * 86_400_000
-        while True:
-            at = self.now_ms - 600_000 - rng.random() * span_ms
-            hour = (at / 3_600_000) % 24
-            if rng.random() < 0.25 + 0.75 * math.exp(-(((hour - 14) / 4.5) ** 2)):
-                return at
+        if self.options.days < 2:
+            return self.now_ms - 600_000 - rng.random() * self.options.days * 86_400_000
+        day = rng.randrange(math.ceil(self.options.days))
+        hour = rng.choices(range(24), weights=HOUR_WEIGHTS)[0]
+        midnight = self.now_ms - self.now_ms % 86_400_000
+        at = midnight - day * 86_400_000 + (hour + rng.random()) * 3_600_000
+        while at > self.now_ms - 600_000:  # not in the future, nor in the last minutes
+            at -= 86_400_000
+        return max(at, self.now_ms - self.options.days * 86_400_000)
 
     def sessions(self) -> Iterator[tuple[dict[str, Any], list[_Turn], _Spans, list[dict]]]:
         left = self.options.turns

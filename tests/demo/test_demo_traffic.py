@@ -82,3 +82,21 @@ def test_spread_over_the_days(filled):
 def test_an_unknown_app_is_refused(db):
     with pytest.raises(CommandError, match="no application"):
         call_command("demo_traffic", turns=5, app="nope", no_progress=True)
+
+
+def test_a_seed_gives_the_same_traffic_whatever_the_time(db):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from demo.traffic import TrafficGenerator, TrafficOptions
+
+    app = factories.make_app().application
+    now = timezone.now()
+
+    def trace_ids(at, seed=5):
+        generator = TrafficGenerator(app, TrafficOptions(turns=40, seed=seed), at)
+        return [t.trace_id for _, turns, _, _ in generator.sessions() for t in turns]
+
+    assert trace_ids(now) == trace_ids(now + timedelta(hours=7, minutes=13))
+    assert trace_ids(now) != trace_ids(now, seed=6)
