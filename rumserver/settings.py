@@ -242,7 +242,7 @@ LLMRUM_PG_PREPARE = env_bool("LLMRUM_PG_PREPARE", True)
 LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
 # Metrics over windows with more turns than this come from rollups (percentiles
 # within 1 %, distinct counts within about 2 %); smaller windows are exact.
-LLMRUM_METRICS_EXACT_TURNS = env_int("LLMRUM_METRICS_EXACT_TURNS", 10_000, minimum=0)
+LLMRUM_METRICS_EXACT_TURNS = env_int("LLMRUM_METRICS_EXACT_TURNS", 2_000, minimum=0)
 LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
 # The demo chat at /demo/ (README: "Demo"): on by default only in the embedded default
 # (no DATABASE_URL); `manage.py serve` turns it on unless LLMRUM_DEMO=0.

@@ -143,8 +143,9 @@ def _rebuild_all(app, turns) -> None:
 def _assert_close(rolled: dict, exact: dict) -> None:
     for key in ("turns", "input_tokens", "output_tokens"):
         assert rolled[key] == exact[key], key
-    for key in ("sessions", "conversations"):  # exact below 512 distinct values
-        assert rolled[key] == exact[key], key
+    for key in ("sessions", "conversations"):  # exact up to 64, then HyperLogLog
+        # three standard errors of linear counting at these sizes (about 1.2 at 75)
+        assert abs(rolled[key] - exact[key]) <= max(4, 0.03 * exact[key]), key
     for name in ("client_ttft_ms", "server_ttft_ms", "queue_ms", "tbt_ms", "tpot_ms"):
         for q, value in exact[name].items():
             assert rolled[name][q] == pytest.approx(value, rel=0.01), (name, q)
