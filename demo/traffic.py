@@ -11,7 +11,7 @@ root; API clients without a browser).
 Everything goes in through llmrum's own ingest: beacon batches through
 ``beacon_ingest`` and OTLP protobuf requests through ``otlp_ingest``, with the same
 validation as the endpoints; scores are checked with the scores endpoint's own
-struct (``ScoreIn``) and written in bulk, their traces being dirty already. The timing
+struct (``ScoreIn``) and written in bulk with their dirty marks. The timing
 comes from ``demo.simulator``, the model the live demo streams with.
 """
 
@@ -26,7 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-from django.db import transaction
+from django.db import connection, transaction
+from django.utils import timezone
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
@@ -34,6 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from demo.simulator import MODELS, Model, pick_model, plan_answer
 from demo.telemetry import GATEWAY_RESOURCE
 from rumserver.applications import ingest_app_by_public_key
+from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.models import Application, Score
 from rumserver.scores import ScoreIn
 from rumserver.services import beacon_ingest, otlp_ingest
@@ -593,35 +595,41 @@ class TrafficGenerator:
                 for row in rows:
                     merged.add(resource, row)
             latest = max([latest, *(t.end_ms for t in turns)])
+        # Each ingest call commits on its own, as the endpoints do: on SQLite a chunk-wide
+        # transaction held the write lock through all its parsing, and the workers queued.
+        if merged.count:
+            result = otlp_ingest(
+                app=self.ingest_app, body=merged.request(),
+                media_type="application/x-protobuf", now=self._received(latest + 5000),
+            )  # fmt: skip
+            self.result.spans += result.accepted_spans
         pending_scores: list[dict[str, Any]] = []
-        with transaction.atomic():
-            if merged.count:
-                result = otlp_ingest(
-                    app=self.ingest_app, body=merged.request(),
-                    media_type="application/x-protobuf", now=self._received(latest + 5000),
-                )  # fmt: skip
-                self.result.spans += result.accepted_spans
-            for meta, turns, _, scores in chunk:
-                batch = meta["batch"]
-                beacon = beacon_ingest(
-                    app=self.ingest_app, body=json.dumps(batch).encode(), user_agent=meta["ua"],
-                    client_ip=None, now=self._received(meta["received_ms"]),
-                )  # fmt: skip
-                self.result.events += beacon.accepted
-                self.result.sessions += 1
-                self.result.turns += len(turns)
-                pending_scores += scores
-            # Scores are checked as POST /api/v1/scores checks them, then written in bulk:
-            # their traces are dirty already (their spans and turns came in just above).
-            rows = []
-            for score in pending_scores:
-                at = score.pop("at")
-                checked = _score_decoder.decode(json.dumps(score).encode())
-                rows.append(Score(app_id=self.ingest_app.id, trace_id=checked.trace_id,
-                                  name=checked.name, value=checked.value, comment=checked.comment,
-                                  received_at=self._received(at)))  # fmt: skip
-            Score.objects.bulk_create(rows, batch_size=500)
-            self.result.scores += len(rows)
+        for meta, turns, _, scores in chunk:
+            beacon = beacon_ingest(
+                app=self.ingest_app, body=json.dumps(meta["batch"]).encode(),
+                user_agent=meta["ua"], client_ip=None, now=self._received(meta["received_ms"]),
+            )  # fmt: skip
+            self.result.events += beacon.accepted
+            self.result.sessions += 1
+            self.result.turns += len(turns)
+            pending_scores += scores
+        # Scores are checked as POST /api/v1/scores checks them (its own struct), then
+        # written in bulk with their dirty marks, in one transaction as score_record does.
+        rows = []
+        for score in pending_scores:
+            at = score.pop("at")
+            checked = _score_decoder.decode(json.dumps(score).encode())
+            rows.append(Score(app_id=self.ingest_app.id, trace_id=checked.trace_id,
+                              name=checked.name, value=checked.value, comment=checked.comment,
+                              received_at=self._received(at)))  # fmt: skip
+        if rows:
+            with transaction.atomic():
+                Score.objects.bulk_create(rows, batch_size=500)
+                with connection.cursor() as cursor:
+                    mark_dirty_portable(cursor, app_id=self.ingest_app.id,
+                                        trace_ids=sorted({r.trace_id for r in rows}),
+                                        received=timezone.now())  # fmt: skip
+        self.result.scores += len(rows)
 
 
 def _summary(gaps: list[float]) -> dict[str, Any]:
