@@ -18,13 +18,15 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 from django.db import connection, transaction
-from django.db.models import Q, Sum
+from django.db.models import Q, QuerySet, Sum, TextField
+from django.db.models.functions import Cast
 
 from correlator import selectors
 from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, TurnRow
@@ -45,6 +47,7 @@ COUNTS = (
     "server_only_traces",
 )  # fmt: skip
 BATCH_SIZE = 500
+_decode = msgspec.json.Decoder(dict).decode
 
 
 def floor(moment: datetime, period: str) -> datetime:
@@ -120,9 +123,12 @@ class Accumulator:
         self.conversations.add_hash(facts.conversation_hash)
 
     def merge_row(self, row: Rollup) -> None:
-        for name in COUNTS:
-            self.counts[name] += getattr(row, name)
-        sketches = row.sketches
+        self.merge(counts=[getattr(row, name) for name in COUNTS], sketches=row.sketches)
+
+    def merge(self, *, counts: Sequence[int], sketches: dict[str, Any]) -> None:
+        """Add a stored row: its ``COUNTS`` in order, and its sketches."""
+        for name, n in zip(COUNTS, counts, strict=True):
+            self.counts[name] += n
         for name, histogram in self.histograms.items():
             histogram.merge_flat(sketches.get(name, []))
         self.sessions.merge_json(sketches.get("sessions", {}))
@@ -424,15 +430,21 @@ def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
     return total
 
 
+def _stored(rows: QuerySet[Rollup], *fields: str) -> Iterator[tuple[tuple, tuple, dict]]:
+    """(fields, counts, sketches) of stored rows, the sketches read as text and
+    decoded by msgspec: Django's JSON field decoding was a fifth of a 30-day answer."""
+    for row in rows.values_list(*fields, *COUNTS, Cast("sketches", TextField())):
+        yield row[: len(fields)], row[len(fields) : -1], _decode(row[-1])
+
+
 def _window_accumulators(app_id: int, since: datetime, until: datetime,
                          dimensions: list[str]) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
     ranges, raw = window_plan(since, until)
     accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
     if ranges:
-        for row in Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions)).only(
-            "dimension", "key", "sketches", *COUNTS
-        ):
-            accs[(row.dimension, row.key)].merge_row(row)
+        rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
+        for (dimension, key), counts, sketches in _stored(rows, "dimension", "key"):
+            accs[(dimension, key)].merge(counts=counts, sketches=sketches)
     accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
     for _, cause in _server_only(app_id, raw):
         acc = accs[("", "")]
@@ -495,11 +507,11 @@ def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> l
         rows = Rollup.objects.filter(
             app_id=app_id, dimension="", period=period,
             start__gte=starts[0], start__lt=points[whole[-1]][1],
-        ).only("start", "sketches", *COUNTS)  # fmt: skip
-        for row in rows:
-            at = bisect_right(starts, row.start) - 1
-            if at >= 0 and row.start < points[whole[at]][1]:
-                accs[whole[at]].merge_row(row)
+        )  # fmt: skip
+        for (start,), counts, sketches in _stored(rows, "start"):
+            at = bisect_right(starts, start) - 1
+            if at >= 0 and start < points[whole[at]][1]:
+                accs[whole[at]].merge(counts=counts, sketches=sketches)
     out = []
     for i, (lo, hi) in enumerate(points):
         if i in accs:
