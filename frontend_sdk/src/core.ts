@@ -23,6 +23,9 @@ export class Core {
   /** Turns whose answer is still arriving: a stop click or the page hiding ends them. */
   active = new Set<Turn>();
   lastSpanId: string | undefined;
+  /** Recent turns' trace ids by span id: feedback and actions name their turn's trace,
+   * so the server re-stitches it (first-response accuracy follows a late thumbs-down). */
+  traceOf = new Map<string, string>();
   /** Set by regenerate/edit clicks, taken by the next turn. */
   next: { regenerateOf?: string | undefined; intentCorrection?: boolean } = {};
   _targets: UrlPattern[];
@@ -129,6 +132,8 @@ export class Core {
     }
     this.next = {};
     this.lastSpanId = spanId;
+    this.traceOf.set(spanId, traceId);
+    if (this.traceOf.size > 64) this.traceOf.delete(this.traceOf.keys().next().value!);
     this.active.add(turn);
     return turn;
   }

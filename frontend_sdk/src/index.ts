@@ -16,6 +16,8 @@ let core: Core | undefined;
 const MAX_ERRORS = 50; // a page throwing in a loop must not flood the queue
 
 const lastSpan = (): string | null => core?.lastSpanId ?? null;
+/** The turn an action or feedback is about: its span id and its trace id. */
+const about = (span: string | null | undefined) => ({ turn_span_id: span ?? null, trace_id: (span && core?.traceOf.get(span)) || null });
 
 const hidden = (): void => {
   if (!core) return;
@@ -30,13 +32,13 @@ const onClick = (e: Event): void => {
   if (!core || !name) return;
   const turnSpan = el?.closest("[data-llmrum-turn]")?.getAttribute("data-llmrum-turn") ?? lastSpan();
   if (name === "feedback-up" || name === "feedback-down") {
-    core.event("feedback", { value: name === "feedback-up" ? "up" : "down", comment: null, turn_span_id: turnSpan });
+    core.event("feedback", { value: name === "feedback-up" ? "up" : "down", comment: null, ...about(turnSpan) });
     return;
   }
   if (name === "stop") for (const t of core.active) t.stopRequested = true;
   if (name === "regenerate") core.next.regenerateOf = turnSpan ?? undefined;
   if (name === "edit") core.next.intentCorrection = true;
-  core.event("action", { name, attrs: {}, turn_span_id: turnSpan });
+  core.event("action", { name, attrs: {}, ...about(turnSpan) });
 };
 
 const pageView = (routeChange: boolean, referrer: string | null): void =>
@@ -112,11 +114,11 @@ export const init = safe((options: Options): void => {
 
 /** A user action by code, e.g. `action("copy", {format: "markdown"})`. */
 export const action = safe((name: string, attrs: Record<string, string | number | boolean | null> = {}) =>
-  core?.event("action", { name, attrs, turn_span_id: lastSpan() }),
+  core?.event("action", { name, attrs, ...about(lastSpan()) }),
 );
 
 export const feedback = safe((f: { value: "up" | "down" | number; comment?: string; turnSpanId?: string }) =>
-  core?.event("feedback", { value: f.value, comment: f.comment ?? null, turn_span_id: f.turnSpanId ?? lastSpan() }, true),
+  core?.event("feedback", { value: f.value, comment: f.comment ?? null, ...about(f.turnSpanId ?? lastSpan()) }, true),
 );
 
 /** Starts a new conversation: turn_index counts from 0 again. */

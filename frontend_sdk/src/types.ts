@@ -47,8 +47,8 @@ type Attr = string | number | boolean | null;
 
 export type RumEvent =
   | TurnEvent
-  | { type: "action"; id: string; ts: number; name: string; attrs: Record<string, Attr>; turn_span_id: string | null }
-  | { type: "feedback"; id: string; ts: number; value: "up" | "down" | number; comment: string | null; turn_span_id: string | null }
+  | { type: "action"; id: string; ts: number; name: string; attrs: Record<string, Attr>; turn_span_id: string | null; trace_id: string | null }
+  | { type: "feedback"; id: string; ts: number; value: "up" | "down" | number; comment: string | null; turn_span_id: string | null; trace_id: string | null }
   | { type: "vital"; id: string; ts: number; name: string; value: number; delta: number; rating: string; navigation_type: string }
   | { type: "error"; id: string; ts: number; message: string; source: string | null; lineno: number | null; colno: number | null; stack: string | null }
   | { type: "page_view"; id: string; ts: number; url: string; referrer: string | null; route_change: boolean };

@@ -290,10 +290,13 @@ def test_markup_actions_become_events_and_shape_the_next_turns(
     assert by_name["regenerate"]["turn_span_id"] == first["span_id"]  # the last turn
     assert by_name["edit"]["turn_span_id"] == regenerated["span_id"]
     assert by_name["stop"]["turn_span_id"] == stopped["span_id"]
+    # Each names its turn's trace too, so the server re-stitches that trace.
+    assert by_name["copy"]["trace_id"] == first["trace_id"]
+    assert by_name["edit"]["trace_id"] == regenerated["trace_id"]
     feedback = stored(app, "feedback", 2)
-    assert [(f["value"], f["turn_span_id"]) for f in feedback] == [
-        ("up", first["span_id"]),
-        ("down", first["span_id"]),
+    assert [(f["value"], f["turn_span_id"], f["trace_id"]) for f in feedback] == [
+        ("up", first["span_id"], first["trace_id"]),
+        ("down", first["span_id"], first["trace_id"]),
     ]
     assert not tab.errors, tab.errors
 

@@ -13,7 +13,7 @@ const schema = JSON.parse(readFileSync(`${__dirname}/../../../rumserver/schemas/
 const validate = new Ajv2020({ strict: false, allErrors: true }).compile(schema);
 
 const env = (): Envelope => ({ v: 1, sdk: { name: "llmrum", version: "0.1.0" }, session: { id: "s1", started_at: 1.7e12 }, page: { url: "https://chat.example.com/", referrer: "" } });
-const action = (i: number, pad = 0): RumEvent => ({ type: "action", id: `e${i}`, ts: 1.7e12 + i, name: "copy".padEnd(4 + pad, "x"), attrs: {}, turn_span_id: null });
+const action = (i: number, pad = 0): RumEvent => ({ type: "action", id: `e${i}`, ts: 1.7e12 + i, name: "copy".padEnd(4 + pad, "x"), attrs: {}, turn_span_id: null, trace_id: null });
 
 type Reply = number | [number, Record<string, string>] | Error;
 let bodies: Record<string, any>[];
