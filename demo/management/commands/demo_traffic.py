@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from correlator.services import sweep_backlog, sweep_run
 from demo.token import DEMO_SLUG
-from demo.traffic import TrafficGenerator, TrafficOptions, TrafficResult
+from demo.traffic import TrafficGenerator, TrafficOptions, TrafficResult, relaxed_commits
 from rumserver.applications import application_create
 from rumserver.models import Application
 
@@ -106,6 +106,7 @@ class Command(BaseCommand):
             bar.close()
         ingested = time.monotonic() - started
 
+        relaxed_commits()
         backlog = sweep_backlog()
         stitch_bar = _Bar(backlog, "stitch", show)
         stop = threading.Event()
