@@ -60,6 +60,8 @@ def demo_token_read() -> str:
 def demo_token_ensure(app: Application, created_token: str | None = None) -> tuple[str, bool]:
     """Make the token file hold a working token of ``app``. Returns (token, rotated):
     ``rotated`` is True when the old token had to be replaced (it stops working)."""
+    if os.environ.get("LLMRUM_DEMO_INGEST_TOKEN", "").strip():
+        return demo_token_read(), False  # the operator hands it over; never rotate theirs
     if created_token:
         demo_token_write(created_token)
         return created_token, False

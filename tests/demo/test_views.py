@@ -106,3 +106,11 @@ def test_serve_hands_over_a_working_token_and_rotates_a_stale_one(demo_on, db, m
     assert rotated and token != created.ingest_token
     assert Application.objects.get(slug="demo").ingest_token_hash == token_hash(token)
     assert demo_token_read() == token
+
+
+def test_a_token_from_the_environment_is_never_rotated(demo_on, db, monkeypatch):
+    created = application_create(name="Demo chat", slug="demo", origins=[])
+    monkeypatch.setenv("LLMRUM_DEMO_INGEST_TOKEN", "it_from_the_environment")
+    assert demo_token_ensure(created.application) == ("it_from_the_environment", False)
+    app = Application.objects.get(slug="demo")
+    assert app.ingest_token_hash == token_hash(created.ingest_token)
