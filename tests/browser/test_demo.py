@@ -102,21 +102,29 @@ def test_send_stop_regenerate_then_the_stitched_traces(page, live_server, demo_a
     assert answers(page).count() == 2  # the stopped answer was replaced
     assert answers(page).nth(1).get_attribute("data-state") == "completed"
     page.click("#thumbs-up")
+    # Edit puts the last question back; sending it again is an intent correction.
+    page.click("#edit")
+    assert page.input_value("#prompt") == "Tell me more, at length"
+    page.fill("#prompt", "Tell me more, briefly")
+    page.click("#send")
+    wait_turns(page, 4)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "demo-chat.png"), full_page=True)
 
     # The snippet's beacons, and the simulated services' spans (OTLP, same server).
     wait_until(
-        lambda: BrowserEvent.objects.filter(app=demo_app, type="turn").count() == 3, "3 turns"
+        lambda: BrowserEvent.objects.filter(app=demo_app, type="turn").count() == 4, "4 turns"
     )
     wait_until(
         lambda: BrowserEvent.objects.filter(app=demo_app, type="feedback").exists(), "feedback"
     )
     assert flush_all()
-    wait_until(lambda: Span.objects.filter(app=demo_app).count() >= 9, "9 OTLP spans")
+    wait_until(lambda: Span.objects.filter(app=demo_app).count() >= 12, "12 OTLP spans")
     sweep_run(now=timezone.now(), finalize_all=True)
 
-    first, stopped, regenerated = Turn.objects.filter(app=demo_app).order_by("t_send_ms")
+    first, stopped, regenerated, edited = Turn.objects.filter(app=demo_app).order_by("t_send_ms")
+    assert edited.intent_correction and not regenerated.intent_correction
+    assert edited.outcome == "completed" and edited.trace.linked
     assert [t.outcome for t in (first, stopped, regenerated)] == ["completed", "stopped",
                                                                   "completed"]  # fmt: skip
     assert regenerated.regenerate_of == stopped.span_id
