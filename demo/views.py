@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
+from django.http.request import split_domain_port
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.views.decorators.csrf import csrf_exempt
@@ -59,23 +60,39 @@ def chat_page(request: HttpRequest) -> HttpResponse:
     return render(request, "demo/chat.html", context)
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+
+
 def _otlp_endpoint(request: HttpRequest) -> str:
+    """Where the spans go: the setting, else this server as the request reached it,
+    but only on a loopback address: the export carries the ingest token, and a Host
+    header (even an allowed one) must never send it elsewhere."""
     configured = getattr(settings, "LLMRUM_DEMO_OTLP_ENDPOINT", "")
-    return configured or request.build_absolute_uri("/v1/traces")
+    if configured:
+        return configured
+    host, _ = split_domain_port(request.get_host())
+    if host in LOOPBACK_HOSTS:
+        return request.build_absolute_uri("/v1/traces")
+    return ""
+
+
+def _warn_once(message: str) -> None:
+    global _warned
+    if not _warned:
+        logger.warning("llmrum demo: %s; the demo answers but exports no spans", message)
+        _warned = True
 
 
 def _tracers(request: HttpRequest) -> DemoTracers | None:
-    global _warned
     token = demo_token_read()
     if not token:
-        if not _warned:
-            logger.warning(
-                "llmrum demo: no ingest token (run `manage.py serve`, or set "
-                "LLMRUM_DEMO_INGEST_TOKEN); the demo answers but exports no spans"
-            )
-            _warned = True
+        _warn_once("no ingest token (run `manage.py serve`, or set LLMRUM_DEMO_INGEST_TOKEN)")
         return None
-    return demo_tracers(endpoint=_otlp_endpoint(request), token=token)
+    endpoint = _otlp_endpoint(request)
+    if not endpoint:
+        _warn_once("set LLMRUM_DEMO_OTLP_ENDPOINT (this server's /v1/traces)")
+        return None
+    return demo_tracers(endpoint=endpoint, token=token)
 
 
 def _input_tokens(messages: Any) -> int:

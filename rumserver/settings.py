@@ -248,7 +248,7 @@ LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, min
 # (no DATABASE_URL); `manage.py serve` turns it on unless LLMRUM_DEMO=0.
 LLMRUM_DEMO = env_bool("LLMRUM_DEMO", not os.environ.get("DATABASE_URL"))
 # Where the demo's simulated services export their spans; empty: this server's own
-# /v1/traces as the request reached it (serve points it at its loopback address).
+# /v1/traces as the request reached it, on a loopback host only (serve sets it).
 LLMRUM_DEMO_OTLP_ENDPOINT = env_str("LLMRUM_DEMO_OTLP_ENDPOINT", "")
 # Mounts POST /_w3c/tracecontext, the W3C trace-context harness endpoint (test-only).
 LLMRUM_TRACECONTEXT_TEST_ENDPOINT = env_bool("LLMRUM_TRACECONTEXT_TEST_ENDPOINT", False)

@@ -114,3 +114,15 @@ def test_a_token_from_the_environment_is_never_rotated(demo_on, db, monkeypatch)
     assert demo_token_ensure(created.application) == ("it_from_the_environment", False)
     app = Application.objects.get(slug="demo")
     assert app.ingest_token_hash == token_hash(created.ingest_token)
+
+
+def test_spans_go_to_a_loopback_host_or_the_configured_endpoint_only(rf, settings):
+    settings.LLMRUM_DEMO_OTLP_ENDPOINT = ""
+    settings.ALLOWED_HOSTS = ["*"]
+    local = rf.post("/demo/v1/chat/completions", HTTP_HOST="localhost:8123")
+    assert views._otlp_endpoint(local) == "http://localhost:8123/v1/traces"
+    # The export carries the ingest token: a Host header must never send it elsewhere.
+    elsewhere = rf.post("/demo/v1/chat/completions", HTTP_HOST="attacker.example:80")
+    assert views._otlp_endpoint(elsewhere) == ""
+    settings.LLMRUM_DEMO_OTLP_ENDPOINT = "http://10.0.0.5:8000/v1/traces"
+    assert views._otlp_endpoint(elsewhere) == "http://10.0.0.5:8000/v1/traces"
