@@ -153,7 +153,10 @@ class Command(BaseCommand):
             f'<script src="{base_url}/static/llmrum/llmrum.min.js"></script>\n'
             f'<script>llmrum.init({{ endpoint: "{base_url}", key: "{public_key}" }});</script>'
         )
-        demo_line = f"Demo chat: {base_url}/demo/ (then the reports: {base_url}/reports/)\n"
+        demo_line = (
+            f"Demo chat: {base_url}/demo/ (then the reports: {base_url}/reports/); a week of "
+            "generated traffic: .venv/bin/python manage.py demo_traffic --turns 10000\n"
+        )
         self.stdout.write(
             f"\nllmrum is running at {base_url}/  (admin: {base_url}/admin/, "
             f"health: {base_url}/healthz)\n"
