@@ -122,9 +122,6 @@ class Accumulator:
         self.sessions.add_hash(facts.session_hash)
         self.conversations.add_hash(facts.conversation_hash)
 
-    def merge_row(self, row: Rollup) -> None:
-        self.merge(counts=[getattr(row, name) for name in COUNTS], sketches=row.sketches)
-
     def merge(self, *, counts: Sequence[int], sketches: dict[str, Any]) -> None:
         """Add a stored row: its ``COUNTS`` in order, and its sketches."""
         for name, n in zip(COUNTS, counts, strict=True):
@@ -335,8 +332,11 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         covered = Q()
         for lo, hi in _merged(starts, length):
             covered |= Q(start__gte=lo, start__lt=hi)
-        for row in Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period]):
-            accs[(floor(row.start, period), row.dimension, row.key)].merge_row(row)
+        children = Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period])
+        for (start, dimension, key), counts, sketches in _stored(
+            children, "start", "dimension", "key"
+        ):
+            accs[(floor(start, period), dimension, key)].merge(counts=counts, sketches=sketches)
     Rollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
     _insert([
         acc.to_row(app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now)

@@ -12,14 +12,16 @@ Errors, documented here and in the README:
 - ``HyperLogLog``: exact up to 64 distinct values (it keeps their 64-bit
   hashes), then 2^11 registers: standard error 1.04/√2048 ≈ 2.3 %.
 
-Both serialise to flat JSON lists of integers (``[index, count, index, count, …]``,
-or the hashes): compact, and quick to load and merge.
+Histograms serialise to flat JSON lists of integers (``[index, count, …]``); a
+HyperLogLog to its hashes, or to its registers as base64: compact, quick to merge.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import math
+from typing import Any
 
 RELATIVE_ACCURACY = 0.01
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -97,19 +99,25 @@ def _hash64(value: str) -> int:
     return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=8).digest(), "big")
 
 
+_RANK_WEIGHT = [2.0**-rank for rank in range(_HLL_REST_BITS + 2)]
+
+
 class HyperLogLog:
     """Distinct count: exact (a set of 64-bit hashes) up to ``EXACT_LIMIT`` values,
     then 2^11 registers (linear counting below about 5,000: within about 1 % for a
     few hundred). A minute with three sessions stores three hashes. The limit is
     low because merging stored hashes costs a Python step each: at 512, the
-    30-day overview spent most of its time re-adding day rows' hashes."""
+    30-day overview spent most of its time re-adding day rows' hashes.
+
+    Registers are one byte each, stored as base64 (``{"d": …}``, 2.7 KB): merging
+    two is ``map(max, …)`` over bytes, a loop in C."""
 
     EXACT_LIMIT = 64
     __slots__ = ("hashes", "registers")
 
     def __init__(self) -> None:
         self.hashes: set[int] = set()
-        self.registers: dict[int, int] | None = None  # None while exact
+        self.registers: bytearray | None = None  # None while exact
 
     @staticmethod
     def hash_of(value: str) -> int:
@@ -127,30 +135,25 @@ class HyperLogLog:
             return
         index = h >> _HLL_REST_BITS
         rank = _HLL_REST_BITS - (h & ((1 << _HLL_REST_BITS) - 1)).bit_length() + 1
-        if rank > self.registers.get(index, 0):
+        if rank > self.registers[index]:
             self.registers[index] = rank
 
-    def _to_registers(self) -> None:
-        hashes, self.hashes, self.registers = self.hashes, set(), {}
+    def _to_registers(self, registers: bytes | None = None) -> None:
+        hashes, self.hashes = self.hashes, set()
+        self.registers = bytearray(registers or bytes(HLL_REGISTERS))
         for h in hashes:
             self.add_hash(h)
 
-    def merge_json(self, data: dict[str, list[int]]) -> None:
+    def merge_json(self, data: dict[str, Any]) -> None:
         for h in data.get("h", ()):
             self.add_hash(h)
-        flat = data.get("r")
-        if flat:
+        dense = data.get("d")
+        if dense:
+            other = base64.b64decode(dense)
             if self.registers is None:
-                self._to_registers()
-            registers = self.registers
-            if not registers:  # the first dense row: take it whole, at C speed
-                registers.update(zip(flat[::2], flat[1::2], strict=True))
-                return
-            assert registers is not None
-            for i in range(0, len(flat), 2):
-                index, rank = flat[i], flat[i + 1]
-                if rank > registers.get(index, 0):
-                    registers[index] = rank
+                self._to_registers(other)
+            else:
+                self.registers = bytearray(map(max, self.registers, other))
 
     def merge(self, other: HyperLogLog) -> None:
         self.merge_json(other.to_json())
@@ -158,17 +161,14 @@ class HyperLogLog:
     def estimate(self) -> int:
         if self.registers is None:
             return len(self.hashes)
-        zeros = HLL_REGISTERS - len(self.registers)
-        harmonic = zeros + sum(2.0**-rank for rank in self.registers.values())
+        zeros = self.registers.count(0)
+        harmonic = sum(map(_RANK_WEIGHT.__getitem__, self.registers))
         raw = _HLL_ALPHA * HLL_REGISTERS * HLL_REGISTERS / harmonic
         if raw <= 2.5 * HLL_REGISTERS and zeros:
             return round(HLL_REGISTERS * math.log(HLL_REGISTERS / zeros))  # linear counting
         return round(raw)
 
-    def to_json(self) -> dict[str, list[int]]:
+    def to_json(self) -> dict[str, Any]:
         if self.registers is None:
             return {"h": sorted(self.hashes)}
-        flat: list[int] = []
-        for index in sorted(self.registers):
-            flat += (index, self.registers[index])
-        return {"r": flat}
+        return {"d": base64.b64encode(self.registers).decode()}
