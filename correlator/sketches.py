@@ -100,6 +100,17 @@ def _hash64(value: str) -> int:
 
 
 _RANK_WEIGHT = [2.0**-rank for rank in range(_HLL_REST_BITS + 2)]
+_HIGH_BITS = int.from_bytes(b"\x80" * HLL_REGISTERS, "big")
+
+
+def max_bytes(a: bytes, b: bytes) -> bytes:
+    """Bytewise max of two register arrays (every value below 128), with a handful of
+    big-integer operations instead of 2,048 calls to ``max``: in each byte lane,
+    (a | 0x80) − b keeps its high bit exactly when a ≥ b and never borrows across lanes."""
+    x, y = int.from_bytes(a, "big"), int.from_bytes(b, "big")
+    a_wins = (((x | _HIGH_BITS) - y) & _HIGH_BITS) >> 7
+    mask = (a_wins << 8) - a_wins  # 0xFF in the lanes where a ≥ b
+    return ((x & mask) | (y & ~mask)).to_bytes(len(a), "big")
 
 
 class HyperLogLog:
@@ -109,8 +120,8 @@ class HyperLogLog:
     low because merging stored hashes costs a Python step each: at 512, the
     30-day overview spent most of its time re-adding day rows' hashes.
 
-    Registers are one byte each, stored as base64 (``{"d": …}``, 2.7 KB): merging
-    two is ``map(max, …)`` over bytes, a loop in C."""
+    Registers are one byte each, stored as base64 (``{"d": …}``, 2.7 KB); two merge
+    by ``max_bytes``, a few big-integer operations."""
 
     EXACT_LIMIT = 64
     __slots__ = ("hashes", "registers")
@@ -153,7 +164,7 @@ class HyperLogLog:
             if self.registers is None:
                 self._to_registers(other)
             else:
-                self.registers = bytearray(map(max, self.registers, other))
+                self.registers = bytearray(max_bytes(self.registers, other))
 
     def merge(self, other: HyperLogLog) -> None:
         self.merge_json(other.to_json())

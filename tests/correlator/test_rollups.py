@@ -14,7 +14,7 @@ from django.utils import timezone
 from correlator import metrics, rollups
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.services import sweep_run
-from correlator.sketches import HyperLogLog, LogHistogram
+from correlator.sketches import HyperLogLog, LogHistogram, max_bytes
 from rumserver.models import BrowserSession
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
@@ -53,6 +53,15 @@ def test_hyperloglog_counts_within_its_error(n):
         assert estimate == n
     else:
         assert estimate == pytest.approx(n, rel=3 * 0.023)  # three standard errors
+
+
+def test_register_max_is_the_bytewise_max():
+    rng = random.Random(4)
+    for _ in range(50):
+        a = bytes(rng.randrange(0, 60) for _ in range(2048))
+        b = bytes(rng.choice([0, rng.randrange(0, 60)]) for _ in range(2048))
+        assert max_bytes(a, b) == bytes(map(max, a, b))
+    assert max_bytes(bytes(2048), bytes(2048)) == bytes(2048)
 
 
 def test_window_plan_covers_the_window_once_with_the_fewest_rows():
