@@ -75,3 +75,24 @@ def conversation_openers(*, app_id: int, conversations: list[str]) -> dict[str, 
         for conversation, *row in cursor.fetchall():
             out[conversation].append(OpeningRow(*row))
     return dict(out)
+
+
+def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
+    """(app id, span id) of those turns that a stitched turn regenerates, through the
+    partial index on ``regenerate_of`` (an ``IN`` list here was a scan of every
+    turn per batch once the table had outgrown its statistics)."""
+    if not span_ids:
+        return set()
+    if connection.vendor != "postgresql":
+        rows = Turn.objects.filter(regenerate_of__in=span_ids).exclude(regenerate_of="")
+        return set(rows.values_list("app_id", "regenerate_of"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT x.app_id, k.span_id FROM unnest(%s::text[]) AS k(span_id)
+                CROSS JOIN LATERAL (
+                    SELECT app_id FROM {Turn._meta.db_table}
+                    WHERE regenerate_of = k.span_id AND regenerate_of <> ''
+                ) AS x""",
+            [sorted(set(span_ids))],
+        )
+        return set(cursor.fetchall())

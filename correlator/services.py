@@ -249,13 +249,9 @@ def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:
 
 def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:
     """(app, span id) of the turns among these that a later stitched turn regenerated."""
-    span_ids = {event.span_id for event in turns.values()}
-    if not span_ids:
-        return set()
-    # The exclude matches the partial index's condition, so the planner may use it.
-    rows = Turn.objects.filter(regenerate_of__in=span_ids).exclude(regenerate_of="")
+    replaced = lookups.regenerated_span_ids(span_ids=[event.span_id for event in turns.values()])
     apps = {event.app_id for event in turns.values()}
-    return {(app, span) for app, span in rows.values_list("app_id", "regenerate_of") if app in apps}
+    return {(app, span) for app, span in replaced if app in apps}
 
 
 def _stitch_one(
