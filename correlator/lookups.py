@@ -92,6 +92,7 @@ def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
                 CROSS JOIN LATERAL (
                     SELECT app_id FROM {Turn._meta.db_table}
                     WHERE regenerate_of = k.span_id AND regenerate_of <> ''
+                    OFFSET 0  -- a fence: flattened into a join, it became a hash join on a scan
                 ) AS x""",
             [sorted(set(span_ids))],
         )
