@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from correlator.models import Trace, Turn
-from rumserver.admin import CappedCountPaginator
+from rumserver.admin import ReadOnlyAdmin
 from rumserver.models import Application
 
 
@@ -37,20 +37,8 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset.filter(outcome=self.value()) if self.value() else queryset
 
 
-class _ReadOnly(admin.ModelAdmin):
-    # Big tables: no exact count on every change list.
-    show_full_result_count = False
-    paginator = CappedCountPaginator
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-
 @admin.register(Trace)
-class TraceAdmin(_ReadOnly):
+class TraceAdmin(ReadOnlyAdmin):
     list_display = [
         "trace_id", "app", "state", "linked", "propagation", "propagation_cause", "span_count",
         "stitched_at", "report",
@@ -76,7 +64,7 @@ class TraceAdmin(_ReadOnly):
 
 
 @admin.register(Turn)
-class TurnAdmin(_ReadOnly):
+class TurnAdmin(ReadOnlyAdmin):
     list_display = [
         "span_id", "trace", "app", "outcome", "model", "client_ttft_ms", "server_ttft_ms",
         "conversation_id",

@@ -98,7 +98,7 @@ def test_big_change_lists_neither_count_nor_scan_every_row(admin_client, stitche
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from correlator.admin import CappedCountPaginator
+    from rumserver.admin import CappedCountPaginator
 
     monkeypatch.setattr(CappedCountPaginator, "CAP", 3)
     with CaptureQueriesContext(connection) as queries:
