@@ -11,7 +11,7 @@ that began in the window) and hallucination rate (of scored turns).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +48,7 @@ class TurnRow:
     tpot_ms: float | None
     input_tokens: int | None
     output_tokens: int | None
-    group: str = ""
-    groups: tuple[str, ...] = ()  # keys for several group_bys at once
+    groups: tuple[str, ...] = ()  # the turn's keys for the group_bys asked for
 
 
 def percentiles(values: Sequence[float]) -> dict[str, float | None]:
@@ -111,10 +110,3 @@ def summarize(
         "hallucination_rate": _rate(sum(v >= HALLUCINATION_THRESHOLD for v in scored), len(scored)),
     }
     return out
-
-
-def grouped(turns: Iterable[TurnRow]) -> dict[str, list[TurnRow]]:
-    groups: dict[str, list[TurnRow]] = defaultdict(list)
-    for turn in turns:
-        groups[turn.group].append(turn)
-    return dict(sorted(groups.items()))

@@ -7,6 +7,7 @@ window into equal steps for charts.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,23 +26,12 @@ def window_metrics(
     Exact (nearest-rank percentiles, distinct counts) while the window holds at
     most ``LLMRUM_METRICS_EXACT_TURNS`` turns; beyond that from rollups, whose
     percentiles are within 1 % and distinct counts within about 2 %."""
-    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
-    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
-        return rollups.window_figures(app_id=app.pk, since=since, until=until, group_by=group_by)
-    turns = selectors.metrics_turns(app=app, since=since, until=until, group_by=group_by)
-    openers = selectors.first_responses(app=app, turns=turns)
-    scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
-
-    def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
-        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
-
-    body = figures(turns)
-    body["groups"] = (
-        [{"key": key, **figures(rows)} for key, rows in analytics.grouped(turns).items()]
-        if group_by
-        else []
-    )
-    return body
+    if group_by:
+        return window_breakdown(app=app, since=since, until=until, group_bys=[group_by])[group_by]
+    if _rolled_up(app, since, until):
+        return rollups.window_figures(app_id=app.pk, since=since, until=until)
+    turns, figures = _exact(app, since, until)
+    return {**figures(turns), "groups": []}
 
 
 def window_breakdown(
@@ -49,18 +39,11 @@ def window_breakdown(
 ) -> dict[str, dict[str, Any]]:
     """``window_metrics`` for each of ``group_bys`` at once: one read of the turns
     (or of the rollups) for all of them."""
-    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
-    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
+    if _rolled_up(app, since, until):
         return rollups.window_breakdown(
             app_id=app.pk, since=since, until=until, group_bys=group_bys
         )
-    turns = selectors.metrics_turns(app=app, since=since, until=until, group_bys=group_bys)
-    openers = selectors.first_responses(app=app, turns=turns)
-    scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
-
-    def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
-        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
-
+    turns, figures = _exact(app, since, until, group_bys)
     whole = figures(turns)
     out = {}
     for index, group_by in enumerate(group_bys):
@@ -72,6 +55,27 @@ def window_breakdown(
             "groups": [{"key": key, **figures(rows)} for key, rows in sorted(groups.items())],
         }
     return out
+
+
+def _rolled_up(app: Application, since: datetime, until: datetime) -> bool:
+    """Whether the window holds too many turns to answer exactly."""
+    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
+    return count > settings.LLMRUM_METRICS_EXACT_TURNS
+
+
+def _exact(
+    app: Application, since: datetime, until: datetime, group_bys: list[str] | None = None
+) -> tuple[list[analytics.TurnRow], Callable[[list[analytics.TurnRow]], dict[str, Any]]]:
+    """The window's turns, and ``analytics.summarize`` for any subset of them with the
+    window's first responses and hallucination scores."""
+    turns = selectors.metrics_turns(app=app, since=since, until=until, group_bys=group_bys)
+    openers = selectors.first_responses(app=app, turns=turns)
+    scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
+
+    def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
+        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
+
+    return turns, figures
 
 
 def propagation_health(*, app: Application, since: datetime, until: datetime) -> dict[str, Any]:
@@ -103,16 +107,12 @@ def window_series(
     first; each point also has ``since`` and ``until`` (datetimes). Steps are cut at
     multiples of ``step`` (``step_bounds``); one read serves every point."""
     points = step_bounds(since, until, step)
-    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
-    if count > settings.LLMRUM_METRICS_EXACT_TURNS:
+    if _rolled_up(app, since, until):
         figures = rollups.series_figures(app_id=app.pk, points=points)
     else:
-        turns = selectors.metrics_turns(app=app, since=since, until=until)
-        openers = selectors.first_responses(app=app, turns=turns)
-        scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
+        turns, summarize = _exact(app, since, until)
         figures = []
         for lo, hi in points:
             lo_ms, hi_ms = lo.timestamp() * 1000, hi.timestamp() * 1000
-            rows = [t for t in turns if lo_ms <= t.t_send_ms < hi_ms]
-            figures.append(analytics.summarize(rows, first_responses=openers, hallucination=scores))
+            figures.append(summarize([t for t in turns if lo_ms <= t.t_send_ms < hi_ms]))
     return [{"since": lo, "until": hi, **f} for (lo, hi), f in zip(points, figures, strict=True)]

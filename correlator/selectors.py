@@ -83,28 +83,20 @@ GROUP_COLUMNS = {
 
 
 def metrics_turns(
-    *, app: Application, since: datetime, until: datetime, group_by: str | None = None,
-    group_bys: list[str] | None = None,
-) -> list[TurnRow]:  # fmt: skip
-    """The turns sent in [since, until) by their skew-corrected send time, with
-    their key for ``group_by`` in ``group`` (and for each of ``group_bys``, in order,
-    in ``groups``)."""
+    *, app: Application, since: datetime, until: datetime, group_bys: list[str] | None = None
+) -> list[TurnRow]:
+    """The turns sent in [since, until) by their skew-corrected send time, with their
+    key for each of ``group_bys`` (``GROUP_COLUMNS``), in order, in ``groups``."""
     columns = [
         "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
         "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
         "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
     ]  # fmt: skip
-    keys = ([group_by] if group_by else []) + list(group_bys or [])
-    columns += [GROUP_COLUMNS[key] for key in keys]
+    columns += [GROUP_COLUMNS[key] for key in group_bys or []]
     rows = Turn.objects.filter(
         app=app, t_send_ms__gte=since.timestamp() * 1000, t_send_ms__lt=until.timestamp() * 1000
     ).values_list(*columns)
-    turns = []
-    for row in rows:
-        extra = [str(value) for value in row[17:]]
-        group = extra.pop(0) if group_by else ""
-        turns.append(TurnRow(*row[:17], group=group, groups=tuple(extra)))
-    return turns
+    return [TurnRow(*row[:17], groups=tuple(str(value) for value in row[17:])) for row in rows]
 
 
 def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[str], set[str]]:
