@@ -43,6 +43,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # A NUL in the path or query string is a 400, before any view queries with it.
+    "rumserver.nul_guard.NulGuardMiddleware",
     # Content-Security-Policy on HTML pages that set none of their own (rumserver.csp).
     "rumserver.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -240,3 +240,45 @@ def test_a_user_without_applications_is_told_how_to_get_one(db):
     for url in ("/reports/", "/reports/traces", "/reports/propagation"):
         r = client.get(url)
         assert r.status_code == 200 and b"not a member of any application" in r.content, url
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "cursor=not-a-cursor",
+        "cursor=1e999_5",
+        "min_client_ttft_ms=fast",
+        "min_client_ttft_ms=-1e400",
+        "outcome=%3Cscript%3E",
+        "model=" + "x" * 5000,
+        "since=2020-13-45T99:99",
+    ],
+)
+def test_hostile_trace_list_queries_answer_without_a_server_error(stitched, alice, query):
+    """Query strings are typed by hand and by scanners: every one gets a page (or a
+    404 for an application that is not the user's), never a 500."""
+    slug = stitched.app.application.slug
+    r = logged_in(alice).get(f"/reports/traces?app={slug}&{query}")
+    assert r.status_code in (200, 404), (query, r.status_code)
+    assert b"<script>" not in r.content.split(b"</head>", 1)[-1].replace(b"<script src=", b"")
+
+
+def test_unknown_traces_and_sessions_are_404(stitched, alice):
+    client = logged_in(alice)
+    for url in ("/reports/traces/" + "f" * 32, "/reports/traces/%3Cimg%3E", "/reports/sessions/nope",
+                "/reports/sessions/99999999999999999999"):  # fmt: skip
+        assert client.get(url).status_code == 404, url
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["/reports/traces?app=%00", "/reports/?model=a%00b", "/reports/traces/ab%00cd",
+     "/reports/sessions/%00", "/admin/rumserver/span/?q=%00", "/api/v1/traces?app=%00"],
+)  # fmt: skip
+def test_a_nul_in_the_url_is_a_400_not_a_database_error(stitched, alice, url):
+    """PostgreSQL text cannot hold NUL: refused before any view queries with it."""
+    alice.is_staff = alice.is_superuser = True
+    alice.save()
+    r = logged_in(alice).get(url)
+    assert r.status_code == 400, url
+    assert r.content == b"NUL characters are not allowed in the URL"
