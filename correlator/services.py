@@ -19,12 +19,12 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models.fields.json import KT
 
 from correlator import lookups
-from correlator.models import SweepRun, Trace, Turn
+from correlator.models import SweepRun, Trace
 from correlator.rollups import MINUTE, minute_of, rollups_mark, rollups_refresh
-from correlator.stitch_store import write_stitched
+from correlator.stitch_load import StoredSpan, TurnEvent, datetime_of, load_batch
+from correlator.stitch_store import browser_span_record, write_stitched
 from correlator.stitching import (
     Skew,
     estimate_skew,
@@ -34,57 +34,12 @@ from correlator.stitching import (
     tighten,
     turn_metrics,
 )
-from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Span
+from rumserver.models import DirtyTrace, Span
 from rumserver.otlp_spans import assign_roles
 
 logger = logging.getLogger(__name__)
 
 BATCH_SIZE = 200
-
-
-@dataclass(slots=True)
-class StoredSpan:
-    """The columns of an OTLP span the stitch reads (no model instance: building those
-    was the largest cost of a batch). ``resource`` holds only ``llmrum.role``."""
-
-    id: int
-    app_id: int
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    kind: int
-    role: str
-    service: str
-    start_ns: int
-    end_ns: int
-    received_at: datetime
-    gen_ai_operation: str
-    request_model: str
-    response_model: str
-    ttft_s: float | None
-    ttft_source: str
-    queue_s: float | None
-    input_tokens: int | None
-    output_tokens: int | None
-    resource: dict[str, str]
-
-
-@dataclass(slots=True)
-class TurnEvent:
-    app_id: int
-    trace_id: str
-    span_id: str
-    session_id: int
-    received_at: datetime
-    data: dict[str, Any]
-    session_key: str = ""  # the browser's session id
-
-
-_SPAN_COLUMNS = (
-    "id", "app_id", "trace_id", "span_id", "parent_span_id", "kind", "role", "service",
-    "start_ns", "end_ns", "received_at", "gen_ai_operation", "request_model",
-    "response_model", "ttft_s", "ttft_source", "queue_s", "input_tokens", "output_tokens",
-)  # fmt: skip
 
 
 @dataclass
@@ -149,42 +104,15 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
     """Rebuild the stitched trace, its turn and its browser span for each
     (app id, trace id) from the raw rows. Same rows in, same result out."""
     wanted = set(keys)
-    trace_ids = sorted({trace_id for _, trace_id in keys})
-    spans: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
-    rows = (
-        Span.objects.filter(trace_id__in=trace_ids)
-        .exclude(role=Span.Role.BROWSER)
-        .values_list(*_SPAN_COLUMNS, KT("resource__llmrum.role"))
-    )
-    for *columns, pinned_role in rows:
-        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
-        if (span.app_id, span.trace_id) in wanted:
-            spans[(span.app_id, span.trace_id)].append(span)
-    turns: dict[tuple[int, str], TurnEvent] = {}
-    events = BrowserEvent.objects.filter(trace_id__in=trace_ids, type=BrowserEvent.Type.TURN)
-    for row in events.order_by("ts_ms", "event_id").values_list(
-        "app_id", "trace_id", "span_id", "session_id", "received_at", "data"
-    ):
-        event = TurnEvent(*row)
-        turns.setdefault((event.app_id, event.trace_id), event)
-    # By id, not joined: a join made PostgreSQL hash the whole sessions table each batch.
-    keys_by_id = dict(
-        BrowserSession.objects.filter(id__in={e.session_id for e in turns.values()}).values_list(
-            "id", "session_id"
-        )
-    )
-    for event in turns.values():
-        event.session_key = keys_by_id.get(event.session_id, "")
-    deltas = _beacon_deltas({event.session_id for event in turns.values()})
-    replaced = _replaced_span_ids(turns)
-
+    batch = load_batch(keys)
+    replaced = _replaced_span_ids(batch.turns)
     traces, turn_rows, browser_spans, role_changes = [], [], [], []
     for key in sorted(wanted):
         stitched = _stitch_one(
             key=key,
-            spans=spans.get(key, []),
-            turn=turns.get(key),
-            deltas=deltas,
+            spans=batch.spans.get(key, []),
+            turn=batch.turns.get(key),
+            deltas=batch.beacon_deltas,
             replaced=replaced,
             now=now,
         )
@@ -196,15 +124,10 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             turn_rows.append(turn)
             browser_spans.append(browser_span)
         role_changes += changed
-    stale_minutes = _stale_minutes(keys=wanted, turns=turns)
-    write_stitched(
-        traces=traces,
-        turns=turn_rows,
-        browser_spans=[s for s in browser_spans if s is not None],
-        roles=role_changes,
-    )
+    stale_minutes = _stale_minutes(keys=wanted, turns=batch.turns)
+    write_stitched(traces=traces, turns=turn_rows, browser_spans=browser_spans, roles=role_changes)
     rollups_mark(
-        stale_minutes | {(t.app_id, MINUTE, minute_of(t.start_ms)) for t in traces}, now=now
+        stale_minutes | {(t["app_id"], MINUTE, minute_of(t["start_ms"])) for t in traces}, now=now
     )
 
 
@@ -232,26 +155,17 @@ def _stale_minutes(
     return marks
 
 
-def _beacon_deltas(session_pks: set[int]) -> dict[int, list[float]]:
-    """received_at − sent_at (ms) of every beacon batch of these sessions."""
-    out: dict[int, list[float]] = defaultdict(list)
-    if not session_pks:
-        return out
-    rows = (
-        BrowserEvent.objects.filter(session_id__in=session_pks)
-        .values_list("session_id", "received_at", "sent_at_ms")
-        .distinct()
-    )
-    for session_pk, received_at, sent_at_ms in rows:
-        out[session_pk].append(received_at.timestamp() * 1000 - sent_at_ms)
-    return out
-
-
 def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:
     """(app, span id) of the turns among these that a later stitched turn regenerated."""
     replaced = lookups.regenerated_span_ids(span_ids=[event.span_id for event in turns.values()])
     apps = {event.app_id for event in turns.values()}
     return {(app, span) for app, span in replaced if app in apps}
+
+
+_BROWSER_ATTRIBUTES = (
+    "url", "method", "status", "outcome", "chunks", "model", "conversation_id", "turn_index",
+    "regenerate_of", "intent_correction", "error",
+)  # fmt: skip
 
 
 def _stitch_one(
@@ -262,7 +176,9 @@ def _stitch_one(
     deltas: dict[int, list[float]],
     replaced: set[tuple[int, str]],
     now: datetime,
-) -> tuple[Trace, Turn | None, Span | None, list[StoredSpan]] | None:
+) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None, list[StoredSpan]] | None:
+    """(trace row, turn row, browser span row, spans whose role changed), rows as
+    column -> value dicts for ``write_stitched``."""
     app_id, trace_id = key
     if not spans and turn is None:
         return None  # a score or a hint for a trace with no rows (yet)
@@ -273,8 +189,8 @@ def _stitch_one(
     assign_roles(spans, frozenset({browser_id}) if browser_id else frozenset())
     changed = [s for s in spans if s.role != before[s.span_id]]
 
-    received = [s.received_at for s in spans] + ([turn.received_at] if turn else [])
-    last_received = max(received)
+    received_us = [s.received_us for s in spans] + ([turn.received_us] if turn else [])
+    last_received = datetime_of(max(received_us))
     quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
     state = Trace.State.OPEN if now - last_received < quiet else Trace.State.FINAL
     linked = bool(browser_id) and bool(linked_span_ids(spans, browser_id))
@@ -286,7 +202,6 @@ def _stitch_one(
 
     skew = Skew(0.0, "")
     turn_row = browser_span = None
-    span_starts = [s.start_ns / 1e6 for s in spans]
     span_ends = [s.end_ns / 1e6 for s in spans]
     if turn is not None:
         t_send = float(data["t_send"])
@@ -299,59 +214,53 @@ def _stitch_one(
         )  # fmt: skip
         start_ms, end_ms = t_send + skew.ms, max(t_end, t_send) + skew.ms
         browser_span = _browser_span(app_id, trace_id, turn, start_ms, end_ms, skew)
-        metrics = turn_metrics(data, spans, browser_id)
-        turn_row = Turn(
-            app_id=app_id,
-            session_id=turn.session_id,
-            span_id=browser_id,
-            conversation_id=str(data.get("conversation_id") or turn.session_key)[:128],
-            turn_index=data.get("turn_index"),
-            t_send_ms=start_ms,
-            outcome=str(data.get("outcome") or "completed"),
-            status=data.get("status"),
-            regenerated=(app_id, browser_id) in replaced,
-            regenerate_of=str(data.get("regenerate_of") or ""),
-            intent_correction=bool(data.get("intent_correction")),
-            **metrics.__dict__,
-        )
+        turn_row = {
+            "app_id": app_id,
+            "session_id": turn.session_id,
+            "span_id": browser_id,
+            "conversation_id": str(data.get("conversation_id") or turn.session_key)[:128],
+            "turn_index": data.get("turn_index"),
+            "t_send_ms": start_ms,
+            "outcome": str(data.get("outcome") or "completed"),
+            "status": data.get("status"),
+            "regenerated": (app_id, browser_id) in replaced,
+            "regenerate_of": str(data.get("regenerate_of") or ""),
+            "intent_correction": bool(data.get("intent_correction")),
+            **turn_metrics(data, spans, browser_id).__dict__,
+        }
         trace_start, trace_end = start_ms, max([end_ms, *span_ends])
     else:
-        trace_start, trace_end = min(span_starts), max(span_ends)
-    trace = Trace(
-        app_id=app_id,
-        trace_id=trace_id,
-        state=state,
-        linked=linked,
-        clock_skew_ms=skew.ms,
-        skew_source=skew.source,
-        start_ms=trace_start,
-        end_ms=trace_end,
-        span_count=len(spans) + (1 if turn is not None else 0),
-        propagation=propagation,
-        propagation_cause=cause,
-        last_received_at=last_received,
-        stitched_at=now,
-    )
+        trace_start, trace_end = min(s.start_ns for s in spans) / 1e6, max(span_ends)
+    trace = {
+        "app_id": app_id,
+        "trace_id": trace_id,
+        "state": state.value,
+        "linked": linked,
+        "clock_skew_ms": skew.ms,
+        "skew_source": skew.source,
+        "start_ms": trace_start,
+        "end_ms": trace_end,
+        "span_count": len(spans) + (1 if turn is not None else 0),
+        "propagation": propagation,
+        "propagation_cause": cause,
+        "last_received_at": last_received,
+        "stitched_at": now,
+    }
     return trace, turn_row, browser_span, changed
 
 
 def _browser_span(
     app_id: int, trace_id: str, turn: TurnEvent, start_ms: float, end_ms: float, skew: Skew
-) -> Span:
+) -> dict[str, Any]:
     data = turn.data
-    attributes = {
-        key: data[key]
-        for key in ("url", "method", "status", "outcome", "chunks", "model", "conversation_id",
-                    "turn_index", "regenerate_of", "intent_correction", "error")
-        if data.get(key) not in (None, "")
-    }  # fmt: skip
+    attributes = {key: data[key] for key in _BROWSER_ATTRIBUTES if data.get(key) not in (None, "")}
     attributes["llmrum.clock_skew_ms"] = skew.ms
     attributes["llmrum.skew_source"] = skew.source
-    return Span(
+    return browser_span_record(
         app_id=app_id,
         trace_id=trace_id,
         span_id=turn.span_id,
-        role=Span.Role.BROWSER,
+        role=Span.Role.BROWSER.value,
         service="browser",
         name=f"{data.get('method') or 'POST'} {data.get('url') or 'chat'}"[:256],
         kind=3,  # CLIENT
@@ -359,5 +268,5 @@ def _browser_span(
         end_ns=round(end_ms * 1e6),
         status_code=2 if data.get("outcome") == "error" else 0,
         attributes=attributes,
-        received_at=turn.received_at,
+        received_at=datetime_of(turn.received_us),
     )

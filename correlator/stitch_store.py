@@ -95,31 +95,51 @@ SELECT count(*) FROM t
 """
 
 
+@cache
+def _span_defaults() -> dict[str, Any]:
+    return record_of(Span(), columns_of(Span))
+
+
+def browser_span_record(**values: Any) -> dict[str, Any]:
+    """A browser span's row (column -> value): the given values over Span's defaults."""
+    return {**_span_defaults(), **values}
+
+
 def write_stitched(
-    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Any]
+    *,
+    traces: list[dict[str, Any]],
+    turns: list[dict[str, Any]],
+    browser_spans: list[dict[str, Any]],
+    roles: list[Any],
 ) -> None:
-    """``roles``: spans (anything with ``id`` and ``role``) whose role changed.
-    ``turns[i]`` belongs with ``browser_spans[i]`` (whose trace_id names its trace)."""
+    """Rows as column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
+    whose ``trace_id`` names its trace (a turn row's ``trace_id`` is the trace's key,
+    known only once the trace is written). ``roles``: spans (anything with ``id`` and
+    ``role``) whose role changed."""
     if not traces:
         return
     if connection.vendor == "postgresql":
-        turn_cols = columns_of(Turn, skip=("id", "trace_id"))
         turn_records = [
-            {**record_of(turn, turn_cols), "trace_key": span.trace_id}
+            {**turn, "trace_key": span["trace_id"]}
             for turn, span in zip(turns, browser_spans, strict=True)
         ]
         params = {
-            "traces": encode_json([record_of(t, columns_of(Trace)) for t in traces]).decode(),
+            "traces": encode_json(traces).decode(),
             "turns": encode_json(turn_records).decode(),
-            "spans": encode_json([record_of(s, columns_of(Span)) for s in browser_spans]).decode(),
+            "spans": encode_json(browser_spans).decode(),
             "roles": encode_json([{"id": s.id, "role": s.role} for s in roles]).decode(),
         }
         execute_prepared(_postgres_sql(), params)
     else:
-        _write_orm(traces=traces, turns=turns, browser_spans=browser_spans, roles=roles)
+        _write_orm(
+            traces=[Trace(**row) for row in traces],
+            turns=[Turn(**row) for row in turns],
+            browser_spans=[Span(**row) for row in browser_spans],
+            roles=roles,
+        )
     # A turn that regenerates an earlier one marks it; the earlier one, stitched later
     # or again, finds this turn through the replaced-span lookup: same result.
-    regenerated = [(t.app_id, t.regenerate_of) for t in turns if t.regenerate_of]
+    regenerated = [(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]]
     for app_id, span_id in regenerated:
         Turn.objects.filter(app_id=app_id, span_id=span_id).update(regenerated=True)
 

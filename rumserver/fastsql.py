@@ -25,6 +25,17 @@ def execute_prepared(sql: str, params: dict[str, Any]) -> None:
         cursor.execute(sql, params, prepare=settings.LLMRUM_PG_PREPARE)
 
 
+def fetch_prepared(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """``execute_prepared`` for a read: its rows as psycopg's plain tuples (cast the
+    columns to the types wanted: no Django converters run here)."""
+    import psycopg
+
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(sql, params, prepare=settings.LLMRUM_PG_PREPARE)
+        return cursor.fetchall()
+
+
 def placeholders(columns: int, rows: int) -> str:
     """``(%s, %s), (%s, %s)`` for a multi-row VALUES list (the portable path)."""
     row = "(" + ", ".join(["%s"] * columns) + ")"

@@ -1,0 +1,229 @@
+"""Reading a stitch batch's raw rows as plain values: the spans, each trace's turn
+event with its session key, and each session's best beacon delay.
+
+On PostgreSQL three statements, joined from ``unnest()`` of the batch's keys (index
+probes whatever the statistics say), return only primitive columns: times as
+integer microseconds, the turn event as JSON text decoded with msgspec. Django's
+row conversion (a timezone-aware datetime per timestamp, ``json.loads`` per event)
+was most of a worker's CPU in bench/stitch. Elsewhere (SQLite, the embedded default)
+the ORM reads the same rows into the same shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import msgspec
+from django.db import connection
+from django.db.models.fields.json import KT
+
+from correlator.stitching import MAX_SKEW_MS
+from rumserver.fastsql import fetch_prepared
+from rumserver.models import BrowserEvent, BrowserSession, Span
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def datetime_of(epoch_us: int) -> datetime:
+    """Exact (integer arithmetic), unlike ``datetime.fromtimestamp`` of a float."""
+    return EPOCH + timedelta(microseconds=epoch_us)
+
+
+def epoch_us(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+@dataclass(slots=True)
+class StoredSpan:
+    """The columns of an OTLP span the stitch reads. ``resource`` holds only
+    ``llmrum.role`` (what ``assign_roles`` looks at)."""
+
+    id: int
+    app_id: int
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    kind: int
+    role: str
+    service: str
+    start_ns: int
+    end_ns: int
+    received_us: int
+    gen_ai_operation: str
+    request_model: str
+    response_model: str
+    ttft_s: float | None
+    ttft_source: str
+    queue_s: float | None
+    input_tokens: int | None
+    output_tokens: int | None
+    resource: dict[str, str]
+
+
+@dataclass(slots=True)
+class TurnEvent:
+    app_id: int
+    trace_id: str
+    span_id: str
+    session_id: int  # BrowserSession's primary key
+    received_us: int
+    data: dict[str, Any]
+    session_key: str = ""  # the browser's own session id
+
+
+@dataclass
+class Batch:
+    spans: dict[tuple[int, str], list[StoredSpan]] = field(default_factory=dict)
+    turns: dict[tuple[int, str], TurnEvent] = field(default_factory=dict)
+    # session pk -> received_at - sent_at (ms) of its beacons: on PostgreSQL only the
+    # smallest sane one (all that ``estimate_skew`` uses), elsewhere every one.
+    beacon_deltas: dict[int, list[float]] = field(default_factory=dict)
+
+
+_SPAN_COLUMNS = (
+    "id", "app_id", "trace_id", "span_id", "parent_span_id", "kind", "role", "service",
+    "start_ns", "end_ns", "received_at", "gen_ai_operation", "request_model",
+    "response_model", "ttft_s", "ttft_source", "queue_s", "input_tokens", "output_tokens",
+)  # fmt: skip
+_decode_event = msgspec.json.Decoder(dict).decode
+
+
+def load_batch(keys: list[tuple[int, str]]) -> Batch:
+    """The raw rows of these (app id, trace id) traces."""
+    keys = sorted(set(keys))
+    if connection.vendor == "postgresql":
+        batch = Batch(spans=_pg_spans(keys), turns=_pg_turns(keys))
+        batch.beacon_deltas = _pg_best_deltas({t.session_id for t in batch.turns.values()})
+    else:
+        batch = Batch(spans=_orm_spans(keys), turns=_orm_turns(keys))
+        batch.beacon_deltas = _orm_deltas({t.session_id for t in batch.turns.values()})
+    return batch
+
+
+# -- PostgreSQL ------------------------------------------------------------------------
+
+_KEYS = "unnest(%(apps)s::bigint[], %(traces)s::text[]) AS k(app_id, trace_id)"
+_US = "(extract(epoch FROM {0}) * 1000000)::bigint"
+
+
+def _key_params(keys: list[tuple[int, str]]) -> dict[str, list]:
+    return {"apps": [app for app, _ in keys], "traces": [trace for _, trace in keys]}
+
+
+def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredSpan]]:
+    columns = ", ".join(
+        _US.format("s.received_at") if c == "received_at" else f"s.{c}" for c in _SPAN_COLUMNS
+    )
+    rows = fetch_prepared(
+        f"SELECT {columns}, s.resource ->> 'llmrum.role' "
+        f"FROM {_KEYS} JOIN {Span._meta.db_table} s "
+        "ON s.app_id = k.app_id AND s.trace_id = k.trace_id "
+        f"WHERE s.role <> '{Span.Role.BROWSER.value}' ORDER BY s.app_id, s.trace_id, s.span_id",
+        _key_params(keys),
+    )
+    out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
+    for *columns, pinned_role in rows:
+        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
+        out[(span.app_id, span.trace_id)].append(span)
+    return out
+
+
+def _pg_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
+    # The session key by a scalar subquery (a probe per turn): as a join, PostgreSQL
+    # hashed the whole sessions table each batch.
+    rows = fetch_prepared(
+        f"SELECT DISTINCT ON (e.app_id, e.trace_id) e.app_id, e.trace_id, e.span_id, "
+        f"e.session_id, {_US.format('e.received_at')}, e.data::text, "
+        f"(SELECT b.session_id FROM {BrowserSession._meta.db_table} b WHERE b.id = e.session_id) "
+        f"FROM {_KEYS} JOIN {BrowserEvent._meta.db_table} e "
+        "ON e.trace_id = k.trace_id AND e.app_id = k.app_id "
+        f"WHERE e.type = '{BrowserEvent.Type.TURN.value}' "
+        "ORDER BY e.app_id, e.trace_id, e.ts_ms, e.event_id",
+        _key_params(keys),
+    )
+    return {
+        (app_id, trace_id): TurnEvent(
+            app_id, trace_id, span_id, session_pk, received_us, _decode(text), session_key or ""
+        )
+        for app_id, trace_id, span_id, session_pk, received_us, text, session_key in rows
+    }
+
+
+def _decode(text: str) -> dict[str, Any]:
+    try:
+        return _decode_event(text)
+    except msgspec.DecodeError:  # e.g. an integer past 64 bits, which json reads
+        return json.loads(text)
+
+
+def _pg_best_deltas(session_pks: set[int]) -> dict[int, list[float]]:
+    if not session_pks:
+        return {}
+    delta = "extract(epoch FROM e.received_at)::float8 * 1000 - e.sent_at_ms"
+    rows = fetch_prepared(
+        f"SELECT e.session_id, min({delta}) "
+        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) "
+        f"JOIN {BrowserEvent._meta.db_table} e ON e.session_id = k.id "
+        f"WHERE abs({delta}) <= %(max_skew)s GROUP BY e.session_id",
+        {"sessions": sorted(session_pks), "max_skew": MAX_SKEW_MS},
+    )
+    return {session_pk: [best] for session_pk, best in rows}
+
+
+# -- Elsewhere: the ORM ----------------------------------------------------------------
+
+
+def _orm_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredSpan]]:
+    wanted = set(keys)
+    rows = (
+        Span.objects.filter(trace_id__in=sorted({trace for _, trace in keys}))
+        .exclude(role=Span.Role.BROWSER)
+        .order_by("app_id", "trace_id", "span_id")
+        .values_list(*_SPAN_COLUMNS, KT("resource__llmrum.role"))
+    )
+    out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
+    for *columns, pinned_role in rows:
+        columns[10] = epoch_us(columns[10])
+        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
+        if (span.app_id, span.trace_id) in wanted:
+            out[(span.app_id, span.trace_id)].append(span)
+    return out
+
+
+def _orm_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
+    wanted = set(keys)
+    events = BrowserEvent.objects.filter(
+        trace_id__in=sorted({trace for _, trace in keys}), type=BrowserEvent.Type.TURN
+    )
+    turns: dict[tuple[int, str], TurnEvent] = {}
+    for app_id, trace_id, span_id, session_pk, received_at, data in events.order_by(
+        "ts_ms", "event_id"
+    ).values_list("app_id", "trace_id", "span_id", "session_id", "received_at", "data"):
+        if (app_id, trace_id) in wanted:
+            turns.setdefault(
+                (app_id, trace_id),
+                TurnEvent(app_id, trace_id, span_id, session_pk, epoch_us(received_at), data),
+            )
+    sessions = BrowserSession.objects.filter(id__in={t.session_id for t in turns.values()})
+    keys_by_pk = dict(sessions.values_list("id", "session_id"))
+    for turn in turns.values():
+        turn.session_key = keys_by_pk.get(turn.session_id, "")
+    return turns
+
+
+def _orm_deltas(session_pks: set[int]) -> dict[int, list[float]]:
+    out: dict[int, list[float]] = defaultdict(list)
+    if not session_pks:
+        return out
+    rows = (
+        BrowserEvent.objects.filter(session_id__in=session_pks)
+        .values_list("session_id", "received_at", "sent_at_ms")
+        .distinct()
+    )
+    for session_pk, received_at, sent_at_ms in rows:
+        out[session_pk].append(received_at.timestamp() * 1000 - sent_at_ms)
+    return out
