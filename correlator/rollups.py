@@ -33,6 +33,7 @@ from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, 
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.sketches import HyperLogLog, LogHistogram, bucket_of
 from correlator.stitch_store import columns_of, encode_json, record_of, recordset_of
+from rumserver.fastsql import commit_without_waiting_for_disk
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
 LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
@@ -281,6 +282,7 @@ def rollups_refresh(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
 
 def _refresh_batch(*, period: str, now: datetime, batch_size: int) -> int:
     with transaction.atomic():
+        commit_without_waiting_for_disk()
         claimed = list(
             DirtyRollup.objects.select_for_update(skip_locked=True)
             .filter(period=period)

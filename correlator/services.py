@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,7 +21,7 @@ from django.db import transaction
 
 from correlator import lookups
 from correlator.models import SweepRun, Trace
-from correlator.rollups import MINUTE, minute_of, rollups_mark, rollups_refresh
+from correlator.rollups import rollups_refresh
 from correlator.stitch_load import StoredSpan, TurnEvent, datetime_of, load_batch
 from correlator.stitch_store import browser_span_record, write_stitched
 from correlator.stitching import (
@@ -34,6 +33,7 @@ from correlator.stitching import (
     tighten,
     turn_metrics,
 )
+from rumserver.fastsql import commit_without_waiting_for_disk
 from rumserver.models import DirtyTrace, Span
 from rumserver.otlp_spans import assign_roles
 
@@ -88,6 +88,7 @@ def sweep_run(
 
 def _sweep_batch(*, now: datetime, batch_size: int) -> int:
     with transaction.atomic():
+        commit_without_waiting_for_disk()
         claimed = list(
             DirtyTrace.objects.select_for_update(skip_locked=True)
             .order_by("last_marked_at", "id")
@@ -106,6 +107,10 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
     wanted = set(keys)
     batch = load_batch(keys)
     replaced = _replaced_span_ids(batch.turns)
+    # And those that a turn of this very batch regenerates (not stored yet to be found).
+    for event in batch.turns.values():
+        if event.data.get("regenerate_of"):
+            replaced.add((event.app_id, str(event.data["regenerate_of"])))
     traces, turn_rows, browser_spans, role_changes = [], [], [], []
     for key in sorted(wanted):
         stitched = _stitch_one(
@@ -124,35 +129,14 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             turn_rows.append(turn)
             browser_spans.append(browser_span)
         role_changes += changed
-    stale_minutes = _stale_minutes(keys=wanted, turns=batch.turns)
-    write_stitched(traces=traces, turns=turn_rows, browser_spans=browser_spans, roles=role_changes)
-    rollups_mark(
-        stale_minutes | {(t["app_id"], MINUTE, minute_of(t["start_ms"])) for t in traces}, now=now
+    write_stitched(
+        traces=traces,
+        turns=turn_rows,
+        browser_spans=browser_spans,
+        roles=role_changes,
+        keys=wanted,
+        now=now,
     )
-
-
-def _stale_minutes(
-    *, keys: set[tuple[int, str]], turns: dict[tuple[int, str], TurnEvent]
-) -> set[tuple[int, str, datetime]]:
-    """Minutes whose rollups these traces' rewrite may change, read before it: where
-    the traces started until now, and where each of their turns' conversations began
-    (a late first turn or a correction changes that minute's first-response figures)."""
-    traces: dict[int, list[str]] = defaultdict(list)
-    for app_id, trace_id in keys:
-        traces[app_id].append(trace_id)
-    conversations: dict[int, set[str]] = defaultdict(set)
-    for event in turns.values():
-        conversation = str(event.data.get("conversation_id") or event.session_key)[:128]
-        conversations[event.app_id].add(conversation)
-    marks = set()
-    for app_id, trace_ids in traces.items():
-        starts = lookups.trace_starts(app_id=app_id, trace_ids=trace_ids)
-        marks |= {(app_id, MINUTE, minute_of(start)) for start in starts.values()}
-        openers = lookups.conversation_openers(
-            app_id=app_id, conversations=sorted(conversations[app_id])
-        )
-        marks |= {(app_id, MINUTE, minute_of(rows[0].t_send_ms)) for rows in openers.values()}
-    return marks
 
 
 def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:

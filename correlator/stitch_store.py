@@ -11,6 +11,8 @@ Elsewhere (SQLite, the embedded default) the ORM writes the same rows.
 from __future__ import annotations
 
 import enum
+from collections import defaultdict
+from datetime import datetime
 from functools import cache
 from typing import Any
 
@@ -18,7 +20,7 @@ import msgspec
 from django.db import connection
 from django.db.models import Field, Model
 
-from correlator.models import Trace, Turn
+from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from rumserver.fastsql import execute_prepared
 from rumserver.models import Span
 
@@ -90,6 +92,37 @@ WITH t AS (
     UPDATE {Span._meta.db_table} AS s SET role = x.role
     FROM jsonb_to_recordset(%(roles)s::jsonb) AS x(id bigint, role text)
     WHERE s.id = x.id
+), touched AS (
+    -- Read before the writes above (one snapshot for the whole statement): where
+    -- the traces started, and where their turns' conversations began; then where
+    -- the traces start now.
+    -- LATERAL ... OFFSET 0: one index probe a key, whatever the statistics say (as a
+    -- join, a plan made while the table was small scanned all of it every batch).
+    SELECT k.app_id, o.start_ms AS ms
+    FROM unnest(%(key_apps)s::bigint[], %(key_traces)s::text[]) AS k(app_id, trace_id)
+    CROSS JOIN LATERAL (
+        SELECT start_ms FROM {Trace._meta.db_table}
+        WHERE app_id = k.app_id AND trace_id = k.trace_id OFFSET 0
+    ) AS o
+    UNION ALL
+    SELECT c.app_id, x.t_send_ms
+    FROM unnest(%(conv_apps)s::bigint[], %(conv_ids)s::text[]) AS c(app_id, conversation_id)
+    CROSS JOIN LATERAL (
+        SELECT t_send_ms FROM {Turn._meta.db_table}
+        WHERE app_id = c.app_id AND conversation_id = c.conversation_id
+        ORDER BY t_send_ms, span_id LIMIT 1
+    ) AS x
+    UNION ALL
+    SELECT r.app_id, r.start_ms
+    FROM jsonb_to_recordset(%(traces)s::jsonb) AS r(app_id bigint, start_ms double precision)
+), marks AS (
+    INSERT INTO {DirtyRollup._meta.db_table} (app_id, period, start, first_marked_at,
+                                              last_marked_at)
+    SELECT DISTINCT app_id, '{Rollup.Period.MINUTE.value}',
+           to_timestamp(floor(ms / 60000) * 60), %(now)s::timestamptz, %(now)s::timestamptz
+    FROM touched
+    ORDER BY 1, 3  -- one lock order for concurrent sweeps
+    ON CONFLICT (app_id, period, start) DO UPDATE SET last_marked_at = excluded.last_marked_at
 )
 SELECT count(*) FROM t
 """
@@ -111,37 +144,87 @@ def write_stitched(
     turns: list[dict[str, Any]],
     browser_spans: list[dict[str, Any]],
     roles: list[Any],
+    keys: set[tuple[int, str]],
+    now: datetime,
 ) -> None:
-    """Rows as column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
+    """Write a stitched batch (``keys``: every (app id, trace id) it stitched) and
+    mark the rollup minutes it may change: where its traces started before and
+    start now, and where its turns' conversations began.
+
+    Rows are column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
     whose ``trace_id`` names its trace (a turn row's ``trace_id`` is the trace's key,
     known only once the trace is written). ``roles``: spans (anything with ``id`` and
     ``role``) whose role changed."""
-    if not traces:
-        return
+    conversations = sorted({(turn["app_id"], turn["conversation_id"]) for turn in turns})
+    # A turn regenerating one of this batch finds it in ``replaced`` (traces_stitch);
+    # one regenerating an earlier turn marks that turn's row here.
+    own = {(turn["app_id"], turn["span_id"]) for turn in turns}
+    regenerated = sorted(
+        {(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]} - own
+    )
     if connection.vendor == "postgresql":
         turn_records = [
             {**turn, "trace_key": span["trace_id"]}
             for turn, span in zip(turns, browser_spans, strict=True)
         ]
+        ordered = sorted(keys)
         params = {
             "traces": encode_json(traces).decode(),
             "turns": encode_json(turn_records).decode(),
             "spans": encode_json(browser_spans).decode(),
             "roles": encode_json([{"id": s.id, "role": s.role} for s in roles]).decode(),
+            "key_apps": [app for app, _ in ordered],
+            "key_traces": [trace for _, trace in ordered],
+            "conv_apps": [app for app, _ in conversations],
+            "conv_ids": [conversation for _, conversation in conversations],
+            "now": now,
         }
         execute_prepared(_postgres_sql(), params)
     else:
+        stale = _stale_minutes(keys=keys, conversations=conversations)
         _write_orm(
             traces=[Trace(**row) for row in traces],
             turns=[Turn(**row) for row in turns],
             browser_spans=[Span(**row) for row in browser_spans],
             roles=roles,
         )
-    # A turn that regenerates an earlier one marks it; the earlier one, stitched later
-    # or again, finds this turn through the replaced-span lookup: same result.
-    regenerated = [(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]]
+        _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
+    # One plain (unprepared) statement an application: as part of the prepared one
+    # above, its generic plan scanned every turn once the table had grown.
+    by_app: dict[int, list[str]] = defaultdict(list)
     for app_id, span_id in regenerated:
-        Turn.objects.filter(app_id=app_id, span_id=span_id).update(regenerated=True)
+        by_app[app_id].append(span_id)
+    for app_id, span_ids in sorted(by_app.items()):
+        stale_flags = Turn.objects.filter(app_id=app_id, span_id__in=span_ids, regenerated=False)
+        stale_flags.update(regenerated=True)
+
+
+def _stale_minutes(
+    *, keys: set[tuple[int, str]], conversations: list[tuple[int, str]]
+) -> set[tuple[int, float]]:
+    """(app id, epoch ms) where these traces started and their conversations began,
+    before the rewrite (what the PostgreSQL statement's ``touched`` reads)."""
+    from correlator import lookups
+
+    traces: dict[int, list[str]] = defaultdict(list)
+    for app_id, trace_id in keys:
+        traces[app_id].append(trace_id)
+    by_app: dict[int, list[str]] = defaultdict(list)
+    for app_id, conversation in conversations:
+        by_app[app_id].append(conversation)
+    found: set[tuple[int, float]] = set()
+    for app_id in sorted(traces.keys() | by_app.keys()):
+        starts = lookups.trace_starts(app_id=app_id, trace_ids=traces.get(app_id, []))
+        found |= {(app_id, start) for start in starts.values()}
+        openers = lookups.conversation_openers(app_id=app_id, conversations=by_app.get(app_id, []))
+        found |= {(app_id, rows[0].t_send_ms) for rows in openers.values()}
+    return found
+
+
+def _mark(moments: set[tuple[int, float]], *, now: datetime) -> None:
+    from correlator.rollups import MINUTE, minute_of, rollups_mark
+
+    rollups_mark({(app_id, MINUTE, minute_of(ms)) for app_id, ms in moments}, now=now)
 
 
 def _write_orm(

@@ -36,6 +36,16 @@ def fetch_prepared(sql: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
         return cursor.fetchall()
 
 
+def commit_without_waiting_for_disk() -> None:
+    """For a transaction that only writes what can be derived again from committed
+    rows (stitched traces, rollups): don't wait for its WAL flush. A crash may lose
+    its last commits, whole (their dirty marks come back with them), never half of
+    one; call inside the transaction."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET LOCAL synchronous_commit TO off")
+
+
 def placeholders(columns: int, rows: int) -> str:
     """``(%s, %s), (%s, %s)`` for a multi-row VALUES list (the portable path)."""
     row = "(" + ", ".join(["%s"] * columns) + ")"

@@ -172,14 +172,16 @@ def test_a_late_span_reopens_a_final_trace_and_refinalizes_it(client, app):
 
 
 def test_a_regenerated_turn_is_marked_whichever_is_stitched_first(client, app):
-    for first_stitched in ("original", "replacement"):
+    for first_stitched in ("original", "replacement", "together"):
         original = GoldenTurn(t0=now_ms() - 5000, session=f"s-{first_stitched}")
         replacement = GoldenTurn(t0=now_ms() - 2000, session=f"s-{first_stitched}",
                                  regenerate_of=original.browser_span)  # fmt: skip
         order = [original, replacement] if first_stitched == "original" else [replacement, original]
         for golden in order:
             send_beacon(client, app.application.public_key, golden.beacon())
-            sweep_run(now=timezone.now())
+            if first_stitched != "together":  # both in one batch
+                sweep_run(now=timezone.now())
+        sweep_run(now=timezone.now())
         assert Turn.objects.get(span_id=original.browser_span).regenerated is True
         new = Turn.objects.get(span_id=replacement.browser_span)
         assert (new.regenerated, new.regenerate_of) == (False, original.browser_span)
@@ -198,6 +200,41 @@ def test_one_sided_traces_are_kept_and_flagged(client, app):
     assert (orphan.linked, orphan.propagation) == (False, "no_browser_root")
     assert orphan.propagation_cause == "browser_beacon_missing"
     assert not Turn.objects.filter(trace=orphan).exists()
+
+
+def test_a_stitch_marks_every_rollup_minute_its_rewrite_may_change(client, app):
+    """Where the trace started before (here: a minute its old skew put it in), where
+    it starts now, and where its conversation began (an earlier turn's minute)."""
+    from django.db import transaction
+
+    from correlator.models import DirtyRollup
+    from correlator.rollups import minute_of
+
+    golden = GoldenTurn(t0=now_ms() - 2000)
+    deliver(client, app, golden, ["beacon", "gateway", "model"])
+    sweep_run(now=timezone.now())
+    assert not DirtyRollup.objects.exists()
+    trace = Trace.objects.get(trace_id=golden.trace_id)
+    new_start = trace.start_ms
+    old_start = new_start - 7 * 60_000
+    Trace.objects.filter(pk=trace.pk).update(start_ms=old_start)
+    opener = Turn.objects.get(trace=trace)
+    opener_ms = new_start - 42 * 60_000
+    other = Trace.objects.create(app=app.application, trace_id="e" * 32, start_ms=opener_ms,
+                                 end_ms=opener_ms + 1, last_received_at=timezone.now(),
+                                 stitched_at=timezone.now())  # fmt: skip
+    Turn.objects.create(app=app.application, trace=other, session_id=opener.session_id,
+                        span_id="f" * 16, conversation_id=opener.conversation_id,
+                        t_send_ms=opener_ms, outcome="completed")  # fmt: skip
+    now = timezone.now()
+    with transaction.atomic():
+        services.traces_stitch(keys=[(app.application.pk, golden.trace_id)], now=now)
+    marked = set(DirtyRollup.objects.values_list("app_id", "period", "start", "last_marked_at"))
+    assert marked == {
+        (app.application.pk, "minute", minute_of(ms), now)
+        for ms in (old_start, new_start, opener_ms)
+    }
+    assert Trace.objects.get(pk=trace.pk).start_ms == new_start
 
 
 def test_the_stitch_command_finalizes_everything(client, app):
