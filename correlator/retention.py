@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 
 from django.db.models import Model, QuerySet
 
-from correlator.models import Rollup, Trace
+from correlator.models import DirtyRollup, Rollup, Trace
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
 
 BATCH = 5_000
@@ -50,6 +50,9 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
                 "minute rollups",
                 Rollup.objects.filter(app=app, period=Rollup.Period.MINUTE, start__lt=cutoff),
             ),
+            # A pending rebuild of a period whose turns and minutes are gone would
+            # only empty the hour and day rows that are kept.
+            ("rollup marks", DirtyRollup.objects.filter(app=app, start__lt=cutoff)),
         ]
         for name, queryset in plan:
             n = _delete_in_batches(queryset, batch=batch, budget=budget)

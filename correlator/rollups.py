@@ -271,21 +271,36 @@ def rollups_mark(marks: Iterable[tuple[int, str, datetime]], *, now: datetime) -
         )  # fmt: skip
 
 
-def rollups_refresh(*, now: datetime, batch_size: int = BATCH_SIZE) -> int:
-    """Rebuild every dirty minute, then hour, then day. Returns periods rebuilt."""
+def rollups_refresh(
+    *, now: datetime, batch_size: int = BATCH_SIZE, settle_seconds: float = 0.0
+) -> int:
+    """Rebuild the dirty minutes last marked at least ``settle_seconds`` ago, then
+    every dirty hour, then day. Returns periods rebuilt.
+
+    The sweep waits for minutes to settle (``LLMRUM_ROLLUP_SETTLE_SECONDS``): the
+    current minute is marked by every sweep while turns arrive, and rebuilding it
+    each time would read each of its turns a dozen times. Until rebuilt, the
+    readers answer a dirty period from the raw turns (``stale_periods``)."""
     done = 0
     for period in (MINUTE, HOUR, DAY):
-        while claimed := _refresh_batch(period=period, now=now, batch_size=batch_size):
+        due = Q(period=period)
+        if period == MINUTE and settle_seconds > 0:
+            # Settled, or marked again and again for ten settle times (a long
+            # conversation keeps marking the minute it began in): rebuild anyway.
+            due &= Q(last_marked_at__lte=now - timedelta(seconds=settle_seconds)) | Q(
+                first_marked_at__lte=now - timedelta(seconds=10 * settle_seconds)
+            )
+        while claimed := _refresh_batch(due=due, period=period, now=now, batch_size=batch_size):
             done += claimed
     return done
 
 
-def _refresh_batch(*, period: str, now: datetime, batch_size: int) -> int:
+def _refresh_batch(*, due: Q, period: str, now: datetime, batch_size: int) -> int:
     with transaction.atomic():
         commit_without_waiting_for_disk()
         claimed = list(
             DirtyRollup.objects.select_for_update(skip_locked=True)
-            .filter(period=period)
+            .filter(due)
             .order_by("last_marked_at", "id")
             .values_list("id", "app_id", "start")[:batch_size]
         )
@@ -376,10 +391,28 @@ def rollups_backlog() -> tuple[int, datetime | None]:
 # -- reading -------------------------------------------------------------------------
 
 
-def window_plan(since: datetime, until: datetime) -> tuple[list[tuple[str, datetime, datetime]],
-                                                           list[tuple[datetime, datetime]]]:  # fmt: skip
+def stale_periods(*, app_id: int, since: datetime, until: datetime) -> frozenset:
+    """(period, start) of this application's rollup rows around [since, until) that
+    must not be read: those waiting for a rebuild, and the hours and days holding
+    them (an hour is rebuilt only after its minutes)."""
+    pending = DirtyRollup.objects.filter(
+        app_id=app_id, start__gte=floor(since, DAY), start__lt=until
+    ).values_list("period", "start")
+    stale = set()
+    for period, start in pending:
+        stale.add((period, start))
+        while period in PARENT:
+            period = PARENT[period]
+            stale.add((period, floor(start, period)))
+    return frozenset(stale)
+
+
+def window_plan(since: datetime, until: datetime, stale: frozenset = frozenset(),
+                ) -> tuple[list[tuple[str, datetime, datetime]],
+                           list[tuple[datetime, datetime]]]:  # fmt: skip
     """Cover [since, until) with the fewest whole days, hours and minutes, plus the
-    partial minutes at either edge that only raw turns can answer.
+    raw turns of the partial minutes at either edge. A ``stale`` period (see
+    ``stale_periods``) is covered by its children instead, a stale minute by raw turns.
     Returns ([(period, from, to)], [(raw from, raw to)])."""
     ranges: list[tuple[str, datetime, datetime]] = []
     raw: list[tuple[datetime, datetime]] = []
@@ -391,21 +424,50 @@ def window_plan(since: datetime, until: datetime) -> tuple[list[tuple[str, datet
     if hi < until:
         raw.append((hi, until))
 
+    def whole(period: str, lo: datetime, hi: datetime) -> None:
+        for start in _starts(lo, hi, period):
+            end = start + LENGTH[period]
+            if (period, start) not in stale:
+                ranges.append((period, start, end))
+            elif period == MINUTE:
+                raw.append((start, end))
+            else:
+                whole(CHILD[period], start, end)
+
     def cover(lo: datetime, hi: datetime, period: str) -> None:
         if period == MINUTE:
-            if lo < hi:
-                ranges.append((MINUTE, lo, hi))
+            whole(MINUTE, lo, hi)
             return
         inner_lo, inner_hi = ceil(lo, period), floor(hi, period)
         if inner_lo >= inner_hi:
             cover(lo, hi, CHILD[period])
             return
-        ranges.append((period, inner_lo, inner_hi))
+        whole(period, inner_lo, inner_hi)
         cover(lo, inner_lo, CHILD[period])
         cover(inner_hi, hi, CHILD[period])
 
     cover(lo, hi, DAY)
-    return sorted(ranges, key=lambda r: r[1]), raw
+    return _joined(sorted(ranges, key=lambda r: r[1])), [
+        (a, b) for _, a, b in _joined(sorted(("", a, b) for a, b in raw))
+    ]
+
+
+def _starts(lo: datetime, hi: datetime, period: str) -> Iterator[datetime]:
+    start = lo
+    while start < hi:
+        yield start
+        start += LENGTH[period]
+
+
+def _joined(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[str, datetime, datetime]]:
+    """Adjacent ranges of one period as one (sorted input)."""
+    out: list[tuple[str, datetime, datetime]] = []
+    for period, lo, hi in ranges:
+        if out and out[-1][0] == period and out[-1][2] == lo:
+            out[-1] = (period, out[-1][1], hi)
+        else:
+            out.append((period, lo, hi))
+    return out
 
 
 def _rows_filter(app_id: int, ranges: list[tuple[str, datetime, datetime]],
@@ -418,7 +480,7 @@ def _rows_filter(app_id: int, ranges: list[tuple[str, datetime, datetime]],
 
 def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
     """Turns in the window, from rollups and the raw edges (no sketches read)."""
-    ranges, raw = window_plan(since, until)
+    ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
     total = 0
     if ranges:
         total = (
@@ -441,7 +503,7 @@ def _stored(rows: QuerySet[Rollup], *fields: str) -> Iterator[tuple[tuple, tuple
 
 def _window_accumulators(app_id: int, since: datetime, until: datetime,
                          dimensions: list[str]) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
-    ranges, raw = window_plan(since, until)
+    ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
     accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
     if ranges:
         rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
@@ -501,8 +563,10 @@ def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> l
          if all(floor(lo, p) == lo and floor(hi, p) == hi for lo, hi in points[1:-1])),
         MINUTE,
     )  # fmt: skip
+    stale = stale_periods(app_id=app_id, since=points[0][0], until=points[-1][1]) if points else ()
     whole = [i for i, (lo, hi) in enumerate(points) if floor(lo, period) == lo
-             and floor(hi, period) == hi]  # fmt: skip
+             and floor(hi, period) == hi
+             and not any(p == period and lo <= start < hi for p, start in stale)]  # fmt: skip
     accs = {i: Accumulator() for i in whole}
     if whole:
         starts = [points[i][0] for i in whole]

@@ -60,8 +60,9 @@ def sweep_backlog() -> int:
 def sweep_run(
     *, now: datetime, batch_size: int = BATCH_SIZE, finalize_all: bool = False
 ) -> SweepResult:
-    """Stitch every dirty trace in batches, then mark quiet open traces final
-    (``finalize_all``: every open trace, whatever its quiet time)."""
+    """Stitch every dirty trace in batches, rebuild the rollup periods that have
+    settled, then mark quiet open traces final (``finalize_all``: every open trace,
+    whatever its quiet time, and every dirty rollup)."""
     started = time.monotonic()
     result = SweepResult()
     while True:
@@ -70,7 +71,8 @@ def sweep_run(
             break
         result.stitched += stitched
         result.batches += 1
-    result.rollups = rollups_refresh(now=now)
+    settle = 0.0 if finalize_all else settings.LLMRUM_ROLLUP_SETTLE_SECONDS
+    result.rollups = rollups_refresh(now=now, settle_seconds=settle)
     quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
     open_traces = Trace.objects.filter(state=Trace.State.OPEN)
     if not finalize_all:

@@ -242,6 +242,9 @@ LLMRUM_HINT_INTERVAL_SECONDS = env_float("LLMRUM_HINT_INTERVAL_SECONDS", 1.0, mi
 # Prepare the beacon statement once per PostgreSQL connection (see DATABASES above).
 LLMRUM_PG_PREPARE = env_bool("LLMRUM_PG_PREPARE", True)
 LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
+# A rollup minute is rebuilt once no sweep has marked it for this long (readers answer
+# it from raw turns until then): about once a minute, not once a sweep.
+LLMRUM_ROLLUP_SETTLE_SECONDS = env_int("LLMRUM_ROLLUP_SETTLE_SECONDS", 30, minimum=0)
 # Metrics over windows with more turns than this come from rollups (percentiles
 # within 1 %, distinct counts within about 2 %); smaller windows are exact.
 LLMRUM_METRICS_EXACT_TURNS = env_int("LLMRUM_METRICS_EXACT_TURNS", 2_000, minimum=0)

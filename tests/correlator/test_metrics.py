@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from correlator import rollups
-from correlator.models import Rollup
+from correlator.models import DirtyRollup, Rollup
 from correlator.services import sweep_run
 from tests import factories
 from tests.correlator.golden import send_beacon
@@ -180,11 +180,18 @@ def test_metrics_windows_and_errors(data):
     assert c.get(f"/api/v1/metrics?app={slug}").status_code == 404
 
 
-def test_rollups_answer_the_same_within_their_documented_error(data, settings):
+@pytest.mark.parametrize("settled", [True, False])
+def test_rollups_answer_the_same_within_their_documented_error(data, settings, settled):
     """Above LLMRUM_METRICS_EXACT_TURNS the answer comes from rollups: counts and
     rates exact, percentiles within 1 %, distinct counts (linear counting) exact at
-    this size."""
+    this size. Minutes the sweeps marked less than LLMRUM_ROLLUP_SETTLE_SECONDS ago
+    are not rebuilt yet: their turns are read raw, and the answer is the same."""
     settings.LLMRUM_METRICS_EXACT_TURNS = 0
+    if settled:
+        settings.LLMRUM_ROLLUP_SETTLE_SECONDS = 0
+        sweep_run(now=timezone.now())
+        assert Rollup.objects.filter(period="day").exists()
+    assert DirtyRollup.objects.exists() is not settled
     slug = data["app"].application.slug
     now = timezone.now()
     app_id = data["app"].application.pk
@@ -217,7 +224,9 @@ def test_rollups_follow_late_feedback_and_resweeps(data, settings):
     """A thumbs-down that names its turn's trace re-stitches it and rebuilds that
     minute's rollups; sweeping again changes nothing."""
     settings.LLMRUM_METRICS_EXACT_TURNS = 0
+    settings.LLMRUM_ROLLUP_SETTLE_SECONDS = 0  # rebuilt by the sweep itself
     api, slug = data["api"], data["app"].application.slug
+    sweep_run(now=timezone.now())
     rows = sorted(Rollup.objects.values_list("period", "start", "dimension", "key", "turns"))
     assert rows and {r[0] for r in rows} <= {"minute", "hour", "day"}
     sweep_run(now=timezone.now())

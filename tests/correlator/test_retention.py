@@ -9,6 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
+from correlator import rollups
 from correlator.models import Rollup, Trace, Turn
 from correlator.retention import retention_run
 from correlator.services import sweep_run
@@ -26,10 +27,13 @@ def test_old_data_goes_recent_data_stays(client):
     for golden in goldens:
         send_beacon(client, created.application.public_key, golden.beacon())
         send_otlp(client, created.ingest_token, golden.gateway_request())
-    sweep_run(now=timezone.now())
+    sweep_run(now=timezone.now(), finalize_all=True)  # and its rollups rebuilt
     assert Trace.objects.count() == 3
     # Nothing is old yet.
     assert sum(retention_run(now=timezone.now()).deleted.values()) == 0
+    # A rebuild of those turns' minute still pending when their data expires.
+    minute = rollups.minute_of(goldens[0].t0)
+    rollups.rollups_mark({(created.application.pk, "minute", minute)}, now=timezone.now())
     # Eight days later, in batches of 2: everything is past seven days.
     result = retention_run(now=timezone.now() + timedelta(days=8), batch=2)
     assert result.deleted["traces"] == 3 and result.deleted["spans"] == 9
@@ -41,12 +45,17 @@ def test_old_data_goes_recent_data_stays(client):
     assert not Rollup.objects.filter(period="minute").exists()
     days = Rollup.objects.filter(period="day", dimension="").values_list("turns", flat=True)
     assert sum(days) == 3
+    # The mark went too: rebuilding a minute whose turns are gone would empty its day.
+    assert result.deleted["rollup marks"] == 1
+    rollups.rollups_refresh(now=timezone.now() + timedelta(days=8))
+    days = Rollup.objects.filter(period="day", dimension="").values_list("turns", flat=True)
+    assert sum(days) == 3
 
 
 def test_the_retention_command_runs(capsys):
     factories.make_app()
     call_command("retention")
     assert (
-        "0 traces, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups"
+        "0 traces, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups, 0 rollup marks"
         in capsys.readouterr().out
     )

@@ -212,7 +212,7 @@ def test_a_stitch_marks_every_rollup_minute_its_rewrite_may_change(client, app):
 
     golden = GoldenTurn(t0=now_ms() - 2000)
     deliver(client, app, golden, ["beacon", "gateway", "model"])
-    sweep_run(now=timezone.now())
+    sweep_run(now=timezone.now(), finalize_all=True)
     assert not DirtyRollup.objects.exists()
     trace = Trace.objects.get(trace_id=golden.trace_id)
     new_start = trace.start_ms

@@ -45,6 +45,10 @@ def test_metrics_count_ingest_and_show_the_backlog(client, beacon):
     assert sample(text, "llmrum_dirty_traces") == 0
     assert sample(text, "llmrum_sweep_stitched") == 2
     assert sample(text, "llmrum_traces_open") == 2
+    # The turns' minute waits LLMRUM_ROLLUP_SETTLE_SECONDS for its rebuild.
+    assert sample(text, "llmrum_rollups_pending") == 1
+    sweep_run(now=timezone.now() + timedelta(seconds=31))
+    text = client.get("/metrics").content.decode()
     assert sample(text, "llmrum_rollups_pending") == 0
     # A minute marked half a minute ago and not rebuilt yet shows as rollup lag.
     app_id = Application.objects.values_list("pk", flat=True).first()
