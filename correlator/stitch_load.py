@@ -132,12 +132,22 @@ def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredS
     return out
 
 
+# What the stitch reads of a turn event: not the captured texts, nor the gaps when the
+# summary of them is complete (turn_metrics then reads only the summary). They are
+# most of a long answer's event; PostgreSQL would print them and msgspec parse them.
+_STITCHED_PART = (
+    "CASE WHEN e.data -> 'tbt_summary' ?& array['p50', 'p95', 'max'] "
+    "THEN e.data - array['prompt_text', 'answer_text', 'tbt_gaps'] "
+    "ELSE e.data - array['prompt_text', 'answer_text'] END"
+)
+
+
 def _pg_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
     # The session key by a scalar subquery (a probe per turn): as a join, PostgreSQL
     # hashed the whole sessions table each batch.
     rows = fetch_prepared(
         f"SELECT DISTINCT ON (e.app_id, e.trace_id) e.app_id, e.trace_id, e.span_id, "
-        f"e.session_id, {_US.format('e.received_at')}, e.data::text, "
+        f"e.session_id, {_US.format('e.received_at')}, ({_STITCHED_PART})::text, "
         f"(SELECT b.session_id FROM {BrowserSession._meta.db_table} b WHERE b.id = e.session_id) "
         f"FROM {_KEYS} JOIN {BrowserEvent._meta.db_table} e "
         "ON e.trace_id = k.trace_id AND e.app_id = k.app_id "

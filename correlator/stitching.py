@@ -211,10 +211,13 @@ def turn_metrics(
     network = client_ttft - server_ms if client_ttft is not None and server_ms is not None else None
 
     summary = turn.get("tbt_summary") or {}
-    gaps = [g for g in turn.get("tbt_gaps") or [] if isinstance(g, int | float)]
-    p50 = summary.get("p50", nearest_rank(gaps, 0.5))
-    p95 = summary.get("p95", nearest_rank(gaps, 0.95))
-    gap_max = summary.get("max", max(gaps) if gaps else None)
+    if all(key in summary for key in ("p50", "p95", "max")):
+        p50, p95, gap_max = summary["p50"], summary["p95"], summary["max"]
+    else:
+        gaps = [g for g in turn.get("tbt_gaps") or [] if isinstance(g, int | float)]
+        p50 = summary.get("p50", nearest_rank(gaps, 0.5))
+        p95 = summary.get("p95", nearest_rank(gaps, 0.95))
+        gap_max = summary.get("max", max(gaps) if gaps else None)
 
     gateway_calls = [s for s in spans if s.role == "gateway" and s.output_tokens is not None]
     stream_in, stream_out = _usage(turn)
