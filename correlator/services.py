@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, connection, connections, transaction
 
 from correlator import lookups
 from correlator.models import SweepRun, Trace
@@ -58,19 +59,22 @@ def sweep_backlog() -> int:
 
 
 def sweep_run(
-    *, now: datetime, batch_size: int = BATCH_SIZE, finalize_all: bool = False
+    *,
+    now: datetime,
+    batch_size: int = BATCH_SIZE,
+    finalize_all: bool = False,
+    threads: int | None = None,
 ) -> SweepResult:
     """Stitch every dirty trace in batches, rebuild the rollup periods that have
     settled, then mark quiet open traces final (``finalize_all``: every open trace,
-    whatever its quiet time, and every dirty rollup)."""
+    whatever its quiet time, and every dirty rollup). ``threads``: sweeping threads
+    (``LLMRUM_SWEEP_THREADS``; see ``_stitch_backlog``)."""
     started = time.monotonic()
     result = SweepResult()
-    while True:
-        stitched = _sweep_batch(now=now, batch_size=batch_size)
-        if not stitched:
-            break
-        result.stitched += stitched
-        result.batches += 1
+    threads = settings.LLMRUM_SWEEP_THREADS if threads is None else threads
+    result.stitched, result.batches = _stitch_backlog(
+        now=now, batch_size=batch_size, threads=threads
+    )
     settle = 0.0 if finalize_all else settings.LLMRUM_ROLLUP_SETTLE_SECONDS
     result.rollups = rollups_refresh(now=now, settle_seconds=settle)
     quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
@@ -86,6 +90,63 @@ def sweep_run(
     stale = SweepRun.objects.order_by("-started_at").values_list("id", flat=True)[100:200]
     SweepRun.objects.filter(id__in=list(stale)).delete()
     return result
+
+
+def _stitch_backlog(*, now: datetime, batch_size: int, threads: int) -> tuple[int, int]:
+    """(traces stitched, batches) until no dirty trace is left.
+
+    A batch waits on PostgreSQL about as long as it computes. With more than one
+    thread, each sweeping on its own connection, one thread's Python runs while
+    another's statements do: the process keeps both cores busy. Batches are claimed
+    with SKIP LOCKED, so threads share the backlog like separate workers do. One
+    thread where that cannot help or is not safe: SQLite, or a caller already inside
+    a transaction (other connections would not see its rows)."""
+    if threads <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        return _sweep_loop(now=now, batch_size=batch_size)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="llmrum-sweep") as pool:
+        futures = [
+            pool.submit(_sweep_loop_on_own_connection, now=now, batch_size=batch_size)
+            for _ in range(threads)
+        ]
+        done = [future.result() for future in futures]  # re-raises a thread's error
+    return sum(n for n, _ in done), sum(b for _, b in done)
+
+
+def _sweep_loop(*, now: datetime, batch_size: int) -> tuple[int, int]:
+    stitched = batches = 0
+    while claimed := _sweep_batch_retrying(now=now, batch_size=batch_size):
+        stitched += claimed
+        batches += 1
+    return stitched, batches
+
+
+def _sweep_loop_on_own_connection(*, now: datetime, batch_size: int) -> tuple[int, int]:
+    try:
+        return _sweep_loop(now=now, batch_size=batch_size)
+    finally:
+        connections.close_all()  # this thread's connections, not the caller's
+
+
+# SQLSTATEs of a transaction PostgreSQL aborted to let a concurrent one through.
+_RETRYABLE = {"40P01": "deadlock detected", "40001": "serialization failure"}
+ATTEMPTS = 3
+
+
+def _sweep_batch_retrying(*, now: datetime, batch_size: int) -> int:
+    """``_sweep_batch``, again when PostgreSQL broke a lock cycle by aborting it: two
+    sweeps that lock the same rows in different orders (a turn one of them regenerates,
+    a rollup minute both mark) is rare and harmless; the batch rolled back whole and
+    its claims were released, so running it again is exact."""
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return _sweep_batch(now=now, batch_size=batch_size)
+        except OperationalError as error:
+            state = getattr(error.__cause__, "sqlstate", None)
+            if state not in _RETRYABLE or attempt == ATTEMPTS:
+                raise
+            logger.warning("sweep batch aborted (%s), attempt %d: retrying",
+                           _RETRYABLE[state], attempt)  # fmt: skip
+    raise AssertionError("unreachable")
 
 
 def _sweep_batch(*, now: datetime, batch_size: int) -> int:

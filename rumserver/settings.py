@@ -242,6 +242,9 @@ LLMRUM_HINT_INTERVAL_SECONDS = env_float("LLMRUM_HINT_INTERVAL_SECONDS", 1.0, mi
 # Prepare the beacon statement once per PostgreSQL connection (see DATABASES above).
 LLMRUM_PG_PREPARE = env_bool("LLMRUM_PG_PREPARE", True)
 LLMRUM_TRACE_QUIET_SECONDS = env_int("LLMRUM_TRACE_QUIET_SECONDS", 30, minimum=1)
+# Threads a sweep stitches with, each on its own database connection (PostgreSQL): one
+# computes while another waits on the database. 1 sweeps on the caller's connection.
+LLMRUM_SWEEP_THREADS = env_int("LLMRUM_SWEEP_THREADS", 2, minimum=1)
 # A rollup minute is rebuilt once no sweep has marked it for this long (readers answer
 # it from raw turns until then): about once a minute, not once a sweep.
 LLMRUM_ROLLUP_SETTLE_SECONDS = env_int("LLMRUM_ROLLUP_SETTLE_SECONDS", 30, minimum=0)

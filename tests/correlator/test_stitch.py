@@ -285,3 +285,91 @@ def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkey
     assert sorted(stitched) == sorted(g.trace_id for g in goldens)  # each exactly once
     assert Trace.objects.count() == 60 and Turn.objects.count() == 60
     assert DirtyTrace.objects.count() == 0
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_sweep_with_two_threads_stitches_every_trace_exactly_once(monkeypatch):
+    created = factories.make_app()
+    client = Client()
+    goldens = [GoldenTurn(t0=now_ms() - 2000, session=f"s{i}") for i in range(40)]
+    for golden in goldens:
+        deliver(client, created, golden, ["beacon", "gateway", "model"])
+    stitched: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    real = services.traces_stitch
+
+    def counting(*, keys, now):
+        with lock:
+            stitched.extend((threading.current_thread().name, trace_id) for _, trace_id in keys)
+        time.sleep(0.01)  # hold the claim a little, so the threads really overlap
+        real(keys=keys, now=now)
+
+    monkeypatch.setattr(services, "traces_stitch", counting)
+    result = sweep_run(now=timezone.now(), batch_size=4, threads=2)
+    assert result.stitched == 40
+    assert sorted(t for _, t in stitched) == sorted(g.trace_id for g in goldens)  # once each
+    assert len({name for name, _ in stitched}) == 2  # both threads took batches
+    assert all(name.startswith("llmrum-sweep") for name, _ in stitched)
+    assert Trace.objects.count() == 40 and Turn.objects.count() == 40
+    assert DirtyTrace.objects.count() == 0
+    # The threads closed their connections: only this thread's is left.
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
+        assert cursor.fetchone()[0] == 0
+
+
+def _aborted(sqlstate: str | None) -> Exception:
+    """What Django raises when PostgreSQL aborts a statement (psycopg's error as cause)."""
+    import psycopg.errors
+    from django.db import OperationalError
+
+    cause = (
+        psycopg.errors.lookup(sqlstate)("deadlock detected")
+        if sqlstate
+        else psycopg.OperationalError("server closed the connection unexpectedly")
+    )
+    error = OperationalError(str(cause))
+    error.__cause__ = cause
+    return error
+
+
+def test_a_batch_aborted_by_a_deadlock_is_stitched_again(client, app, monkeypatch, caplog):
+    golden = GoldenTurn(t0=now_ms() - 2000)
+    deliver(client, app, golden, ["beacon", "gateway", "model"])
+    real, calls = services.traces_stitch, []
+
+    def deadlocking_once(*, keys, now):
+        calls.append(keys)
+        real(keys=keys, now=now)  # written, then rolled back with the batch
+        if len(calls) == 1:
+            raise _aborted("40P01")
+
+    monkeypatch.setattr(services, "traces_stitch", deadlocking_once)
+    result = sweep_run(now=timezone.now(), finalize_all=True)
+    assert len(calls) == 2 and result.stitched == 1
+    assert "deadlock detected" in caplog.text
+    assert Trace.objects.count() == 1 and Turn.objects.count() == 1
+    assert Span.objects.filter(role="browser").count() == 1
+    assert not DirtyTrace.objects.exists()
+
+
+def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(client, app,
+                                                                            monkeypatch):  # fmt: skip
+    golden = GoldenTurn(t0=now_ms() - 2000)
+    deliver(client, app, golden, ["beacon", "gateway", "model"])
+    real = services.traces_stitch
+
+    def failing(*, keys, now):
+        real(keys=keys, now=now)
+        raise _aborted(None)
+
+    monkeypatch.setattr(services, "traces_stitch", failing)
+    with pytest.raises(Exception, match="server closed the connection"):
+        sweep_run(now=timezone.now())
+    assert not Trace.objects.exists() and not Turn.objects.exists()
+    assert not Span.objects.filter(role="browser").exists()
+    assert DirtyTrace.objects.filter(trace_id=golden.trace_id).exists()  # left for the next sweep

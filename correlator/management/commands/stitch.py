@@ -17,12 +17,17 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--finalize-all", action="store_true")
         parser.add_argument("--batch-size", type=int, default=200)
+        parser.add_argument(
+            "--threads", type=int, default=None,
+            help="sweeping threads, each on its own connection (default LLMRUM_SWEEP_THREADS)",
+        )  # fmt: skip
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = sweep_run(
             now=timezone.now(),
             batch_size=options["batch_size"],
             finalize_all=options["finalize_all"],
+            threads=options["threads"],
         )
         self.stdout.write(
             f"stitched {result.stitched} traces in {result.batches} batches, "
