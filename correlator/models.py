@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from django.db import models
 
-from rumserver.models import Application, BrowserSession
+from rumserver.models import Application, BrowserSession, Span
 
 
 class Trace(models.Model):
@@ -37,6 +37,12 @@ class Trace(models.Model):
     propagation_cause = models.CharField(max_length=64, blank=True, default="")
     last_received_at = models.DateTimeField(help_text="Newest raw data for this trace.")
     stitched_at = models.DateTimeField()
+    # Decided per service within the trace (DESIGN.md §5) and kept here rather than
+    # written back to the spans: rewriting every gateway span of every trace (ingest
+    # rarely knows the browser span yet) was a quarter of the sweep's database work.
+    roles = models.JSONField(
+        default=dict, blank=True, help_text="service.name -> role, as the stitch decided."
+    )
 
     class Meta:
         constraints = [
@@ -57,6 +63,11 @@ class Trace(models.Model):
 
     def __str__(self) -> str:
         return self.trace_id
+
+    def role_of(self, span: Span) -> str:
+        """The span's role: its service's in this trace, else what ingest stored (the
+        browser span's, and spans of traces stitched before roles were kept here)."""
+        return self.roles.get(span.service, span.role) if span.role != "browser" else span.role
 
 
 class Turn(models.Model):

@@ -34,12 +34,15 @@ def trace_detail(*, user: AbstractBaseUser | AnonymousUser, trace_id: str,
     return found[0] if len(found) == 1 else None
 
 
-def trace_spans(trace: Trace) -> list[Span]:
-    return list(
-        Span.objects.filter(app_id=trace.app_id, trace_id=trace.trace_id).order_by(
-            "start_ns", "span_id"
-        )
+def trace_spans(trace: Trace, *, limit: int | None = None) -> list[Span]:
+    """The trace's spans by start, each with its role in the trace (``Trace.role_of``)."""
+    spans = Span.objects.filter(app_id=trace.app_id, trace_id=trace.trace_id).order_by(
+        "start_ns", "span_id"
     )
+    found = list(spans[:limit] if limit is not None else spans)
+    for span in found:
+        span.role = trace.role_of(span)
+    return found
 
 
 def trace_list(

@@ -1,5 +1,6 @@
-"""Writing a stitched batch: traces, their turns and browser spans, and the roles
-the stitch decided, all in the caller's transaction.
+"""Writing a stitched batch: traces (with the roles the stitch decided), their
+turns and browser spans, and the rollup minutes they touch, all in the caller's
+transaction.
 
 On PostgreSQL one hand-written statement does it (data-modifying CTEs, rows as
 jsonb documents, as ingest does): Django's bulk_create sends every column as an
@@ -35,7 +36,7 @@ encode_json = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
 TRACE_UPDATE = [
     "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
-    "propagation", "propagation_cause", "last_received_at", "stitched_at",
+    "propagation", "propagation_cause", "last_received_at", "stitched_at", "roles",
 ]  # fmt: skip
 TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
 BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
@@ -88,10 +89,6 @@ WITH t AS (
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({recordset_of(span_cols)})
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
-), r AS (
-    UPDATE {Span._meta.db_table} AS s SET role = x.role
-    FROM jsonb_to_recordset(%(roles)s::jsonb) AS x(id bigint, role text)
-    WHERE s.id = x.id
 ), touched AS (
     -- Read before the writes above (one snapshot for the whole statement): where
     -- the traces started, and where their turns' conversations began; then where
@@ -143,7 +140,6 @@ def write_stitched(
     traces: list[dict[str, Any]],
     turns: list[dict[str, Any]],
     browser_spans: list[dict[str, Any]],
-    roles: list[Any],
     keys: set[tuple[int, str]],
     now: datetime,
 ) -> None:
@@ -153,8 +149,7 @@ def write_stitched(
 
     Rows are column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
     whose ``trace_id`` names its trace (a turn row's ``trace_id`` is the trace's key,
-    known only once the trace is written). ``roles``: spans (anything with ``id`` and
-    ``role``) whose role changed."""
+    known only once the trace is written)."""
     conversations = sorted({(turn["app_id"], turn["conversation_id"]) for turn in turns})
     # A turn regenerating one of this batch finds it in ``replaced`` (traces_stitch);
     # one regenerating an earlier turn marks that turn's row here.
@@ -172,7 +167,6 @@ def write_stitched(
             "traces": encode_json(traces).decode(),
             "turns": encode_json(turn_records).decode(),
             "spans": encode_json(browser_spans).decode(),
-            "roles": encode_json([{"id": s.id, "role": s.role} for s in roles]).decode(),
             "key_apps": [app for app, _ in ordered],
             "key_traces": [trace for _, trace in ordered],
             "conv_apps": [app for app, _ in conversations],
@@ -186,7 +180,6 @@ def write_stitched(
             traces=[Trace(**row) for row in traces],
             turns=[Turn(**row) for row in turns],
             browser_spans=[Span(**row) for row in browser_spans],
-            roles=roles,
         )
         _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
     # One plain (unprepared) statement an application: as part of the prepared one
@@ -227,9 +220,7 @@ def _mark(moments: set[tuple[int, float]], *, now: datetime) -> None:
     rollups_mark({(app_id, MINUTE, minute_of(ms)) for app_id, ms in moments}, now=now)
 
 
-def _write_orm(
-    *, traces: list[Trace], turns: list[Turn], browser_spans: list[Span], roles: list[Any]
-) -> None:
+def _write_orm(*, traces: list[Trace], turns: list[Turn], browser_spans: list[Span]) -> None:
     Trace.objects.bulk_create(
         traces, update_conflicts=True, unique_fields=["app", "trace_id"], update_fields=TRACE_UPDATE
     )
@@ -250,5 +241,3 @@ def _write_orm(
         unique_fields=["app", "trace_id", "span_id"],
         update_fields=BROWSER_SPAN_UPDATE,
     )
-    if roles:
-        Span.objects.bulk_update([Span(pk=s.id, role=s.role) for s in roles], ["role"])

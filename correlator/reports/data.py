@@ -417,13 +417,9 @@ def find_trace(*, user: User, trace_id: str, app_slug: str | None = None) -> Tra
 
 
 def trace_spans(trace: Trace) -> list[Span]:
-    """The trace's spans by start (``selectors.trace_spans`` with a LIMIT: a runaway
-    trace of many thousand spans still renders)."""
-    return list(
-        Span.objects.filter(app_id=trace.app_id, trace_id=trace.trace_id).order_by(
-            "start_ns", "span_id"
-        )[:SPAN_LIMIT]
-    )
+    """The trace's spans by start, with a limit: a runaway trace of many thousand
+    spans still renders."""
+    return selectors.trace_spans(trace, limit=SPAN_LIMIT)
 
 
 def tree_order(spans: Sequence[Span]) -> list[tuple[Span, int]]:

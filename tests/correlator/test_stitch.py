@@ -13,7 +13,7 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from correlator import services
+from correlator import selectors, services
 from correlator.models import Trace, Turn
 from correlator.services import sweep_run
 from rumserver.models import DirtyTrace, Span
@@ -51,7 +51,7 @@ def snapshot(golden: GoldenTurn) -> dict:
             round(s.start_ns / 1e6 - golden.t0, 3),
             round(s.end_ns / 1e6 - golden.t0, 3),
         )
-        for s in Span.objects.filter(trace_id=golden.trace_id)
+        for s in selectors.trace_spans(trace)
     )
     fields = {f: getattr(turn, f) for f in (
         "outcome", "client_ttft_ms", "server_ttft_ms", "server_ttft_source", "model_ttft_ms",

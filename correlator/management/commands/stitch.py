@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from correlator.services import sweep_run
+from correlator.services import BATCH_SIZE, sweep_run
 
 
 class Command(BaseCommand):
@@ -16,7 +16,7 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--finalize-all", action="store_true")
-        parser.add_argument("--batch-size", type=int, default=200)
+        parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
         parser.add_argument(
             "--threads", type=int, default=None,
             help="sweeping threads, each on its own connection (default LLMRUM_SWEEP_THREADS)",
