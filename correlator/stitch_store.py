@@ -23,7 +23,7 @@ from django.db.models import Field, Model
 
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from rumserver.fastsql import execute_prepared
-from rumserver.models import Span
+from rumserver.models import BrowserEvent, DirtyTrace, Span
 
 
 def _enc_hook(value: Any) -> Any:
@@ -89,6 +89,27 @@ WITH t AS (
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({recordset_of(span_cols)})
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
+), redo AS (
+    -- The earlier turns a turn of this batch regenerates, not flagged yet: their
+    -- traces are stitched again (after this commits, so that stitch sees this
+    -- batch's turns). Flagging their rows here would miss a turn another sweep is
+    -- writing right now; found by its raw event, committed at ingest, it is not
+    -- missed, and marking its claimed trace waits for that sweep to commit.
+    INSERT INTO {DirtyTrace._meta.db_table} (app_id, trace_id, first_marked_at, last_marked_at)
+    SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[]) AS k(app_id, span_id)
+    CROSS JOIN LATERAL (
+        SELECT x.trace_id FROM {BrowserEvent._meta.db_table} x
+        WHERE x.app_id = k.app_id AND x.type = '{BrowserEvent.Type.TURN.value}'
+          AND x.span_id = k.span_id AND x.trace_id <> ''
+          AND NOT EXISTS (
+              SELECT 1 FROM {Turn._meta.db_table} f
+              WHERE f.app_id = k.app_id AND f.span_id = k.span_id AND f.regenerated
+          )
+        OFFSET 0
+    ) AS e
+    ORDER BY 1, 2  -- one lock order for concurrent sweeps
+    ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at
 ), touched AS (
     -- Read before the writes above (one snapshot for the whole statement): where
     -- the traces started, and where their turns' conversations began; then where
@@ -143,16 +164,18 @@ def write_stitched(
     keys: set[tuple[int, str]],
     now: datetime,
 ) -> None:
-    """Write a stitched batch (``keys``: every (app id, trace id) it stitched) and
-    mark the rollup minutes it may change: where its traces started before and
-    start now, and where its turns' conversations began.
+    """Write a stitched batch (``keys``: every (app id, trace id) it stitched), flag
+    the earlier turns its turns regenerate, and mark the rollup minutes it may
+    change: where its traces started before and start now, and where its turns'
+    conversations began.
 
     Rows are column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
     whose ``trace_id`` names its trace (a turn row's ``trace_id`` is the trace's key,
     known only once the trace is written)."""
     conversations = sorted({(turn["app_id"], turn["conversation_id"]) for turn in turns})
     # A turn regenerating one of this batch finds it in ``replaced`` (traces_stitch);
-    # one regenerating an earlier turn marks that turn's row here.
+    # one regenerating an earlier turn has that turn flagged here (PostgreSQL: its
+    # trace stitched again, see ``redo``).
     own = {(turn["app_id"], turn["span_id"]) for turn in turns}
     regenerated = sorted(
         {(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]} - own
@@ -171,19 +194,20 @@ def write_stitched(
             "key_traces": [trace for _, trace in ordered],
             "conv_apps": [app for app, _ in conversations],
             "conv_ids": [conversation for _, conversation in conversations],
+            "regen_apps": [app for app, _ in regenerated],
+            "regen_spans": [span for _, span in regenerated],
             "now": now,
         }
         execute_prepared(_postgres_sql(), params)
-    else:
-        stale = _stale_minutes(keys=keys, conversations=conversations)
-        _write_orm(
-            traces=[Trace(**row) for row in traces],
-            turns=[Turn(**row) for row in turns],
-            browser_spans=[Span(**row) for row in browser_spans],
-        )
-        _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
-    # One plain (unprepared) statement an application: as part of the prepared one
-    # above, its generic plan scanned every turn once the table had grown.
+        return
+    # One writer at a time here (SQLite): flag the earlier turns' rows directly.
+    stale = _stale_minutes(keys=keys, conversations=conversations)
+    _write_orm(
+        traces=[Trace(**row) for row in traces],
+        turns=[Turn(**row) for row in turns],
+        browser_spans=[Span(**row) for row in browser_spans],
+    )
+    _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
     by_app: dict[int, list[str]] = defaultdict(list)
     for app_id, span_id in regenerated:
         by_app[app_id].append(span_id)

@@ -143,6 +143,13 @@ class BrowserEvent(models.Model):
                 name="event_app_turn_span",
                 condition=~models.Q(turn_span_id=""),
             ),
+            # A turn event by its browser span: the sweep finds the trace of a turn
+            # that another regenerates, to stitch it again (correlator.stitch_store).
+            models.Index(
+                fields=["app", "span_id"],
+                name="event_turn_by_span",
+                condition=models.Q(type="turn"),
+            ),
         ]
 
     def __str__(self) -> str:

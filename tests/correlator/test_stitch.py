@@ -373,3 +373,60 @@ def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(clie
     assert not Trace.objects.exists() and not Turn.objects.exists()
     assert not Span.objects.filter(role="browser").exists()
     assert DirtyTrace.objects.filter(trace_id=golden.trace_id).exists()  # left for the next sweep
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkeypatch):
+    """Sweep A has written the original turn and not committed yet when sweep B
+    stitches its regeneration: B cannot see A's row to flag it, so it marks the
+    original's trace dirty (found by its raw event), which waits for A's commit; the
+    next batch stitches the original again and finds the regeneration."""
+    created = factories.make_app()
+    client, key = Client(), created.application.public_key
+    original = GoldenTurn(t0=now_ms() - 5000, session="s-race")
+    replacement = GoldenTurn(t0=now_ms() - 2000, session="s-race",
+                             regenerate_of=original.browser_span)  # fmt: skip
+    send_beacon(client, key, original.beacon())
+    send_beacon(client, key, replacement.beacon())
+    written, release = threading.Event(), threading.Event()
+    real = services.traces_stitch
+
+    def pausing(*, keys, now):
+        real(keys=keys, now=now)
+        if original.trace_id in {trace_id for _, trace_id in keys}:
+            written.set()
+            assert release.wait(10)
+
+    monkeypatch.setattr(services, "traces_stitch", pausing)
+    claimed: dict[str, int] = {}
+
+    def sweep_one(name: str) -> None:
+        try:  # one batch of one trace: the oldest mark not claimed by the other
+            claimed[name] = services._sweep_batch(now=timezone.now(), batch_size=1)
+        finally:
+            connections.close_all()
+
+    a = threading.Thread(target=sweep_one, args=("a",))
+    a.start()
+    assert written.wait(10)  # A holds the original, written, not committed
+    b = threading.Thread(target=sweep_one, args=("b",))
+    b.start()
+    with connections["default"].cursor() as cursor:
+        for _ in range(200):  # until B has finished, or waits for A's claim
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock'"
+            )
+            if not b.is_alive() or cursor.fetchone()[0]:
+                break
+            time.sleep(0.02)
+    release.set()
+    a.join(10)
+    b.join(10)
+    assert claimed == {"a": 1, "b": 1}
+    assert DirtyTrace.objects.filter(trace_id=original.trace_id).exists()  # B's mark
+    sweep_run(now=timezone.now(), threads=1)
+    assert Turn.objects.get(span_id=original.browser_span).regenerated is True
+    assert Turn.objects.get(span_id=replacement.browser_span).regenerate_of == original.browser_span
+    assert not DirtyTrace.objects.exists()
