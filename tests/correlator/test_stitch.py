@@ -249,25 +249,33 @@ def test_the_stitch_command_finalizes_everything(client, app):
     assert Trace.objects.get().state == "final"
 
 
-@pytest.mark.postgres
-@pytest.mark.django_db(transaction=True)
-def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkeypatch):
+def backlog_counted(monkeypatch, traces: int) -> tuple[list[GoldenTurn], list[tuple[str, str]]]:
+    """``traces`` whole turns ingested, and the (thread name, trace id) of every trace
+    the sweep stitches from now on, each batch holding its claim a little so that
+    concurrent sweeps really overlap."""
     created = factories.make_app()
     client = Client()
-    goldens = [GoldenTurn(t0=now_ms() - 2000, session=f"s{i}") for i in range(60)]
+    goldens = [GoldenTurn(t0=now_ms() - 2000, session=f"s{i}") for i in range(traces)]
     for golden in goldens:
         deliver(client, created, golden, ["beacon", "gateway", "model"])
-    stitched: list[str] = []
+    stitched: list[tuple[str, str]] = []
     lock = threading.Lock()
     real = services.traces_stitch
 
     def counting(*, keys, now):
         with lock:
-            stitched.extend(trace_id for _, trace_id in keys)
-        time.sleep(0.01)  # hold the claim a little, so the workers really overlap
+            stitched.extend((threading.current_thread().name, trace_id) for _, trace_id in keys)
+        time.sleep(0.01)
         real(keys=keys, now=now)
 
     monkeypatch.setattr(services, "traces_stitch", counting)
+    return goldens, stitched
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkeypatch):
+    goldens, stitched = backlog_counted(monkeypatch, 60)
     barrier = threading.Barrier(2)
 
     def worker() -> None:
@@ -282,7 +290,7 @@ def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkey
         t.start()
     for t in threads:
         t.join()
-    assert sorted(stitched) == sorted(g.trace_id for g in goldens)  # each exactly once
+    assert sorted(t for _, t in stitched) == sorted(g.trace_id for g in goldens)  # once each
     assert Trace.objects.count() == 60 and Turn.objects.count() == 60
     assert DirtyTrace.objects.count() == 0
 
@@ -290,22 +298,7 @@ def test_two_workers_sweeping_one_backlog_stitch_every_trace_exactly_once(monkey
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_a_sweep_with_two_threads_stitches_every_trace_exactly_once(monkeypatch):
-    created = factories.make_app()
-    client = Client()
-    goldens = [GoldenTurn(t0=now_ms() - 2000, session=f"s{i}") for i in range(40)]
-    for golden in goldens:
-        deliver(client, created, golden, ["beacon", "gateway", "model"])
-    stitched: list[tuple[str, str]] = []
-    lock = threading.Lock()
-    real = services.traces_stitch
-
-    def counting(*, keys, now):
-        with lock:
-            stitched.extend((threading.current_thread().name, trace_id) for _, trace_id in keys)
-        time.sleep(0.01)  # hold the claim a little, so the threads really overlap
-        real(keys=keys, now=now)
-
-    monkeypatch.setattr(services, "traces_stitch", counting)
+    goldens, stitched = backlog_counted(monkeypatch, 40)
     result = sweep_run(now=timezone.now(), batch_size=4, threads=2)
     assert result.stitched == 40
     assert sorted(t for _, t in stitched) == sorted(g.trace_id for g in goldens)  # once each
