@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from correlator.stitching import nearest_rank
 
@@ -29,8 +28,9 @@ DURATIONS = {
 HALLUCINATION_THRESHOLD = 0.5
 
 
-@dataclass(frozen=True)
-class TurnRow:
+class TurnRow(NamedTuple):
+    """A turn's figures (a tuple: windows and rollup rebuilds make tens of thousands)."""
+
     span_id: str
     trace_id: str
     session: int

@@ -21,7 +21,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from django.db import connection, transaction
@@ -72,8 +72,7 @@ def minute_of(epoch_ms: float) -> datetime:
 # -- accumulating ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TurnFacts:
+class TurnFacts(NamedTuple):
     """One turn with everything a rollup counts about it."""
 
     row: TurnRow
@@ -82,10 +81,44 @@ class TurnFacts:
     unlinked_cause: str
     first_response: bool | None  # None: not the first turn of its conversation
     hallucination: float | None
-    # Sketch positions, computed once and added to every dimension's accumulator.
+    # Computed once and added to every dimension's accumulator: the counts this turn
+    # adds (only those it changes), its sketch positions and hashes.
+    increments: tuple[tuple[str, int], ...]
     buckets: tuple[tuple[str, int], ...]
     session_hash: int
     conversation_hash: int
+
+
+def increments_of(t: TurnRow, *, first_response: bool | None, hallucination: float | None,
+                  linked: bool) -> tuple[tuple[str, int], ...]:  # fmt: skip
+    """(count, amount) of the ``COUNTS`` one turn adds to, amounts not zero."""
+    adds = [("turns", 1)]
+    if t.outcome in _OUTCOME_COUNTS:
+        adds.append((_OUTCOME_COUNTS[t.outcome], 1))
+        if t.outcome == "abandoned" and t.client_ttft_ms is None:
+            adds.append(("abandoned_before_first_token", 1))
+    if t.regenerate_of:
+        adds.append(("regenerations", 1))
+    if t.intent_correction:
+        adds.append(("intent_corrections", 1))
+    if t.input_tokens:
+        adds.append(("input_tokens", t.input_tokens))
+    if t.output_tokens:
+        adds.append(("output_tokens", t.output_tokens))
+    if first_response is not None:
+        adds.append(("conversations_started", 1))
+        if first_response:
+            adds.append(("first_responses_good", 1))
+    if hallucination is not None:
+        adds.append(("scored_turns", 1))
+        if hallucination >= HALLUCINATION_THRESHOLD:
+            adds.append(("hallucinated_turns", 1))
+    if linked:
+        adds.append(("linked_turns", 1))
+    return tuple(adds)
+
+
+_OUTCOME_COUNTS = {"stopped": "stopped", "abandoned": "abandoned", "error": "errors"}
 
 
 @dataclass
@@ -99,29 +132,24 @@ class Accumulator:
     unlinked: dict[str, int] = field(default_factory=dict)
 
     def add(self, facts: TurnFacts) -> None:
-        t, c = facts.row, self.counts
-        c["turns"] += 1
-        c["stopped"] += t.outcome == "stopped"
-        c["abandoned"] += t.outcome == "abandoned"
-        c["abandoned_before_first_token"] += t.outcome == "abandoned" and t.client_ttft_ms is None
-        c["errors"] += t.outcome == "error"
-        c["regenerations"] += bool(t.regenerate_of)
-        c["intent_corrections"] += t.intent_correction
-        c["input_tokens"] += t.input_tokens or 0
-        c["output_tokens"] += t.output_tokens or 0
-        if facts.first_response is not None:
-            c["conversations_started"] += 1
-            c["first_responses_good"] += facts.first_response
-        if facts.hallucination is not None:
-            c["scored_turns"] += 1
-            c["hallucinated_turns"] += facts.hallucination >= HALLUCINATION_THRESHOLD
-        c["linked_turns"] += facts.linked
-        if facts.unlinked_cause:
-            self.unlinked[facts.unlinked_cause] = self.unlinked.get(facts.unlinked_cause, 0) + 1
-        for name, index in facts.buckets:
-            self.histograms[name].add_bucket(index)
-        self.sessions.add_hash(facts.session_hash)
-        self.conversations.add_hash(facts.conversation_hash)
+        self.add_all((facts,))
+
+    def add_all(self, many: Iterable[TurnFacts]) -> None:
+        # A rebuild adds every turn once for each of five dimensions: one loop with
+        # its lookups hoisted, adding only what each turn changes.
+        counts, unlinked = self.counts, self.unlinked
+        histograms = {name: h.counts for name, h in self.histograms.items()}
+        add_session, add_conversation = self.sessions.add_hash, self.conversations.add_hash
+        for facts in many:
+            for name, n in facts.increments:
+                counts[name] += n
+            if facts.unlinked_cause:
+                unlinked[facts.unlinked_cause] = unlinked.get(facts.unlinked_cause, 0) + 1
+            for name, index in facts.buckets:
+                buckets = histograms[name]
+                buckets[index] = buckets.get(index, 0) + 1
+            add_session(facts.session_hash)
+            add_conversation(facts.conversation_hash)
 
     def merge(self, *, counts: Sequence[int], sketches: dict[str, Any]) -> None:
         """Add a stored row: its ``COUNTS`` in order, and its sketches."""
@@ -215,14 +243,21 @@ def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[
     facts = []
     for turn, row in zip(turns, rows, strict=True):
         model, browser, os_name, device, linked, cause = row[17:]
+        first_response, hallucination = openers.get(turn.span_id), scores.get(turn.trace_id)
         facts.append(
             TurnFacts(
                 row=turn,
                 groups={"model": model, "browser": browser, "os": os_name, "device": device},
                 linked=linked,
                 unlinked_cause=(cause or "not_descending") if not linked else "",
-                first_response=openers.get(turn.span_id),
-                hallucination=scores.get(turn.trace_id),
+                first_response=first_response,
+                hallucination=hallucination,
+                increments=increments_of(
+                    turn,
+                    first_response=first_response,
+                    hallucination=hallucination,
+                    linked=linked,
+                ),  # fmt: skip
                 buckets=tuple(
                     (name, bucket_of(value))
                     for name, column in DURATIONS.items()
@@ -240,15 +275,23 @@ def accumulate(facts: Iterable[TurnFacts], dimensions: Iterable[str] = DIMENSION
                ) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
     """(dimension, key) -> accumulator over these turns."""
     out = into if into is not None else {}
-    dimensions = tuple(dimensions)
-    for fact in facts:
-        for dimension in dimensions:
-            key = fact.groups[dimension] if dimension else ""
-            acc = out.get((dimension, key))
-            if acc is None:
-                acc = out[(dimension, key)] = Accumulator()
-            acc.add(fact)
+    for group, members in _grouped(facts, tuple(dimensions)).items():
+        acc = out.get(group)
+        if acc is None:
+            acc = out[group] = Accumulator()
+        acc.add_all(members)
     return out
+
+
+def _grouped(facts: Iterable[TurnFacts], dimensions: tuple[str, ...],
+             minute: bool = False) -> dict[tuple, list[TurnFacts]]:  # fmt: skip
+    """(dimension, key) -> its turns, or (minute, dimension, key) with ``minute``."""
+    groups: dict[tuple, list[TurnFacts]] = defaultdict(list)
+    for fact in facts:
+        at = (minute_of(fact.row.t_send_ms),) if minute else ()
+        for dimension in dimensions:
+            groups[(*at, dimension, fact.groups[dimension] if dimension else "")].append(fact)
+    return groups
 
 
 # -- rebuilding ----------------------------------------------------------------------
@@ -336,11 +379,9 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
     length = LENGTH[period]
     accs: dict[tuple[datetime, str, str], Accumulator] = defaultdict(Accumulator)
     if period == MINUTE:
-        for fact in turn_facts(app_id=app_id, ranges=_merged(starts, length)):
-            minute = minute_of(fact.row.t_send_ms)
-            for dimension in DIMENSIONS:
-                key = fact.groups[dimension] if dimension else ""
-                accs[(minute, dimension, key)].add(fact)
+        facts = turn_facts(app_id=app_id, ranges=_merged(starts, length))
+        for group, members in _grouped(facts, DIMENSIONS, minute=True).items():
+            accs[group].add_all(members)
         for start_ms, cause in _server_only(app_id, _merged(starts, length)):
             acc = accs[(minute_of(start_ms), "", "")]
             acc.counts["server_only_traces"] += 1
