@@ -128,6 +128,20 @@ class Turn(models.Model):
         return f"turn {self.span_id} ({self.outcome})"
 
 
+class Restitch(models.Model):
+    """A trace to stitch again: a batch stitched a turn regenerating one of its turns
+    (``correlator.stitch_store``). Marking the trace dirty right there would wait for
+    whichever sweep has claimed it, and two sweeps doing that to each other deadlock;
+    the sweep moves these to the dirty traces after its batch commits."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    trace_id = models.CharField(max_length=32)
+    marked_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.trace_id
+
+
 class SweepRun(models.Model):
     """The last sweeps, for /metrics (a worker may run on another machine than web)."""
 

@@ -24,7 +24,7 @@ from correlator import lookups
 from correlator.models import SweepRun, Trace
 from correlator.rollups import rollups_refresh
 from correlator.stitch_load import StoredSpan, TurnEvent, datetime_of, load_batch
-from correlator.stitch_store import browser_span_record, write_stitched
+from correlator.stitch_store import browser_span_record, restitches_queue, write_stitched
 from correlator.stitching import (
     Skew,
     estimate_skew,
@@ -114,10 +114,13 @@ def _stitch_backlog(*, now: datetime, batch_size: int, threads: int) -> tuple[in
 
 def _sweep_loop(*, now: datetime, batch_size: int) -> tuple[int, int]:
     stitched = batches = 0
-    while claimed := _sweep_batch_retrying(now=now, batch_size=batch_size):
+    while True:
+        claimed = _sweep_batch_retrying(now=now, batch_size=batch_size)
+        requeued = restitches_queue(now=now)  # traces a committed batch asked to redo
+        if not claimed and not requeued:
+            return stitched, batches
         stitched += claimed
-        batches += 1
-    return stitched, batches
+        batches += bool(claimed)
 
 
 def _sweep_loop_on_own_connection(*, now: datetime, batch_size: int) -> tuple[int, int]:

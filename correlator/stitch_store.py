@@ -18,10 +18,10 @@ from functools import cache
 from typing import Any
 
 import msgspec
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Field, Model
 
-from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
 from rumserver.fastsql import execute_prepared
 from rumserver.models import BrowserEvent, DirtyTrace, Span
 
@@ -91,12 +91,11 @@ WITH t AS (
     ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
 ), redo AS (
     -- The earlier turns a turn of this batch regenerates, not flagged yet: their
-    -- traces are stitched again (after this commits, so that stitch sees this
-    -- batch's turns). Flagging their rows here would miss a turn another sweep is
-    -- writing right now; found by its raw event, committed at ingest, it is not
-    -- missed, and marking its claimed trace waits for that sweep to commit.
-    INSERT INTO {DirtyTrace._meta.db_table} (app_id, trace_id, first_marked_at, last_marked_at)
-    SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz, %(now)s::timestamptz
+    -- traces are stitched again once this commits (so that stitch sees this batch's
+    -- turns). Flagging their rows here would miss a turn another sweep is writing
+    -- right now; found by its raw event, committed at ingest, it is not missed.
+    INSERT INTO {Restitch._meta.db_table} (app_id, trace_id, marked_at)
+    SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz
     FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[]) AS k(app_id, span_id)
     CROSS JOIN LATERAL (
         SELECT x.trace_id FROM {BrowserEvent._meta.db_table} x
@@ -108,8 +107,6 @@ WITH t AS (
           )
         OFFSET 0
     ) AS e
-    ORDER BY 1, 2  -- one lock order for concurrent sweeps
-    ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at
 ), touched AS (
     -- Read before the writes above (one snapshot for the whole statement): where
     -- the traces started, and where their turns' conversations began; then where
@@ -175,7 +172,7 @@ def write_stitched(
     conversations = sorted({(turn["app_id"], turn["conversation_id"]) for turn in turns})
     # A turn regenerating one of this batch finds it in ``replaced`` (traces_stitch);
     # one regenerating an earlier turn has that turn flagged here (PostgreSQL: its
-    # trace stitched again, see ``redo``).
+    # trace stitched again, see ``redo`` and ``restitches_queue``).
     own = {(turn["app_id"], turn["span_id"]) for turn in turns}
     regenerated = sorted(
         {(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]} - own
@@ -265,3 +262,30 @@ def _write_orm(*, traces: list[Trace], turns: list[Turn], browser_spans: list[Sp
         unique_fields=["app", "trace_id", "span_id"],
         update_fields=BROWSER_SPAN_UPDATE,
     )
+
+
+def restitches_queue(*, now: datetime, limit: int = 1000) -> int:
+    """Move traces to stitch again (``Restitch``) to the dirty traces, in a
+    transaction of their own that holds no claim: marking a claimed trace waits for
+    its sweep to commit, and can wait on no one who waits on it. Returns how many."""
+    if connection.vendor != "postgresql":
+        return 0
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"""WITH taken AS (
+                    DELETE FROM {Restitch._meta.db_table} WHERE id IN (
+                        SELECT id FROM {Restitch._meta.db_table}
+                        ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
+                    ) RETURNING app_id, trace_id
+                ), marked AS (
+                    INSERT INTO {DirtyTrace._meta.db_table}
+                        (app_id, trace_id, first_marked_at, last_marked_at)
+                    SELECT DISTINCT app_id, trace_id, %s::timestamptz, %s::timestamptz
+                    FROM taken ORDER BY 1, 2
+                    ON CONFLICT (app_id, trace_id)
+                    DO UPDATE SET last_marked_at = excluded.last_marked_at
+                )
+                SELECT count(*) FROM taken""",
+            [limit, now, now],
+        )
+        return cursor.fetchone()[0]

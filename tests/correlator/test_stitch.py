@@ -14,7 +14,7 @@ from django.test import Client
 from django.utils import timezone
 
 from correlator import selectors, services
-from correlator.models import Trace, Turn
+from correlator.models import Restitch, Trace, Turn
 from correlator.services import sweep_run
 from rumserver.models import DirtyTrace, Span
 from tests import factories
@@ -372,9 +372,10 @@ def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(clie
 @pytest.mark.django_db(transaction=True)
 def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkeypatch):
     """Sweep A has written the original turn and not committed yet when sweep B
-    stitches its regeneration: B cannot see A's row to flag it, so it marks the
-    original's trace dirty (found by its raw event), which waits for A's commit; the
-    next batch stitches the original again and finds the regeneration."""
+    stitches its regeneration: B cannot see A's row to flag it, so it asks for the
+    original's trace (found by its raw event) to be stitched again; after B commits,
+    that request becomes a dirty trace (waiting for A's commit, holding nothing A
+    needs), and the next batch stitches the original again, seeing the regeneration."""
     created = factories.make_app()
     client, key = Client(), created.application.public_key
     original = GoldenTurn(t0=now_ms() - 5000, session="s-race")
@@ -406,7 +407,7 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
     b = threading.Thread(target=sweep_one, args=("b",))
     b.start()
     with connections["default"].cursor() as cursor:
-        for _ in range(200):  # until B has finished, or waits for A's claim
+        for _ in range(200):  # until B has finished, or waits (for the minute A marked)
             cursor.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                 "AND wait_event_type = 'Lock'"
@@ -418,8 +419,8 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
     a.join(10)
     b.join(10)
     assert claimed == {"a": 1, "b": 1}
-    assert DirtyTrace.objects.filter(trace_id=original.trace_id).exists()  # B's mark
+    assert Restitch.objects.filter(trace_id=original.trace_id).exists()  # B's request
     sweep_run(now=timezone.now(), threads=1)
     assert Turn.objects.get(span_id=original.browser_span).regenerated is True
     assert Turn.objects.get(span_id=replacement.browser_span).regenerate_of == original.browser_span
-    assert not DirtyTrace.objects.exists()
+    assert not DirtyTrace.objects.exists() and not Restitch.objects.exists()
