@@ -100,8 +100,10 @@ def _stitch_backlog(*, now: datetime, batch_size: int, threads: int) -> tuple[in
     another's statements do: the process keeps both cores busy. Batches are claimed
     with SKIP LOCKED, so threads share the backlog like separate workers do. One
     thread where that cannot help or is not safe: SQLite, or a caller already inside
-    a transaction (other connections would not see its rows)."""
-    if threads <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block:
+    a transaction (other connections would not see its rows); and a backlog of one
+    batch or less, the usual one between sweeps (no connections opened for nothing)."""
+    one_thread = threads <= 1 or connection.vendor != "postgresql" or connection.in_atomic_block
+    if one_thread or not DirtyTrace.objects.all()[batch_size : batch_size + 1].exists():
         return _sweep_loop(now=now, batch_size=batch_size)
     with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="llmrum-sweep") as pool:
         futures = [

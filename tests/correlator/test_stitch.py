@@ -315,6 +315,14 @@ def test_a_sweep_with_two_threads_stitches_every_trace_exactly_once(monkeypatch)
         assert cursor.fetchone()[0] == 0
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_backlog_of_one_batch_is_swept_on_the_callers_thread(monkeypatch):
+    goldens, stitched = backlog_counted(monkeypatch, 3)
+    assert sweep_run(now=timezone.now(), batch_size=10, threads=2).stitched == 3
+    assert {name for name, _ in stitched} == {threading.current_thread().name}
+
+
 def _aborted(sqlstate: str | None) -> Exception:
     """What Django raises when PostgreSQL aborts a statement (psycopg's error as cause)."""
     import psycopg.errors
