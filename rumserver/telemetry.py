@@ -68,7 +68,9 @@ class _DatabaseCollector(Collector):
             pending,
         )  # fmt: skip
         yield GaugeMetricFamily(
-            "llmrum_rollup_lag_seconds", "Age of the oldest rollup waiting for a rebuild.",
+            "llmrum_rollup_lag_seconds",
+            "Age of the oldest rollup waiting for a rebuild (a minute waits until unmarked for "
+            "LLMRUM_ROLLUP_SETTLE_SECONDS, so up to a minute or two is normal under traffic).",
             (self.now - oldest_mark).total_seconds() if oldest_mark else 0.0,
         )  # fmt: skip
         last = SweepRun.objects.order_by("-started_at").first()
