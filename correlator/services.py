@@ -138,10 +138,10 @@ ATTEMPTS = 3
 
 
 def _sweep_batch_retrying(*, now: datetime, batch_size: int) -> int:
-    """``_sweep_batch``, again when PostgreSQL broke a lock cycle by aborting it: two
-    sweeps that lock the same rows in different orders (a turn one of them regenerates,
-    a rollup minute both mark) is rare and harmless; the batch rolled back whole and
-    its claims were released, so running it again is exact."""
+    """``_sweep_batch``, again when PostgreSQL aborted it to break a lock cycle (with
+    ingest or another sweep; the sweep's own row locks are taken in one order, so this
+    is rare): the batch rolled back whole and its claims were released, so running it
+    again is exact."""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return _sweep_batch(now=now, batch_size=batch_size)
