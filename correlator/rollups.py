@@ -219,13 +219,11 @@ def _sent_within(ranges: Iterable[tuple[datetime, datetime]], column: str = "t_s
 
 def _merged(starts: Iterable[datetime], length: timedelta) -> list[tuple[datetime, datetime]]:
     """Adjacent periods as one range: fewer OR terms in the query."""
-    ranges: list[tuple[datetime, datetime]] = []
-    for start in sorted(set(starts)):
-        if ranges and ranges[-1][1] == start:
-            ranges[-1] = (ranges[-1][0], start + length)
-        else:
-            ranges.append((start, start + length))
-    return ranges
+    return _untagged(_joined([("", start, start + length) for start in sorted(set(starts))]))
+
+
+def _untagged(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    return [(lo, hi) for _, lo, hi in ranges]
 
 
 def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[TurnFacts]:
@@ -376,19 +374,19 @@ def _server_only(app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[t
 def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: datetime) -> None:
     """Replace these periods' rows: minutes from their turns (one query for the
     batch), longer periods from the rows of the period below."""
-    length = LENGTH[period]
+    ranges = _merged(starts, LENGTH[period])
     accs: dict[tuple[datetime, str, str], Accumulator] = defaultdict(Accumulator)
     if period == MINUTE:
-        facts = turn_facts(app_id=app_id, ranges=_merged(starts, length))
+        facts = turn_facts(app_id=app_id, ranges=ranges)
         for group, members in _grouped(facts, DIMENSIONS, minute=True).items():
             accs[group].add_all(members)
-        for start_ms, cause in _server_only(app_id, _merged(starts, length)):
+        for start_ms, cause in _server_only(app_id, ranges):
             acc = accs[(minute_of(start_ms), "", "")]
             acc.counts["server_only_traces"] += 1
             acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
     else:
         covered = Q()
-        for lo, hi in _merged(starts, length):
+        for lo, hi in ranges:
             covered |= Q(start__gte=lo, start__lt=hi)
         children = Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period])
         for (start, dimension, key), counts, sketches in _stored(
@@ -488,9 +486,9 @@ def window_plan(since: datetime, until: datetime, stale: frozenset = frozenset()
         cover(inner_hi, hi, CHILD[period])
 
     cover(lo, hi, DAY)
-    return _joined(sorted(ranges, key=lambda r: r[1])), [
-        (a, b) for _, a, b in _joined(sorted(("", a, b) for a, b in raw))
-    ]
+    return _joined(sorted(ranges, key=lambda r: r[1])), _untagged(
+        _joined(sorted(("", lo, hi) for lo, hi in raw))
+    )
 
 
 def _starts(lo: datetime, hi: datetime, period: str) -> Iterator[datetime]:

@@ -157,13 +157,8 @@ def line_chart(
             )
         body += points
         body.append("</g>")
-    if not values:
-        body.append(
-            f'<text x="{_attr((left + right) / 2)}" y="{_attr((top + bottom) / 2)}" '
-            f'text-anchor="middle" {FONT}>no data in this range</text>'
-        )
-    body += _legend([s.name for s in series], left, 16)
-    return _svg(width, height, title, body)
+    return _finished(body, title=title, series=series, empty=not values,
+                     box=(left, right, top, bottom), size=(width, height))  # fmt: skip
 
 
 def bar_chart(
@@ -205,13 +200,21 @@ def bar_chart(
                 f'text-anchor="middle" {FONT}>{escape(number(v, unit))}</text>'
             )
         body.append("</g>")
-    if not values:
+    return _finished(body, title=title, series=series, empty=not values,
+                     box=(left, right, top, bottom), size=(width, height))  # fmt: skip
+
+
+def _finished(body: list[str], *, title: str, series: Sequence[Series], empty: bool,
+              box: tuple[float, float, float, float], size: tuple[int, int]) -> SafeString:  # fmt: skip
+    """A chart's closing: the note for an empty range, the legend, the svg element."""
+    left, right, top, bottom = box
+    if empty:
         body.append(
             f'<text x="{_attr((left + right) / 2)}" y="{_attr((top + bottom) / 2)}" '
             f'text-anchor="middle" {FONT}>no data in this range</text>'
         )
     body += _legend([s.name for s in series], left, 16)
-    return _svg(width, height, title, body)
+    return _svg(size[0], size[1], title, body)
 
 
 def stacked_bar(
