@@ -13,7 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 
-from rumserver.env import env_bool, env_float, env_int, env_list, env_str
+from rumserver.client_address import parse_networks
+from rumserver.env import EnvError, env_bool, env_float, env_int, env_list, env_str
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LLMRUM_DATA_DIR", str(BASE_DIR / ".data")))
@@ -106,8 +107,28 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_b
     DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = 1_000_000
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# --- Cache (in-process; only used for small lookups) -------------------------
-CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# --- Cache: shared rate limits (DESIGN.md §10.1) ------------------------------
+# LLMRUM_CACHE_URL=redis://host:6379/1 shares rate limits across every web process and
+# node; unset (the embedded default), each process keeps its own in local memory.
+LLMRUM_CACHE_URL = env_str("LLMRUM_CACHE_URL", "")
+if LLMRUM_CACHE_URL and not LLMRUM_CACHE_URL.startswith(("redis://", "rediss://", "unix://")):
+    raise EnvError(f"LLMRUM_CACHE_URL must be a redis:// URL, got {LLMRUM_CACHE_URL!r}")
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": LLMRUM_CACHE_URL,
+        "KEY_PREFIX": "llmrum",
+        # A cache that does not answer must cost a request little (rumserver.ratelimit
+        # then lets requests through for a few seconds).
+        "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.5},
+    }
+    if LLMRUM_CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
+# Client addresses behind these proxies come from X-Forwarded-For (rumserver.client_address).
+LLMRUM_TRUSTED_PROXIES = parse_networks(
+    env_list("LLMRUM_TRUSTED_PROXIES", []), setting="LLMRUM_TRUSTED_PROXIES"
+)
 
 # --- Auth, i18n, static ---------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
@@ -152,11 +173,12 @@ SESSION_COOKIE_SECURE = SECURE_SSL_REDIRECT
 CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
-# --- CORS: only the browser-facing ingest endpoint; origins per application ---
-CORS_URLS_REGEX = r"^/rum/v1/"
+# --- CORS: the browser-facing ingest endpoints (beacons, browser OTLP exporters);
+# origins per application (rumserver.cors) ---
+CORS_URLS_REGEX = r"^/(rum/v1/|v1/traces$)"
 CORS_ALLOWED_ORIGINS: list[str] = []
 CORS_ALLOW_METHODS = ("POST", "OPTIONS")
-CORS_ALLOW_HEADERS = ("content-type", "content-encoding")
+CORS_ALLOW_HEADERS = ("content-type", "content-encoding", "x-llmrum-key")
 # The SDK honours Retry-After on 429/503; cross-origin it can read only exposed headers.
 CORS_EXPOSE_HEADERS = ("Retry-After",)
 CORS_PREFLIGHT_MAX_AGE = 86400
@@ -228,8 +250,8 @@ LLMRUM_OTLP_MAX_WIRE_BYTES = env_int("LLMRUM_OTLP_MAX_WIRE_BYTES", 16 * 1024 * 1
 LLMRUM_OTLP_MAX_BODY_BYTES = env_int("LLMRUM_OTLP_MAX_BODY_BYTES", 32 * 1024 * 1024, minimum=1024)
 LLMRUM_OTLP_MAX_SPANS = env_int("LLMRUM_OTLP_MAX_SPANS", 10_000, minimum=512)
 LLMRUM_OTLP_RATE_LIMIT = env_float("LLMRUM_OTLP_RATE_LIMIT", 500.0, minimum=100.0)
-# Rate limits are per web process (token buckets in memory, no round trip on
-# the hot path); both sit far above one application's normal traffic.
+# Rate limits, per application and per client address within it: shared through the
+# cache (LLMRUM_CACHE_URL), per process without one; far above normal traffic.
 LLMRUM_BEACON_RATE_LIMIT = env_float("LLMRUM_BEACON_RATE_LIMIT", 1000.0, minimum=100.0)
 LLMRUM_BEACON_IP_RATE_LIMIT = env_float("LLMRUM_BEACON_IP_RATE_LIMIT", 100.0, minimum=1.0)
 # The client IP is used for rate limiting only, unless the operator opts in.

@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from rumserver.applications import CreatedApplication, clear_ingest_caches
-from rumserver.views import beacon_limits
+from rumserver.views import rate_limits
 from tests import factories
 
 
@@ -37,10 +37,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _fresh_ingest_state() -> Iterator[None]:
     clear_ingest_caches()
-    beacon_limits.clear()
+    rate_limits.clear()
     yield
     clear_ingest_caches()
-    beacon_limits.clear()
+    rate_limits.clear()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from rumserver.beacon import cut, parse_batch, split_validation_error
 from rumserver.env import EnvError, env_bool, env_float, env_int, env_list
 from rumserver.errors import IngestError
 from rumserver.parsers import gunzip_capped
-from rumserver.ratelimit import TokenBuckets, retry_after_seconds
+from rumserver.ratelimit import Limit, TokenBuckets, retry_after_seconds
 from rumserver.useragent import parse_user_agent
 from tests import factories
 
@@ -30,21 +30,32 @@ def test_gunzip_capped_stops_at_the_limit():
 def test_token_buckets_refill_at_the_rate():
     now = [0.0]
     buckets = TokenBuckets(clock=lambda: now[0])
-    assert buckets.take("a", rate=2, burst=2) == 0.0
-    assert buckets.take("a", rate=2, burst=2) == 0.0
-    wait = buckets.take("a", rate=2, burst=2)
+    a = [Limit("a", rate=2, burst=2)]
+    assert buckets.take(a) == 0.0
+    assert buckets.take(a) == 0.0
+    wait = buckets.take(a)
     assert wait == pytest.approx(0.5)
     assert retry_after_seconds(wait) == 1
-    assert buckets.take("b", rate=2, burst=2) == 0.0  # other keys are independent
+    assert buckets.take([Limit("b", rate=2, burst=2)]) == 0.0  # other keys are independent
     now[0] = 0.5
-    assert buckets.take("a", rate=2, burst=2) == 0.0
+    assert buckets.take(a) == 0.0
+
+
+def test_token_buckets_take_from_every_limit_or_none():
+    now = [0.0]
+    buckets = TokenBuckets(clock=lambda: now[0])
+    app, ip = Limit("app", rate=10, burst=10), Limit("ip", rate=1, burst=1)
+    assert buckets.take([app, ip]) == 0.0
+    assert buckets.take([app, ip]) == pytest.approx(1.0)  # the address is out
+    # The refused request took nothing from the application's bucket: 9 left.
+    assert [buckets.take([app]) for _ in range(10)].count(0.0) == 9
 
 
 def test_token_buckets_stay_bounded_under_a_flood_of_keys():
     buckets = TokenBuckets(max_keys=100)
     for i in range(1000):
-        buckets.take(f"ip:{i}", rate=1, burst=1)
-    assert len(buckets._buckets) <= 100
+        buckets.take([Limit(f"ip:{i}", rate=1, burst=1)])
+    assert len(buckets._tat) <= 100
 
 
 @pytest.mark.parametrize(
