@@ -40,7 +40,7 @@ def epoch_us(moment: datetime) -> int:
 @dataclass(slots=True)
 class StoredSpan:
     """The columns of an OTLP span the stitch reads. ``resource`` holds only
-    ``llmrum.role`` (what ``assign_roles`` looks at)."""
+    ``llmrum.role`` and ``llmrum.source`` (what ``assign_roles`` looks at)."""
 
     id: int
     app_id: int
@@ -92,6 +92,14 @@ _SPAN_COLUMNS = (
 _decode_event = msgspec.json.Decoder(dict).decode
 
 
+def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:
+    """The resource attributes ``assign_roles`` reads."""
+    resource = {"llmrum.role": pinned_role} if pinned_role else {}
+    if source:
+        resource["llmrum.source"] = source
+    return resource
+
+
 def load_batch(keys: list[tuple[int, str]]) -> Batch:
     """The raw rows of these (app id, trace id) traces."""
     keys = sorted(set(keys))
@@ -119,15 +127,15 @@ def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredS
         _US.format("s.received_at") if c == "received_at" else f"s.{c}" for c in _SPAN_COLUMNS
     )
     rows = fetch_prepared(
-        f"SELECT {columns}, s.resource ->> 'llmrum.role' "
+        f"SELECT {columns}, s.resource ->> 'llmrum.role', s.resource ->> 'llmrum.source' "
         f"FROM {_KEYS} JOIN {Span._meta.db_table} s "
         "ON s.app_id = k.app_id AND s.trace_id = k.trace_id "
         f"WHERE s.role <> '{Span.Role.BROWSER.value}' ORDER BY s.app_id, s.trace_id, s.span_id",
         _key_params(keys),
     )
     out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
-    for *columns, pinned_role in rows:
-        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
+    for *columns, pinned_role, source in rows:
+        span = StoredSpan(*columns, resource=_resource(pinned_role, source))
         out[(span.app_id, span.trace_id)].append(span)
     return out
 
@@ -193,12 +201,12 @@ def _orm_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[Stored
         Span.objects.filter(trace_id__in=sorted({trace for _, trace in keys}))
         .exclude(role=Span.Role.BROWSER)
         .order_by("app_id", "trace_id", "span_id")
-        .values_list(*_SPAN_COLUMNS, KT("resource__llmrum.role"))
+        .values_list(*_SPAN_COLUMNS, KT("resource__llmrum.role"), KT("resource__llmrum.source"))
     )
     out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
-    for *columns, pinned_role in rows:
+    for *columns, pinned_role, source in rows:
         columns[10] = epoch_us(columns[10])
-        span = StoredSpan(*columns, resource={"llmrum.role": pinned_role} if pinned_role else {})
+        span = StoredSpan(*columns, resource=_resource(pinned_role, source))
         if (span.app_id, span.trace_id) in wanted:
             out[(span.app_id, span.trace_id)].append(span)
     return out

@@ -1,7 +1,13 @@
-"""Per-application CORS for the beacon endpoint.
+"""Per-application CORS for the browser-facing ingest endpoints.
 
 django-cors-headers asks ``check_request_enabled`` whether a cross-origin
-request may proceed; we answer from the application named by ``?key=``.
+request may proceed; we answer from the application named by the public key
+(``?key=``, or the ``x-llmrum-key`` header a browser OpenTelemetry exporter can send).
+
+A preflight cannot carry a header's value, only its name, so a preflight to
+``/v1/traces`` without ``?key=`` is allowed for any origin: it grants nothing by
+itself, and the POST that follows is checked against its key's application (403,
+and no CORS headers, from an origin outside the list).
 """
 
 from __future__ import annotations
@@ -14,12 +20,20 @@ from django.http import HttpRequest
 
 from rumserver.applications import ingest_app_by_public_key
 
+BROWSER_INGEST_PATHS = ("/rum/v1/", "/v1/traces")
+
+
+def _is_preflight(request: HttpRequest) -> bool:
+    return request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers
+
 
 def beacon_origin_allowed(sender: Any, request: HttpRequest, **kwargs: Any) -> bool:
-    if not request.path.startswith("/rum/v1/"):
+    if not request.path.startswith(BROWSER_INGEST_PATHS):
         return False
     origin = request.headers.get("Origin", "")
-    key = request.GET.get("key", "")
+    key = request.GET.get("key", "") or request.headers.get("X-Llmrum-Key", "")
+    if origin and not key and request.path == "/v1/traces" and _is_preflight(request):
+        return True
     if not origin or not key or len(key) > 64:
         return False
     try:

@@ -256,6 +256,22 @@ def _is_model_server(row: Any) -> bool:
     )
 
 
+SOURCE = "llmrum.source"
+
+
+def mark_source(rows: list[SpanRow], source: str) -> None:
+    """Stamp where spans came from (``browser-otlp``) on the span and its resource:
+    the correlator reads it from the resource, which is small, to keep such spans out
+    of the server roles."""
+    for row in rows:
+        row.attributes[SOURCE] = source
+        row.resource = {**row.resource, SOURCE: source}
+
+
+def from_browser(row: Any) -> bool:
+    return row.resource.get(SOURCE) == "browser-otlp"
+
+
 def assign_roles(rows: list[Any], browser_span_ids: frozenset[str] = frozenset()) -> None:
     """Decide each service's role within its trace by DESIGN.md §5's first matching rule.
 
@@ -263,12 +279,16 @@ def assign_roles(rows: list[Any], browser_span_ids: frozenset[str] = frozenset()
 
     Rule 2 needs the browser span, which usually arrives after the backend spans, so
     ingest applies it only when told the browser span ids; the correlator decides
-    again with every span of the trace in hand."""
+    again with every span of the trace in hand.
+
+    Spans a browser exporter sent (``llmrum.source``) are always ``service``: a page
+    holds only a public key, so what it claims about itself decides nothing, neither
+    its own role nor that of a server service that shares its ``service.name``."""
     decided: dict[tuple[str, str], str] = {}
     for rule in ("resource", "gateway", "model"):
         for row in rows:
             key = (row.trace_id, row.service)
-            if key in decided:
+            if key in decided or from_browser(row):
                 continue
             if rule == "resource":
                 role = row.resource.get("llmrum.role")
@@ -280,7 +300,9 @@ def assign_roles(rows: list[Any], browser_span_ids: frozenset[str] = frozenset()
             elif _is_model_server(row):
                 decided[key] = "model"
     for row in rows:
-        row.role = decided.get((row.trace_id, row.service), "service")
+        row.role = (
+            "service" if from_browser(row) else decided.get((row.trace_id, row.service), "service")
+        )
 
 
 def map_request(

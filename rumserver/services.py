@@ -13,7 +13,7 @@ from rumserver.applications import IngestApp
 from rumserver.beacon import cut_text, parse_batch
 from rumserver.beacon_store import SessionRow, store_batch
 from rumserver.hints import hints
-from rumserver.otlp_spans import assign_roles, map_request, remote_parent_traces
+from rumserver.otlp_spans import assign_roles, map_request, mark_source, remote_parent_traces
 from rumserver.otlp_wire import decode_request
 from rumserver.span_store import browser_turn_span_ids, store_spans
 from rumserver.useragent import parse_user_agent
@@ -74,20 +74,28 @@ class OtlpResult:
     error_message: str
 
 
-def otlp_ingest(*, app: IngestApp, body: bytes, media_type: str, now: datetime) -> OtlpResult:
+def otlp_ingest(
+    *, app: IngestApp, body: bytes, media_type: str, now: datetime, source: str = ""
+) -> OtlpResult:
     """Decode an OTLP/HTTP traces request and store its spans in bulk (all or
     nothing), then, once committed, nudge the correlator. Spans that cannot be
-    stored (bad ids or times) are counted for OTLP's partial success."""
+    stored (bad ids or times) are counted for OTLP's partial success. ``source``
+    (``browser-otlp`` for a browser exporter) is stamped on every span and keeps it
+    out of the server roles."""
     request = decode_request(body, media_type)
     mapped = map_request(
         request, keep_content=app.store_content, max_spans=settings.LLMRUM_OTLP_MAX_SPANS
     )
-    # The turn's beacon often arrives first (the SDK sends it when the stream ends,
-    # exporters batch for seconds): then the gateway can be named now. Otherwise the
-    # correlator names it when it stitches the trace.
-    browser_spans = browser_turn_span_ids(
-        app_id=app.id, trace_ids=remote_parent_traces(mapped.rows)
-    )
+    if source:
+        mark_source(mapped.rows, source)
+        browser_spans: frozenset[str] = frozenset()
+    else:
+        # The turn's beacon often arrives first (the SDK sends it when the stream ends,
+        # exporters batch for seconds): then the gateway can be named now. Otherwise
+        # the correlator names it when it stitches the trace.
+        browser_spans = browser_turn_span_ids(
+            app_id=app.id, trace_ids=remote_parent_traces(mapped.rows)
+        )
     assign_roles(mapped.rows, browser_spans)
     store_spans(app_id=app.id, rows=mapped.rows, trace_ids=mapped.trace_ids, now=now)
     if mapped.rows:

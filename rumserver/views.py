@@ -10,15 +10,18 @@ from django.views.decorators.csrf import csrf_exempt
 
 from rumserver import otlp_wire, telemetry
 from rumserver.applications import IngestApp, ingest_app_by_public_key, ingest_app_by_token
+from rumserver.client_address import client_address
 from rumserver.errors import IngestError
 from rumserver.health import health_check
 from rumserver.parsers import media_type, read_body
-from rumserver.ratelimit import TokenBuckets, retry_after_seconds
+from rumserver.ratelimit import Limit, buckets_for, retry_after_seconds
 from rumserver.scores import score_record
 from rumserver.services import beacon_ingest, otlp_ingest
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
-beacon_limits = TokenBuckets()
+# Shared by every process through Redis when LLMRUM_CACHE_URL is set.
+rate_limits = buckets_for(settings.LLMRUM_CACHE_URL)
+BROWSER_OTLP = "browser-otlp"
 
 
 def error_response(error: IngestError) -> JsonResponse:
@@ -28,8 +31,13 @@ def error_response(error: IngestError) -> JsonResponse:
     return response
 
 
-def _beacon_app(request: HttpRequest) -> IngestApp:
-    key = request.GET.get("key", "")
+def _public_key(request: HttpRequest) -> str:
+    return request.GET.get("key", "") or request.headers.get("X-Llmrum-Key", "")
+
+
+def _public_app(request: HttpRequest) -> IngestApp:
+    """The application of a browser's public key, if the request's Origin is allowed."""
+    key = _public_key(request)
     if not key:
         raise IngestError(403, "missing public key (?key=pk_...)", field="key")
     app = ingest_app_by_public_key(key) if len(key) <= 64 else None
@@ -43,14 +51,19 @@ def _beacon_app(request: HttpRequest) -> IngestApp:
     return app
 
 
-def _beacon_rate_limit(app: IngestApp, client_ip: str) -> None:
-    rate = settings.LLMRUM_BEACON_RATE_LIMIT
-    wait = beacon_limits.take(f"app:{app.id}", rate=rate, burst=rate * 2)
-    if not wait:
-        ip_rate = settings.LLMRUM_BEACON_IP_RATE_LIMIT
-        wait = beacon_limits.take(f"ip:{app.id}:{client_ip}", rate=ip_rate, burst=ip_rate * 2)
+def _rate_limit(*limits: Limit) -> None:
+    wait = rate_limits.take(limits)
     if wait:
         raise IngestError(429, "too many requests", retry_after=retry_after_seconds(wait))
+
+
+def _browser_rate_limit(app: IngestApp, client_ip: str) -> None:
+    """The beacon limits: per application, and per client address within it."""
+    rate, ip_rate = settings.LLMRUM_BEACON_RATE_LIMIT, settings.LLMRUM_BEACON_IP_RATE_LIMIT
+    _rate_limit(
+        Limit(f"app:{app.id}", rate=rate, burst=rate * 2),
+        Limit(f"ip:{app.id}:{client_ip}", rate=ip_rate, burst=ip_rate * 2),
+    )
 
 
 @csrf_exempt
@@ -60,10 +73,10 @@ def beacon(request: HttpRequest) -> HttpResponse:
         response = JsonResponse({"error": "use POST"}, status=405)
         response["Allow"] = "POST, OPTIONS"
         return response
-    client_ip = request.META.get("REMOTE_ADDR", "")
+    client_ip = client_address(request, settings.LLMRUM_TRUSTED_PROXIES)
     try:
-        app = _beacon_app(request)
-        _beacon_rate_limit(app, client_ip)
+        app = _public_app(request)
+        _browser_rate_limit(app, client_ip)
         if media_type(request) not in BEACON_MEDIA_TYPES:
             raise IngestError(415, "Content-Type must be application/json or text/plain")
         body = read_body(
@@ -141,15 +154,22 @@ def _otlp_error(error: IngestError, media_type: str) -> HttpResponse:
 def otlp_traces(request: HttpRequest) -> HttpResponse:
     media = media_type(request)
     if request.method != "POST":
+        # OPTIONS preflights from browser exporters are answered by the CORS middleware.
         response = _otlp_error(IngestError(405, "use POST"), media)
-        response["Allow"] = "POST"
+        response["Allow"] = "POST, OPTIONS"
         return response
+    source = ""
     try:
-        app = _bearer_app(request)
-        rate = settings.LLMRUM_OTLP_RATE_LIMIT
-        wait = beacon_limits.take(f"otlp:{app.id}", rate=rate, burst=rate * 2)
-        if wait:
-            raise IngestError(429, "too many requests", retry_after=retry_after_seconds(wait))
+        if _public_key(request):
+            # A browser OpenTelemetry exporter: the public key and the page's Origin,
+            # the beacon's limits; its spans can never claim a server role.
+            app = _public_app(request)
+            _browser_rate_limit(app, client_address(request, settings.LLMRUM_TRUSTED_PROXIES))
+            source = BROWSER_OTLP
+        else:
+            app = _bearer_app(request)
+            rate = settings.LLMRUM_OTLP_RATE_LIMIT
+            _rate_limit(Limit(f"otlp:{app.id}", rate=rate, burst=rate * 2))
         if media not in otlp_wire.MEDIA_TYPES:
             raise IngestError(
                 415, "Content-Type must be application/x-protobuf or application/json"
@@ -160,7 +180,9 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
             max_body=settings.LLMRUM_OTLP_MAX_BODY_BYTES,
             allow_empty=True,  # an empty ExportTraceServiceRequest is zero bytes of protobuf
         )
-        result = otlp_ingest(app=app, body=body, media_type=media, now=timezone.now())
+        result = otlp_ingest(
+            app=app, body=body, media_type=media, now=timezone.now(), source=source
+        )
     except IngestError as error:
         telemetry.count_request(telemetry.OTLP_REQUESTS, error.status)
         return _otlp_error(error, media)
