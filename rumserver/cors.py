@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from corsheaders.middleware import CorsMiddleware
 from corsheaders.signals import check_request_enabled
 from django.db import DatabaseError
 from django.http import HttpRequest
@@ -45,3 +46,11 @@ def beacon_origin_allowed(sender: Any, request: HttpRequest, **kwargs: Any) -> b
 
 
 check_request_enabled.connect(beacon_origin_allowed, dispatch_uid="llmrum_beacon_cors")
+
+
+class BrowserIngestCorsMiddleware(CorsMiddleware):
+    """django-cors-headers' middleware, run as sync code under ASGI too: the signal
+    above looks the application up in the database, which Django refuses from the
+    event loop. Declared sync-only, Django runs it in its sync thread."""
+
+    async_capable = False

@@ -51,7 +51,7 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # CORS answers preflights for the beacon endpoint before anything else runs;
     # which origins are allowed is decided per application (rumserver.cors).
-    "corsheaders.middleware.CorsMiddleware",
+    "rumserver.cors.BrowserIngestCorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
