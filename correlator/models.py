@@ -28,6 +28,12 @@ class Trace(models.Model):
     linked = models.BooleanField(default=False)
     clock_skew_ms = models.FloatField(default=0.0, help_text="Added to browser times.")
     skew_source = models.CharField(max_length=32, blank=True, default="")
+    clock_skew_uncertainty_ms = models.FloatField(
+        null=True,
+        blank=True,
+        help_text="Half the width of the interval the skew was taken from; null when "
+        "unbounded (beacons only give an upper bound) or the trace has no browser span.",
+    )
     start_ms = models.FloatField(help_text="Epoch ms, skew-corrected.")
     end_ms = models.FloatField()
     span_count = models.PositiveIntegerField(default=0)
