@@ -26,6 +26,7 @@ from correlator.rollups import rollups_refresh
 from correlator.stitch_load import StoredSpan, TurnEvent, datetime_of, load_batch
 from correlator.stitch_store import browser_span_record, restitches_queue, write_stitched
 from correlator.stitching import (
+    ClockSample,
     Skew,
     estimate_skew,
     gateway_server_span,
@@ -185,7 +186,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             key=key,
             spans=batch.spans.get(key, []),
             turn=batch.turns.get(key),
-            deltas=batch.beacon_deltas,
+            samples=batch.clock_samples,
             replaced=replaced,
             now=now,
         )
@@ -219,7 +220,7 @@ def _stitch_one(
     key: tuple[int, str],
     spans: list[StoredSpan],
     turn: TurnEvent | None,
-    deltas: dict[int, list[float]],
+    samples: dict[int, list[ClockSample]],
     replaced: set[tuple[int, str]],
     now: datetime,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None] | None:
@@ -253,7 +254,7 @@ def _stitch_one(
         t_end = float(data.get("t_end") or data.get("t_last_token") or t_send)
         gateway = gateway_server_span(spans, browser_id)
         skew = tighten(
-            estimate_skew(data, deltas.get(turn.session_id, [])),
+            estimate_skew(data, samples.get(turn.session_id, [])),
             t_send=t_send, t_end=max(t_end, t_send), outcome=str(data.get("outcome")),
             gateway=(gateway.start_ns / 1e6, gateway.end_ns / 1e6) if gateway else None,
         )  # fmt: skip
@@ -283,6 +284,7 @@ def _stitch_one(
         "linked": linked,
         "clock_skew_ms": skew.ms,
         "skew_source": skew.source,
+        "clock_skew_uncertainty_ms": skew.uncertainty_ms,
         "start_ms": trace_start,
         "end_ms": trace_end,
         "span_count": len(spans) + (1 if turn is not None else 0),

@@ -1,5 +1,5 @@
 """Reading a stitch batch's raw rows as plain values: the spans, each trace's turn
-event with its session key, and each session's best beacon delay.
+event with its session key, and each session's clock samples (correlator.clock_samples).
 
 On PostgreSQL three statements, joined from ``unnest()`` of the batch's keys (index
 probes whatever the statistics say), return only primitive columns: times as
@@ -21,7 +21,8 @@ import msgspec
 from django.db import connection
 from django.db.models.fields.json import KT
 
-from correlator.stitching import MAX_SKEW_MS
+from correlator.clock_samples import load_clock_samples
+from correlator.stitching import ClockSample
 from rumserver.fastsql import fetch_prepared
 from rumserver.models import BrowserEvent, BrowserSession, Span
 
@@ -79,9 +80,8 @@ class TurnEvent:
 class Batch:
     spans: dict[tuple[int, str], list[StoredSpan]] = field(default_factory=dict)
     turns: dict[tuple[int, str], TurnEvent] = field(default_factory=dict)
-    # session pk -> received_at - sent_at (ms) of its beacons: on PostgreSQL only the
-    # smallest sane one (all that ``estimate_skew`` uses), elsewhere every one.
-    beacon_deltas: dict[int, list[float]] = field(default_factory=dict)
+    # session pk -> its clock samples (correlator.clock_samples).
+    clock_samples: dict[int, list[ClockSample]] = field(default_factory=dict)
 
 
 _SPAN_COLUMNS = (
@@ -105,10 +105,9 @@ def load_batch(keys: list[tuple[int, str]]) -> Batch:
     keys = sorted(set(keys))
     if connection.vendor == "postgresql":
         batch = Batch(spans=_pg_spans(keys), turns=_pg_turns(keys))
-        batch.beacon_deltas = _pg_best_deltas({t.session_id for t in batch.turns.values()})
     else:
         batch = Batch(spans=_orm_spans(keys), turns=_orm_turns(keys))
-        batch.beacon_deltas = _orm_deltas({t.session_id for t in batch.turns.values()})
+    batch.clock_samples = load_clock_samples({t.session_id for t in batch.turns.values()})
     return batch
 
 
@@ -178,20 +177,6 @@ def _decode(text: str) -> dict[str, Any]:
         return json.loads(text)
 
 
-def _pg_best_deltas(session_pks: set[int]) -> dict[int, list[float]]:
-    if not session_pks:
-        return {}
-    delta = "extract(epoch FROM e.received_at)::float8 * 1000 - e.sent_at_ms"
-    rows = fetch_prepared(
-        f"SELECT e.session_id, min({delta}) "
-        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) "
-        f"JOIN {BrowserEvent._meta.db_table} e ON e.session_id = k.id "
-        f"WHERE abs({delta}) <= %(max_skew)s GROUP BY e.session_id",
-        {"sessions": sorted(session_pks), "max_skew": MAX_SKEW_MS},
-    )
-    return {session_pk: [best] for session_pk, best in rows}
-
-
 # -- Elsewhere: the ORM ----------------------------------------------------------------
 
 
@@ -231,17 +216,3 @@ def _orm_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
     for turn in turns.values():
         turn.session_key = keys_by_pk.get(turn.session_id, "")
     return turns
-
-
-def _orm_deltas(session_pks: set[int]) -> dict[int, list[float]]:
-    out: dict[int, list[float]] = defaultdict(list)
-    if not session_pks:
-        return out
-    rows = (
-        BrowserEvent.objects.filter(session_id__in=session_pks)
-        .values_list("session_id", "received_at", "sent_at_ms")
-        .distinct()
-    )
-    for session_pk, received_at, sent_at_ms in rows:
-        out[session_pk].append(received_at.timestamp() * 1000 - sent_at_ms)
-    return out

@@ -35,7 +35,8 @@ def _enc_hook(value: Any) -> Any:
 encode_json = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
 TRACE_UPDATE = [
-    "state", "linked", "clock_skew_ms", "skew_source", "start_ms", "end_ms", "span_count",
+    "state", "linked", "clock_skew_ms", "skew_source", "clock_skew_uncertainty_ms", "start_ms",
+    "end_ms", "span_count",
     "propagation", "propagation_cause", "last_received_at", "stitched_at", "roles",
 ]  # fmt: skip
 TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]

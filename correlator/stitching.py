@@ -46,38 +46,95 @@ class SpanLike(Protocol):
 class Skew:
     ms: float
     source: str
+    # Half the width of the interval ``ms`` is the middle of; None when the interval
+    # is open on one side (beacons alone only bound the skew from above).
+    uncertainty_ms: float | None = None
 
 
-def server_timing_offset(turn: dict[str, Any]) -> float | None:
-    """NTP's on-wire offset for this one request (STANDARDS.md §7.3), from the
-    backend helper's Server-Timing echo: t1 = llmrum-now - total, t2 = llmrum-now,
-    t0 = t_send and t3 = t_headers on the browser's clock."""
+@dataclass(frozen=True)
+class ClockSample:
+    """What one exchange says of θ, the server clock minus the browser clock:
+    ``lo <= θ <= hi`` (``lo`` is -inf for a beacon). ``at_ms`` is when it was taken,
+    on the browser's clock."""
+
+    at_ms: float
+    lo: float
+    hi: float
+
+    @property
+    def width(self) -> float:
+        return self.hi - self.lo
+
+
+SAMPLE_WINDOW_MS = 3600 * 1000  # a turn's estimate uses its session's samples this close
+
+
+def server_timing_sample(turn: dict[str, Any]) -> ClockSample | None:
+    """The interval one request's Server-Timing echo puts θ in (DESIGN.md §10.3):
+    the server received it after the browser sent it (t1 - t0 >= θ) and answered
+    before the browser saw the answer (t2 - t3 <= θ). t1 = llmrum-now - total,
+    t2 = llmrum-now on the server's clock; t0 = t_send and t3 = t_headers on the
+    browser's. Time the request waited before the app saw it (a server queue) only
+    widens the interval; it never moves the truth out of it."""
     entries = {e.get("name"): e for e in turn.get("server_timing") or [] if isinstance(e, dict)}
     now, total = entries.get("llmrum-now"), entries.get("total")
     t0, t3 = turn.get("t_send"), turn.get("t_headers")
-    if not now or t0 is None or t3 is None or t3 < t0:
+    if not now or not isinstance(t0, int | float) or not isinstance(t3, int | float) or t3 < t0:
         return None
     try:
         t2 = float(now.get("description", ""))
-    except ValueError:
+        t1 = t2 - float((total or {}).get("duration") or 0.0)
+    except (TypeError, ValueError):
         return None
-    duration = (total or {}).get("duration") or 0.0
-    t1 = t2 - float(duration)
-    offset = ((t1 - t0) + (t2 - t3)) / 2
-    return offset if math.isfinite(offset) and abs(offset) <= MAX_SKEW_MS else None
+    lo, hi = sorted((t2 - t3, t1 - t0))  # crossed only by rounding: a server slower than its RTT
+    if not (math.isfinite(lo) and math.isfinite(hi)) or max(abs(lo), abs(hi)) > MAX_SKEW_MS:
+        return None
+    return ClockSample(float(t0), lo, hi)
 
 
-def estimate_skew(turn: dict[str, Any], beacon_deltas_ms: Iterable[float]) -> Skew:
-    """Server minus browser clock. Per request from Server-Timing when the turn has
-    it; else the smallest received_at - sent_at over the session's beacons (an
-    upper bound on the offset, tightest for the fastest delivery)."""
-    offset = server_timing_offset(turn)
-    if offset is not None:
-        return Skew(offset, "server_timing")
-    deltas = [d for d in beacon_deltas_ms if math.isfinite(d) and abs(d) <= MAX_SKEW_MS]
-    if deltas:
-        return Skew(min(deltas), "beacon")
-    return Skew(0.0, "none")
+def beacon_sample(sent_at_ms: float, delta_ms: float) -> ClockSample | None:
+    """received_at - sent_at of a beacon = θ + its delivery time, which is never
+    negative: an upper bound on θ (STANDARDS.md §7.3)."""
+    if not math.isfinite(delta_ms) or abs(delta_ms) > MAX_SKEW_MS:
+        return None
+    return ClockSample(sent_at_ms, -math.inf, delta_ms)
+
+
+def estimate_skew(turn: dict[str, Any], samples: Iterable[ClockSample]) -> Skew:
+    """Server minus browser clock for this turn (DESIGN.md §10.3): the middle of the
+    intersection of the intervals of its session's samples within an hour of it.
+    Where they do not intersect (the browser's clock was changed), the narrowest
+    intersection that keeps the turn's own sample (or, with none, the sample nearest
+    in time). With beacons alone the interval is open below: the skew is its upper
+    bound, the fastest delivery's."""
+    own = server_timing_sample(turn)
+    t_send = turn.get("t_send")
+    at = float(t_send) if isinstance(t_send, int | float) else None
+    near = [s for s in samples if at is None or abs(s.at_ms - at) <= SAMPLE_WINDOW_MS]
+    if own is not None:
+        near.append(own)
+    if not near:
+        return Skew(0.0, "none")
+    lo, hi = max(s.lo for s in near), min(s.hi for s in near)
+    if lo > hi:
+        lo, hi = _narrowest_consistent(near, own, at)
+    if lo == -math.inf:
+        return Skew(hi, "beacon")
+    return Skew((lo + hi) / 2, "server_timing", (hi - lo) / 2)
+
+
+def _narrowest_consistent(
+    samples: list[ClockSample], own: ClockSample | None, at: float | None
+) -> tuple[float, float]:
+    """Intersect, narrowest first, the samples that agree with the turn's own one
+    (or with the nearest in time when the turn has none); skip those that do not."""
+    if own is None:
+        own = min(samples, key=lambda s: (abs(s.at_ms - at) if at is not None else 0.0, s.width))
+    lo, hi = own.lo, own.hi
+    for sample in sorted(samples, key=lambda s: (s.width, s.hi)):
+        if max(lo, sample.lo) <= min(hi, sample.hi):
+            lo, hi = max(lo, sample.lo), min(hi, sample.hi)
+    return lo, hi
 
 
 def tighten(
@@ -101,7 +158,7 @@ def tighten(
         if bs <= gs:
             return skew
         shift = gs - bs
-    return Skew(skew.ms + shift, f"{skew.source}+tightened")
+    return Skew(skew.ms + shift, f"{skew.source}+tightened", skew.uncertainty_ms)
 
 
 # --- spans ----------------------------------------------------------------------

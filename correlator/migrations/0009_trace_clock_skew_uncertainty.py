@@ -4,15 +4,18 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('correlator', '0008_restitch'),
+        ("correlator", "0008_restitch"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='trace',
-            name='clock_skew_uncertainty_ms',
-            field=models.FloatField(blank=True, help_text='Half the width of the interval the skew was taken from; null when unbounded (beacons only give an upper bound) or the trace has no browser span.', null=True),
+            model_name="trace",
+            name="clock_skew_uncertainty_ms",
+            field=models.FloatField(
+                blank=True,
+                help_text="Half the width of the interval the skew was taken from; null when unbounded (beacons only give an upper bound) or the trace has no browser span.",
+                null=True,
+            ),
         ),
     ]

@@ -55,7 +55,8 @@ class GoldenTurn:
             "t_send": self.browser(0),
             "t_headers": self.browser(300),
             "t_first_token": self.browser(620),
-            "t_last_token": self.browser(620 + 29 * 40),
+            # A stopped or abandoned answer's last token comes before its end.
+            "t_last_token": self.browser(620 + 29 * 40 if self.outcome == "completed" else 900),
             "t_end": self.browser(1820 if self.outcome == "completed" else 900),
             "chunks": 31,
             "tbt_gaps": [40.0] * 29,
