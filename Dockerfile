@@ -14,8 +14,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first, so a code change does not reinstall them. psycopg[binary]
-# ships libpq in its wheel: no compiler or system libraries are needed.
+# ships libpq in its wheel: no compiler or system libraries are needed. requirements.txt
+# installs the backend helpers from ./backend (the llmrum-backend package), so that
+# folder comes along.
 COPY requirements.txt .
+COPY backend/ backend/
 RUN pip install -r requirements.txt
 
 COPY . .

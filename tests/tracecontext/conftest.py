@@ -12,8 +12,18 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
+from opentelemetry import trace
+from opentelemetry.instrumentation.django import DjangoInstrumentor
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from llmrum_backend import stream
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,6 +35,11 @@ MIDDLEWARE = ["llmrum_django.middleware.TraceContextMiddleware"]
 OTEL_MIDDLEWARE = (
     "opentelemetry.instrumentation.django.middleware.otel_middleware._DjangoMiddleware"
 )
+HELPER_SETTINGS = {
+    "ROOT_URLCONF": "tests.tracecontext.urls",
+    "LLMRUM_CORS_ALLOWED_ORIGINS": [CHAT_ORIGIN],
+    "LLMRUM_CORS_URLS_REGEX": r"^/api/",
+}
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -37,6 +52,48 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@dataclass
+class MemorySpans:
+    """An SDK tracer provider exporting to memory; the helpers' own span
+    (``llmrum.stream``) comes from it too."""
+
+    provider: TracerProvider
+    exporter: InMemorySpanExporter
+
+    def finished(self) -> dict[str, Any]:
+        return {span.name: span for span in self.exporter.get_finished_spans()}
+
+
+@pytest.fixture
+def memory_spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[MemorySpans]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    # The helpers take the global provider's tracer, which a test process cannot swap.
+    tracer: trace.Tracer = provider.get_tracer(stream.TRACER_NAME)
+    monkeypatch.setattr(stream, "_tracer", lambda: tracer)
+    yield MemorySpans(provider, exporter)
+    provider.shutdown()
+
+
+@pytest.fixture
+def instrumented(memory_spans: MemorySpans) -> Iterator[InMemorySpanExporter]:
+    """The real opentelemetry-instrumentation-django in front of the helper, exporting
+    to memory. ``instrument()`` inserts its middleware into ``settings.MIDDLEWARE`` in
+    place, so it runs inside an override holding a copy of the helper's stack (the
+    tests using this fixture must not override MIDDLEWARE again)."""
+    instrumentor = DjangoInstrumentor()
+    with override_settings(MIDDLEWARE=list(MIDDLEWARE), **HELPER_SETTINGS):
+        instrumentor.instrument(tracer_provider=memory_spans.provider)
+        try:
+            # As the README says: its middleware goes first, so its span wraps the helper.
+            assert settings.MIDDLEWARE == [OTEL_MIDDLEWARE, *MIDDLEWARE]
+            yield memory_spans.exporter
+        finally:
+            instrumentor.uninstrument()
+    assert OTEL_MIDDLEWARE not in MIDDLEWARE
 
 
 @dataclass

@@ -120,9 +120,9 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     assert (version, named_trace, flags) == ("00", trace_id, "01")
     assert server_span_id != browser_span_id  # the gateway's own span, not an echo
 
-    spans = wait_for_spans(trace_id, 3, log)
+    spans = wait_for_spans(trace_id, 4, log)
     by_name = {span.name: span for span in spans}
-    assert len(spans) == 3, [span.name for span in spans]
+    assert len(spans) == 4, [span.name for span in spans]
     server = by_name["POST api/chat-stream"]
     assert server.span_id == server_span_id
     assert (server.trace_id, server.parent_span_id, server.kind) == (
@@ -143,5 +143,13 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     assert by_name["moderate answer"].parent_span_id == model.span_id
     assert {span.role for span in spans} == {"gateway"}
     # The instrumentation ends the server span when the response headers leave, before
-    # the body streams: the model span outlives its parent.
+    # the body streams: the model span outlives its parent, and the helper's first-token
+    # mark rides on a span of its own covering the body, exported by the gateway's SDK.
     assert server.end_ns <= model.end_ns
+    stream = by_name["llmrum.stream"]
+    assert (stream.kind, stream.parent_span_id) == (1, server.span_id)
+    assert stream.scope["name"] == "llmrum_backend"
+    (event,) = stream.events
+    assert event["name"] == "first_token"
+    assert server.end_ns <= stream.start_ns <= event["time_ns"] <= stream.end_ns
+    assert stream.ttft_source == "event:first_token"

@@ -6,39 +6,31 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
-from importlib.util import find_spec
 from typing import Any
 
 import pytest
 from asgiref.sync import async_to_sync
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse, StreamingHttpResponse
 from django.test import AsyncClient, Client, override_settings
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.instrumentation.django import DjangoInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from llmrum_django.conf import HelperSettings
+from llmrum_django import conf
 from llmrum_django.middleware import TraceContextMiddleware, _stream_in_context
 from llmrum_django.propagation import format_traceparent
 from tests.tracecontext.conftest import (
     CHAT_ORIGIN,
+    HELPER_SETTINGS,
     MIDDLEWARE,
-    OTEL_MIDDLEWARE,
     PARENT_ID,
     TRACE_ID,
 )
 
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-HELPER_SETTINGS = {
-    "ROOT_URLCONF": "tests.tracecontext.urls",
-    "LLMRUM_CORS_ALLOWED_ORIGINS": [CHAT_ORIGIN],
-    "LLMRUM_CORS_URLS_REGEX": r"^/api/",
-}
 helper = override_settings(MIDDLEWARE=MIDDLEWARE, **HELPER_SETTINGS)
 
 
@@ -151,28 +143,6 @@ def test_it_appends_to_the_apps_own_headers() -> None:
 # --- With OpenTelemetry's Django instrumentation in front ----------------------
 
 
-@pytest.fixture
-def instrumented() -> Iterator[InMemorySpanExporter]:
-    """The real opentelemetry-instrumentation-django in front of the helper, exporting
-    to memory. ``instrument()`` inserts its middleware into ``settings.MIDDLEWARE`` in
-    place, so it runs inside an override holding a copy of the helper's stack (the
-    tests using this fixture must not override MIDDLEWARE again)."""
-    exporter = InMemorySpanExporter()
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    instrumentor = DjangoInstrumentor()
-    with override_settings(MIDDLEWARE=list(MIDDLEWARE), **HELPER_SETTINGS):
-        instrumentor.instrument(tracer_provider=provider)
-        try:
-            # As the README says: its middleware goes first, so its span wraps the helper.
-            assert settings.MIDDLEWARE == [OTEL_MIDDLEWARE, *MIDDLEWARE]
-            yield exporter
-        finally:
-            instrumentor.uninstrument()
-    assert OTEL_MIDDLEWARE not in MIDDLEWARE
-    provider.shutdown()
-
-
 def test_it_names_the_instrumentations_server_span(instrumented: InMemorySpanExporter) -> None:
     response = Client().post(
         "/api/chat",
@@ -214,28 +184,6 @@ def test_a_streamed_body_runs_under_the_server_span(instrumented: InMemorySpanEx
     assert (seen["trace_id"], seen["span_id"]) == (TRACE_ID, f"{span.context.span_id:016x}")
     assert seen["session_id"] == "s1"
     assert not trace.get_current_span().get_span_context().is_valid
-
-
-@pytest.mark.skipif(
-    find_spec("opentelemetry.instrumentation.asgi") is not None,
-    reason="opentelemetry-instrumentation-asgi installed: Django's instrumentation traces ASGI",
-)
-def test_under_asgi_without_the_asgi_extra_the_helper_continues_the_trace_itself(
-    instrumented: InMemorySpanExporter,
-) -> None:
-    """opentelemetry-instrumentation-django traces ASGI requests only with its ``asgi``
-    extra (opentelemetry-instrumentation-asgi); without it, it makes no span at all."""
-
-    async def run() -> Any:
-        return await AsyncClient().post(
-            "/api/chat", headers={"traceparent": TRACEPARENT, "baggage": "session.id=abc"}
-        )
-
-    response = async_to_sync(run)()
-    assert instrumented.get_finished_spans() == ()
-    seen = response.json()
-    assert (seen["span_id"], seen["remote"], seen["session_id"]) == (PARENT_ID, True, "abc")
-    assert server_timing(response)["trace"] == f"desc={TRACEPARENT}"
 
 
 # --- Streamed answers and async stacks --------------------------------------
@@ -400,6 +348,6 @@ def test_it_refuses_to_start_on_bad_settings(overrides: dict[str, Any]) -> None:
 
 def test_it_normalises_configured_origins() -> None:
     with override_settings(LLMRUM_CORS_ALLOWED_ORIGINS=["HTTPS://Chat.Example.com/", " "]):
-        config = HelperSettings.load()
+        config = conf.load()
     assert config.cors_allowed_origins == {"https://chat.example.com"}
     assert re.match(config.cors_urls, "/anything")

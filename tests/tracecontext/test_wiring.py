@@ -8,12 +8,15 @@ import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from django.conf import settings
 from django.test import override_settings
 from django.urls import Resolver404, clear_url_caches, resolve
 
+import llmrum_asgi
+import llmrum_backend
 import llmrum_django
 from llmrum_django.conformance import tracecontext
 from rumserver import urls
@@ -42,10 +45,19 @@ def test_the_beacon_path_does_not_pay_for_the_middleware() -> None:
     assert not [m for m in settings.MIDDLEWARE if m.startswith("llmrum_django")]
 
 
-def test_the_helper_imports_nothing_of_llmrum() -> None:
-    """A gateway installs it without llmrum's apps: Django and opentelemetry-api only."""
-    allowed = {"django", "opentelemetry", "asgiref", "llmrum_django"}
-    for module in Path(llmrum_django.__file__).parent.glob("*.py"):
+@pytest.mark.parametrize(
+    ("package", "allowed"),
+    [
+        (llmrum_django, {"django", "asgiref", "opentelemetry", "llmrum_backend", "llmrum_django"}),
+        # Any ASGI app, no Django: opentelemetry-api and the shared code only.
+        (llmrum_asgi, {"opentelemetry", "llmrum_backend", "llmrum_asgi"}),
+        (llmrum_backend, {"opentelemetry", "llmrum_backend"}),
+    ],
+)
+def test_the_helpers_import_nothing_of_llmrum(package: ModuleType, allowed: set[str]) -> None:
+    """A gateway installs llmrum-backend without llmrum's apps: opentelemetry-api (and
+    Django for llmrum_django) only, never the SDK."""
+    for module in Path(package.__file__ or "").parent.glob("*.py"):
         tree = ast.parse(module.read_text())
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:

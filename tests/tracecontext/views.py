@@ -64,6 +64,19 @@ def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
     return StreamingHttpResponse(body(), content_type="text/event-stream")
 
 
+def stream_empty_first(request: HttpRequest) -> StreamingHttpResponse:
+    """An empty chunk first, as a gateway flushing its headers early sends one."""
+    return StreamingHttpResponse(iter([b"", b"hello", b" world"]), content_type="text/plain")
+
+
+def stream_failing(request: HttpRequest) -> StreamingHttpResponse:
+    def body() -> Iterator[bytes]:
+        yield b"partial"
+        raise RuntimeError("model connection lost")
+
+    return StreamingHttpResponse(body(), content_type="text/plain")
+
+
 async def astream(request: HttpRequest) -> StreamingHttpResponse:
     async def body() -> AsyncIterator[str]:
         yield json.dumps(seen_context())

@@ -14,15 +14,23 @@
   ((t1 - t0) + (t2 - t3)) / 2 of §7.3.
 
 ``Server-Timing`` is a header, so for a streamed answer it cannot carry the first
-token time; the snippet measures that itself.
+token time; the ``first_token`` span event does (llmrum_backend.stream).
 """
 
 from __future__ import annotations
 
-from django.http import HttpResponseBase
+from opentelemetry import trace
 from opentelemetry.trace import SpanContext
 
-from llmrum_django.propagation import format_traceparent
+# Sampled and random-trace-id; every other bit is reserved and sent as 0 (§1.4).
+KNOWN_FLAGS = 0x03
+
+
+def format_traceparent(span_context: SpanContext) -> str:
+    """Version 00 ``traceparent`` value, reserved flag bits cleared (§1.3, §1.4)."""
+    trace_id = trace.format_trace_id(span_context.trace_id)
+    span_id = trace.format_span_id(span_context.span_id)
+    return f"00-{trace_id}-{span_id}-{span_context.trace_flags & KNOWN_FLAGS:02x}"
 
 
 def server_timing_value(*, span_context: SpanContext, duration_ms: float, now_ms: float) -> str:
@@ -34,7 +42,6 @@ def server_timing_value(*, span_context: SpanContext, duration_ms: float, now_ms
     return ", ".join(entries)
 
 
-def add_server_timing(response: HttpResponseBase, value: str) -> None:
+def appended(existing: str | None, value: str) -> str:
     """Append to the app's own entries rather than replace them."""
-    existing = response.get("Server-Timing")
-    response["Server-Timing"] = f"{existing}, {value}" if existing else value
+    return f"{existing}, {value}" if existing else value

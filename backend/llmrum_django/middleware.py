@@ -1,5 +1,6 @@
 """``TraceContextMiddleware``: continue the browser's trace, answer CORS for the chat
-endpoints, and report the server's trace context and timing in ``Server-Timing``.
+endpoints, report the server's trace context and timing in ``Server-Timing``, and mark
+when a streamed answer's first non-empty chunk leaves (``first_token``, DESIGN.md §10.2).
 
 Settings (all optional; see the README section on llmrum_django):
 
@@ -21,15 +22,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextlib import nullcontext
 from typing import Any
 
 from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import FileResponse, HttpRequest, HttpResponseBase
 from opentelemetry import context as otel_context
+from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanContext
 
-from llmrum_django.conf import HelperSettings
+from llmrum_backend.stream import StreamMark
+from llmrum_django import conf
 from llmrum_django.cors import CorsPolicy
 from llmrum_django.propagation import request_context
 from llmrum_django.servertiming import add_server_timing, server_timing_value
@@ -43,7 +47,7 @@ class TraceContextMiddleware:
 
     def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
-        self.config = HelperSettings.load()
+        self.config = conf.load()
         self.cors = CorsPolicy(self.config)
         self.is_async = iscoroutinefunction(get_response)
         if self.is_async:
@@ -108,43 +112,73 @@ def _stream_in_context(response: HttpResponseBase, ctx: Context) -> None:
     """A streamed answer's body runs after the middleware returned, outside the
     request's context. LLM gateways often call the model lazily inside that body, so
     its spans would start a trace of their own; run each step in the request's
-    context instead. Files keep their sendfile path and need no trace."""
+    context instead, and mark when its first non-empty chunk leaves (against the server
+    span current in ``ctx``). Files keep their sendfile path and need neither."""
     if not getattr(response, "streaming", False) or isinstance(response, FileResponse):
         return
+    mark = StreamMark.for_request(trace.get_current_span(ctx))
     if response.is_async:  # type: ignore[attr-defined]
-        response.streaming_content = _aiterate_in(ctx, response.streaming_content)  # type: ignore[attr-defined]
+        response.streaming_content = _aiterate_in(ctx, response.streaming_content, mark)  # type: ignore[attr-defined]
     else:
-        response.streaming_content = _iterate_in(ctx, response.streaming_content)  # type: ignore[attr-defined]
+        response.streaming_content = _iterate_in(ctx, response.streaming_content, mark)  # type: ignore[attr-defined]
+    response.close = _context_kept(response.close)  # type: ignore[method-assign]
 
 
-def _iterate_in(ctx: Context, content: Iterable[bytes]) -> Iterator[bytes]:
+def _context_kept(close: Callable[[], None]) -> Callable[[], None]:
+    """The server closes the body (a client gone mid-answer) outside the request's
+    context. A body that keeps a span current across its yields then ends that span in
+    the server's context, resetting it to the request's: the next request on the thread
+    would start inside this one's trace. Put the server's context back."""
+
+    def closing() -> None:
+        before = otel_context.get_current()
+        try:
+            close()
+        finally:
+            if otel_context.get_current() is not before:
+                otel_context.attach(before)
+
+    return closing
+
+
+def _iterate_in(ctx: Context, content: Iterable[bytes], mark: StreamMark | None) -> Iterator[bytes]:
     iterator = iter(content)
-    while True:
-        # Attach around each step, never across a yield: the server may resume the
-        # generator from another context, and a token must be detached where it was made.
-        # Each step starts in the context the previous one left, so a span the body keeps
-        # current across a yield (``with tracer.start_as_current_span(...)`` around the
-        # model's chunks) stays the parent of the spans it makes after that yield.
-        token = otel_context.attach(ctx)
-        try:
-            chunk = next(iterator)
-        except StopIteration:
-            return
-        finally:
-            ctx = otel_context.get_current()
-            otel_context.detach(token)
-        yield chunk
+    # The mark ends with the body: exhausted, failed, or closed by the server (GeneratorExit).
+    with mark or nullcontext():
+        while True:
+            # Attach around each step, never across a yield: the server may resume the
+            # generator from another context, and a token must be detached where it was
+            # made. Each step starts in the context the previous one left, so a span the
+            # body keeps current across a yield (``with tracer.start_as_current_span(...)``
+            # around the model's chunks) stays the parent of the spans it makes after
+            # that yield.
+            token = otel_context.attach(ctx)
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                ctx = otel_context.get_current()
+                otel_context.detach(token)
+            if mark is not None:
+                mark.chunk_leaving(chunk)
+            yield chunk
 
 
-async def _aiterate_in(ctx: Context, content: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+async def _aiterate_in(
+    ctx: Context, content: AsyncIterator[bytes], mark: StreamMark | None
+) -> AsyncIterator[bytes]:
     iterator = aiter(content)
-    while True:
-        token = otel_context.attach(ctx)
-        try:
-            chunk = await anext(iterator)
-        except StopAsyncIteration:
-            return
-        finally:
-            ctx = otel_context.get_current()
-            otel_context.detach(token)
-        yield chunk
+    with mark or nullcontext():
+        while True:
+            token = otel_context.attach(ctx)
+            try:
+                chunk = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            finally:
+                ctx = otel_context.get_current()
+                otel_context.detach(token)
+            if mark is not None:
+                mark.chunk_leaving(chunk)
+            yield chunk
