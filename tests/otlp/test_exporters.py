@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from opentelemetry import context
+from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -19,13 +20,22 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from rumserver.models import DirtyTrace, Span
 from tests import factories
+from tests.clients.relay import relay_to
+from tests.clients.trace_api import api_token, assert_spans_arrived, read_stitched_trace
 
 
-def provider_for(live_server, token: str, service: str = "chat-gateway") -> TracerProvider:
+def provider_for(
+    live_server,
+    token: str,
+    service: str = "chat-gateway",
+    compression: Compression = Compression.NoCompression,
+    url: str = "",
+) -> TracerProvider:
     exporter = OTLPSpanExporter(
-        endpoint=f"{live_server.url}/v1/traces",
+        endpoint=f"{url or live_server.url}/v1/traces",
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
+        compression=compression,
     )
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -77,6 +87,54 @@ def test_the_sdk_exporter_round_trips_spans_intact(live_server):
     assert stored_child.ttft_source == "event:first_token"
     assert stored_child.ttft_s == pytest.approx((event["time_ns"] - child.start_time) / 1e9)
     assert DirtyTrace.objects.filter(trace_id=stored_root.trace_id).exists()
+
+
+def _as_sent(span) -> dict:
+    """The SDK's own record of a span, in the shape tests.clients.trace_api compares."""
+    return {
+        "trace_id": f"{span.context.trace_id:032x}",
+        "span_id": f"{span.context.span_id:016x}",
+        "parent_span_id": f"{span.parent.span_id:016x}" if span.parent else "",
+        "name": span.name,
+        "kind": span.kind.value + 1,  # the SDK's SpanKind starts at INTERNAL = 0
+        "start_ns": span.start_time,
+        "end_ns": span.end_time,
+        "attributes": {k: list(v) if isinstance(v, tuple) else v
+                       for k, v in span.attributes.items()},
+        "events": [{"name": e.name, "time_ns": e.timestamp, "attributes": dict(e.attributes)}
+                   for e in span.events],
+        "status": {"code": span.status.status_code.value, "message": span.status.description or ""},
+    }  # fmt: skip
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_sdk_exporter_with_gzip_round_trips_spans_through_the_api(live_server):
+    app = factories.make_app()
+    with relay_to(live_server.url) as relay:
+        provider = provider_for(
+            live_server, app.ingest_token, compression=Compression.Gzip, url=relay.url
+        )
+        tracer = provider.get_tracer("tests.otlp.gzip")
+        with tracer.start_as_current_span("POST /api/chat", kind=SpanKind.SERVER) as root:
+            root.set_attributes({"http.response.status_code": 200, "tags": ["a", "b"]})
+            with tracer.start_as_current_span("chat gpt-4o-mini", kind=SpanKind.CLIENT) as child:
+                child.set_attributes({"gen_ai.operation.name": "chat",
+                                      "gen_ai.request.model": "gpt-4o-mini",
+                                      "gen_ai.usage.output_tokens": 57,
+                                      "gen_ai.request.temperature": 0.5})  # fmt: skip
+                child.add_event("first_token", {"index": 0})
+                child.set_status(Status(StatusCode.ERROR, "upstream reset"))
+            with tracer.start_as_current_span("moderation") as internal:
+                internal.set_attribute("note", "héllo ✓ 日本")
+        provider.shutdown()
+        posts = [r for r in relay.requests() if r.method == "POST"]
+
+    assert len(posts) == 3  # SimpleSpanProcessor: one request a span
+    assert all(p.headers["content-encoding"] == "gzip" for p in posts)
+    assert all(p.headers["content-type"] == "application/x-protobuf" for p in posts)
+    sent = [_as_sent(span) for span in (root, child, internal)]
+    answer = read_stitched_trace(live_server.url, api_token(app), sent[0]["trace_id"])
+    assert_spans_arrived(answer, sent, service="chat-gateway", role="service")
 
 
 class _FakeOpenAI(BaseHTTPRequestHandler):
