@@ -10,7 +10,7 @@ returns a ``SafeString`` a template can place as is.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from django.utils.html import escape
@@ -267,6 +267,35 @@ class WaterfallRow:
     start_ms: float  # epoch ms, skew-corrected
     end_ms: float
     error: bool = False
+    # ± ms the row's placement may be off (the browser span's clock skew uncertainty).
+    uncertainty_ms: float = 0.0
+
+
+def _uncertainty(
+    row: WaterfallRow,
+    x_of: Callable[[float], float],
+    *,
+    left: float,
+    y: float,
+    height: int,
+    colour: str,
+) -> str:
+    """Translucent bands of ± the row's uncertainty around both of its ends (cut at
+    the start of the time axis: the labels are left of it)."""
+    if row.uncertainty_ms <= 0:
+        return ""
+    note = f"clock skew uncertainty ±{number(row.uncertainty_ms, 'ms')}"
+    bands = []
+    for at in (row.start_ms, row.end_ms):
+        x0 = max(x_of(at - row.uncertainty_ms), left)
+        x1 = x_of(at + row.uncertainty_ms)
+        bands.append(
+            f'<rect class="uncertainty" x="{_attr(x0)}" y="{_attr(y - 2)}" '
+            f'width="{_attr(max(x1 - x0, 1.0))}" height="{height + 4}" fill="{colour}" '
+            f'fill-opacity="0.25" stroke="{colour}" stroke-dasharray="2 2">'
+            f"<title>{escape(note)}</title></rect>"
+        )
+    return "".join(bands)
 
 
 def waterfall(
@@ -318,7 +347,8 @@ def waterfall(
             f'<rect x="{_attr(x)}" y="{_attr(y + 4)}" width="{_attr(w)}" '
             f'height="{row_height - 8}" rx="2" fill="{colour}">'
             f"<title>{escape(row.label)} ({escape(row.role)}): {escape(duration)}</title></rect>"
-            f'<text x="{_attr(x + w + 4)}" y="{_attr(y + 15)}" {FONT}>{escape(duration)}</text>'
+            + _uncertainty(row, x_of, left=left, y=y + 4, height=row_height - 8, colour=colour)
+            + f'<text x="{_attr(x + w + 4)}" y="{_attr(y + 15)}" {FONT}>{escape(duration)}</text>'
             "</g>"
         )
     for k, (name, at) in enumerate(marks):

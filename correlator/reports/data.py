@@ -506,6 +506,9 @@ def trace_view(trace: Trace) -> dict[str, Any]:
             label=f"{span.service or span.role}: {span.name}", depth=depth, role=span.role,
             start_ms=span.start_ns / 1e6, end_ms=span.end_ns / 1e6,
             error=span.status_code == 2,
+            # The browser span sits where the skew estimate put it, give or take this.
+            uncertainty_ms=(trace.clock_skew_uncertainty_ms or 0.0)
+            if span.role == "browser" else 0.0,
         )
         for span, depth in ordered
     ]  # fmt: skip

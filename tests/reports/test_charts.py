@@ -105,3 +105,19 @@ def test_a_waterfall_places_spans_and_marks_on_one_timeline():
 @pytest.mark.parametrize(("largest", "top"), [(5, 8), (700, 800), (0.2, 0.2), (0, 1.0), (1, 1)])
 def test_an_axis_has_four_nice_steps(largest, top):
     assert charts.axis_ceiling(largest) == pytest.approx(top)
+
+
+def test_a_waterfall_draws_the_browser_spans_skew_uncertainty_at_both_ends():
+    rows = [
+        charts.WaterfallRow("browser: POST /chat", 0, "browser", 1000.0, 2000.0,
+                            uncertainty_ms=50.0),
+        charts.WaterfallRow("gateway: POST /chat", 1, "gateway", 1040.0, 1800.0),
+    ]  # fmt: skip
+    root = parse(charts.waterfall(title="t", rows=rows, width=1370, label_width=300))
+    bands = [r for r in root.iter(f"{SVG}rect") if r.get("class") == "uncertainty"]
+    assert len(bands) == 2  # the gateway row has none
+    start, end = bands
+    # ± 50 ms on a 1,000 px axis for 1,000 ms; the start band is cut at the axis.
+    assert (float(start.get("x")), float(start.get("width"))) == pytest.approx((300.0, 50.0))
+    assert (float(end.get("x")), float(end.get("width"))) == pytest.approx((1250.0, 100.0))
+    assert start.find(f"{SVG}title").text == "clock skew uncertainty ±50 ms"
