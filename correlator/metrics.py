@@ -14,6 +14,7 @@ from typing import Any
 from django.conf import settings
 
 from correlator import analytics, rollups, selectors
+from correlator.sketches import RELATIVE_ACCURACY
 from rumserver.models import Application
 
 
@@ -29,9 +30,20 @@ def window_metrics(
     if group_by:
         return window_breakdown(app=app, since=since, until=until, group_bys=[group_by])[group_by]
     if _rolled_up(app, since, until):
-        return rollups.window_figures(app_id=app.pk, since=since, until=until)
+        return {
+            **rollups.window_figures(app_id=app.pk, since=since, until=until),
+            **percentile_method(sketch=True),
+        }
     turns, figures = _exact(app, since, until)
-    return {**figures(turns), "groups": []}
+    return {**figures(turns), "groups": [], **percentile_method(sketch=False)}
+
+
+def percentile_method(*, sketch: bool) -> dict[str, Any]:
+    """How an answer's percentiles were computed: nearest-rank over every turn, or
+    from the rollups' mergeable histograms, within their relative error."""
+    if sketch:
+        return {"percentiles": "sketch", "percentiles_relative_error": RELATIVE_ACCURACY}
+    return {"percentiles": "exact", "percentiles_relative_error": 0.0}
 
 
 def window_breakdown(
@@ -40,11 +52,14 @@ def window_breakdown(
     """``window_metrics`` for each of ``group_bys`` at once: one read of the turns
     (or of the rollups) for all of them."""
     if _rolled_up(app, since, until):
-        return rollups.window_breakdown(
+        answers = rollups.window_breakdown(
             app_id=app.pk, since=since, until=until, group_bys=group_bys
         )
+        return {
+            key: {**answer, **percentile_method(sketch=True)} for key, answer in answers.items()
+        }
     turns, figures = _exact(app, since, until, group_bys)
-    whole = figures(turns)
+    whole = {**figures(turns), **percentile_method(sketch=False)}
     out = {}
     for index, group_by in enumerate(group_bys):
         groups: dict[str, list[analytics.TurnRow]] = {}

@@ -185,6 +185,17 @@ class Figure:
     value: str
 
 
+PERCENTILES_EXACT = "percentiles are exact (nearest-rank over every turn)"
+
+
+def percentiles_note(answer: dict[str, Any]) -> str:
+    """The footer's words for how a metrics answer's percentiles were computed."""
+    if answer.get("percentiles") == "sketch":
+        error = answer["percentiles_relative_error"]
+        return f"percentiles are from rollup sketches, within {error:.0%} of the exact value"
+    return PERCENTILES_EXACT
+
+
 @dataclass
 class Overview:
     app: Application
@@ -194,6 +205,7 @@ class Overview:
     rates: list[Figure]
     charts: list[tuple[str, SafeString]]
     groups: list[dict[str, Any]] = field(default_factory=list)
+    percentiles_note: str = PERCENTILES_EXACT
 
 
 def _x_label(at: datetime, window: TimeRange) -> str:
@@ -295,7 +307,7 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
         {"key": key, "label": label, "rows": [_group_row(g) for g in grouped[key]["groups"]]}
         for key, label in GROUPS.items()
     ]
-    return Overview(app, window, cards, latencies, rates, drawn, groups)
+    return Overview(app, window, cards, latencies, rates, drawn, groups, percentiles_note(totals))
 
 
 # --- trace list -------------------------------------------------------------------

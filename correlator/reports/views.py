@@ -22,6 +22,8 @@ def overview(request: HttpRequest) -> HttpResponse:
     window, errors = data.time_range(request.GET, now=timezone.now())
     report = data.overview(app=app, window=window) if app else None
     context = _base(request, "overview", apps, app, window=window, errors=errors, report=report)
+    if report is not None:
+        context["percentiles_note"] = report.percentiles_note
     return render(request, "reports/overview.html", context)
 
 

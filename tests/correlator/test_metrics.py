@@ -147,6 +147,7 @@ def test_metrics_match_the_truth(data):
     )
     assert body["turns_per_session"] == pytest.approx(truth["turns"] / truth["sessions"])
     assert body["groups"] == []
+    assert (body["percentiles"], body["percentiles_relative_error"]) == ("exact", 0.0)
 
 
 def test_metrics_group_by_device(data):
@@ -208,6 +209,9 @@ def test_rollups_answer_the_same_within_their_documented_error(data, settings, s
     for rate, value in truth["rates"].items():
         assert body["rates"][rate] == pytest.approx(value), rate
     assert body["turns_per_session"] == pytest.approx(truth["turns"] / truth["sessions"])
+    assert (body["percentiles"], body["percentiles_relative_error"]) == ("sketch", 0.01)
+    page = data["api"].get(f"/reports/?app={slug}&range=24h").content.decode()
+    assert "percentiles are from rollup sketches, within 1% of the exact value" in page
 
     grouped = data["api"].get(f"/api/v1/metrics?app={slug}&group_by=device").json()["groups"]
     groups = {g["key"]: g for g in grouped}
