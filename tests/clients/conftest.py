@@ -1,6 +1,8 @@
-"""Third-party clients, installed from npm by the test set-up: `npm ci` from the
-committed lockfile, run again only when the lockfile changed (like scripts/test.sh
-does for frontend_sdk). Without node or npm these tests skip and say why."""
+"""Third-party clients, installed from npm by the test set-up: `npm ci` from each
+committed lockfile (tests/clients: the 2.x OpenTelemetry JS SDK line, browser
+included; tests/clients/sdk3: the 3.x line), run again only when the lockfile
+changed, like scripts/test.sh does for frontend_sdk. Without node or npm these
+tests skip and say why."""
 
 from __future__ import annotations
 
@@ -17,26 +19,33 @@ from tests.browser.conftest import browser, page_server  # noqa: F401 (fixtures)
 from tests.integration.conftest import start_web  # noqa: F401 (fixture)
 
 HERE = Path(__file__).resolve().parent
-INSTALLED_LOCK = HERE / "node_modules" / ".llmrum-lock"
+PACKAGES = (HERE, HERE / "sdk3")
+
+
+def npm_ci(package: Path) -> None:
+    """npm ci unless node_modules was installed from this very lockfile."""
+    lock, installed = package / "package-lock.json", package / "node_modules" / ".llmrum-lock"
+    if installed.exists() and filecmp.cmp(lock, installed, shallow=False):
+        return
+    done = subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=package, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, f"npm ci in {package} failed:\n{done.stderr[-4000:]}"
+    shutil.copyfile(lock, installed)
 
 
 @pytest.fixture(scope="session")
 def node_clients() -> Path:
-    """tests/clients with its node_modules installed from package-lock.json."""
+    """tests/clients, with the node_modules of both SDK lines installed."""
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
         pytest.skip(f"needs {' and '.join(missing)} on PATH for the OpenTelemetry JS clients")
-    lock = HERE / "package-lock.json"
-    # Helpers and CI may run the suite side by side in one checkout: one installs.
+    # Several runs may share one checkout (helpers, CI): one installs at a time.
     with open(Path(tempfile.gettempdir()) / "llmrum-clients-npm.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        if not (INSTALLED_LOCK.exists() and filecmp.cmp(lock, INSTALLED_LOCK, shallow=False)):
-            done = subprocess.run(
-                ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
-                cwd=HERE, capture_output=True, text=True, timeout=600,
-            )  # fmt: skip
-            assert done.returncode == 0, f"npm ci in {HERE} failed:\n{done.stderr[-4000:]}"
-            shutil.copyfile(lock, INSTALLED_LOCK)
+        for package in PACKAGES:
+            npm_ci(package)
     return HERE
 
 

@@ -5,12 +5,27 @@
 //   node otel_node_export.mjs '{"protocol": "json", "url": "...", "headers": {...},
 //                               "compression": "gzip"}'
 // Without "url" / "headers" the exporter reads OTEL_EXPORTER_OTLP_* like any app would.
-import { SpanKind, SpanStatusCode, context, trace } from "@opentelemetry/api";
-import { OTLPTraceExporter as JsonExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { OTLPTraceExporter as ProtoExporter } from "@opentelemetry/exporter-trace-otlp-proto";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BasicTracerProvider, BatchSpanProcessor } from "@opentelemetry/sdk-trace-base";
+//
+// The packages come from the node_modules of the working directory: tests/clients
+// (the 2.x SDK line, sdk-trace-base) or tests/clients/sdk3 (the 3.x line, whose
+// sdk-trace replaces sdk-trace-base and names BasicTracerProvider TracerProvider).
+import { createRequire } from "node:module";
+import { join } from "node:path";
 import { recorder } from "./otel_record.mjs";
+
+const require = createRequire(join(process.cwd(), "package.json"));
+const { SpanKind, SpanStatusCode, context, trace } = require("@opentelemetry/api");
+const { OTLPTraceExporter: JsonExporter } = require("@opentelemetry/exporter-trace-otlp-http");
+const { OTLPTraceExporter: ProtoExporter } = require("@opentelemetry/exporter-trace-otlp-proto");
+const { resourceFromAttributes } = require("@opentelemetry/resources");
+const sdk = (() => {
+  try {
+    return require("@opentelemetry/sdk-trace-base");
+  } catch {
+    return require("@opentelemetry/sdk-trace");
+  }
+})();
+const TracerProvider = sdk.BasicTracerProvider ?? sdk.TracerProvider;
 
 const config = JSON.parse(process.argv[2] ?? "{}");
 const options = { timeoutMillis: 10_000 };
@@ -21,13 +36,16 @@ const exporter =
   config.protocol === "proto" ? new ProtoExporter(options) : new JsonExporter(options);
 
 const recorded = [];
-const provider = new BasicTracerProvider({
+const provider = new TracerProvider({
   resource: resourceFromAttributes({
     "service.name": "node-gateway",
     "service.version": "1.4.2",
     "llmrum.role": "gateway",
   }),
-  spanProcessors: [recorder(recorded), new BatchSpanProcessor(exporter, { scheduledDelayMillis: 60_000 })],
+  spanProcessors: [
+    recorder(recorded),
+    new sdk.BatchSpanProcessor(exporter, { scheduledDelayMillis: 60_000 }),
+  ],
 });
 const tracer = provider.getTracer("tests.clients.node", "0.0.1");
 

@@ -1,6 +1,8 @@
 """The OpenTelemetry JS OTLP/HTTP exporters (JSON and protobuf, plain and gzip), run
 by Node.js against llmrum under gunicorn: they send Transfer-Encoding: chunked with
-no Content-Length, and every span must come back intact through the read API."""
+no Content-Length, and every span must come back intact through the read API.
+Both SDK lines: 2.x (exporters 0.223, sdk-trace-base) and 3.x (exporters 0.301,
+sdk-trace), the one @opentelemetry/sdk-node installs today."""
 
 from __future__ import annotations
 
@@ -18,28 +20,34 @@ from tests.clients.trace_api import api_token, assert_spans_arrived, read_stitch
 pytestmark = pytest.mark.postgres
 
 MEDIA = {"json": "application/json", "proto": "application/x-protobuf"}
+LINES = {"sdk2": ".", "sdk3": "sdk3"}  # the packages' directory, under tests/clients
+EXPORTER_VERSIONS = {"sdk2": "0.223.1", "sdk3": "0.301.2"}  # as pinned there
 
 
-def run_node_gateway(clients: Path, config: dict, env: dict[str, str]) -> list[dict]:
+def run_node_gateway(clients: Path, line: str, config: dict, env: dict[str, str]) -> list[dict]:
+    """Run the gateway script with the packages of one SDK line (its working directory)."""
     done = subprocess.run(
-        ["node", "otel_node_export.mjs", json.dumps(config)],
-        cwd=clients, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+        ["node", str(clients / "otel_node_export.mjs"), json.dumps(config)],
+        cwd=clients / LINES[line], env={**os.environ, **env}, capture_output=True, text=True,
+        timeout=60,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-4000:]
     return json.loads(done.stdout)
 
 
 @pytest.mark.parametrize(
-    ("protocol", "compression", "configured_by"),
+    ("line", "protocol", "compression", "configured_by"),
     [
-        ("json", None, "options"),
-        ("proto", None, "environment"),
-        ("json", "gzip", "environment"),
-        ("proto", "gzip", "options"),
+        ("sdk2", "json", None, "options"),
+        ("sdk2", "proto", None, "environment"),
+        ("sdk2", "json", "gzip", "environment"),
+        ("sdk2", "proto", "gzip", "options"),
+        ("sdk3", "json", None, "environment"),
+        ("sdk3", "proto", "gzip", "options"),
     ],
 )
 def test_a_node_gateway_exports_every_span_intact(
-    node_clients, start_web, protocol, compression, configured_by
+    node_clients, start_web, line, protocol, compression, configured_by
 ):
     app = factories.make_app()
     base = start_web()
@@ -56,7 +64,7 @@ def test_a_node_gateway_exports_every_span_intact(
                 "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"Authorization=Bearer%20{app.ingest_token}",
                 "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": compression or "none",
             }
-        spans = run_node_gateway(node_clients, {"protocol": protocol, **config}, env)
+        spans = run_node_gateway(node_clients, line, {"protocol": protocol, **config}, env)
         posts = [r for r in relay.requests() if r.method == "POST"]
         statuses = relay.statuses()
 
@@ -67,6 +75,8 @@ def test_a_node_gateway_exports_every_span_intact(
         assert "content-length" not in request.headers
         assert request.headers["content-type"] == MEDIA[protocol]
         assert request.headers.get("content-encoding") == compression
+        agent = f"OTel-OTLP-Exporter-JavaScript/{EXPORTER_VERSIONS[line]}"
+        assert request.headers["user-agent"] == agent
     assert statuses == [200, 200]
 
     assert len(spans) == 5 and len({s["trace_id"] for s in spans}) == 1
