@@ -32,7 +32,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 
-from demo.simulator import MODELS, Model, pick_model, plan_answer
+from demo.simulator import MODELS, AnswerPlan, Model, pick_model, plan_answer
 from demo.telemetry import GATEWAY_RESOURCE
 from rumserver.applications import ingest_app_by_public_key
 from rumserver.dirty_traces import mark_dirty_portable
@@ -197,6 +197,70 @@ class _Turn:
     outcome: str
 
 
+@dataclass
+class _Served:
+    """The server side of one request on the server's clock (ms): the gateway's
+    server span, its GenAI client span (None: answered by its own rate limit), the
+    model's span (vLLM's, or the vendor's unseen one) and the tokens."""
+
+    gw_start: float
+    gw_end: float
+    headers_at: float  # the answer's headers leave the gateway
+    client_start: float | None = None
+    client_end: float = 0.0
+    model_start: float = 0.0
+    model_end: float = 0.0
+    hop: float = 0.0  # gateway <-> model, one way
+    made: list[float] = field(default_factory=list)  # tokens out of the model
+    received: list[float] = field(default_factory=list)  # at the gateway, sent on at once
+
+
+def _serve(rng: random.Random, plan: AnswerPlan, gw_start: float) -> _Served:
+    """The gateway and the model answering a client that stays to the end: each span
+    inside its parent, each first token inside its spans."""
+    checked = gw_start + rng.uniform(2, 12)  # auth, routing, prompt template
+    if plan.error_status == 429:
+        return _Served(gw_start, gw_end=checked, headers_at=checked + rng.uniform(0.1, 0.6))
+    hop = rng.uniform(0.3, 3) if plan.model.self_hosted else rng.uniform(8, 40)
+    served = _Served(gw_start, gw_end=0.0, headers_at=0.0, client_start=checked, hop=hop)
+    served.model_start = checked + hop
+    if plan.error_status == 500:  # the model server fails once the request leaves its queue
+        served.model_end = served.model_start + plan.queue_s * 1000 + rng.uniform(0.2, 2)
+        served.client_end = served.model_end + hop
+        served.gw_end = served.client_end + rng.uniform(0.3, 1.5)
+        # The JSON error leaves after the gateway ended its spans, as the live gateway does.
+        served.headers_at = served.gw_end + rng.uniform(0.1, 0.6)
+        return served
+    served.headers_at = checked + rng.uniform(0.5, 2)  # SSE: headers before any token
+    made = [served.model_start + plan.ttft_s * 1000]
+    for gap in plan.gaps_s:
+        made.append(made[-1] + gap * 1000)
+    served.made = made
+    served.received = [t + hop for t in made]
+    served.model_end = made[-1] + rng.uniform(0.3, 2)
+    served.client_end = served.model_end + hop + rng.uniform(0.1, 0.5)  # the usage chunk
+    served.gw_end = served.client_end + rng.uniform(0.2, 1.5)  # usage and [DONE] written
+    return served
+
+
+def _close(rng: random.Random, served: _Served, close_at: float) -> _Served:
+    """The browser closed the connection, which the gateway learns of at ``close_at``:
+    it notices at its next write, closes the model's stream, and the model stops
+    once that reaches it. Unchanged when the answer had been sent by then."""
+    noticed = next((i for i, t in enumerate(served.received) if t >= close_at), None)
+    if noticed is None:
+        return served
+    write = served.received[noticed]
+    abort_at = write + rng.uniform(0.05, 0.5) + served.hop
+    served.received = served.received[: noticed + 1]
+    served.made = [t for t in served.made if t <= abort_at]
+    # The client span waits for the model's stream to close (the model span ends first).
+    served.model_end = min(served.model_end, abort_at + rng.uniform(0.2, 1))
+    served.client_end = max(write, served.model_end + served.hop) + rng.uniform(0.1, 0.5)
+    served.gw_end = served.client_end + rng.uniform(0.2, 1)
+    return served
+
+
 class TrafficGenerator:
     def __init__(self, app: Application, options: TrafficOptions, now: datetime) -> None:
         self.app = app
@@ -351,16 +415,26 @@ class TrafficGenerator:
         intent_correction: bool,
         spans: _Spans,
     ) -> _Turn:
+        """One chat request, timed on the server's (true) clock, then written on the
+        browser's (``skew`` off). Every time follows from what caused it: the gateway
+        starts when the request arrives, tokens reach the browser after the gateway sent
+        them, a stop reaches the gateway before it stops (DESIGN.md §10.4)."""
         rng = self.rng
         plan = plan_answer(rng, model)
         trace_id, browser_span = _hex(rng, 16), _hex(rng, 8)
-        one_way = rtt / 2 * rng.uniform(0.8, 1.3)
+        # Each direction on its own: networks are not symmetric (the skew estimate's
+        # uncertainty covers that).
+        up, down = rtt / 2 * rng.uniform(0.8, 1.3), rtt / 2 * rng.uniform(0.8, 1.3)
         propagated = rng.random() >= self.options.browser_only_rate
         # The browser's fetch never got an answer: a CORS or network failure.
         network_error = not propagated and rng.random() < 0.3
-        gw_start = t_send + one_way
-        overhead = rng.uniform(2, 12)
-        headers_at = gw_start + overhead + rng.uniform(0.5, 2)  # server clock
+        served = _serve(rng, plan, t_send + up)
+        # Tokens reach the browser one way later, delayed now and then, never reordered.
+        arrivals: list[float] = []
+        for sent in served.received:
+            arrival = sent + down + min(rng.expovariate(1 / 3), 40)
+            arrivals.append(max(arrival, arrivals[-1] + 0.05) if arrivals else arrival)
+        headers_seen: float | None = served.headers_at + down
         outcome, status, error = "completed", 200, None
         roll = rng.random()
         stop_after: int | None = None
@@ -375,40 +449,27 @@ class TrafficGenerator:
         elif roll < 0.115:
             outcome, stop_after = "abandoned", 0  # left before the first token
 
-        # Token times on the server's clock, as the gateway sends them.
-        model_start = gw_start + overhead + rng.uniform(0.5, 3)
-        first = model_start + plan.ttft_s * 1000
-        token_times = [first]
-        for gap in plan.gaps_s:
-            token_times.append(token_times[-1] + gap * 1000)
-        if stop_after is not None:
-            kept = token_times[:stop_after]
-            # The gateway notices the closed connection at its next write.
-            user_left = (
-                (kept[-1] + one_way + rng.uniform(50, 900)) if kept
-                else gw_start + rng.uniform(100, max(120, plan.ttft_s * 1000 - 20))
-            )  # fmt: skip
-            noticed = next((x for x in token_times if x > user_left + one_way), token_times[-1])
-            server_tokens = [x for x in token_times if x <= noticed]
-            browser_tokens = kept
-            server_end = noticed + rng.uniform(0.2, 2)
-            browser_end = user_left
-        else:
-            server_tokens = browser_tokens = token_times
-            server_end = token_times[-1] + rng.uniform(0.5, 3)
-            browser_end = token_times[-1] + one_way + rng.uniform(0.5, 4)
-
-        to_browser = [x + one_way + rng.uniform(-2, 6) for x in browser_tokens]
-        for i in range(1, len(to_browser)):  # a read never comes before the one before it
-            to_browser[i] = max(to_browser[i], to_browser[i - 1] + 0.05)
-        if outcome == "error":
+        to_browser = arrivals
+        if network_error:
+            to_browser, headers_seen = [], None
+            browser_end = t_send + rng.uniform(5, 400)
+        elif plan.error_status:
             to_browser = []
-            if network_error:
-                browser_end = t_send + rng.uniform(5, 400)
-            else:
-                server_end = headers_at + (plan.queue_s * 1000 if status == 500 else 0) + 3
-                headers_at = server_end - 1
-                browser_end = server_end + one_way + rng.uniform(1, 8)
+            assert headers_seen is not None
+            browser_end = headers_seen + rng.uniform(0.5, 5)  # the short JSON error body
+        elif stop_after is not None:
+            # The user stops or leaves after seeing ``stop_after`` tokens, before the next.
+            to_browser = arrivals[:stop_after]
+            seen = to_browser[-1] if to_browser else t_send + 50
+            upcoming = arrivals[stop_after] if stop_after < len(arrivals) else seen + 900
+            browser_end = seen + rng.uniform(0.0, 0.99) * min(upcoming - seen, 900.0)
+            if headers_seen is not None and headers_seen > browser_end:
+                headers_seen = None  # gone before the answer's headers came
+            served = _close(rng, served, browser_end + up)  # when the close reaches it
+        else:
+            # The body ends one way after the gateway's last write, which closes its span.
+            browser_end = max(served.gw_end + down, arrivals[-1]) + rng.uniform(0.3, 4)
+
         b = -skew  # server time -> browser clock
         gaps = [to_browser[i] - to_browser[i - 1] for i in range(1, len(to_browser))]
         event: dict[str, Any] = {
@@ -423,10 +484,10 @@ class TrafficGenerator:
             "method": "POST",
             "status": status,
             "t_send": t_send + b,
-            "t_headers": None if network_error else headers_at + one_way + b,
+            "t_headers": None if headers_seen is None else headers_seen + b,
             "t_first_token": to_browser[0] + b if to_browser else None,
             "t_last_token": to_browser[-1] + b if to_browser else None,
-            "t_end": max(browser_end, to_browser[-1] if to_browser else browser_end) + b,
+            "t_end": browser_end + b,
             "chunks": len(to_browser) + (3 if outcome == "completed" else 1 if to_browser else 0),
             "tbt_gaps": [round(g, 2) for g in gaps[:512]],
             "tbt_summary": _summary(gaps),
@@ -442,60 +503,52 @@ class TrafficGenerator:
             event["usage"] = {"prompt_tokens": plan.input_tokens,
                               "completion_tokens": plan.output_tokens,
                               "total_tokens": plan.input_tokens + plan.output_tokens}  # fmt: skip
-        if server_timing and propagated and not network_error:
-            gw_span = _hex(rng, 8)
+        gw_span = _hex(rng, 8)
+        if server_timing and propagated and headers_seen is not None:
+            # The helper's echo: its time when the headers left, and how long it had the
+            # request by then (t1 = the gateway's start).
             event["server_timing"] = [
                 {"name": "trace", "description": f"00-{trace_id}-{gw_span}-01"},
-                {"name": "total", "duration": round(headers_at - gw_start, 3)},
-                {"name": "llmrum-now", "description": f"{headers_at:.3f}"},
+                {"name": "total", "duration": round(served.headers_at - served.gw_start, 3)},
+                {"name": "llmrum-now", "description": f"{served.headers_at:.3f}"},
             ]
-        else:
-            gw_span = _hex(rng, 8)
         if not network_error:
             server_trace = trace_id if propagated else _hex(rng, 16)
             parent = browser_span if propagated else ""
             self._server_spans(
-                spans, plan=plan, trace_id=server_trace, parent=parent, gw_span=gw_span,
-                gw_start=gw_start, overhead=overhead, model_start=model_start,
-                tokens=server_tokens, end=server_end, status=status or 0, session_id=session_id,
+                spans, plan=plan, served=served, trace_id=server_trace, parent=parent,
+                gw_span=gw_span, status=status or 0, session_id=session_id,
                 conversation=conversation,
             )  # fmt: skip
             if not propagated:
                 self.result.server_only_traces += 1
         if rng.random() < self.options.api_only_rate:  # an API client, no browser at all
             api_plan = plan_answer(rng, model, error_rate=0.02)
-            api_start = t_send + rng.uniform(-60_000, 60_000)
-            api_first = api_start + 8 + api_plan.ttft_s * 1000
-            api_tokens = [api_first]
-            for gap in api_plan.gaps_s:
-                api_tokens.append(api_tokens[-1] + gap * 1000)
-            api_end = (api_tokens[-1] if not api_plan.error_status else api_start + 20) + 2
+            api_served = _serve(rng, api_plan, t_send + rng.uniform(-60_000, 60_000))
             self._server_spans(
-                spans, plan=api_plan, trace_id=_hex(rng, 16), parent="", gw_span=_hex(rng, 8),
-                gw_start=api_start, overhead=6, model_start=api_start + 8,
-                tokens=[] if api_plan.error_status else api_tokens, end=api_end,
-                status=api_plan.error_status or 200, session_id="", conversation="",
+                spans, plan=api_plan, served=api_served, trace_id=_hex(rng, 16), parent="",
+                gw_span=_hex(rng, 8), status=api_plan.error_status or 200, session_id="",
+                conversation="",
             )  # fmt: skip
             self.result.server_only_traces += 1
-        return _Turn(trace_id, browser_span, event, max(browser_end, server_end), outcome)
+        end = browser_end if network_error else max(browser_end, served.gw_end)
+        return _Turn(trace_id, browser_span, event, end, outcome)
 
     def _server_spans(
         self,
         spans: _Spans,
         *,
-        plan: Any,
+        plan: AnswerPlan,
+        served: _Served,
         trace_id: str,
         parent: str,
         gw_span: str,
-        gw_start: float,
-        overhead: float,
-        model_start: float,
-        tokens: list[float],
-        end: float,
         status: int,
         session_id: str,
         conversation: str,
     ) -> None:
+        """The gateway's server and GenAI client spans, and a self-hosted model's
+        ``llm_request``, each inside its parent, each first token inside its span."""
         rng = self.rng
         model = plan.model
         attributes: dict[str, Any] = {
@@ -506,19 +559,21 @@ class TrafficGenerator:
         }
         if session_id:
             attributes["session.id"] = session_id
-        if tokens:
-            attributes["gen_ai.response.time_to_first_chunk"] = (tokens[0] - gw_start) / 1000
+        if served.received:
+            attributes["gen_ai.response.time_to_first_chunk"] = (
+                served.received[0] - served.gw_start
+            ) / 1000
         error = f"HTTP {status}" if status >= 400 else ""
         if error:
             attributes["error.type"] = str(status)
         spans.add(GATEWAY_RESOURCE, _span(
             trace_id=trace_id, span_id=gw_span, parent=parent, name=f"POST {CHAT_PATH}",
-            kind=SERVER, start_ms=gw_start, end_ms=end, attributes=attributes, error=error,
+            kind=SERVER, start_ms=served.gw_start, end_ms=served.gw_end, attributes=attributes,
+            error=error,
         ))  # fmt: skip
-        if status == 429:
-            return
+        if served.client_start is None:
+            return  # the gateway's own rate limit: the model is never called
         client_span = _hex(rng, 8)
-        client_start = gw_start + overhead
         client_attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.system": model.provider,
@@ -527,23 +582,23 @@ class TrafficGenerator:
             "gen_ai.response.model": model.name,
             "gen_ai.response.id": plan.request_id,
             "gen_ai.usage.input_tokens": plan.input_tokens,
-            "gen_ai.usage.output_tokens": len(tokens),
+            "gen_ai.usage.output_tokens": len(served.received),
             "server.address": "vllm.internal" if model.self_hosted else "api.example.com",
         }
-        if tokens:
+        if served.received:
             client_attributes["gen_ai.response.time_to_first_chunk"] = (
-                tokens[0] - client_start
+                served.received[0] - served.client_start
             ) / 1000
         if conversation:
             client_attributes["gen_ai.conversation.id"] = conversation
         spans.add(GATEWAY_RESOURCE, _span(
             trace_id=trace_id, span_id=client_span, parent=gw_span, name=f"chat {model.name}",
-            kind=CLIENT, start_ms=client_start, end_ms=end - 0.3, attributes=client_attributes,
-            error=error,
+            kind=CLIENT, start_ms=served.client_start, end_ms=served.client_end,
+            attributes=client_attributes, error=error,
         ))  # fmt: skip
         if not model.self_hosted:
             return
-        scheduled = model_start + plan.queue_s * 1000
+        made = served.made
         model_attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat",
             "gen_ai.request.model": model.name,
@@ -551,22 +606,23 @@ class TrafficGenerator:
             "gen_ai.request.id": plan.request_id,
             "gen_ai.request.max_tokens": 1024,
             "gen_ai.usage.prompt_tokens": plan.input_tokens,
-            "gen_ai.usage.completion_tokens": len(tokens),
+            "gen_ai.usage.completion_tokens": len(made),
             "gen_ai.usage.input_tokens": plan.input_tokens,
-            "gen_ai.usage.output_tokens": len(tokens),
+            "gen_ai.usage.output_tokens": len(made),
             "gen_ai.latency.time_in_queue": plan.queue_s,
-            "gen_ai.latency.e2e": (end - 0.5 - model_start) / 1000,
+            "gen_ai.latency.e2e": (served.model_end - served.model_start) / 1000,
         }
-        if tokens:
+        if made:
+            scheduled = served.model_start + plan.queue_s * 1000
             model_attributes.update({
-                "gen_ai.latency.time_to_first_token": (tokens[0] - model_start) / 1000,
-                "gen_ai.latency.time_in_model_prefill": (tokens[0] - scheduled) / 1000,
-                "gen_ai.latency.time_in_model_decode": (tokens[-1] - tokens[0]) / 1000,
+                "gen_ai.latency.time_to_first_token": (made[0] - served.model_start) / 1000,
+                "gen_ai.latency.time_in_model_prefill": (made[0] - scheduled) / 1000,
+                "gen_ai.latency.time_in_model_decode": (made[-1] - made[0]) / 1000,
             })  # fmt: skip
         spans.add(_model_resource(model), _span(
             trace_id=trace_id, span_id=_hex(rng, 8), parent=client_span, name="llm_request",
-            kind=SERVER, start_ms=model_start, end_ms=end - 0.5, attributes=model_attributes,
-            error=error,
+            kind=SERVER, start_ms=served.model_start, end_ms=served.model_end,
+            attributes=model_attributes, error=error if status == 500 else "",
         ))  # fmt: skip
 
     # --- writing it through llmrum's ingest -------------------------------------------
