@@ -7,7 +7,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -208,18 +208,30 @@ def gateway(pages: Pages, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 @contextmanager
 def run_gateway(app: str, log: Path, **env: str) -> Iterator[str]:
     """Serve the test gateway (gateway_settings) with gunicorn and one worker; yields its
-    base URL. On leaving, a graceful stop (SIGTERM), killed after 15 s. The caller's
-    DJANGO_* and OTEL_* variables are not passed on, only ``env``."""
+    base URL."""
+    with serve(
+        lambda port: [sys.executable, "-m", "gunicorn", app,
+                      "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30"],
+        log,
+        DJANGO_SETTINGS_MODULE="tests.tracecontext.gateway_settings",
+        **env,
+    ) as url:  # fmt: skip
+        yield url
+
+
+@contextmanager
+def serve(command: Callable[[int], list[str]], log: Path, **env: str) -> Iterator[str]:
+    """Run a server process, ``command(port)`` from the repository root, until it
+    answers HTTP; yields its base URL. On leaving, a graceful stop (SIGTERM), killed
+    after 15 s. The caller's DJANGO_* and OTEL_* variables are not passed on, only
+    ``env``."""
     port = free_port()
     environ = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "OTEL_"))}
-    environ.update(
-        DJANGO_SETTINGS_MODULE="tests.tracecontext.gateway_settings", PYTHONUNBUFFERED="1"
-    )
-    environ.update(env)
-    args = [sys.executable, "-m", "gunicorn", app,
-            "--bind", f"127.0.0.1:{port}", "--workers", "1", "--timeout", "30"]  # fmt: skip
+    environ.update(PYTHONUNBUFFERED="1", **env)
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            command(port), cwd=ROOT, env=environ, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         _wait_until_up("127.0.0.1", port, proc, log)
         yield f"http://127.0.0.1:{port}"

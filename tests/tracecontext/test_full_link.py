@@ -10,81 +10,17 @@ The browser side (CORS, reading ``Server-Timing`` in Chromium) is test_browser.p
 
 from __future__ import annotations
 
-import http.client
 import json
-import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
-from rumserver.models import BrowserEvent, Span
+from rumserver.models import BrowserEvent
 from tests import factories
-from tests.integration.conftest import http as http_request
 from tests.tracecontext.conftest import run_gateway
+from tests.tracecontext.linking import SESSION_ID, chat, post_beacon, trace_entry, wait_for_spans
 
-SESSION_ID = "abc"
 STREAMED = ["Hi", " there", "!", "[DONE]"]
-
-
-def post_beacon(base: str, public_key: str, body: dict) -> tuple[int, bytes]:
-    status, _, answer = http_request(
-        "POST",
-        f"{base}/rum/v1/beacon?key={public_key}",
-        factories.encode(body),
-        {
-            "Content-Type": "text/plain;charset=UTF-8",
-            "Origin": factories.CHAT_ORIGIN,
-            "User-Agent": factories.CHROME_UA,
-        },
-    )
-    return status, answer
-
-
-def chat(base: str, traceparent: str) -> tuple[int, str, list[str]]:
-    """POST the chat request; the status, the Server-Timing header, the streamed data."""
-    parts = urlsplit(base)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=15)
-    try:
-        connection.request(
-            "POST",
-            "/api/chat-stream",
-            body=b'{"messages": [{"role": "user", "content": "hello"}]}',
-            headers={
-                "Content-Type": "application/json",
-                "traceparent": traceparent,
-                "baggage": f"session.id={SESSION_ID}",
-            },
-        )
-        response = connection.getresponse()
-        body = response.read().decode()
-    finally:
-        connection.close()
-    data = [line.removeprefix("data: ") for line in body.splitlines() if line]
-    return response.status, response.headers.get("Server-Timing", ""), data
-
-
-def trace_entry(server_timing: str) -> str:
-    """The ``trace`` entry's description: the traceparent of the server's span."""
-    for entry in server_timing.split(","):
-        name, _, params = entry.strip().partition(";")
-        if name == "trace":
-            return params.removeprefix("desc=")
-    raise AssertionError(f"no trace entry in Server-Timing: {server_timing!r}")
-
-
-def wait_for_spans(trace_id: str, count: int, log: Path, timeout: float = 15) -> list[Span]:
-    deadline = time.monotonic() + timeout
-    while True:
-        spans = list(Span.objects.filter(trace_id=trace_id).order_by("start_ns"))
-        if len(spans) >= count:
-            return spans
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{len(spans)} of {count} spans arrived; gateway log:\n"
-                + log.read_text(errors="replace")[-4000:]
-            )
-        time.sleep(0.2)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -111,7 +47,9 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
         OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"Authorization=Bearer%20{app.ingest_token}",
         OTEL_PYTHON_DJANGO_EXCLUDED_URLS="elsewhere",  # the start-up probe's path
     ) as gateway:
-        status, server_timing, data = chat(gateway, f"00-{trace_id}-{browser_span_id}-01")
+        status, server_timing, data = chat(
+            gateway, "/api/chat-stream", f"00-{trace_id}-{browser_span_id}-01"
+        )
     # Leaving stopped gunicorn gracefully: the worker's batch processor flushed at exit.
     assert status == 200
     assert [json.loads(d)["delta"] for d in data[:-1]] + data[-1:] == STREAMED

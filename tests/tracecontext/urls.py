@@ -11,6 +11,7 @@ urlpatterns = [
     path("api/stream", views.stream),
     path("api/chat-stream", views.chat_stream),
     path("api/astream", views.astream),
+    path("api/openai-stream", views.openai_stream),
     path("api/stream-empty-first", views.stream_empty_first),
     path("api/stream-failing", views.stream_failing),
     path("elsewhere", views.elsewhere),

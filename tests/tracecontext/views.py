@@ -7,8 +7,11 @@ import json
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import openai
 from django.http import HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from opentelemetry import baggage, trace
+
+from tests.backend.gateway_answer import FirstByte, content_of, create_arguments, openai_settings
 
 # The global tracer provider's: a no-op one unless the process configured the SDK.
 TRACER = trace.get_tracer(__name__)
@@ -60,6 +63,22 @@ def chat_stream(request: HttpRequest) -> StreamingHttpResponse:
             with TRACER.start_as_current_span("moderate answer"):
                 pass
         yield "data: [DONE]\n\n"
+
+    return StreamingHttpResponse(body(), content_type="text/event-stream")
+
+
+def openai_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """A chat answer through the OpenAI SDK (instrumented by openai-v2 in the gunicorn
+    gateway), the model called lazily inside the streamed body."""
+    arguments = create_arguments(request.body)
+
+    def body() -> Iterator[str]:
+        first = FirstByte()
+        with openai.OpenAI(**openai_settings()) as client:
+            for chunk in client.chat.completions.create(**arguments):
+                if content := content_of(chunk):
+                    yield first.event(content)
+        yield from first.closing()
 
     return StreamingHttpResponse(body(), content_type="text/event-stream")
 
