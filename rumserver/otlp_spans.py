@@ -27,6 +27,10 @@ MAX_EVENTS = 128
 MAX_LINKS = 128
 MAX_VALUE_DEPTH = 8
 MAX_INT64 = 2**63 - 1
+MAX_INT32 = 2**31 - 1  # token counts go to integer columns
+# A server-side TTFT or queue time of an hour or more is a broken clock or unit, not a
+# measurement; such a figure stays in the attributes but never reaches a typed column.
+MAX_LATENCY_S = 3600.0
 
 SPAN_KIND_SERVER = 2
 ROLES_FROM_RESOURCE = ("gateway", "model", "service")
@@ -198,7 +202,12 @@ def _number(attributes: dict[str, Any], *names: str) -> float | None:
 
 def _int(attributes: dict[str, Any], *names: str) -> int | None:
     value = _number(attributes, *names)
-    return int(value) if value is not None and value <= MAX_INT64 else None
+    return int(value) if value is not None and value <= MAX_INT32 else None
+
+
+def _seconds(attributes: dict[str, Any], name: str) -> float | None:
+    value = _number(attributes, name)
+    return value if value is not None and value < MAX_LATENCY_S else None
 
 
 def _str(attributes: dict[str, Any], *names: str, limit: int = 128) -> str:
@@ -232,17 +241,22 @@ def _read_gen_ai(row: SpanRow) -> None:
     row.conversation_id = _str(a, "gen_ai.conversation.id")
     row.input_tokens = _int(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
     row.output_tokens = _int(a, "gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
-    row.queue_s = _number(a, "gen_ai.latency.time_in_queue")
+    row.queue_s = _seconds(a, "gen_ai.latency.time_in_queue")
     for name in TTFT_ATTRIBUTES:
-        seconds = _number(a, name)
+        seconds = _seconds(a, name)
         if seconds is not None:
             row.ttft_s, row.ttft_source = seconds, name
             return
     for event in row.events:
-        if event["name"] in FIRST_TOKEN_EVENTS and event["time_ns"] >= row.start_ns:
-            row.ttft_s = (event["time_ns"] - row.start_ns) / 1e9
-            row.ttft_source = f"event:{event['name']}"
-            return
+        # Only an event inside its span measures anything: one stamped before the start
+        # would give a negative TTFT, one after the end a figure the span contradicts.
+        if event["name"] not in FIRST_TOKEN_EVENTS:
+            continue
+        if row.start_ns <= event["time_ns"] <= row.end_ns:
+            seconds = (event["time_ns"] - row.start_ns) / 1e9
+            if seconds < MAX_LATENCY_S:
+                row.ttft_s, row.ttft_source = seconds, f"event:{event['name']}"
+                return
 
 
 def _is_model_server(row: Any) -> bool:
@@ -369,7 +383,7 @@ def _map_span(
     if not 0 < start <= MAX_INT64 or not 0 < end <= MAX_INT64:
         return None, "missing or out-of-range start or end time"
     if end < start:
-        return None, "end time before start time"
+        return None, "time_order: end time before start time"
     cut = _Cut()
     events = []
     for event in span.events[:MAX_EVENTS]:

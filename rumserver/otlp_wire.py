@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from typing import Any
 
 from google.protobuf import json_format
@@ -44,16 +45,46 @@ def decode_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
                 400, f"body is not a valid ExportTraceServiceRequest: {exc}"
             ) from None
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise IngestError(400, "body is not valid UTF-8 JSON") from None
+        # Strict UTF-8: json.loads(bytes) would guess UTF-16/32 and let encoded
+        # surrogates through ("surrogatepass"). A BOM is tolerated, as before.
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise IngestError(400, f"body is not valid UTF-8 (byte {exc.start})") from None
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise IngestError(400, "body is nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise IngestError(400, f"body is not valid JSON: {exc}") from None
+    except ValueError:  # Python refuses integers of more than 4300 digits
+        raise IngestError(400, "body is not valid OTLP/JSON: a number is too long") from None
     if not isinstance(data, dict):
         raise IngestError(400, "body must be a JSON object (ExportTraceServiceRequest)")
     _hex_ids_to_base64(data, depth=0)
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise IngestError(400, "body has a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)")
     try:
         return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
         raise IngestError(400, f"body is not a valid OTLP/JSON request: {exc}") from None
+    except OverflowError:  # 1e400 reads as infinity, which no integer or enum field takes
+        raise IngestError(
+            400, "body is not a valid OTLP/JSON request: a number is out of range"
+        ) from None
+
+
+# A "\\uD800".."\\uDFFF" escape: only these make json.loads return a string that is
+# not valid Unicode (a key or enum name holding one crashes protobuf's C parser with
+# a SystemError). Pairs (escaped emoji) are fine and only cost the exact check.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 _ID_KEYS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8,
@@ -107,7 +138,8 @@ def encode_status(media_type: str, *, code: int, message: str) -> bytes:
     googleapis-common-protos, which the receiver does not otherwise need."""
     if media_type != PROTOBUF:
         return json.dumps({"code": code, "message": message}).encode()
-    text = message.encode()
+    # Messages quote client input; one that is not valid Unicode must still go out.
+    text = message.encode("utf-8", "backslashreplace")
     return b"\x08" + _varint(code) + b"\x12" + _varint(len(text)) + text
 
 

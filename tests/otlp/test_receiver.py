@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import secrets
+import time
 import zlib
 
 import pytest
@@ -97,7 +98,7 @@ def test_bad_spans_are_refused_alone_with_partial_success(client, app):
         "invalid span_id",
         "invalid parent_span_id",
         "missing or out-of-range start or end time",
-        "end time before start time",
+        "time_order: end time before start time",
     ):
         assert reason in message  # fmt: skip
     assert list(Span.objects.values_list("span_id", flat=True)) == [good.span_id.hex()]
@@ -346,3 +347,180 @@ def test_a_server_span_under_a_stored_browser_turn_makes_its_service_the_gateway
     assert roles["chat gpt-4o"] == "gateway"  # every span of the gateway service
     assert Span.objects.get(span_id=server.span_id.hex()).role == "gateway"
     assert Span.objects.get(span_id=elsewhere.span_id.hex()).role == "service"
+
+
+# --- no 500 for any body: surrogates, bad UTF-8, wrong types, bad protobuf ----------------
+
+
+def _json_span(**fields) -> dict:
+    now = time.time_ns()
+    return {"traceId": secrets.token_hex(16), "spanId": secrets.token_hex(8), "name": "s",
+            "kind": 2, "startTimeUnixNano": str(now - 10**9), "endTimeUnixNano": str(now),
+            **fields}  # fmt: skip
+
+
+def _json_request(*spans: dict, resource: list | None = None) -> bytes:
+    resource = resource or [{"key": "service.name", "value": {"stringValue": "gw"}}]
+    body = {"resourceSpans": [{"resource": {"attributes": resource},
+                               "scopeSpans": [{"spans": list(spans)}]}]}  # fmt: skip
+    return json.dumps(body).encode()
+
+
+def _attr(key: str, value: dict) -> dict:
+    return {"key": key, "value": value}
+
+
+SURROGATE = "body has a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)"
+BAD_JSON_BODIES = [
+    ("lone surrogate key", b'{"resourceSpans": [{"\\ud800": 1}]}', SURROGATE),
+    ("surrogate enum", _json_request(_json_span(kind="\udfff")), SURROGATE),
+    ("surrogate attribute key", _json_request(_json_span(attributes=[_attr("\udc00", {})])),
+     SURROGATE),
+    ("surrogate value", _json_request(_json_span(name="cut \ud83d")), SURROGATE),
+    ("utf-8 encoded surrogate", b'{"resourceSpans": [], "x": "\xed\xa0\x80"}',
+     "body is not valid UTF-8 (byte 28)"),
+    ("invalid utf-8", b'{"resourceSpans": [{"\xff": 1}]}', "body is not valid UTF-8 (byte 21)"),
+    ("utf-16", json.dumps({"resourceSpans": []}).encode("utf-16"),
+     "body is not valid UTF-8 (byte 0)"),
+    ("5000 digits", b'{"resourceSpans": [{"x": ' + b"9" * 5000 + b"}]}",
+     "body is not valid OTLP/JSON: a number is too long"),
+    ("1e400 enum", _json_request(_json_span()).replace(b'"kind": 2', b'"kind": 1e400'),
+     "body is not a valid OTLP/JSON request: a number is out of range"),
+    ("NaN time", _json_request(_json_span(startTimeUnixNano=float("nan"))),
+     "body is not a valid OTLP/JSON request: Failed to parse"),
+    ("attributes a string", _json_request(_json_span(attributes="x")),
+     "body is not a valid OTLP/JSON request: Failed to parse"),
+    ("spans an object", b'{"resourceSpans": [{"scopeSpans": [{"spans": {"a": 1}}]}]}',
+     "body is not a valid OTLP/JSON request: Failed to parse"),
+    ("kvlist of ints", _json_request(_json_span(
+        attributes=[_attr("k", {"kvlistValue": {"values": [1, 2]}})])),
+     "body is not a valid OTLP/JSON request: Failed to parse"),
+    ("truncated", _json_request(_json_span())[:-9], "body is not valid JSON: Unterminated string"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "message"), BAD_JSON_BODIES, ids=[b[0] for b in BAD_JSON_BODIES]
+)
+def test_a_malformed_json_body_is_400_in_json_never_500(client, app, label, body, message):
+    r = post(client, body, token=app.ingest_token, content_type=JSON)
+    assert r.status_code == 400, r.content
+    assert r["Content-Type"] == JSON
+    status = json.loads(r.content)
+    assert status["code"] == 3 and status["message"].startswith(message), status
+    assert_nothing_stored()
+
+
+def test_escaped_surrogate_pairs_a_bom_and_escaped_backslashes_are_fine(client, app):
+    span = _json_span(attributes=[_attr("a", {"stringValue": "rocket 🚀"}),
+                                  _attr("b", {"stringValue": "\\ud800 is text"})])  # fmt: skip
+    body = b"\xef\xbb\xbf" + _json_request(span)  # json.dumps writes 🚀 as \ud83d\ude80
+    assert b"\\ud83d\\ude80" in body and b"\\\\ud800" in body
+    r = post(client, body, token=app.ingest_token, content_type=JSON)
+    assert r.status_code == 200, r.content
+    assert Span.objects.get().attributes == {"a": "rocket 🚀", "b": "\\ud800 is text"}
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out) + bytes([value])
+
+
+def _field(number: int, wire_type: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | wire_type) + payload
+
+
+def _nested(number: int, inner: bytes) -> bytes:
+    return _field(number, 2, _varint(len(inner)) + inner)
+
+
+BAD_PROTOBUF = [
+    ("reserved wire type 7", _field(1, 7, b"")),
+    ("end group without start", _field(1, 4, b"")),
+    ("length past the end", _field(1, 2, b"\x7f") + b"abc"),
+    ("bad utf-8 in span name", _nested(1, _nested(2, _nested(2, _nested(5, b"\xff\xfe"))))),
+    ("nested past the limit", b"".join([b"\x0a"] * 300)),
+    ("garbage", bytes(range(256))),
+]
+
+
+@pytest.mark.parametrize(("label", "body"), BAD_PROTOBUF, ids=[b[0] for b in BAD_PROTOBUF])
+def test_a_malformed_protobuf_is_400_in_protobuf(client, app, label, body):
+    r = post(client, body, token=app.ingest_token)
+    assert r.status_code == 400, r.content
+    assert r["Content-Type"] == PB
+    status = status_of(r)
+    assert status.code == 3
+    assert status.message.startswith("body is not a valid ExportTraceServiceRequest")
+    assert_nothing_stored()
+
+
+def test_a_field_with_the_wrong_wire_type_is_skipped_as_unknown(client, app):
+    """Protobuf reads a known field number with another wire type as an unknown field:
+    the span keeps the fields that were right."""
+    span = builders.span(name="chat")
+    wrong = _field(1, 0, b"\x07") + _field(5, 5, b"\x00" * 4)  # trace_id, name as numbers
+    body = _nested(1, _nested(2, _nested(2, wrong + span.SerializeToString() + wrong)))
+    r = post(client, body, token=app.ingest_token)
+    assert r.status_code == 200 and r.content == b""
+    stored = Span.objects.get()
+    assert (stored.trace_id, stored.name) == (span.trace_id.hex(), "chat")
+
+
+def test_an_error_message_that_is_not_valid_unicode_still_goes_out():
+    from rumserver import otlp_wire
+
+    wire = otlp_wire.encode_status(otlp_wire.PROTOBUF, code=3, message="bad \ud800 key")
+    assert status_pb2.Status.FromString(wire).message == "bad \\ud800 key"
+    assert json.loads(otlp_wire.encode_status(JSON, code=3, message="bad \ud800"))["code"] == 3
+
+
+# --- time sanity: no negative or absurd durations from a span ------------------------------
+
+
+def test_a_span_ending_before_it_starts_is_refused_in_partial_success_json(client, app):
+    good, bad = _json_span(), _json_span()
+    bad["endTimeUnixNano"] = str(int(bad["startTimeUnixNano"]) - 1)
+    r = post(client, _json_request(good, bad), token=app.ingest_token, content_type=JSON)
+    assert r.status_code == 200
+    assert json.loads(r.content) == {"partialSuccess": {
+        "rejectedSpans": "1", "errorMessage": "1 span(s): time_order: end time before start time"
+    }}  # fmt: skip
+    assert list(Span.objects.values_list("span_id", flat=True)) == [good["spanId"]]
+
+
+@pytest.mark.parametrize(
+    ("offset_ms", "ttft_s"),
+    [(-5, None), (0, 0.0), (120, 0.12), (250, 0.25), (251, None)],
+    ids=["before the start", "at the start", "inside", "at the end", "after the end"],
+)
+def test_a_first_token_event_counts_only_inside_its_span(client, app, offset_ms, ttft_s):
+    span = builders.span(duration_ns=250_000_000)
+    span.events.add(
+        name="first_token", time_unix_nano=span.start_time_unix_nano + offset_ms * 10**6
+    )
+    r = post(client, builders.request([span]).SerializeToString(), token=app.ingest_token)
+    assert r.status_code == 200
+    stored = Span.objects.get()
+    assert stored.ttft_s == ttft_s
+    assert stored.ttft_source == ("event:first_token" if ttft_s is not None else "")
+    assert stored.events[0]["name"] == "first_token"  # the event itself is kept either way
+
+
+def test_absurd_latencies_and_token_counts_stay_out_of_the_typed_columns(client, app):
+    """A TTFT or queue time of an hour or more, or a token count past a 32-bit integer,
+    is kept as an attribute but never read into a column (where it failed the write)."""
+    attributes = {"gen_ai.latency.time_to_first_token": 3600.0,
+                  "gen_ai.server.time_to_first_token": 0.3,
+                  "gen_ai.latency.time_in_queue": 1e12, "gen_ai.usage.input_tokens": 2**40,
+                  "gen_ai.usage.output_tokens": 2**31 - 1, "gen_ai.request.model": "m"}  # fmt: skip
+    span = builders.span(attributes=attributes)
+    r = post(client, builders.request([span]).SerializeToString(), token=app.ingest_token)
+    assert r.status_code == 200, r.content
+    stored = Span.objects.get()
+    assert (stored.ttft_s, stored.ttft_source) == (0.3, "gen_ai.server.time_to_first_token")
+    assert (stored.queue_s, stored.input_tokens, stored.output_tokens) == (None, None, 2**31 - 1)
+    assert stored.attributes["gen_ai.usage.input_tokens"] == 2**40
