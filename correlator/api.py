@@ -1,13 +1,24 @@
 """Read API (DESIGN.md §7): DRF views with an input serializer for the query and
-an output serializer for the answer; the queries live in selectors."""
+an output serializer for the answer; the queries live in selectors. Every answer a
+view can give, errors included, is declared on it for the OpenAPI schema."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import math
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.utils import timezone
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.openapi import AutoSchema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+)
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound, ValidationError
 from rest_framework.pagination import CursorPagination
@@ -17,18 +28,23 @@ from rest_framework.views import APIView
 
 from correlator import metrics, selectors
 from correlator.models import Trace, Turn
-from rumserver.models import Span
+from rumserver.models import Application, Span
+
+OUTCOMES = ["completed", "stopped", "abandoned", "error"]
+NO_SUCH_APP = "no such application among yours"
+
+# --- answers ---------------------------------------------------------------------
 
 
 class SpanOutput(serializers.Serializer):
     span_id = serializers.CharField()
     parent_span_id = serializers.CharField()
-    role = serializers.CharField()
+    role = serializers.ChoiceField(choices=Span.Role.values)
     name = serializers.CharField()
     service = serializers.CharField()
     start_ms = serializers.SerializerMethodField()
     end_ms = serializers.SerializerMethodField()
-    attributes = serializers.JSONField()
+    attributes = serializers.DictField()
 
     def get_start_ms(self, span: Span) -> float:
         return span.start_ns / 1e6
@@ -41,7 +57,7 @@ class TurnOutput(serializers.Serializer):
     session_id = serializers.CharField(source="session.session_id")
     conversation_id = serializers.CharField()
     turn_index = serializers.IntegerField(allow_null=True)
-    outcome = serializers.CharField()
+    outcome = serializers.ChoiceField(choices=OUTCOMES)
     regenerated = serializers.BooleanField()
     regenerate_of = serializers.SerializerMethodField()
     client_ttft_ms = serializers.FloatField(allow_null=True)
@@ -76,11 +92,12 @@ class _TraceFields(serializers.Serializer):
 
     trace_id = serializers.CharField()
     app = serializers.CharField(source="app.slug")
-    state = serializers.CharField()
+    state = serializers.ChoiceField(choices=Trace.State.values)
     linked = serializers.BooleanField()
     clock_skew_ms = serializers.FloatField()
     turn = serializers.SerializerMethodField()
 
+    @extend_schema_field(TurnOutput(allow_null=True))
     def get_turn(self, trace: Trace) -> dict[str, Any] | None:
         turn = _turn_of(trace)
         return TurnOutput(turn).data if turn is not None else None
@@ -92,7 +109,10 @@ class TraceSummaryOutput(_TraceFields):
     start_ms = serializers.FloatField()
     end_ms = serializers.FloatField()
     span_count = serializers.IntegerField()
-    propagation = serializers.CharField()
+    propagation = serializers.ChoiceField(
+        choices=Trace.Propagation.values,
+        help_text="Empty when the trace context travelled from the browser to the servers.",
+    )
 
 
 class TraceOutput(_TraceFields):
@@ -100,12 +120,158 @@ class TraceOutput(_TraceFields):
 
     spans = serializers.SerializerMethodField()
 
+    @extend_schema_field(SpanOutput(many=True))
     def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
         return SpanOutput(selectors.trace_spans(trace), many=True).data
 
 
+class ErrorOutput(serializers.Serializer):
+    """DRF's answer to a request refused as a whole (401, 404, 406)."""
+
+    detail = serializers.CharField()
+
+
+class QueryErrorsOutput(serializers.Serializer):
+    """A 400: each query parameter at fault with what is wrong with it. Its schema is
+    ``QueryErrorsSchema``'s (a map, which a serializer's fields cannot say)."""
+
+
+class QueryErrorsSchema(OpenApiSerializerExtension):
+    target_class = QueryErrorsOutput
+
+    def map_serializer(self, auto_schema: Any, direction: Any) -> dict[str, Any]:
+        return {
+            "type": "object",
+            "description": "Query parameter name -> what is wrong with its value.",
+            "additionalProperties": {"type": "array", "items": {"type": "string"}},
+            "minProperties": 1,
+        }
+
+
+_WWW_AUTHENTICATE = OpenApiParameter(
+    "WWW-Authenticate",
+    OpenApiTypes.STR,
+    OpenApiParameter.HEADER,
+    response=[401],
+    required=True,
+    description="`Token`: how to authenticate.",
+)
+
+
+BAD_QUERY = "A query parameter's value is invalid; in plain text, a NUL in the URL."
+
+
+def _answers(ok: Any, *, not_found: str) -> dict[Any, Any]:
+    """Every answer of a read operation: ``ok`` and the refusals all of them share."""
+    # Media types on every key: drf-spectacular takes the lowest key as the main answer
+    # (a list's, to page it), and "(200, ...)" sorts before "(400, ...)" only so.
+    return {
+        (200, "application/json"): ok,
+        (400, "application/json"): OpenApiResponse(QueryErrorsOutput, description=BAD_QUERY),
+        # rumserver.nul_guard refuses a NUL in the URL before any view runs.
+        (400, "text/plain"): OpenApiResponse(OpenApiTypes.STR, description=BAD_QUERY),
+        (401, "application/json"): OpenApiResponse(
+            ErrorOutput, description="No valid token or session."
+        ),
+        (404, "application/json"): OpenApiResponse(ErrorOutput, description=not_found),
+        (406, "application/json"): OpenApiResponse(
+            ErrorOutput, description="The Accept header asks for no JSON."
+        ),
+    }
+
+
+class ReadApiSchema(AutoSchema):
+    """DRF reads an optional query parameter left empty (``?outcome=``) as left out,
+    as HTML forms send them; OpenAPI says so with ``allowEmptyValue``."""
+
+    def get_operation(self, *args: Any, **kwargs: Any) -> dict[str, Any] | None:
+        operation = super().get_operation(*args, **kwargs)
+        for parameter in (operation or {}).get("parameters", []):
+            if parameter["in"] == "query" and not parameter.get("required"):
+                parameter["allowEmptyValue"] = True
+        return operation
+
+
+# --- queries -----------------------------------------------------------------------
+
+
+class FiniteFloatField(serializers.FloatField):
+    """A number, without ``nan`` and ``inf`` (which ``float()`` reads)."""
+
+    def to_internal_value(self, data: Any) -> float:
+        value = super().to_internal_value(data)
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
+
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+class InstantField(serializers.DateTimeField):
+    """An ISO 8601 date and time (UTC when it names no offset) from 1970 to 2099.
+
+    No data is older than the epoch. The bounds also keep a window's arithmetic
+    inside the years ``datetime`` can hold (``until`` in year 1 less a day was a 500)
+    and its rollup plan to tens of thousands of days (years 1 to 9999 took seconds)."""
+
+    def to_internal_value(self, value: Any) -> datetime:
+        moment = super().to_internal_value(value)
+        if not EARLIEST <= moment < LATEST:
+            raise serializers.ValidationError(
+                f"must be from {EARLIEST.isoformat()} to before {LATEST.isoformat()}"
+            )
+        return moment
+
+
+class TimeRangeInput(serializers.Serializer):
+    since = InstantField(required=False, help_text="ISO 8601, inclusive; years 1970 to 2099.")
+    until = InstantField(required=False, help_text="ISO 8601, exclusive; years 1970 to 2099.")
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if "since" in attrs and "until" in attrs and attrs["since"] >= attrs["until"]:
+            raise serializers.ValidationError({"since": "must be before until"})
+        return attrs
+
+
+def _named_application(user: AbstractBaseUser | AnonymousUser, slug: str) -> Application:
+    """The user's application of this slug. One they may not see is not found, like
+    one that does not exist: an answer never tells whether another team's exists."""
+    app = selectors.visible_applications(user).filter(slug=slug).first()
+    if app is None:
+        raise NotFound(NO_SUCH_APP)
+    return app
+
+
+# --- GET /api/v1/traces/<trace_id> -------------------------------------------------
+
+
 class TraceDetailApi(APIView):
-    @extend_schema(responses=TraceOutput)
+    schema = ReadApiSchema()
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter(
+                "trace_id",
+                OpenApiTypes.STR,
+                OpenApiParameter.PATH,
+                pattern="^[0-9a-fA-F]{32}$",
+                description="W3C trace id, 32 hex digits.",
+            ),
+            OpenApiParameter(
+                "app",
+                OpenApiTypes.STR,
+                description="Application slug, for a trace id found in more than one.",
+            ),
+            _WWW_AUTHENTICATE,
+        ],
+        responses=_answers(
+            TraceOutput,
+            not_found="No stitched trace with this id in your applications (yet), or in "
+            "more than one of them and no `app` given.",
+        ),
+    )
     def get(self, request: Request, trace_id: str) -> Response:
         trace = selectors.trace_detail(
             user=request.user, trace_id=trace_id.lower(), app_slug=request.query_params.get("app")
@@ -115,39 +281,100 @@ class TraceDetailApi(APIView):
         return Response(TraceOutput(trace).data)
 
 
-class TraceListInput(serializers.Serializer):
-    app = serializers.SlugField(required=False)
-    outcome = serializers.ChoiceField(
-        choices=["completed", "stopped", "abandoned", "error"], required=False
+# --- GET /api/v1/traces ------------------------------------------------------------
+
+
+class TraceListInput(TimeRangeInput):
+    """The filters; each one left out does not filter."""
+
+    app = serializers.SlugField(required=False, help_text="Application slug.")
+    outcome = serializers.ChoiceField(choices=OUTCOMES, required=False)
+    model = serializers.CharField(
+        required=False, max_length=128, trim_whitespace=False, help_text="Exact model name."
     )
-    model = serializers.CharField(required=False, max_length=128)
-    min_client_ttft_ms = serializers.FloatField(required=False, min_value=0)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+    min_client_ttft_ms = FiniteFloatField(required=False, min_value=0)
 
 
 class NewestFirst(CursorPagination):
+    """Keyset pages newest first; a bad ``page_size`` or ``cursor`` is a 400 rather
+    than DRF's silent default size and 404."""
+
     page_size = 50
     max_page_size = 500
     page_size_query_param = "page_size"
     ordering = ("-start_ms", "-id")
+    invalid_cursor_message = "invalid cursor: follow an answer's next or previous link"
+
+    def get_page_size(self, request: Request) -> int:
+        raw = request.query_params.get(self.page_size_query_param)
+        if not raw:  # left out or empty, like the filters
+            return self.page_size
+        field = serializers.IntegerField(min_value=1, max_value=self.max_page_size)
+        try:
+            return field.run_validation(raw)
+        except ValidationError as error:
+            raise ValidationError({self.page_size_query_param: error.detail}) from None
+
+    def decode_cursor(self, request: Request) -> Any:
+        try:
+            cursor = super().decode_cursor(request)
+            # The position is compared with start_ms: a crafted one that is not a
+            # number would fail in the database.
+            if cursor is not None and cursor.position is not None:
+                if not math.isfinite(float(cursor.position)):
+                    raise ValueError(cursor.position)
+        except (NotFound, ValueError):
+            raise ValidationError(
+                {self.cursor_query_param: [self.invalid_cursor_message]}
+            ) from None
+        return cursor
+
+    def get_paginated_response_schema(self, schema: dict[str, Any]) -> dict[str, Any]:
+        paged = super().get_paginated_response_schema(schema)
+        paged["required"] = ["next", "previous", "results"]
+        return paged
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.page_size_query_param:
+                parameter["schema"].update(minimum=1, maximum=self.max_page_size)
+                parameter["description"] = f"Traces per page, default {self.page_size}."
+        return parameters
 
 
 class TraceListApi(APIView):
-    @extend_schema(parameters=[TraceListInput], responses=TraceSummaryOutput(many=True))
+    schema = ReadApiSchema()
+    pagination_class = NewestFirst
+
+    @extend_schema(
+        description="Stitched traces, 50 a page by default, newest first by the trace's "
+        "start (the browser span's skew-corrected send time, else its earliest span's "
+        "start), every state and outcome unless filtered.",
+        parameters=[TraceListInput, _WWW_AUTHENTICATE],
+        responses=_answers(
+            TraceSummaryOutput(many=True), not_found="`app` names no application of yours."
+        ),
+    )
     def get(self, request: Request) -> Response:
         query = TraceListInput(data=request.query_params)
         query.is_valid(raise_exception=True)
-        traces = selectors.trace_list(user=request.user, **query.validated_data)
-        paginator = NewestFirst()
+        filters = dict(query.validated_data)
+        slug = filters.pop("app", None)
+        app = _named_application(request.user, slug) if slug else None
+        traces = selectors.trace_list(user=request.user, app=app, **filters)
+        paginator = self.pagination_class()
         page = paginator.paginate_queryset(traces, request, view=self)
         return paginator.get_paginated_response(TraceSummaryOutput(page, many=True).data)
 
 
-class MetricsInput(serializers.Serializer):
-    app = serializers.SlugField(required=False)
-    since = serializers.DateTimeField(required=False)
-    until = serializers.DateTimeField(required=False)
+# --- GET /api/v1/metrics -----------------------------------------------------------
+
+
+class MetricsInput(TimeRangeInput):
+    app = serializers.SlugField(
+        required=False, help_text="Application slug; needed when you see more than one."
+    )
     group_by = serializers.ChoiceField(choices=list(selectors.GROUP_COLUMNS), required=False)
 
 
@@ -196,6 +423,11 @@ class MetricsOutput(MetricsFiguresOutput):
     since = serializers.DateTimeField()
     until = serializers.DateTimeField()
     groups = MetricsGroupOutput(many=True)
+    percentiles = serializers.ChoiceField(
+        choices=["exact", "sketch"],
+        help_text="Nearest-rank over every turn, or from rollup sketches (large windows).",
+    )
+    percentiles_relative_error = serializers.FloatField(help_text="0 when exact.")
 
 
 class MetricsApi(APIView):
@@ -203,26 +435,24 @@ class MetricsApi(APIView):
     (default: the last 24 hours including the current minute). Percentiles are
     nearest-rank and exact; ``tbt_ms`` is over each turn's median gap."""
 
-    @extend_schema(parameters=[MetricsInput], responses=MetricsOutput)
+    schema = ReadApiSchema()
+
+    @extend_schema(
+        parameters=[MetricsInput, _WWW_AUTHENTICATE],
+        responses=_answers(MetricsOutput, not_found="`app` names no application of yours."),
+    )
     def get(self, request: Request) -> Response:
         query = MetricsInput(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        apps = selectors.visible_applications(request.user)
         if params.get("app"):
-            app = apps.filter(slug=params["app"]).first()
+            app = _named_application(request.user, params["app"])
         else:
-            only = list(apps[:2])
-            app = only[0] if len(only) == 1 else None
-            if app is None:
-                raise ValidationError({"app": "which application? (?app=<slug>)"})
-        if app is None:
-            raise NotFound("no such application among yours")
-        now = timezone.now()
-        until = params.get("until") or now.replace(second=0, microsecond=0) + timedelta(minutes=1)
-        since = params.get("since") or until - timedelta(hours=24)
-        if since >= until:
-            raise ValidationError({"since": "must be before until"})
+            only = list(selectors.visible_applications(request.user)[:2])
+            if len(only) != 1:
+                raise ValidationError({"app": ["which application? (?app=<slug>)"]})
+            app = only[0]
+        since, until = self._window(params.get("since"), params.get("until"))
         body = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()}
         body.update(
             metrics.window_metrics(
@@ -230,3 +460,12 @@ class MetricsApi(APIView):
             )
         )
         return Response(body)
+
+    @staticmethod
+    def _window(since: datetime | None, until: datetime | None) -> tuple[datetime, datetime]:
+        now = timezone.now()
+        until = until or now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        since = since or until - timedelta(hours=24)
+        if since >= until:
+            raise ValidationError({"since": ["must be before until"]})
+        return since, until

@@ -60,11 +60,17 @@ _INGEST_ERROR = {
 }
 
 
-def _error(description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
+def _error(
+    description: str, headers: dict[str, Any] | None = None, *, or_text: bool = False
+) -> dict[str, Any]:
+    """An error answer in the ingest error shape; ``or_text``: or in plain text, which
+    rumserver.nul_guard answers to a NUL in the URL before any view runs."""
     response: dict[str, Any] = {
         "description": description,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/IngestError"}}},
     }
+    if or_text:
+        response["content"]["text/plain"] = {"schema": {"type": "string"}}
     if headers:
         response["headers"] = headers
     return response
@@ -91,14 +97,18 @@ _SCORES_POST = {
             "description": "Stored.",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Score"}}},
         },
-        "400": _error("Invalid JSON or an invalid field (named in `field`)."),
+        "400": _error(
+            "Invalid JSON, an invalid field (named in `field`), a malformed chunked or gzip "
+            "body; in plain text, a NUL in the URL.",
+            or_text=True,
+        ),
         "401": _error(
             "Missing or unknown ingest token.",
             {"WWW-Authenticate": {"schema": {"type": "string"}}},
         ),
         "405": _error("Not POST."),
         "413": _error("Body over 64 KiB."),
-        "415": _error("Content-Type is not application/json."),
+        "415": _error("Content-Type is not application/json, or Content-Encoding not gzip."),
         "503": _error("Storage unavailable, retry later.", _RETRY_AFTER),
     },
 }

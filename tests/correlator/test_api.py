@@ -2,41 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import base64
+from datetime import UTC, datetime
 
 import pytest
 from django.contrib.auth.models import User
 from django.core.management import call_command
 from django.test import Client
-from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from correlator.services import sweep_run
-from rumserver.applications import application_grant
-from tests import factories
-from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
+from rumserver.nul_guard import MESSAGE as NUL_MESSAGE
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def world(client):
-    """Two applications with stitched traces; alice is a member of the first only."""
-    chat, other = factories.make_app("Chat"), factories.make_app("Other")
-    alice = User.objects.create_user("alice", password="pw")
-    application_grant(slug=chat.application.slug, username="alice")
-    goldens = []
-    for i, (created, outcome) in enumerate(
-        [(chat, "completed"), (chat, "stopped"), (chat, "completed"), (other, "completed")]
-    ):
-        golden = GoldenTurn(t0=time.time() * 1000 - 60_000 + i * 1000, outcome=outcome,
-                            session=f"s{i}", server_timing=True)  # fmt: skip
-        send_beacon(client, created.application.public_key, golden.beacon())
-        send_otlp(client, created.ingest_token, golden.gateway_request())
-        send_otlp(client, created.ingest_token, golden.model_request())
-        goldens.append(golden)
-    sweep_run(now=timezone.now())
-    return {"chat": chat, "other": other, "alice": alice, "goldens": goldens}
 
 
 def as_user(user: User) -> Client:
@@ -88,17 +65,124 @@ def test_staff_see_every_application(world):
     assert len(r.json()["results"]) == 4
 
 
+def ids(answer) -> list[str]:
+    assert answer.status_code == 200, answer.content
+    return [t["trace_id"] for t in answer.json()["results"]]
+
+
+def iso(epoch_ms: float) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).isoformat()
+
+
 def test_the_list_is_newest_first_and_filters(world):
     c = as_user(world["alice"])
-    traces = c.get("/api/v1/traces").json()["results"]
-    assert [t["trace_id"] for t in traces] == [g.trace_id for g in reversed(world["goldens"][:3])]
-    stopped = c.get("/api/v1/traces?outcome=stopped").json()["results"]
-    assert [t["trace_id"] for t in stopped] == [world["goldens"][1].trace_id]
-    slow = c.get("/api/v1/traces?min_client_ttft_ms=700").json()["results"]
-    assert slow == []
-    model = c.get("/api/v1/traces?model=meta-llama/Llama-3.1-8B").json()["results"]
-    assert len(model) == 3
-    assert c.get("/api/v1/traces?outcome=exploded").status_code == 400
+    g = [golden.trace_id for golden in world["goldens"]]
+    assert ids(c.get("/api/v1/traces")) == [g[2], g[1], g[0]]
+    assert ids(c.get("/api/v1/traces?outcome=stopped")) == [g[1]]
+    assert ids(c.get("/api/v1/traces?outcome=error")) == []
+    assert ids(c.get("/api/v1/traces?model=meta-llama/Llama-3.1-8B")) == [g[2], g[1], g[0]]
+    assert ids(c.get("/api/v1/traces?model=meta-llama")) == []  # exact, not a prefix
+    assert ids(c.get("/api/v1/traces?min_client_ttft_ms=600")) == [g[2], g[1], g[0]]
+    assert ids(c.get("/api/v1/traces?min_client_ttft_ms=700")) == []
+
+
+def test_the_list_filters_by_application(world):
+    chat, other = world["chat"].application.slug, world["other"].application.slug
+    g = [golden.trace_id for golden in world["goldens"]]
+    alice = as_user(world["alice"])
+    assert ids(alice.get(f"/api/v1/traces?app={chat}")) == [g[2], g[1], g[0]]
+    assert ids(alice.get(f"/api/v1/traces?app={chat}&outcome=completed")) == [g[2], g[0]]
+    staff = as_user(User.objects.create_user("root", is_staff=True))
+    assert ids(staff.get(f"/api/v1/traces?app={other}")) == [g[3]]
+    assert ids(staff.get(f"/api/v1/traces?app={chat}")) == [g[2], g[1], g[0]]
+
+
+@pytest.mark.parametrize("slug", ["other", "no-such-app"])
+def test_an_application_the_user_may_not_see_is_not_found(world, slug):
+    """Like /api/v1/metrics and the report pages: a 404 that does not tell whether
+    another team's application exists."""
+    slug = world["other"].application.slug if slug == "other" else slug
+    r = as_user(world["alice"]).get(f"/api/v1/traces?app={slug}")
+    assert r.status_code == 404
+    assert r.json() == {"detail": "no such application among yours"}
+
+
+def test_the_list_filters_by_time(world):
+    c = as_user(world["alice"])
+    goldens = world["goldens"]
+    g = [golden.trace_id for golden in goldens]
+    # Traces start at their skew-corrected send time, t0 + 10 ms here.
+    since, until = iso(goldens[1].t0 - 500), iso(goldens[2].t0 - 500)
+    assert ids(c.get("/api/v1/traces", {"since": since})) == [g[2], g[1]]
+    assert ids(c.get("/api/v1/traces", {"until": until})) == [g[1], g[0]]
+    assert ids(c.get("/api/v1/traces", {"since": since, "until": until})) == [g[1]]
+    naive = datetime.fromtimestamp((goldens[1].t0 - 500) / 1000, UTC).replace(tzinfo=None)
+    assert ids(c.get("/api/v1/traces", {"since": naive.isoformat()})) == [g[2], g[1]]  # UTC
+    assert ids(c.get("/api/v1/traces", {"since": iso(goldens[2].t0 + 500)})) == []
+
+
+@pytest.mark.parametrize(
+    "query, field, message",
+    [
+        ({"app": "not a slug!"}, "app", "Enter a valid"),
+        ({"outcome": "exploded"}, "outcome", '"exploded" is not a valid choice.'),
+        ({"model": "m" * 129}, "model", "no more than 128 characters"),
+        ({"min_client_ttft_ms": "fast"}, "min_client_ttft_ms", "A valid number is required."),
+        ({"min_client_ttft_ms": "nan"}, "min_client_ttft_ms", "A valid number is required."),
+        ({"min_client_ttft_ms": "inf"}, "min_client_ttft_ms", "A valid number is required."),
+        ({"min_client_ttft_ms": "-1"}, "min_client_ttft_ms", "greater than or equal to 0"),
+        ({"since": "yesterday"}, "since", "Datetime has wrong format."),
+        ({"until": "2026-13-01T00:00:00Z"}, "until", "Datetime has wrong format."),
+        ({"since": "9999-12-31T23:59:59-23:59"}, "since", "out of range"),
+        ({"since": "1969-12-31T23:59:59Z"}, "since", "must be from 1970-01-01T00:00:00+00:00"),
+        ({"until": "2100-01-01T00:00:00Z"}, "until", "to before 2100-01-01T00:00:00+00:00"),
+        (
+            {"since": "2026-01-02T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+            "since",
+            "must be before until",
+        ),
+        (
+            {"since": "2026-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+            "since",
+            "must be before until",
+        ),
+        ({"page_size": "0"}, "page_size", "greater than or equal to 1"),
+        ({"page_size": "501"}, "page_size", "less than or equal to 500"),
+        ({"page_size": "many"}, "page_size", "A valid integer is required."),
+        ({"cursor": "not-base64!"}, "cursor", "invalid cursor"),
+        # A well-formed cursor whose position is not a number reached the database.
+        ({"cursor": base64.b64encode(b"p=abc").decode()}, "cursor", "invalid cursor"),
+        ({"cursor": base64.b64encode(b"p=nan").decode()}, "cursor", "invalid cursor"),
+    ],
+)
+def test_a_bad_filter_is_a_400_that_names_it(world, query, field, message):
+    r = as_user(world["alice"]).get("/api/v1/traces", query)
+    assert_names_the_parameter(r, field, message)
+
+
+def assert_names_the_parameter(r, field: str, message: str) -> None:
+    """A 400 whose body names only this parameter, with one message saying why."""
+    assert r.status_code == 400, r.content
+    body = r.json()
+    assert list(body) == [field]
+    (text,) = body[field]
+    assert message in text
+
+
+def test_an_empty_parameter_is_left_out(world):
+    """As DRF reads forms (and the schema says with allowEmptyValue)."""
+    c = as_user(world["alice"])
+    every = ids(c.get("/api/v1/traces"))
+    empty = {name: "" for name in ("app", "outcome", "model", "min_client_ttft_ms", "since",
+                                   "until", "page_size", "cursor")}  # fmt: skip
+    assert ids(c.get("/api/v1/traces", empty)) == every
+
+
+def test_a_nul_in_a_filter_is_a_400_before_any_query(world):
+    r = as_user(world["alice"]).get("/api/v1/traces", {"model": "a\x00b"})
+    assert r.status_code == 400
+    assert r["Content-Type"] == "text/plain"
+    assert r.content.decode() == NUL_MESSAGE
 
 
 def test_the_list_pages_by_cursor(world):
@@ -132,6 +216,22 @@ def test_the_openapi_schema_describes_the_api(client, world):
     schema = r.json()
     assert schema["openapi"].startswith("3.")
     assert {"/api/v1/traces", "/api/v1/traces/{trace_id}"} <= set(schema["paths"])
+    components = schema["components"]["schemas"]
+    listing = schema["paths"]["/api/v1/traces"]["get"]
+    # The list answers {next, previous, results}, not an array (issue 11).
+    ok = listing["responses"]["200"]["content"]["application/json"]["schema"]
+    page = components[ok["$ref"].rsplit("/", 1)[-1]]
+    assert page["type"] == "object"
+    assert set(page["required"]) == set(page["properties"]) == {"next", "previous", "results"}
+    assert page["properties"]["results"]["type"] == "array"
+    parameters = {p["name"] for p in listing["parameters"]}
+    assert parameters == {"app", "outcome", "model", "min_client_ttft_ms", "since", "until",
+                          "cursor", "page_size"}  # fmt: skip
+    for path in ("/api/v1/traces", "/api/v1/traces/{trace_id}", "/api/v1/metrics"):
+        responses = schema["paths"][path]["get"]["responses"]
+        assert set(responses) == {"200", "400", "401", "404", "406"}, path
+        assert set(responses["400"]["content"]) == {"application/json", "text/plain"}
+        assert "WWW-Authenticate" in responses["401"]["headers"]
 
 
 def test_the_openapi_schema_describes_scores_and_metrics(client, world):
@@ -166,11 +266,39 @@ def test_the_openapi_schema_describes_scores_and_metrics(client, world):
 
     metrics = schema["paths"]["/api/v1/metrics"]["get"]["responses"]["200"]
     answer = resolve(metrics["content"]["application/json"]["schema"])
-    assert {"app", "since", "until", "turns", "client_ttft_ms", "rates", "groups"} <= set(
-        answer["properties"]
-    )
+    assert {"app", "since", "until", "turns", "client_ttft_ms", "rates", "groups",
+            "percentiles", "percentiles_relative_error"} <= set(answer["properties"])  # fmt: skip
 
 
 def test_list_items_add_start_end_and_health(world):
     item = as_user(world["alice"]).get("/api/v1/traces").json()["results"][0]
     assert {"start_ms", "end_ms", "span_count", "propagation", "turn"} <= set(item)
+
+
+@pytest.mark.parametrize(
+    "query, field, message",
+    [
+        # Year 1 less the default day was an OverflowError, year 9999 one in the
+        # rollup plan; a window of ten thousand years took seconds.
+        ({"until": "0001-01-01T00:00:00Z"}, "until", "must be from 1970-01-01"),
+        ({"since": "9999-12-31T23:58:00Z"}, "since", "must be from 1970-01-01"),
+        ({"since": "0001-01-01T00:00:00Z"}, "since", "must be from 1970-01-01"),
+        ({"since": "2099-12-31T00:00:00Z"}, "since", "must be before until"),
+        ({"group_by": "colour"}, "group_by", '"colour" is not a valid choice.'),
+    ],
+)
+def test_a_bad_metrics_query_is_a_400_that_names_it(world, query, field, message):
+    slug = world["chat"].application.slug
+    r = as_user(world["alice"]).get("/api/v1/metrics", {"app": slug, **query})
+    assert_names_the_parameter(r, field, message)
+
+
+def test_metrics_name_the_application_when_there_are_several(world):
+    staff = as_user(User.objects.create_user("root", is_staff=True))
+    r = staff.get("/api/v1/metrics")
+    assert r.status_code == 400
+    assert r.json() == {"app": ["which application? (?app=<slug>)"]}
+    r = staff.get("/api/v1/metrics", {"app": world["other"].application.slug})
+    assert r.status_code == 200 and r.json()["turns"] == 1
+    r = as_user(world["alice"]).get("/api/v1/metrics", {"app": world["other"].application.slug})
+    assert (r.status_code, r.json()) == (404, {"detail": "no such application among yours"})
