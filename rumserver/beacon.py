@@ -7,6 +7,7 @@ strings and lists and flags the event, and returns plain row dicts.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +17,10 @@ import msgspec
 from rumserver.beacon_schema import (
     MAX_MAP_ENTRIES,
     MAX_TBT_GAPS,
+    MAX_TURN_MS,
     TEXT_LIMITS,
+    TIME_ORDER_TOLERANCE_MS,
+    TURN_TIMES,
     Batch,
     TurnEvent,
     VitalEvent,
@@ -26,6 +30,8 @@ from rumserver.beacon_schema import (
 from rumserver.errors import IngestError
 
 MAX_LIST_ITEMS = {"tbt_gaps": MAX_TBT_GAPS, "server_timing": MAX_MAP_ENTRIES}
+# A "\\uD800".."\\uDFFF" escape; msgspec refuses the lone ones (not half of a pair).
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _PATH_RE = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 
 
@@ -65,7 +71,7 @@ def split_validation_error(exc: Exception) -> tuple[str, str | None]:
 
 def parse_batch(body: bytes, *, max_events: int) -> ParsedBatch:
     try:
-        batch = batch_decoder.decode(body)
+        batch = _decode_batch(body)
     except msgspec.ValidationError as exc:
         message, path = split_validation_error(exc)
         raise IngestError(400, f"invalid batch: {message}", field=path) from None
@@ -93,6 +99,12 @@ def parse_batch(body: bytes, *, max_events: int) -> ParsedBatch:
         except RecursionError:
             parsed.rejected.append({"index": index, "error": "event is nested too deeply"})
             continue
+        if isinstance(event, TurnEvent):
+            error = turn_time_error(event)
+            if error:
+                parsed.rejected.append({"index": index, "error": error})
+                continue
+            snap_time_jitter(event)
         row = _event_row(event, page_url=batch.page.url)
         # The same id twice in one batch: one row. A vital keeps its newest report.
         if row.event_id in seen:
@@ -102,6 +114,74 @@ def parse_batch(body: bytes, *, max_events: int) -> ParsedBatch:
         seen[row.event_id] = len(parsed.rows)
         parsed.rows.append(row)
     return parsed
+
+
+def _decode_batch(body: bytes) -> Batch:
+    try:
+        return batch_decoder.decode(body)
+    except msgspec.DecodeError:
+        if not _SURROGATE_ESCAPE.search(body):
+            raise
+    return _decode_around_lone_surrogates(body)
+
+
+def _decode_around_lone_surrogates(body: bytes) -> Batch:
+    """msgspec refuses a body with a lone UTF-16 surrogate escape anywhere, even inside
+    the events it keeps raw (JSON.stringify writes one for a string cut between the two
+    halves of an emoji). So such a body is read again: the envelope through msgspec (a
+    lone surrogate there is a 400), each event re-encoded on its own, so that the one
+    holding it is rejected alone, as an event with invalid UTF-8 bytes is."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except ValueError:  # invalid UTF-8 or JSON (UnicodeDecodeError is a ValueError)
+        raise msgspec.DecodeError("body is not valid UTF-8 JSON") from None
+    if not isinstance(data, dict) or not isinstance(data.get("events", []), list):
+        raise msgspec.DecodeError("lone surrogate outside the events")
+    events = data.pop("events", [])
+    batch = batch_decoder.decode(json.dumps(data))
+    batch.events = [msgspec.Raw(json.dumps(event).encode()) for event in events]
+    return batch
+
+
+def turn_time_error(turn: TurnEvent) -> str | None:
+    """Why a turn's times cannot be true (reason ``time_order``), or None.
+
+    The times present must run t_send <= t_headers <= t_first_token <= t_last_token
+    <= t_end, give or take TIME_ORDER_TOLERANCE_MS, and every duration (these and the
+    gaps between tokens) stay under one hour."""
+    latest_name, latest = TURN_TIMES[0], turn.t_send
+    for name in TURN_TIMES[1:]:
+        value = getattr(turn, name)
+        if value is None:
+            continue
+        if value < latest - TIME_ORDER_TOLERANCE_MS:
+            return f"time_order: {name} is {latest - value:.1f} ms before {latest_name}"
+        if value - turn.t_send >= MAX_TURN_MS:
+            return (
+                f"time_order: {name} is {value - turn.t_send:.0f} ms after t_send (over one hour)"
+            )
+        if value > latest:
+            latest_name, latest = name, value
+    gaps = list(turn.tbt_gaps)
+    if turn.tbt_summary is not None:
+        summary = turn.tbt_summary
+        gaps += [g for g in (summary.p50, summary.p95, summary.max) if g is not None]
+    if gaps and max(gaps) >= MAX_TURN_MS:
+        return "time_order: a gap between tokens (tbt_gaps or tbt_summary) is over one hour"
+    return None
+
+
+def snap_time_jitter(turn: TurnEvent) -> None:
+    """Raise a time that is (within the tolerance) before its predecessor to it: that
+    is rounding, and left alone it would make a duration of the turn negative."""
+    latest = turn.t_send
+    for name in TURN_TIMES[1:]:
+        value = getattr(turn, name)
+        if value is None:
+            continue
+        if value < latest:
+            setattr(turn, name, latest)
+        latest = max(latest, value)
 
 
 def _event_row(event: Any, *, page_url: str) -> EventRow:

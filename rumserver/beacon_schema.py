@@ -64,6 +64,11 @@ TEXT_LIMITS = {
     "default": 512,
 }
 MAX_TBT_GAPS = 512
+# A turn's times in the order they happen (DESIGN.md §10.1); a turn whose times break it
+# is rejected with reason time_order. JSON Schema cannot say this: the description does.
+TURN_TIMES = ("t_send", "t_headers", "t_first_token", "t_last_token", "t_end")
+TIME_ORDER_TOLERANCE_MS = 1.0  # performance.now() + timeOrigin rounds; a jitter, not a bug
+MAX_TURN_MS = 3_600_000.0  # every duration of a turn is under one hour
 MAX_MAP_ENTRIES = 32
 
 Scalar = str | float | bool | None
@@ -107,6 +112,10 @@ class _Event(msgspec.Struct, tag_field="type"):
 
 
 class TurnEvent(_Event, tag="turn"):
+    """One chat request as the browser saw it. Its times run t_send <= t_headers <=
+    t_first_token <= t_last_token <= t_end (those present, 1 ms tolerance) within one
+    hour, or the turn is rejected with reason time_order."""
+
     trace_id: TraceId
     span_id: SpanId
     t_send: EpochMs
@@ -213,7 +222,11 @@ def json_schema() -> dict:
     schema["description"] = (
         "POST /rum/v1/beacon?key=<public_key>. At most 200 events a batch, 64 KiB on the "
         "wire and 1 MiB after gzip. Free text longer than the server's limits "
-        f"({json.dumps(TEXT_LIMITS)}, tbt_gaps {MAX_TBT_GAPS}) is cut and flagged, not rejected."
+        f"({json.dumps(TEXT_LIMITS)}, tbt_gaps {MAX_TBT_GAPS}) is cut and flagged, not rejected. "
+        f"A turn's times must run {' <= '.join(TURN_TIMES)} for those present "
+        f"({TIME_ORDER_TOLERANCE_MS:g} ms tolerance), and every duration (those and the gaps "
+        f"between tokens) stay under {MAX_TURN_MS / 3_600_000:g} hour; otherwise the server "
+        "rejects the turn alone with an error starting with time_order."
     )
     return schema
 

@@ -187,6 +187,166 @@ def test_one_bad_event_is_rejected_alone(beacon, label, change, field):
     assert DirtyTrace.objects.count() == 1
 
 
+# --- 202: a turn whose times cannot be true is rejected alone (time_order) --------------
+
+T0 = 1_767_225_600_000.0  # a fixed send time keeps the messages exact
+
+
+def _timed_turn(**times: float | None) -> dict:
+    base = {"t_send": T0, "t_headers": T0 + 100, "t_first_token": T0 + 300,
+            "t_last_token": T0 + 2000, "t_end": T0 + 2010, "ts": T0 + 2010}  # fmt: skip
+    event = turn_event(**{**base, **times})
+    return {key: value for key, value in event.items() if value is not None}
+
+
+TIME_ORDER = [
+    ("first token 5 s before send", {"t_headers": None, "t_first_token": T0 - 5000},
+     "time_order: t_first_token is 5000.0 ms before t_send"),
+    ("headers after the first token", {"t_headers": T0 + 400},
+     "time_order: t_first_token is 100.0 ms before t_headers"),
+    ("end before the last token", {"t_end": T0 + 1000},
+     "time_order: t_end is 1000.0 ms before t_last_token"),
+    ("order held over a missing field", {"t_headers": T0 + 500, "t_first_token": None},
+     "time_order: t_last_token is"),  # 2000 > 500: fine; see the next case
+    ("1.5 ms is past the tolerance", {"t_headers": T0 - 1.5},
+     "time_order: t_headers is 1.5 ms before t_send"),
+    ("a turn of one hour", {"t_end": T0 + 3_600_000},
+     "time_order: t_end is 3600000 ms after t_send (over one hour)"),
+    ("a gap of one hour", {"tbt_gaps": [20.0, 3_600_000.0]},
+     "time_order: a gap between tokens (tbt_gaps or tbt_summary) is over one hour"),
+    ("a summary max of two hours", {"tbt_summary": {"count": 3, "max": 7_200_000.0}},
+     "time_order: a gap between tokens"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("label", "times", "error"),
+    [case for case in TIME_ORDER if case[0] != "order held over a missing field"],
+    ids=[case[0] for case in TIME_ORDER if case[0] != "order held over a missing field"],
+)
+def test_a_turn_out_of_time_order_is_rejected_alone(beacon, label, times, error):
+    good, bad = _timed_turn(), _timed_turn(**times)
+    r = beacon.post(batch([good, bad, factories.action_event()]))
+    assert r.status_code == 202, r.content
+    assert r.json()["accepted"] == 2
+    [rejected] = r.json()["rejected"]
+    assert rejected["index"] == 1 and rejected["error"].startswith(error), rejected
+    assert list(BrowserEvent.objects.filter(type="turn").values_list("span_id", flat=True)) == [
+        good["span_id"]
+    ]
+    assert BrowserEvent.objects.count() == 2
+    assert list(DirtyTrace.objects.values_list("trace_id", flat=True)) == [good["trace_id"]]
+
+
+def test_a_batch_of_only_turns_out_of_order_writes_nothing(beacon):
+    r = beacon.post(batch([_timed_turn(t_headers=None, t_first_token=T0 - 5000)]))
+    assert r.status_code == 202
+    assert r.json() == {
+        "accepted": 0,
+        "rejected": [{"index": 0, "error": "time_order: t_first_token is 5000.0 ms before t_send"}],
+    }
+    assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    "times",
+    [
+        {"t_headers": None, "t_first_token": None},  # only some times: their order holds
+        {"t_headers": T0 + 500, "t_first_token": None, "t_last_token": T0 + 600},
+        {"t_end": T0 + 3_599_999},  # just under an hour
+        {"t_headers": T0, "t_first_token": T0, "t_last_token": T0, "t_end": T0},  # all equal
+    ],
+    ids=["some missing", "order over a gap", "under an hour", "all equal"],
+)
+def test_turns_in_time_order_are_accepted_as_sent(beacon, times):
+    turn = _timed_turn(**times)
+    r = beacon.post(batch([turn]))
+    assert r.json() == {"accepted": 1, "rejected": []}
+    stored = BrowserEvent.objects.get().data
+    for name in ("t_send", "t_headers", "t_first_token", "t_last_token", "t_end"):
+        assert stored.get(name) == turn.get(name)
+
+
+def test_sub_millisecond_jitter_is_accepted_and_no_duration_is_negative(beacon):
+    """performance.now() + timeOrigin rounding can put a time a fraction of a ms before
+    its predecessor: inside the tolerance it is raised to it, so TTFT is 0, not -0.6."""
+    turn = _timed_turn(t_headers=T0 - 0.6, t_first_token=T0 - 0.2, t_end=T0 + 1999.5)
+    r = beacon.post(batch([turn]))
+    assert r.json() == {"accepted": 1, "rejected": []}
+    data = BrowserEvent.objects.get().data
+    assert (data["t_send"], data["t_headers"], data["t_first_token"]) == (T0, T0, T0)
+    assert (data["t_last_token"], data["t_end"]) == (T0 + 2000, T0 + 2000)
+
+
+# --- 202 or 400: lone surrogates, wrong types at any depth -----------------------------
+
+
+def _with_raw(event: dict, raw: bytes) -> bytes:
+    """An event with a raw member spliced in (JSON that json.dumps would not write)."""
+    return factories.encode(event)[:-1] + b", " + raw + b"}"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'"model": "gpt\\ud83d"', b'"\\udc00": 1', b'"usage": {"\\ud800x": 3}'],
+    ids=["in a value", "as a key", "in a nested key"],
+)
+def test_a_lone_surrogate_in_an_event_rejects_it_alone(beacon, raw):
+    """JSON.stringify writes a string cut between the halves of an emoji as a lone
+    surrogate escape; PostgreSQL cannot store it. The event goes, the batch stays."""
+    good = turn_event(model="rocket 🚀")  # json.dumps escapes it as a (valid) pair
+    events = b"[" + factories.encode(good) + b", " + _with_raw(turn_event(), raw) + b"]"
+    body = factories.encode(batch([])).replace(b'"events": []', b'"events": ' + events)
+    r = beacon.post(body)
+    assert r.status_code == 202, r.content
+    assert r.json() == {
+        "accepted": 1,
+        "rejected": [{"index": 1, "error": "event is not valid UTF-8 JSON"}],
+    }
+    assert BrowserEvent.objects.get().data["model"] == "rocket 🚀"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        factories.encode(batch()).replace(b'"user-alice"', b'"user-\\udfff"'),
+        factories.encode(batch()).replace(b'"v": 1', b'"\\ud800": 1, "v": 1'),
+        factories.encode(batch()).replace(b'"user-alice"', b'"user-\xed\xa0\x80"'),
+        factories.encode(batch()).replace(b'"v": 1', b'"v": 1, "x": "\\ud800"')[:-3],
+    ],
+    ids=["value", "key", "utf8-encoded surrogate", "truncated too"],
+)
+def test_a_lone_surrogate_in_the_envelope_is_400(beacon, body):
+    r = beacon.post(body)
+    assert (r.status_code, r.json()) == (400, {"error": "body is not valid UTF-8 JSON"})
+    assert_nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"tbt_summary": {"count": 3, "p50": "fast"}},
+         "tbt_summary.p50: Expected `float | null`, got `str`"),
+        ({"server_timing": [{"name": "db", "duration": -3}]},
+         "server_timing[0].duration: Expected `float` >= 0.0"),
+        ({"server_timing": [{"name": ["db"]}]},
+         "server_timing[0].name: Expected `str`, got `array`"),
+        ({"usage": {"output_tokens": 1e400}}, "usage[...]: Number out of range"),
+        ({"tbt_gaps": [1, [2]]}, "tbt_gaps[1]: Expected `float`, got `array`"),
+        ({"t_end": True}, "t_end: Expected `float | null`, got `bool`"),
+    ],
+    ids=["summary p50 a string", "negative server timing", "name a list", "huge usage",
+         "nested gap", "bool time"],
+)  # fmt: skip
+def test_a_wrong_type_deep_in_an_event_rejects_it_alone_naming_the_path(beacon, change, error):
+    wire = factories.encode(batch([turn_event(), turn_event(**change)]))
+    wire = wire.replace(b"Infinity", b"1e400")  # json.dumps writes 1e400 as Infinity
+    r = beacon.post(wire)
+    assert r.status_code == 202, r.content
+    assert r.json() == {"accepted": 1, "rejected": [{"index": 1, "error": error}]}
+    assert BrowserEvent.objects.count() == 1
+
+
 def test_an_unknown_event_type_is_rejected_alone(beacon):
     r = beacon.post(
         batch([{"type": "keystroke", "id": "k1", "ts": factories.now_ms()}, turn_event()])
@@ -490,7 +650,9 @@ def test_get_is_405(beacon):
 
 
 def test_json_numbers_keep_their_precision(beacon):
-    event = turn_event(t_first_token=1764000000123.456)
+    t = 1764000000000.0
+    event = turn_event(t_send=t, t_headers=t + 100, t_first_token=1764000000123.456,
+                       t_last_token=t + 900, t_end=t + 1000)  # fmt: skip
     beacon.post(batch([event]))
     assert math.isclose(BrowserEvent.objects.get().data["t_first_token"], 1764000000123.456)
 
