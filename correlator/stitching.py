@@ -195,6 +195,10 @@ def server_ttft(spans: Sequence[SpanLike], gateway: SpanLike | None) -> tuple[fl
     own = [s for s in spans if s.role == "gateway" and s.ttft_s is not None]
     for prefix in GATEWAY_TTFT_PRIORITY:
         found = [s for s in own if s.ttft_source.startswith(prefix)]
+        if prefix == "event:":
+            # Counted from the gateway server span's start: an event on another gateway
+            # span from before that start is no first token of this request.
+            found = [s for s in found if s.start_ns + (s.ttft_s or 0) * 1e9 >= gateway.start_ns]
         if not found:
             continue
         # The server span first, then the earliest client span.
