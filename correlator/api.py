@@ -95,6 +95,17 @@ class _TraceFields(serializers.Serializer):
     state = serializers.ChoiceField(choices=Trace.State.values)
     linked = serializers.BooleanField()
     clock_skew_ms = serializers.FloatField()
+    clock_skew_uncertainty_ms = serializers.FloatField(
+        allow_null=True,
+        help_text="Half the width of the interval the skew was taken from (DESIGN.md §10.3); "
+        "null when only beacons bound it (from above) or there is no browser span.",
+    )
+    clock_skew_source = serializers.CharField(
+        source="skew_source",
+        help_text="server_timing (Server-Timing echoes bound it), beacon (beacon deliveries "
+        "only), none; +tightened when the browser span was then moved to contain the "
+        "gateway's; empty without a browser span.",
+    )
     turn = serializers.SerializerMethodField()
 
     @extend_schema_field(TurnOutput(allow_null=True))

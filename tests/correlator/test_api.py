@@ -27,10 +27,17 @@ def test_a_trace_reads_back_with_spans_and_turn(world):
     r = as_user(world["alice"]).get(f"/api/v1/traces/{golden.trace_id}")
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"trace_id", "app", "state", "linked", "clock_skew_ms", "spans", "turn"}
+    assert set(body) == {
+        "trace_id", "app", "state", "linked", "clock_skew_ms", "clock_skew_uncertainty_ms",
+        "clock_skew_source", "spans", "turn",
+    }  # fmt: skip
     assert (body["trace_id"], body["app"], body["state"], body["linked"]) == (
         golden.trace_id, world["chat"].application.slug, "open", True)  # fmt: skip
     assert body["clock_skew_ms"] == pytest.approx(10.0, abs=0.01)  # epoch-ms doubles
+    # The golden echo: sent at 0 ms, headers back at 300 ms on the browser's clock; the
+    # helper saw the request at 40 ms and answered at 280 ms on the server's (+10 ms).
+    assert body["clock_skew_source"] == "server_timing"
+    assert body["clock_skew_uncertainty_ms"] == pytest.approx(30.0, abs=0.01)
     spans = body["spans"]
     assert [s["role"] for s in spans] == ["browser", "gateway", "gateway", "model"]
     for span in spans:
