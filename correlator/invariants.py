@@ -13,11 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any, Protocol
+
+from django.db.models.fields.json import KT
 
 from correlator.models import Trace, Turn
 from correlator.stitching import MODEL_TTFT_SOURCES, gateway_server_span
 from rumserver.models import Span
-from rumserver.otlp_spans import FIRST_TOKEN_EVENTS, from_browser
+from rumserver.otlp_spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
 
 TOLERANCE_MS = 1.0  # clocks and exporters round; a millisecond is not a fault
 NS_PER_MS = 1_000_000
@@ -25,6 +28,25 @@ NS_PER_MS = 1_000_000
 # body does, after OpenTelemetry's Django instrumentation ended its parent, by design.
 STREAM_SPAN_NAME = "llmrum.stream"
 MUST_CONTAIN_GATEWAY = ("completed", "error")
+BATCH_SIZE = 1000  # traces read at a time: two queries each, a few MB in memory
+
+
+class CheckedSpan(Protocol):
+    """What the rules read of a span: a stored ``Span`` or a ``SpanFacts``."""
+
+    span_id: str
+    parent_span_id: str
+    role: str
+    service: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    ttft_s: float | None
+    ttft_source: str
+    queue_s: float | None
+    events: list[dict[str, Any]]
+    resource: dict[str, Any]
 
 
 @dataclass
@@ -33,10 +55,10 @@ class TraceView:
 
     trace: Trace
     turn: Turn | None
-    spans: Sequence[Span]
+    spans: Sequence[CheckedSpan]
 
     @cached_property
-    def browser(self) -> Span | None:
+    def browser(self) -> CheckedSpan | None:
         if self.turn is None:
             return None
         return next(
@@ -44,7 +66,7 @@ class TraceView:
         )
 
     @cached_property
-    def server_spans(self) -> list[Span]:
+    def server_spans(self) -> list[CheckedSpan]:
         """Spans timed on server clocks: not the browser turn, nor spans a browser's
         OpenTelemetry exporter sent (on the browser's own, uncorrected clock)."""
         return [s for s in self.spans if s.role != "browser" and not from_browser(s)]
@@ -59,7 +81,7 @@ def _ms(ns: int) -> float:
     return ns / NS_PER_MS
 
 
-def _first_token_marks(span: Span) -> Iterator[int]:
+def _first_token_marks(span: CheckedSpan) -> Iterator[int]:
     """Times (ns) of the span's first-token events."""
     for event in span.events or []:
         if isinstance(event, dict) and event.get("name") in FIRST_TOKEN_EVENTS:
@@ -68,7 +90,7 @@ def _first_token_marks(span: Span) -> Iterator[int]:
                 yield time_ns
 
 
-def _has_model_ttft(span: Span) -> bool:
+def _has_model_ttft(span: CheckedSpan) -> bool:
     return (
         span.role == "model" and span.ttft_s is not None and span.ttft_source in MODEL_TTFT_SOURCES
     )
@@ -237,16 +259,51 @@ class InvariantReport:
 TRACE_COLUMNS = ("id", "app_id", "trace_id", "start_ms", "end_ms", "clock_skew_uncertainty_ms",
                  "roles")  # fmt: skip
 TURN_COLUMNS = ("span_id", "t_send_ms", "outcome", *TURN_DURATIONS)
+
+
+@dataclass(slots=True)
+class SpanFacts:
+    """The columns of a stored span the rules read (a model instance per span was
+    most of the check's time). ``resource`` holds only ``llmrum.source``, which is all
+    ``from_browser`` looks at."""
+
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    role: str
+    service: str
+    name: str
+    kind: int
+    start_ns: int
+    end_ns: int
+    ttft_s: float | None
+    ttft_source: str
+    queue_s: float | None
+    events: list[dict[str, Any]]
+    resource: dict[str, Any]
+
+
 SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "role", "service", "name", "kind",
-                "start_ns", "end_ns", "ttft_s", "ttft_source", "queue_s", "events", "resource")  # fmt: skip
+                "start_ns", "end_ns", "ttft_s", "ttft_source", "queue_s", "events")  # fmt: skip
+
+
+def _span_facts(*, app_id: int, trace_ids: list[str]) -> Iterator[SpanFacts]:
+    rows = Span.objects.filter(app_id=app_id, trace_id__in=trace_ids).values_list(
+        *SPAN_COLUMNS, KT(f"resource__{SOURCE}")
+    )
+    for *columns, source in rows:
+        yield SpanFacts(*columns, resource={SOURCE: source} if source else {})
 
 
 def trace_batches(
-    *, app_id: int, since_ms: float | None = None, batch_size: int = 500
+    *, app_id: int, since_ms: float | None = None, batch_size: int = BATCH_SIZE
 ) -> Iterator[list[TraceView]]:
     """The application's stitched traces by start, ``batch_size`` at a time, each
     batch read with two indexed queries: traces by (app, start) from where the last
-    batch ended, then their spans by (app, trace id). Memory holds one batch."""
+    batch ended, then their spans by (app, trace id). Memory holds one batch.
+
+    PostgreSQL picks those index scans from the tables' statistics: on tables filled
+    moments ago and not analyzed yet it may scan the application's rows per batch."""
     traces = (
         Trace.objects.filter(app_id=app_id)
         .select_related("turn")
@@ -267,9 +324,8 @@ def trace_batches(
         if not found:
             return
         after = (found[-1].start_ms, found[-1].id)
-        spans: dict[str, list[Span]] = {t.trace_id: [] for t in found}
-        rows = Span.objects.filter(app_id=app_id, trace_id__in=list(spans)).only(*SPAN_COLUMNS)
-        for span in rows:
+        spans: dict[str, list[SpanFacts]] = {t.trace_id: [] for t in found}
+        for span in _span_facts(app_id=app_id, trace_ids=list(spans)):
             spans[span.trace_id].append(span)
         views = []
         for trace in found:
@@ -282,7 +338,7 @@ def trace_batches(
 
 
 def traces_check(
-    *, app_ids: Sequence[int], since_ms: float | None = None, batch_size: int = 500,
+    *, app_ids: Sequence[int], since_ms: float | None = None, batch_size: int = BATCH_SIZE,
     examples: int = 5,
 ) -> InvariantReport:  # fmt: skip
     """Every stitched trace of these applications (started at ``since_ms`` or later)

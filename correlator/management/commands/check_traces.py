@@ -11,7 +11,13 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
-from correlator.invariants import RULES, TOLERANCE_MS, InvariantReport, traces_check
+from correlator.invariants import (
+    BATCH_SIZE,
+    RULES,
+    TOLERANCE_MS,
+    InvariantReport,
+    traces_check,
+)
 from rumserver.models import Application
 
 
@@ -42,7 +48,9 @@ class Command(BaseCommand):
         parser.add_argument(
             "--since", type=str, help="traces that started at this ISO time or later (default: all)"
         )
-        parser.add_argument("--batch-size", type=int, default=500, help="traces read at a time")
+        parser.add_argument(
+            "--batch-size", type=int, default=BATCH_SIZE, help="traces read at a time"
+        )
         parser.add_argument("--examples", type=int, default=5, help="trace ids shown per rule")
 
     def handle(self, *args: Any, **options: Any) -> None:
