@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 from django.db.models.fields.json import KT
 
@@ -31,9 +31,13 @@ MUST_CONTAIN_GATEWAY = ("completed", "error")
 BATCH_SIZE = 1000  # traces read at a time: two queries each, a few MB in memory
 
 
-class CheckedSpan(Protocol):
-    """What the rules read of a span: a stored ``Span`` or a ``SpanFacts``."""
+@dataclass(slots=True)
+class SpanFacts:
+    """The columns of a stored span the rules read (a model instance per span was
+    most of the check's time). ``resource`` holds only ``llmrum.source``, which is all
+    ``from_browser`` looks at."""
 
+    trace_id: str
     span_id: str
     parent_span_id: str
     role: str
@@ -47,6 +51,10 @@ class CheckedSpan(Protocol):
     queue_s: float | None
     events: list[dict[str, Any]]
     resource: dict[str, Any]
+
+
+# What the rules read of a span: a stored one, or its columns the check reads.
+CheckedSpan = Span | SpanFacts
 
 
 @dataclass
@@ -259,28 +267,6 @@ class InvariantReport:
 TRACE_COLUMNS = ("id", "app_id", "trace_id", "start_ms", "end_ms", "clock_skew_uncertainty_ms",
                  "roles")  # fmt: skip
 TURN_COLUMNS = ("span_id", "t_send_ms", "outcome", *TURN_DURATIONS)
-
-
-@dataclass(slots=True)
-class SpanFacts:
-    """The columns of a stored span the rules read (a model instance per span was
-    most of the check's time). ``resource`` holds only ``llmrum.source``, which is all
-    ``from_browser`` looks at."""
-
-    trace_id: str
-    span_id: str
-    parent_span_id: str
-    role: str
-    service: str
-    name: str
-    kind: int
-    start_ns: int
-    end_ns: int
-    ttft_s: float | None
-    ttft_source: str
-    queue_s: float | None
-    events: list[dict[str, Any]]
-    resource: dict[str, Any]
 
 
 SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "role", "service", "name", "kind",
