@@ -143,6 +143,13 @@ def _context_kept(close: Callable[[], None]) -> Callable[[], None]:
 
 def _iterate_in(ctx: Context, content: Iterable[bytes], mark: StreamMark | None) -> Iterator[bytes]:
     iterator = iter(content)
+    # WSGI servers send the headers with the first body chunk, which a gateway makes
+    # only once the model's first token is in: the browser would see the headers late,
+    # and Server-Timing's llmrum-now (stamped when the response left the middleware)
+    # would no longer be when they left, bending the clock-skew sample it gives. An
+    # empty chunk makes the server send them now (gunicorn, wsgiref and Werkzeug write
+    # the headers on any write, and no chunk for an empty one).
+    yield b""
     # The mark ends with the body: exhausted, failed, or closed by the server (GeneratorExit).
     with mark or nullcontext():
         while True:

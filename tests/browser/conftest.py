@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.chromium import CHROMIUM, launched_chromium
+from tests.integration.conftest import start_web  # noqa: F401 (a fixture)
 
 FIRST_TOKEN_S = 0.300
 TOKENS = 30  # after the first one
