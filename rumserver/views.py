@@ -101,7 +101,14 @@ def beacon(request: HttpRequest) -> HttpResponse:
     telemetry.count_request(telemetry.BEACONS, 202)
     telemetry.BEACON_EVENTS.labels("accepted", "ok").inc(result.accepted)
     if result.rejected:
-        telemetry.BEACON_EVENTS.labels("rejected", "invalid_event").inc(len(result.rejected))
+        # Operators tell a browser clock or SDK bug (time_order) from malformed events.
+        out_of_order = sum(str(r["error"]).startswith("time_order") for r in result.rejected)
+        if out_of_order:
+            telemetry.BEACON_EVENTS.labels("rejected", "time_order").inc(out_of_order)
+        if len(result.rejected) > out_of_order:
+            telemetry.BEACON_EVENTS.labels("rejected", "invalid_event").inc(
+                len(result.rejected) - out_of_order
+            )
     if result.dropped_by_sdk:
         telemetry.SDK_DROPPED.inc(result.dropped_by_sdk)
     return JsonResponse(result.as_json(), status=202)

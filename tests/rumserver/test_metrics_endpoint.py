@@ -28,7 +28,11 @@ def sample(text: str, name: str, **labels: str) -> float:
 def test_metrics_count_ingest_and_show_the_backlog(client, beacon):
     before = client.get("/metrics").content.decode()
     accepted_before = sample(before, "llmrum_beacon_events_total", outcome="accepted", reason="ok")
-    beacon.post(batch([turn_event(), turn_event(), {"type": "nope", "id": "x", "ts": 1}]))
+    backwards = turn_event()
+    backwards["t_first_token"] = backwards["t_send"] - 5000  # a clock that went back
+    beacon.post(
+        batch([turn_event(), turn_event(), {"type": "nope", "id": "x", "ts": 1}, backwards])
+    )
     beacon.post(batch(), key="pk_unknown")
     text = client.get("/metrics").content.decode()
     assert sample(text, "llmrum_beacon_events_total", outcome="accepted", reason="ok") == (
@@ -37,6 +41,7 @@ def test_metrics_count_ingest_and_show_the_backlog(client, beacon):
     assert (
         sample(text, "llmrum_beacon_events_total", outcome="rejected", reason="invalid_event") >= 1
     )
+    assert sample(text, "llmrum_beacon_events_total", outcome="rejected", reason="time_order") >= 1
     assert sample(text, "llmrum_beacon_requests_total", outcome="rejected", reason="forbidden") >= 1
     assert sample(text, "llmrum_dirty_traces") == 2
     assert sample(text, "llmrum_sweep_lag_seconds") >= 0
