@@ -5,16 +5,26 @@ parameterized index scan per key whatever the statistics say. Written as ``IN``
 lists, a growing table with stale statistics (autovacuum behind, or off) made the
 planner scan every turn of the application per stitch batch: bench/stitch, 56 ms
 a batch of 200. Elsewhere (SQLite) the ORM asks the same.
+
+Without statistics at all (a fresh deployment, a restore: DESIGN.md §10.7) PostgreSQL
+takes ``app_id = …`` to be as selective as a trace id, and an index led by app_id (often
+smaller, or partial) wins: every row of the application read per key. So where the key
+has an index of its own and no (app, key) index exists, the probe names the key alone
+and the application is tested above an ``OFFSET 0`` fence, where no index can take it.
+tests/correlator/test_query_plans.py checks these plans on never-analysed tables.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
-from typing import NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.db import connection
 
 from correlator.models import Trace, Turn
+from rumserver.models import BrowserEvent, Score
 
 
 class OpeningRow(NamedTuple):
@@ -97,3 +107,55 @@ def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
             [sorted(set(span_ids))],
         )
         return set(cursor.fetchall())
+
+
+def feedback_events(*, app_id: int, span_ids: set[str]) -> list[tuple[str, str, str, Any]]:
+    """(type, name, turn span id, data) of the feedback and action events about these
+    turns, through the partial (app, turn span) index, probed once a span id (as an IN
+    list of a few hundred, PostgreSQL read every event of the application)."""
+    if not span_ids:
+        return []
+    kinds = [BrowserEvent.Type.FEEDBACK.value, BrowserEvent.Type.ACTION.value]
+    if connection.vendor != "postgresql":
+        # The exclude repeats the partial index's condition so the planner may use it.
+        events = BrowserEvent.objects.filter(
+            app_id=app_id, turn_span_id__in=span_ids, type__in=kinds
+        ).exclude(turn_span_id="")
+        return list(events.values_list("type", "name", "turn_span_id", "data"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT x.type, x.name, k.span_id, x.data FROM unnest(%s::text[]) AS k(span_id)
+                CROSS JOIN LATERAL (
+                    SELECT type, name, data FROM {BrowserEvent._meta.db_table}
+                    WHERE app_id = %s AND turn_span_id = k.span_id AND turn_span_id <> ''
+                      AND type = ANY(%s)
+                    OFFSET 0
+                ) AS x""",
+            [sorted(span_ids), app_id, kinds],
+        )
+        return [(kind, name, span_id, json.loads(data) if isinstance(data, str) else data)
+                for kind, name, span_id, data in cursor.fetchall()]  # fmt: skip
+
+
+def hallucination_scores(*, app_id: int, trace_ids: set[str]) -> list[tuple[str, datetime, float]]:
+    """(trace id, received at, value) of these traces' ``hallucination`` scores: a
+    probe of the trace id index a trace, the application tested above the fence (else
+    the smaller (app, received) index won: every score of the application read)."""
+    if not trace_ids:
+        return []
+    if connection.vendor != "postgresql":
+        scores = Score.objects.filter(app_id=app_id, name="hallucination", trace_id__in=trace_ids)
+        return list(scores.values_list("trace_id", "received_at", "value"))
+    # The ids as one array parameter: a rollup rebuild asks for tens of thousands, and
+    # an IN list of them was a fifth of it, building and parsing the SQL.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT k.trace_id, x.received_at, x.value FROM unnest(%s::text[]) AS k(trace_id)
+                CROSS JOIN LATERAL (
+                    SELECT app_id, received_at, value FROM {Score._meta.db_table}
+                    WHERE trace_id = k.trace_id AND name = 'hallucination' OFFSET 0
+                ) AS x
+                WHERE x.app_id = %s""",
+            [sorted(trace_ids), app_id],
+        )
+        return cursor.fetchall()

@@ -8,13 +8,12 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import connection
 from django.db.models import QuerySet
 
 from correlator import lookups
 from correlator.analytics import TurnRow, first_response_good
 from correlator.models import Trace, Turn
-from rumserver.models import Application, BrowserEvent, Score, Span
+from rumserver.models import Application, Span
 
 
 def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Application]:
@@ -108,17 +107,8 @@ def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[st
     """(voted down, edited): span ids of these turns with a thumbs-down or an edit."""
     voted_down: set[str] = set()
     edited: set[str] = set()
-    if not span_ids:
-        return voted_down, edited
-    # The exclude repeats the partial index's condition so the planner may use it.
-    events = (
-        BrowserEvent.objects.filter(
-            app=app, turn_span_id__in=span_ids, type__in=["feedback", "action"]
-        )
-        .exclude(turn_span_id="")
-        .values_list("type", "name", "turn_span_id", "data")
-    )
-    for kind, name, span_id, data in events:
+    app_id = app if isinstance(app, int) else app.pk
+    for kind, name, span_id, data in lookups.feedback_events(app_id=app_id, span_ids=span_ids):
         value = data.get("value") if kind == "feedback" else None
         if (
             name == "feedback-down"
@@ -134,20 +124,10 @@ def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[st
 def latest_hallucination(*, app: Application | int, trace_ids: set[str]) -> dict[str, float]:
     """trace id -> the value of its latest ``hallucination`` score."""
     latest: dict[str, tuple[datetime, float]] = {}
-    if connection.vendor == "postgresql":
-        # The ids as one array parameter: a rollup rebuild asks for tens of thousands,
-        # and an IN list of them was a fifth of it, building and parsing the SQL.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"SELECT trace_id, received_at, value FROM {Score._meta.db_table} "
-                "WHERE app_id = %s AND name = 'hallucination' AND trace_id = ANY(%s)",
-                [app if isinstance(app, int) else app.pk, sorted(trace_ids)],
-            )
-            rows = cursor.fetchall()
-    else:
-        scores = Score.objects.filter(app=app, name="hallucination", trace_id__in=trace_ids)
-        rows = list(scores.values_list("trace_id", "received_at", "value"))
-    for trace_id, received_at, value in rows:
+    app_id = app if isinstance(app, int) else app.pk
+    for trace_id, received_at, value in lookups.hallucination_scores(
+        app_id=app_id, trace_ids=trace_ids
+    ):
         if trace_id not in latest or received_at >= latest[trace_id][0]:
             latest[trace_id] = (received_at, value)
     return {trace_id: value for trace_id, (_, value) in latest.items()}
