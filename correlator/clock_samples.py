@@ -39,15 +39,18 @@ def _pg_samples(session_pks: list[int]) -> dict[int, list[ClockSample]]:
     table = BrowserEvent._meta.db_table
     delta = "extract(epoch FROM e.received_at)::float8 * 1000 - e.sent_at_ms"
     echo = ", ".join(f"'{name}', e.data -> '{name}'" for name in _ECHO_FIELDS)
-    # Both halves probe the events by session (the session_id index) from unnest():
-    # one plan whatever the statistics say.
+    # Both halves probe the events by session (the session_id index) from unnest(),
+    # a LATERAL probe a session with every other condition above the OFFSET 0 fence:
+    # one plan whatever the statistics say. As joins, a never-analysed table had
+    # PostgreSQL hash every event, and AND the probe with the whole turn-event index.
+    events = f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE session_id = k.id OFFSET 0) AS e"
     rows = fetch_prepared(
         f"SELECT e.session_id, e.sent_at_ms, min({delta}), NULL::text "
-        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) JOIN {table} e ON e.session_id = k.id "
+        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) {events} "
         f"WHERE abs({delta}) <= %(max_skew)s GROUP BY e.session_id, e.sent_at_ms "
         "UNION ALL "
         f"SELECT e.session_id, NULL, NULL, jsonb_build_object({echo})::text "
-        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) JOIN {table} e ON e.session_id = k.id "
+        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) {events} "
         f"WHERE e.type = '{BrowserEvent.Type.TURN.value}' AND e.data ? 'server_timing'",
         {"sessions": session_pks, "max_skew": MAX_SKEW_MS},
     )
