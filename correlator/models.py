@@ -55,7 +55,10 @@ class Trace(models.Model):
             models.UniqueConstraint(fields=["app", "trace_id"], name="uniq_trace_per_app"),
         ]
         indexes = [
-            models.Index(fields=["app", "start_ms"], name="trace_app_start"),
+            # The trace list's order (newest first, then id) in full: without statistics
+            # PostgreSQL takes an application for a handful of traces and would sort
+            # them all rather than finish a sort the index left open on the id.
+            models.Index(fields=["app", "start_ms", "id"], name="trace_app_start_id"),
             models.Index(fields=["state", "last_received_at"], name="trace_state_received"),
             # Lookups by trace id alone (the API and admin, before the app is known).
             models.Index(fields=["trace_id"], name="trace_id"),
