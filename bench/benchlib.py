@@ -7,10 +7,12 @@ JSON results. Nothing here knows about one endpoint: the scripts pass what diffe
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
 import resource
+import shlex
 import shutil
 import signal
 import socket
@@ -20,7 +22,9 @@ import time
 import urllib.error
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,11 +66,15 @@ def pg_url(database: str = PG_BENCH_DB) -> str:
 
 
 def server_env(
-    settings_module: str, limits: dict[str, str], database_url: str = PG_BENCH_URL
+    settings_module: str,
+    limits: dict[str, str],
+    database_url: str = PG_BENCH_URL,
+    tree: Path = ROOT,
 ) -> dict[str, str]:
     """The server's environment: the bench database (`database_url`, llmrum_bench
     unless a benchmark has its own), Redis db 15, `limits` (the rate limits a
-    benchmark raises) and the settings module."""
+    benchmark raises) and the settings module. `tree`: the checkout whose code the
+    server runs (another one for a comparison; bench/ stays this one's)."""
     # Start from a clean slate: an LLMRUM_* or DJANGO_* variable left in the shell
     # (LLMRUM_DEBUG, say) would change what is measured.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LLMRUM_", "DJANGO_"))}
@@ -79,11 +87,22 @@ def server_env(
         # bench/ holds settings_bench and noop_urls; a PYTHONPATH of the caller is kept
         # (a --settings module for an A/B trial may live outside the tree).
         PYTHONPATH=os.pathsep.join(
-            p for p in [str(ROOT), str(BENCH), os.environ.get("PYTHONPATH")] if p
+            p for p in [str(tree), str(BENCH), os.environ.get("PYTHONPATH")] if p
         ),
         PYTHONDONTWRITEBYTECODE="1",
     )
     env.update(limits)
+    return env
+
+
+def server_env_pairs(pairs: list[str]) -> dict[str, str]:
+    """--server-env NAME=VALUE options as a dict."""
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--server-env {pair!r}: expected NAME=VALUE")
+        env[name] = value
     return env
 
 
@@ -101,7 +120,7 @@ def manage(env: dict[str, str], *args: str) -> str:
 
 
 def start_gunicorn(
-    env: dict[str, str], port: int, workers: int, log: Path, extra: list[str]
+    env: dict[str, str], port: int, workers: int, log: Path, extra: list[str], tree: Path = ROOT
 ) -> subprocess.Popen:
     cmd = [
         sys.executable,
@@ -125,7 +144,7 @@ def start_gunicorn(
     # order; its output (error log, Python warnings) goes to a file, not the report.
     with log.open("ab") as out:
         return subprocess.Popen(
-            cmd, cwd=ROOT, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
+            cmd, cwd=tree, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT
         )
 
 
@@ -158,6 +177,233 @@ def stop_process_group(proc: subprocess.Popen, timeout: float = 15.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+@contextmanager
+def running_gunicorn(
+    env: dict[str, str],
+    port: int,
+    workers: int,
+    log: Path,
+    extra: list[str],
+    tree: Path = ROOT,
+    label: str = "gunicorn",
+) -> Iterator[subprocess.Popen]:
+    """gunicorn started from `tree`, answering /healthz; stopped on the way out."""
+    print(
+        f"{label}: rumserver.wsgi from {tree} on 127.0.0.1:{port}, {workers} sync workers, "
+        "access log off"
+    )
+    server = start_gunicorn(env, port, workers, log, extra, tree)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}/healthz", server, log)
+        yield server
+    finally:
+        stop_process_group(server)
+        print(f"{label}: stopped; its log: {log.stat().st_size if log.exists() else 0} bytes")
+
+
+def comparison_tree(spec: str, tmp: Path) -> tuple[Path, str]:
+    """The code a run compares with (--compare): a checkout's directory as it is, or
+    a revision of this repository exported into `tmp` (`git archive`: no worktree,
+    nothing left in .git). Returns the directory and a label for the report."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if not (path / "rumserver" / "wsgi.py").exists():
+            raise SystemExit(f"--compare {spec}: no rumserver/wsgi.py in that directory")
+        return path.resolve(), str(path)
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", f"{spec}^{{commit}}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"--compare {spec}: neither a directory nor a revision of {ROOT}")
+    commit = done.stdout.strip()
+    dest = tmp / f"tree-{commit}"
+    dest.mkdir()
+    archive = subprocess.Popen(["git", "archive", commit], cwd=ROOT, stdout=subprocess.PIPE)
+    untar = subprocess.run(["tar", "-x", "-C", str(dest)], stdin=archive.stdout)
+    archive.stdout.close()  # type: ignore[union-attr]
+    if archive.wait() != 0 or untar.returncode != 0:
+        raise SystemExit(f"--compare {spec}: could not export {commit}")
+    return dest, commit
+
+
+# --- Rounds: a target per round, passes over them, another tree to compare ------------
+# bench/ingest and bench/otlp measure several targets (noop, the endpoint, the endpoint
+# with chunked bodies, the same on another tree's server) in one run, as rounds; every
+# pass runs each round once.
+
+
+def _at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def add_round_args(parser: argparse.ArgumentParser, rounds: Sequence[str], main: str) -> None:
+    """The options bench/ingest and bench/otlp share for their rounds; `main` is the
+    endpoint's own round (sized bodies)."""
+    parser.add_argument(
+        "--profile-round",
+        default=main,
+        choices=rounds,
+        help=f"the round --profile samples, on its first pass ({main})",
+    )
+    parser.add_argument(
+        "--chunk-bytes",
+        type=_at_least(0),
+        default=0,
+        help="bytes a chunk in the chunked round (0: the whole body in one chunk, as Node's "
+        "http sends a body written at once, the OpenTelemetry JS exporters' way)",
+    )
+    parser.add_argument(
+        "--compare",
+        metavar="REV_OR_DIR",
+        help="also measure this code (a git revision, exported with git archive, or a "
+        "checkout's directory) in a second gunicorn on the same database: its noop and "
+        f"{main} rounds, reported as ours / compared",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=_at_least(1),
+        default=1,
+        help="passes over the rounds, every other one in reverse order (1; 2 or more to "
+        "compare rates within a few per cent)",
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the servers (both), e.g. "
+        "LLMRUM_CACHE_URL=redis://127.0.0.1:6379/15 for rate limits shared through Redis",
+    )
+
+
+@dataclass
+class Comparison:
+    """The other code a run measures (--compare), if any, and --server-env."""
+
+    spec: str | None
+    tree: Path | None
+    label: str
+    env: dict[str, str]
+
+    def as_json(self) -> dict[str, str] | None:
+        if self.tree is None:
+            return None
+        return {"spec": str(self.spec), "label": self.label, "dir": str(self.tree)}
+
+
+def comparison(args: argparse.Namespace, tmp: Path) -> Comparison:
+    env = server_env_pairs(args.server_env)
+    for name, value in env.items():
+        print(f"            {name}={value}")
+    if not args.compare:
+        return Comparison(None, None, "", env)
+    tree, label = comparison_tree(args.compare, tmp)
+    print(f"compare: {args.compare} -> {tree} (label {label})")
+    return Comparison(args.compare, tree, label, env)
+
+
+@contextmanager
+def gunicorn_servers(
+    args: argparse.Namespace,
+    limits: dict[str, str],
+    compare: Comparison,
+    tmp: Path,
+    port: int,
+) -> Iterator[dict[str, tuple[subprocess.Popen, int]]]:
+    """Our gunicorn on `port` and, with --compare, the other tree's on another port,
+    same settings, database and environment (`limits` and --server-env): "current"
+    and "compare", each (process, port). Both stopped on the way out."""
+    extra = shlex.split(args.gunicorn_args)
+    with ExitStack() as stack:
+        env = server_env(args.settings, limits | compare.env)
+        server = running_gunicorn(env, port, args.workers, tmp / "gunicorn.log", extra)
+        servers = {"current": (stack.enter_context(server), port)}
+        if compare.tree is not None:
+            other_port = free_port()
+            other = running_gunicorn(
+                server_env(args.settings, limits | compare.env, tree=compare.tree),
+                other_port,
+                args.workers,
+                tmp / "gunicorn-compare.log",
+                extra,
+                tree=compare.tree,
+                label=f"gunicorn ({compare.label})",
+            )
+            servers["compare"] = (stack.enter_context(other), other_port)
+        yield servers
+
+
+def pass_figures(
+    measured: dict[str, list[Any]],
+    storing: Iterable[str],
+    combine_stored: Callable[[list[dict[str, Any]]], dict[str, Any]],
+    result_json: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """What every round's passes (each with .result, .cpu and .stored) add up to: CPU
+    a request over all passes (weighted by requests), the stored-row checks of the
+    `storing` rounds combined, and each pass as JSON (`result_json` of its result)."""
+    storing = set(storing)
+    passes = len(next(iter(measured.values()), []))
+    return {
+        "cpu": {
+            name: merge_cpu([(m.cpu, m.result.requests) for m in runs])
+            for name, runs in measured.items()
+        },
+        "stored": {
+            name: combine_stored([m.stored for m in runs])
+            for name, runs in measured.items()
+            if name in storing
+        },
+        "passes": [
+            {
+                name: result_json(runs[i].result) | {"cpu": runs[i].cpu, "stored": runs[i].stored}
+                for name, runs in measured.items()
+            }
+            for i in range(passes)
+        ],
+    }
+
+
+def round_order(names: list[str], repeat: int) -> list[str]:
+    """The rounds of one repeat: forward, then backward on the next (A B B A), so
+    that a load that grows or fades through the run, or tables that grow, weigh on
+    every target alike over an even number of repeats."""
+    return names if repeat % 2 == 0 else names[::-1]
+
+
+def run_passes(
+    args: argparse.Namespace,
+    names: list[str],
+    measure_round: Callable[[str, bool], tuple[Any, dict[str, Any] | None]],
+) -> tuple[dict[str, list[Any]], dict[str, Any] | None]:
+    """--repeat passes over the rounds (see round_order): `measure_round(name,
+    profile)` measures one round, with py-spy when `profile` (--profile, the
+    --profile-round on the first pass), and returns (its result, the profile summary
+    or None). Returns every round's results in pass order, and the profile."""
+    measured: dict[str, list[Any]] = {name: [] for name in names}
+    profile = None
+    if args.profile and args.profile_round not in names:
+        print(f"(profile skipped: no {args.profile_round} round in this run)")
+    for repeat in range(args.repeat):
+        if args.repeat > 1:
+            print(f"pass {repeat + 1} of {args.repeat}")
+        for name in round_order(names, repeat):
+            sample = args.profile and name == args.profile_round and repeat == 0
+            result, summary = measure_round(name, sample)
+            measured[name].append(result)
+            profile = summary or profile
+    return measured, profile
 
 
 def worker_pids(master_pid: int) -> list[int]:
@@ -218,16 +464,33 @@ def proc_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def postgres_pids() -> list[int]:
+# A backend's title: "postgres: 15/main: <user> <database> <host>(<port>) <state>".
+_BACKEND_TITLE = re.compile(rb"^postgres: [^:]+: \S+ (\S+) \S+\(\d+\)")
+
+
+def postgres_pids(database: str | None = None) -> list[int]:
+    """Every postgres process; with `database`, the backends of other databases
+    left out (other work on the machine: test suites on their own databases), the
+    server's own processes (WAL writer, checkpointer, ...) kept."""
     pids = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if (entry / "comm").read_text().strip() == "postgres":
-                    pids.append(int(entry.name))
+                if (entry / "comm").read_text().strip() != "postgres":
+                    continue
+                if database is not None:
+                    title = re.match(_BACKEND_TITLE, (entry / "cmdline").read_bytes())
+                    if title and title.group(1).decode() != database:
+                        continue
+                pids.append(int(entry.name))
             except OSError:
                 continue
     return pids
+
+
+def postgres_cpu(database: str | None = None) -> dict[int, float]:
+    """CPU seconds by postgres process (see postgres_pids)."""
+    return {pid: proc_cpu_seconds(pid) for pid in postgres_pids(database)}
 
 
 def machine_busy_seconds() -> float:
@@ -236,17 +499,27 @@ def machine_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_snapshot(master_pid: int, **clients: float) -> dict[str, float]:
-    """Wall clock, machine busy time, gunicorn (master + workers), every postgres
-    process, and the load generator's CPU seconds as the caller counts them
-    (`wrk=...`, `loadgen=...`)."""
+def cpu_snapshot(master_pid: int, **clients: float) -> dict[str, Any]:
+    """Wall clock, machine busy time, gunicorn (master + workers), PostgreSQL (the
+    bench database's backends and the server's own processes, by process) and the
+    load generator's CPU seconds as the caller counts them (`wrk=...`,
+    `loadgen=...`)."""
     return {
         "wall": time.monotonic(),
         "machine": machine_busy_seconds(),
         "gunicorn": sum(proc_cpu_seconds(p) for p in [master_pid, *worker_pids(master_pid)]),
-        "postgres": sum(proc_cpu_seconds(p) for p in postgres_pids()),
+        "postgres": postgres_cpu(PG_BENCH_DB),
         **clients,
     }
+
+
+def cpu_delta(before: float | dict[int, float], after: float | dict[int, float]) -> float:
+    """CPU seconds between two snapshots of one component. By process (a dict): the
+    processes alive at the end, new ones in full; one that exited meanwhile (another
+    suite's connection) is left out instead of taking its whole past off the sum."""
+    if isinstance(before, dict) and isinstance(after, dict):
+        return sum(cpu - before.get(pid, 0.0) for pid, cpu in after.items())
+    return after - before  # type: ignore[operator]
 
 
 def children_cpu_seconds() -> float:
@@ -255,17 +528,97 @@ def children_cpu_seconds() -> float:
     return children.ru_utime + children.ru_stime
 
 
-def cpu_per_request(before: dict[str, float], after: dict[str, float], requests: int) -> dict:
+def cpu_per_request(before: dict[str, Any], after: dict[str, Any], requests: int) -> dict:
     """CPU milliseconds per request by component (every key of the snapshots but
     wall and machine), "other" (the rest of the machine's busy time: other
     processes, interrupts), and how busy the machine was."""
-    delta = {k: after[k] - before[k] for k in before}
+    delta = {k: cpu_delta(before[k], after[k]) for k in before}
     components = [k for k in before if k not in ("wall", "machine")]
     per_request = {k: round(1000 * delta[k] / max(requests, 1), 3) for k in components}
     other = delta["machine"] - sum(delta[k] for k in components)
     per_request["other"] = round(1000 * max(other, 0.0) / max(requests, 1), 3)
     busy = 100 * delta["machine"] / (delta["wall"] * (os.cpu_count() or 1))
     return {"ms_per_request": per_request, "machine_busy_pct": round(busy, 1)}
+
+
+def merge_cpu(parts: list[tuple[dict[str, Any], int]]) -> dict[str, Any]:
+    """cpu_per_request of several rounds of one target (each with its request
+    count) as one: the per-request figures weighted by requests."""
+    total = sum(requests for _, requests in parts) or 1
+    keys = parts[0][0]["ms_per_request"]
+    return {
+        "ms_per_request": {
+            k: round(sum(cpu["ms_per_request"][k] * n for cpu, n in parts) / total, 3) for k in keys
+        },
+        "machine_busy_pct": round(sum(cpu["machine_busy_pct"] for cpu, _ in parts) / len(parts), 1),
+    }
+
+
+def same_run_ratios(
+    targets: dict[str, dict[str, Any]],
+    cpu: dict[str, dict[str, Any]],
+    rates: Iterable[tuple[str, str, str]],
+    cpus: Iterable[tuple[str, str, str]] = (),
+) -> tuple[dict[str, float | None], dict[str, list[float | None]]]:
+    """Ratios between the targets of one run: `rates` are (name, numerator,
+    denominator) of ok answers a second (`ok_per_s`, with `passes_ok_per_s` per pass);
+    `cpus` of CPU milliseconds a request, as two ratios: `gunicorn_<name>` (the
+    server alone) and `own_<name>` (server, PostgreSQL and load generator: what a
+    request costs the machine, "other" left out, so less disturbed by a busy machine
+    than the rates). Returns the ratios over all passes and the rate ratios within
+    each pass (their spread says how far to trust the first). A pair with a target
+    the run did not measure is left out."""
+    ratios: dict[str, float | None] = {}
+    by_pass: dict[str, list[float | None]] = {}
+    for name, a, b in rates:
+        if a in targets and b in targets:
+            ratios[name] = ratio(targets[a]["ok_per_s"], targets[b]["ok_per_s"])
+            passes = zip(targets[a]["passes_ok_per_s"], targets[b]["passes_ok_per_s"], strict=True)
+            by_pass[name] = [ratio(x, y) for x, y in passes]
+
+    def own(ms: dict[str, float]) -> float:
+        return sum(v for k, v in ms.items() if k != "other")
+
+    for name, a, b in cpus:
+        if a in cpu and b in cpu:
+            ms_a, ms_b = cpu[a]["ms_per_request"], cpu[b]["ms_per_request"]
+            ratios[f"gunicorn_{name}"] = ratio(ms_a["gunicorn"], ms_b["gunicorn"])
+            ratios[f"own_{name}"] = ratio(own(ms_a), own(ms_b))
+    return ratios, by_pass
+
+
+def print_checks(report: dict[str, Any], checks: dict[str, bool], main: str) -> None:
+    """The issues' targets, met or missed (for context: nothing fails a run), plus
+    chunked >= 0.9 x sized and, with --compare, >= 0.95 x the compared code (`main`:
+    the endpoint's round)."""
+    ratios, labels = report["ratios"], report["labels"]
+    checks = checks | {
+        "chunked >= 0.9 x sized": (ratios[f"{main}_chunked_over_{main}"] or 0) >= 0.9
+    }
+    if f"{main}_over_compare_{main}" in ratios:
+        compared = labels[f"compare_{main}"].removesuffix(f" {main}")
+        checks[f">= 0.95 x {compared}"] = (ratios[f"{main}_over_compare_{main}"] or 0) >= 0.95
+    print("targets: " + ", ".join(f"{k} ({'met' if v else 'missed'})" for k, v in checks.items()))
+    if report["config"]["profiled"]:
+        print(
+            f"(py-spy sampled a worker during the {report['config']['profile_round']} round: "
+            "its figures are lower)"
+        )
+
+
+def print_ratio(label: str, value: float | None, by_pass: list[float | None] | None) -> None:
+    spread = f"   (passes: {', '.join(str(v) for v in by_pass)})" if by_pass else ""
+    print(f"{label:<47} {value}{spread}")
+
+
+def print_ratios(report: dict[str, Any], lines: dict[str, str]) -> None:
+    """The ratios of `lines` (name: label) the run has, each with its value in every
+    pass when there were several."""
+    ratios, by_pass = report["ratios"], report["ratios_by_pass"]
+    several = report["config"]["repeat"] > 1
+    for name, label in lines.items():
+        if name in ratios:
+            print_ratio(label, ratios[name], by_pass.get(name) if several else None)
 
 
 # --- COPY floor ----------------------------------------------------------------
@@ -312,12 +665,9 @@ def copy_large(
     return {"rows": total, "seconds": round(elapsed, 3), "rows_per_s": round(total / elapsed, 1)}
 
 
-def copy_cpu_snapshot() -> dict[str, float]:
+def copy_cpu_snapshot() -> dict[str, Any]:
     me = resource.getrusage(resource.RUSAGE_SELF)
-    return {
-        "postgres": sum(proc_cpu_seconds(p) for p in postgres_pids()),
-        "client": me.ru_utime + me.ru_stime,
-    }
+    return {"postgres": postgres_cpu(PG_BENCH_DB), "client": me.ru_utime + me.ru_stime}
 
 
 def timed_copy(copy_mode: Callable[[Any], dict[str, Any]], batch_rows: int) -> dict[str, Any]:
@@ -333,7 +683,7 @@ def timed_copy(copy_mode: Callable[[Any], dict[str, Any]], batch_rows: int) -> d
         after = copy_cpu_snapshot()
     batches = max(result["rows"] / batch_rows, 1)
     result[f"cpu_ms_per_{batch_rows}_rows"] = {
-        k: round(1000 * (after[k] - before[k]) / batches, 3) for k in before
+        k: round(1000 * cpu_delta(before[k], after[k]) / batches, 3) for k in before
     }
     return result
 
@@ -448,6 +798,43 @@ def tree_state() -> dict[str, Any]:
         line[3:] for line in git("status", "--porcelain", "--untracked-files=no").splitlines()
     ]
     return {"commit": git("rev-parse", "--short", "HEAD").strip(), "modified": modified}
+
+
+def print_code(report: dict[str, Any]) -> None:
+    """Which code ran, what it was compared with, and how the chunked round framed
+    its bodies: the lines under a report's title."""
+    tree, config = report["tree"], report["config"]
+    print(
+        f"code: {tree['commit']}"
+        + (f" + changes in {', '.join(tree['modified'])}" if tree["modified"] else "")
+    )
+    if report.get("compare"):
+        compare = report["compare"]
+        print(f"compared with: {compare['label']} ({compare['dir']}), same database, same run")
+    if config.get("server_env"):
+        print(f"server env: {' '.join(f'{k}={v}' for k, v in config['server_env'].items())}")
+    chunks = config["chunk_bytes"]
+    print(
+        "chunked round: Transfer-Encoding: chunked, no Content-Length, "
+        + (f"{chunks}-byte chunks" if chunks else "the body in one chunk")
+    )
+
+
+def print_cpu(report: dict[str, Any], labels: dict[str, str]) -> None:
+    """CPU milliseconds a request by process for each target, and a note where other
+    processes took a good share of the machine meanwhile."""
+    for name, cpu in report["cpu"].items():
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in cpu["ms_per_request"].items())
+        print(
+            f"CPU ms/request  {labels[name]:<18} {parts}  "
+            f"(machine {cpu['machine_busy_pct']:.0f}% busy, {report['machine']['cpus']} cores)"
+        )
+        share = cpu["ms_per_request"]["other"] / max(sum(cpu["ms_per_request"].values()), 1e-9)
+        if share > 0.1:
+            print(
+                f"  note: other processes took {100 * share:.0f}% of the CPU during the "
+                f"{labels[name]} rounds; the machine was not quiet, so the figures are low"
+            )
 
 
 def write_json(report: dict[str, Any], name: str, stamp: str) -> Path:

@@ -2,12 +2,17 @@
 -- ~4 KB) with fresh event, trace and span ids on every request, counts the
 -- status codes and accepted events, and prints one machine-readable line.
 --
--- Arguments (after `--`): nonce page_origin base_ms tbt_gaps
+-- Arguments (after `--`): nonce page_origin base_ms tbt_gaps [framing chunk_bytes]
 --   nonce        8 hex digits, different for every wrk run (warm-up, main run),
 --                so that no id repeats across runs sharing one database
 --   page_origin  the Origin header, e.g. http://127.0.0.1:8123
 --   base_ms      epoch milliseconds for the browser timestamps
 --   tbt_gaps     time-between-tokens gaps per turn event (40)
+--   framing      "sized" (Content-Length, as sendBeacon sends; the default) or
+--                "chunked" (Transfer-Encoding: chunked and no Content-Length, as
+--                the OpenTelemetry JS exporters send over Node's http)
+--   chunk_bytes  bytes a chunk when chunked; 0 (the default): the whole body in
+--                one chunk, as Node sends a body written at once
 
 local EVENTS_PER_BATCH = 10
 local GAPS_PER_TURN -- set by init()
@@ -32,6 +37,7 @@ local concat = table.concat
 local random = math.random
 
 local nonce, origin, base_ms
+local chunked, chunk_bytes
 local counter = 0
 local gap_variants = {} -- { json = "[...]", sum = ms, p50 =, p95 =, max = }
 statuses = {}  -- globals: read by done() through thread:get()
@@ -63,6 +69,8 @@ function init(args)
   origin = args[2]
   base_ms = tonumber(args[3])
   GAPS_PER_TURN = tonumber(args[4] or "40")
+  chunked = (args[5] or "sized") == "chunked"
+  chunk_bytes = tonumber(args[6] or "0")
   math.randomseed(tonumber(nonce, 16) + tid * 7919)
   -- Precomputed so that request() only formats ids and times.
   for i = 1, 32 do gap_variants[i] = make_gap_variant() end
@@ -74,6 +82,20 @@ function init(args)
   wrk.headers["Accept"] = "*/*"
   wrk.headers["Accept-Language"] = "en-US,en;q=0.9"
   wrk.headers["Referer"] = origin .. "/chat"
+  if chunked then wrk.headers["Transfer-Encoding"] = "chunked" end
+end
+
+-- The body in HTTP/1.1 chunked framing: chunks of chunk_bytes (all of it in one
+-- when 0), then the last chunk, no trailers.
+local function chunk_frame(body)
+  local size = chunk_bytes > 0 and chunk_bytes or #body
+  local parts = {}
+  for at = 1, #body, size do
+    local piece = body:sub(at, at + size - 1)
+    parts[#parts + 1] = fmt("%x\r\n%s\r\n", #piece, piece)
+  end
+  parts[#parts + 1] = "0\r\n\r\n"
+  return concat(parts)
 end
 
 local MODELS = { "gpt-4o-mini", "claude-3-5-sonnet", "llama-3.1-70b-instruct" }
@@ -125,6 +147,11 @@ function request()
     origin, slot, tid, slot,
     concat(events, ","))
   body_bytes = #body
+  if chunked then
+    -- wrk.format adds Content-Length for a body: format the head without one (it
+    -- ends with the blank line) and append the framed body.
+    return wrk.format(nil, nil, nil, nil) .. chunk_frame(body)
+  end
   return wrk.format(nil, nil, nil, body)
 end
 
