@@ -141,24 +141,42 @@ def tighten(
     skew: Skew, *, t_send: float, t_end: float, outcome: str, gateway: tuple[float, float] | None
 ) -> Skew:
     """Move the browser span (never the server's) so that it starts no later than
-    the gateway's server span and, for completed and error turns, ends no earlier:
-    the Jaeger adjuster's rule, centring the gateway by symmetric latency."""
+    the gateway's server span and, for completed and error turns, ends no earlier.
+
+    Both are bounds on θ too (θ <= gateway start - t_send; θ >= gateway end - t_end),
+    so the skew moves as little as they need: to the nearest θ they allow. Where that
+    leaves the interval the samples gave, or there were none, the samples and the
+    spans disagree and the Jaeger adjuster's rule decides instead: the gateway centred
+    in the browser span by symmetric latency. Centring by default would be wrong
+    whenever the latency is not symmetric: a request that waited 1.5 s in a server
+    queue would move its browser span by 750 ms."""
     if gateway is None:
         return skew
     gs, ge = gateway
-    bs, be = t_send + skew.ms, t_end + skew.ms
-    must_contain = outcome in ("completed", "error") and (be - bs) >= (ge - gs)
+    must_contain = outcome in ("completed", "error") and (t_end - t_send) >= (ge - gs)
+    # A stopped or abandoned turn's gateway span may outlive it: only the start matters.
+    lo, hi = (ge - t_end if must_contain else -math.inf), gs - t_send
+    if lo <= skew.ms <= hi:
+        return skew
+    nearest = min(max(skew.ms, lo), hi)
+    sampled = _sampled_interval(skew)
+    if sampled is not None and sampled[0] <= nearest <= sampled[1]:
+        return Skew(nearest, f"{skew.source}+tightened", skew.uncertainty_ms)
     if must_contain:
-        if bs <= gs and be >= ge:
-            return skew
-        latency = ((be - bs) - (ge - gs)) / 2
-        shift = (gs - latency) - bs
+        latency = ((t_end - t_send) - (ge - gs)) / 2
+        centred = gs - latency - t_send
     else:
-        # A stopped or abandoned turn's gateway span may outlive it: only the start matters.
-        if bs <= gs:
-            return skew
-        shift = gs - bs
-    return Skew(skew.ms + shift, f"{skew.source}+tightened", skew.uncertainty_ms)
+        centred = hi
+    return Skew(centred, f"{skew.source}+tightened", skew.uncertainty_ms)
+
+
+def _sampled_interval(skew: Skew) -> tuple[float, float] | None:
+    """The interval of θ the samples allowed: unknown without samples."""
+    if skew.uncertainty_ms is not None:
+        return skew.ms - skew.uncertainty_ms, skew.ms + skew.uncertainty_ms
+    if skew.source.startswith("beacon"):
+        return -math.inf, skew.ms
+    return None
 
 
 # --- spans ----------------------------------------------------------------------

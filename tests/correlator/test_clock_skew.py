@@ -162,3 +162,35 @@ def test_tightening_keeps_the_uncertainty_and_says_it_moved():
     assert tightened.source == "server_timing+tightened"
     assert tightened.uncertainty_ms == 12.0
     assert T + tightened.ms <= T + 2000 and T + 1000 + tightened.ms >= T + 2500
+
+
+def test_tightening_moves_the_skew_only_as_far_as_the_gateway_span_needs():
+    """The held request: its gateway span starts 1.5 s into the browser span and ends
+    2 ms after it (the server closed its span after the last byte). Centring the
+    gateway would move the browser span by 750 ms; the nearest skew that contains it
+    is 2 ms away, and inside what the samples allow."""
+    skew = Skew(1.8, "server_timing", 6.8)
+    tightened = tighten(
+        skew, t_send=T, t_end=T + 3000, outcome="completed", gateway=(T + 1505, T + 3004)
+    )
+    assert tightened == Skew(4.0, "server_timing+tightened", 6.8)
+
+
+def test_an_upper_bound_from_beacons_is_tightened_within_it():
+    skew = Skew(80.0, "beacon", None)  # θ <= 80
+    tightened = tighten(
+        skew, t_send=T, t_end=T + 1000, outcome="stopped", gateway=(T + 30, T + 2000)
+    )
+    assert tightened == Skew(30.0, "beacon+tightened", None)  # start no later than the gateway
+
+
+@pytest.mark.parametrize("skew", [Skew(0.0, "none"), Skew(0.0, "server_timing", 5.0)])
+def test_without_samples_or_against_them_the_gateway_is_centred(skew):
+    """No samples, or samples the spans contradict (θ in [-5, 5], but the gateway span
+    starts 60 s after the browser sent): the Jaeger adjuster's symmetric latency."""
+    tightened = tighten(
+        skew, t_send=T, t_end=T + 1000, outcome="completed",
+        gateway=(T + 60_100, T + 60_900),
+    )  # fmt: skip
+    assert tightened.ms == pytest.approx(60_000.0)  # 100 ms of latency each way
+    assert tightened.source == f"{skew.source}+tightened"
