@@ -6,4 +6,5 @@ class RumserverConfig(AppConfig):
     verbose_name = "llmrum ingest"
 
     def ready(self) -> None:
-        from rumserver import cors  # noqa: F401  (connects the CORS signal)
+        # Connect their signals: CORS, and no JIT on new PostgreSQL connections.
+        from rumserver import cors, fastsql  # noqa: F401

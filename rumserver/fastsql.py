@@ -13,6 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from django.db.backends.signals import connection_created
 
 
 def execute_prepared(sql: str, params: dict[str, Any]) -> None:
@@ -50,3 +51,18 @@ def placeholders(columns: int, rows: int) -> str:
     """``(%s, %s), (%s, %s)`` for a multi-row VALUES list (the portable path)."""
     row = "(" + ", ".join(["%s"] * columns) + ")"
     return ", ".join([row] * rows)
+
+
+def no_jit(sender: Any, connection: Any, **kwargs: Any) -> None:
+    """Every PostgreSQL connection of llmrum plans without JIT (``connection_created``,
+    connected in ``RumserverConfig.ready``). llmrum's statements are index probes of
+    a few hundred keys; on tables without statistics (a fresh deployment, a restore)
+    the planner's cost estimates cross ``jit_above_cost`` and PostgreSQL compiled each
+    read of a stitch batch for 0.4 s (bench/stitch --no-analyze). A ``SET`` rather
+    than a startup option: poolers such as PgBouncer refuse unknown startup options."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SET jit = off")
+
+
+connection_created.connect(no_jit, dispatch_uid="llmrum-no-jit")

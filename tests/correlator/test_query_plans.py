@@ -810,6 +810,14 @@ def test_the_tables_have_no_statistics(store: Store) -> None:
     assert store.rows["rumserver_browserevent"] > 25_000 and store.rows["rumserver_span"] > 70_000
 
 
+def test_connections_plan_without_jit(store: Store) -> None:
+    """Costs estimated without statistics are large enough for JIT to compile a stitch
+    batch's reads (0.4 s each): llmrum's connections turn it off (rumserver.fastsql)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SHOW jit")
+        assert cursor.fetchone()[0] == "off"
+
+
 @pytest.mark.parametrize("path", list(PATHS))
 def test_hot_path_plans_hold_without_statistics(store: Store, path: str) -> None:
     run, expected = PATHS[path]
