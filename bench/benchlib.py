@@ -271,11 +271,25 @@ def add_round_args(parser: argparse.ArgumentParser, rounds: Sequence[str], main:
         f"{main} rounds, reported as ours / compared",
     )
     parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="with --compare: load both servers at the same time (the compared noop and "
+        f"{main} rounds with ours), so that a busy machine weighs on both alike",
+    )
+    parser.add_argument(
         "--repeat",
         type=_at_least(1),
         default=1,
         help="passes over the rounds, every other one in reverse order (1; 2 or more to "
         "compare rates within a few per cent)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=lambda text: [name.strip() for name in text.split(",") if name.strip()],
+        default=None,
+        metavar="NAME,...",
+        help=f"only these rounds ({main} always; all of {', '.join(rounds)} by default), e.g. "
+        f"{main},compare_{main} with --repeat 8 to compare just those",
     )
     parser.add_argument(
         "--server-env",
@@ -352,7 +366,8 @@ def pass_figures(
 ) -> dict[str, Any]:
     """What every round's passes (each with .result, .cpu and .stored) add up to: CPU
     a request over all passes (weighted by requests), the stored-row checks of the
-    `storing` rounds combined, and each pass as JSON (`result_json` of its result)."""
+    `storing` rounds combined (`combine_stored` of their passes' checks; a round whose
+    passes hold none is left out), and each pass as JSON (`result_json` of its result)."""
     storing = set(storing)
     passes = len(next(iter(measured.values()), []))
     return {
@@ -363,7 +378,7 @@ def pass_figures(
         "stored": {
             name: combine_stored([m.stored for m in runs])
             for name, runs in measured.items()
-            if name in storing
+            if name in storing and any(m.stored is not None for m in runs)
         },
         "passes": [
             {
@@ -375,33 +390,60 @@ def pass_figures(
     }
 
 
-def round_order(names: list[str], repeat: int) -> list[str]:
+def round_order(names: list[Any], repeat: int) -> list[Any]:
     """The rounds of one repeat: forward, then backward on the next (A B B A), so
     that a load that grows or fades through the run, or tables that grow, weigh on
     every target alike over an even number of repeats."""
     return names if repeat % 2 == 0 else names[::-1]
 
 
+def chosen_rounds(args: argparse.Namespace, rounds: dict[str, Any], main: str) -> dict[str, Any]:
+    """The planned rounds --rounds keeps (the endpoint's own round always)."""
+    if args.rounds is None:
+        return rounds
+    unknown = set(args.rounds) - set(rounds)
+    if unknown:
+        raise SystemExit(f"--rounds: no round {', '.join(sorted(unknown))} in this run")
+    return {name: r for name, r in rounds.items() if name in args.rounds or name == main}
+
+
+def round_groups(args: argparse.Namespace, names: list[str], main: str) -> list[tuple[str, ...]]:
+    """The rounds as run: one at a time, or with --side-by-side each compared round at
+    the same time as ours (noop with compare_noop, `main` with compare_`main`)."""
+    if not args.side_by_side:
+        return [(name,) for name in names]
+    groups = []
+    for name in names:
+        if name.startswith("compare_") and name.removeprefix("compare_") in names:
+            continue  # runs with ours
+        partner = f"compare_{name}"
+        groups.append((name, partner) if partner in names else (name,))
+    return groups
+
+
 def run_passes(
     args: argparse.Namespace,
-    names: list[str],
-    measure_round: Callable[[str, bool], tuple[Any, dict[str, Any] | None]],
+    groups: list[tuple[str, ...]],
+    measure_group: Callable[[tuple[str, ...], bool], tuple[dict[str, Any], dict[str, Any] | None]],
 ) -> tuple[dict[str, list[Any]], dict[str, Any] | None]:
-    """--repeat passes over the rounds (see round_order): `measure_round(name,
-    profile)` measures one round, with py-spy when `profile` (--profile, the
-    --profile-round on the first pass), and returns (its result, the profile summary
-    or None). Returns every round's results in pass order, and the profile."""
-    measured: dict[str, list[Any]] = {name: [] for name in names}
+    """--repeat passes over the groups of rounds (see round_groups, round_order):
+    `measure_group(names, profile)` loads the rounds of one group at the same time,
+    with py-spy on --profile-round's server when `profile` (--profile, first pass),
+    and returns ({name: its result}, the profile summary or None). Returns every
+    round's results in pass order, and the profile."""
+    measured: dict[str, list[Any]] = {name: [] for group in groups for name in group}
     profile = None
-    if args.profile and args.profile_round not in names:
+    if args.profile and args.profile_round not in measured:
         print(f"(profile skipped: no {args.profile_round} round in this run)")
     for repeat in range(args.repeat):
         if args.repeat > 1:
             print(f"pass {repeat + 1} of {args.repeat}")
-        for name in round_order(names, repeat):
-            sample = args.profile and name == args.profile_round and repeat == 0
-            result, summary = measure_round(name, sample)
-            measured[name].append(result)
+        for group in round_order(groups, repeat):
+            sample = args.profile and args.profile_round in group and repeat == 0
+            # Side by side, ours starts first on one pass and last on the next.
+            results, summary = measure_group(tuple(round_order(list(group), repeat)), sample)
+            for name, result in results.items():
+                measured[name].append(result)
             profile = summary or profile
     return measured, profile
 
@@ -522,6 +564,35 @@ def cpu_delta(before: float | dict[int, float], after: float | dict[int, float])
     return after - before  # type: ignore[operator]
 
 
+def cpu_side_by_side(
+    before: list[dict[str, Any]], after: list[dict[str, Any]], requests: list[int]
+) -> list[dict[str, Any]]:
+    """cpu_per_request for servers loaded at the same time, one (before, after) pair of
+    cpu_snapshot per server, taken together: gunicorn is each server's own, per its
+    requests; PostgreSQL, the load generator and the rest of the machine are shared,
+    per request of all of them. With one server, cpu_per_request."""
+    if len(before) == 1:
+        return [cpu_per_request(before[0], after[0], requests[0])]
+    total = max(sum(requests), 1)
+    b0, a0 = before[0], after[0]
+    shared = {k: cpu_delta(b0[k], a0[k]) for k in b0 if k not in ("wall", "machine", "gunicorn")}
+    own = [cpu_delta(b["gunicorn"], a["gunicorn"]) for b, a in zip(before, after, strict=True)]
+    machine = cpu_delta(b0["machine"], a0["machine"])
+    other = max(machine - sum(own) - sum(shared.values()), 0.0)
+    busy = round(100 * machine / ((a0["wall"] - b0["wall"]) * (os.cpu_count() or 1)), 1)
+    return [
+        {
+            "ms_per_request": {
+                "gunicorn": round(1000 * seconds / max(n, 1), 3),
+                **{k: round(1000 * v / total, 3) for k, v in shared.items()},
+                "other": round(1000 * other / total, 3),
+            },
+            "machine_busy_pct": busy,
+        }
+        for seconds, n in zip(own, requests, strict=True)
+    ]
+
+
 def children_cpu_seconds() -> float:
     """CPU of the child processes this process has reaped (wrk, once it has exited)."""
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -592,9 +663,8 @@ def print_checks(report: dict[str, Any], checks: dict[str, bool], main: str) -> 
     chunked >= 0.9 x sized and, with --compare, >= 0.95 x the compared code (`main`:
     the endpoint's round)."""
     ratios, labels = report["ratios"], report["labels"]
-    checks = checks | {
-        "chunked >= 0.9 x sized": (ratios[f"{main}_chunked_over_{main}"] or 0) >= 0.9
-    }
+    if f"{main}_chunked_over_{main}" in ratios:
+        checks["chunked >= 0.9 x sized"] = (ratios[f"{main}_chunked_over_{main}"] or 0) >= 0.9
     if f"{main}_over_compare_{main}" in ratios:
         compared = labels[f"compare_{main}"].removesuffix(f" {main}")
         checks[f">= 0.95 x {compared}"] = (ratios[f"{main}_over_compare_{main}"] or 0) >= 0.95
@@ -810,7 +880,8 @@ def print_code(report: dict[str, Any]) -> None:
     )
     if report.get("compare"):
         compare = report["compare"]
-        print(f"compared with: {compare['label']} ({compare['dir']}), same database, same run")
+        how = "at the same time as ours" if config.get("side_by_side") else "same run"
+        print(f"compared with: {compare['label']} ({compare['dir']}), same database, {how}")
     if config.get("server_env"):
         print(f"server env: {' '.join(f'{k}={v}' for k, v in config['server_env'].items())}")
     chunks = config["chunk_bytes"]
