@@ -23,9 +23,9 @@ if command -v npm >/dev/null; then
     fi
     committed="$(mktemp -d)"
     trap 'rm -rf "$committed"' EXIT
-    cp static/llmrum/llmrum.min.js static/llmrum/llmrum.esm.js "$committed/"
+    cp static/llmrum/*.js "$committed/"
     npm run --silent build
-    for f in llmrum.min.js llmrum.esm.js; do
+    for f in $(cd static/llmrum && ls *.js) $(cd "$committed" && ls *.js); do
       cmp -s "$committed/$f" "static/llmrum/$f" || {
         echo "llmrum: frontend_sdk/static/llmrum/$f differs from what src/ builds: run npm run build in frontend_sdk and commit it" >&2
         exit 1

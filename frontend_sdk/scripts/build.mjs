@@ -1,6 +1,7 @@
 // Builds the SDK: a minified IIFE (global `llmrum`) that Django serves at
-// /static/llmrum/llmrum.min.js, and an ES module. Both are committed; CI rebuilds
-// and fails if they differ, so a Python-only user never needs npm.
+// /static/llmrum/llmrum.min.js, the add-on files a page adds after it (EventSource,
+// WebSocket, chat text), and an ES module with everything. All are committed; CI
+// rebuilds them and fails if they differ, so a Python-only user never needs npm.
 import { writeFileSync } from "node:fs";
 import { build } from "esbuild";
 import { minify } from "terser";
@@ -40,11 +41,18 @@ const shrink = async (code, module) =>
     })
   ).code;
 
-for (const [format, outfile, extra] of [
+// The core first; the add-ons then get its property names (mangleCache), as they reach
+// into its objects (core.startTurn, turn.chunk...) through window.llmrum._use.
+let mangleCache = {};
+for (const [format, outfile, entry] of [
   // The script tag's build sets window.llmrum itself (src/global.ts).
-  ["iife", "static/llmrum/llmrum.min.js", { entryPoints: ["src/global.ts"] }],
-  ["esm", "static/llmrum/llmrum.esm.js", { entryPoints: ["src/index.ts"] }],
+  ["iife", "static/llmrum/llmrum.min.js", "src/global.ts"],
+  ["iife", "static/llmrum/llmrum.eventsource.min.js", "src/addons/eventsource.ts"],
+  ["iife", "static/llmrum/llmrum.websocket.min.js", "src/addons/websocket.ts"],
+  ["iife", "static/llmrum/llmrum.text.min.js", "src/addons/text.ts"],
+  ["esm", "static/llmrum/llmrum.esm.js", "src/esm.ts"],
 ]) {
-  const out = await build({ ...common, ...extra, format });
+  const out = await build({ ...common, entryPoints: [entry], format, mangleCache });
+  mangleCache = out.mangleCache;
   writeFileSync(outfile, (await shrink(out.outputFiles[0].text, format === "esm")) + "\n");
 }

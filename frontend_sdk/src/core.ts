@@ -1,8 +1,7 @@
 /** What every transport shares: the session, the conversation, the decision to
  * propagate, and the making of turns. */
 import { hex, matches, now, stripQuery, uuid, type UrlPattern } from "./lib/util";
-import { getSession, type Session } from "./session";
-import { promptOf, TEXT_MAX } from "./stream";
+import { getSession, saveSession, type Session } from "./session";
 import { Transport } from "./transport";
 import { Turn } from "./turn";
 import type { Options, RumEvent } from "./types";
@@ -29,28 +28,18 @@ export class Core {
   /** Set by regenerate/edit clicks, taken by the next turn. */
   next: { regenerateOf?: string | undefined; intentCorrection?: boolean } = {};
   _targets: UrlPattern[];
-  /** The app's redact hook when it opted in to text (captureText): never throws, and
-   * anything but a string (null, undefined, a throw) sends nothing. */
-  _redact: Turn["_redact"];
+  /** Called with each new turn and what the page sent (the text add-on reads its prompt). */
+  _onTurn: ((turn: Turn, body: unknown) => void) | undefined;
 
   constructor(readonly o: Options, fetchImpl: typeof fetch) {
     this._targets = o.tracePropagationTargets ?? [];
     this.conversationId = o.conversationId;
     this.userId = o.user;
-    const redact = o.captureText && o.redact;
-    if (redact)
-      this._redact = (text, kind) => {
-        try {
-          const out = redact(text, kind);
-          return typeof out === "string" ? out.slice(0, TEXT_MAX) : undefined;
-        } catch {
-          return undefined;
-        }
-      };
     this.transport = new Transport({
       url: `${o.endpoint.replace(/\/$/, "")}/rum/v1/beacon?key=${encodeURIComponent(o.key)}`,
       envelope: () => {
         const s = this.session();
+        saveSession(); // the session's last activity, for other tabs: off the turn's path
         return {
           v: 1,
           sdk: { name: "llmrum", version: VERSION },
@@ -107,7 +96,7 @@ export class Core {
     return { traced, turn: chat ? this.startTurn(stripQuery(url), method, body, traceId, spanId) : undefined };
   }
 
-  /** `body`: what the page sent (its prompt), read only when the app captures text. */
+  /** `body`: what the page sent (its prompt), read only by the text add-on. */
   startTurn(url: string, method: string, body?: unknown, traceId = hex(16), spanId = hex(8)): Turn {
     const turn = new Turn(
       {
@@ -125,11 +114,7 @@ export class Core {
         this.emit(event, true);
       },
     );
-    if (this._redact) {
-      turn._redact = this._redact;
-      turn._prompt = promptOf(body);
-      turn.parser._text = "";
-    }
+    this._onTurn?.(turn, body);
     this.next = {};
     this.lastSpanId = spanId;
     this.traceOf.set(spanId, traceId);

@@ -1,26 +1,9 @@
-/** fetch: trace headers for propagation targets, and chat turns timed by wrapping
- * the body's reader. The page gets a Response over the very same chunks (no clone,
- * no copy, no read-ahead), so getReader(), text(), json(), clone() and
- * pipeThrough() behave as before. */
+/** fetch: trace headers for propagation targets, and chat turns timed on the page's own
+ * reads of the body (see watch). */
 import { safe, toUrl } from "./lib/util";
 import type { Core } from "./core";
 import type { Turn } from "./turn";
 import type { ServerTimingEntry } from "./types";
-
-export const parseServerTiming = (header: string | null): ServerTimingEntry[] =>
-  (header ?? "")
-    .split(",")
-    .filter((part) => part.trim())
-    .map((part) => {
-      const [name = "", ...params] = part.split(";").map((s) => s.trim());
-      const entry: ServerTimingEntry = { name, duration: null, description: "" };
-      for (const p of params) {
-        const [k, v = ""] = p.split(/=(.*)/s).map((s) => s.trim().replace(/^"|"$/g, ""));
-        if (k === "dur" && Number(v) >= 0) entry.duration = Number(v);
-        if (k === "desc") entry.description = v;
-      }
-      return entry;
-    });
 
 /** The resource entry of this request, once the body has ended: it carries
  * serverTiming when Timing-Allow-Origin lets the page see it (STANDARDS §6.2). */
@@ -40,58 +23,95 @@ export const failure = (e: unknown, traced: boolean): string =>
 export const endWithError = (turn: Turn, e: unknown, traced: boolean): void =>
   isAbort(e) ? turn.end("stopped") : turn.end("error", failure(e, traced));
 
-const wrapBody = (res: Response, turn: Turn, href: string, since: number, traced: boolean): Response => {
-  turn.headers(res.status);
-  turn.serverTiming = parseServerTiming(res.headers.get("server-timing"));
+type Methods = Record<string | symbol, unknown>;
+
+/** Watches the page's reads of the Response's body: each chunk is the turn's as the page
+ * gets it. The page keeps the browser's own Response and body (no clone, no copy, no
+ * read-ahead, nothing in between): getReader() and async iteration, how pages and the
+ * OpenAI and Anthropic clients read, hand out the body's own reader with `read` and
+ * `cancel` watched, one promise more a read. What the browser reads itself (pipes, tee,
+ * text(), json()...) goes through a stream of ours over such a reader, made then. */
+const watch = (res: Response, turn: Turn, done: (outcome: "completed" | "stopped") => void, traced: boolean): void => {
+  const body = res.body as ReadableStream<Uint8Array>;
+  const getReader = body.getReader;
+  // Every read passes here: no allocation, and nothing it throws reaches the page.
+  const seen = (r: ReadableStreamReadResult<Uint8Array>): ReadableStreamReadResult<Uint8Array> => {
+    try {
+      if (r.done) done("completed");
+      else turn.chunk(r.value);
+    } catch {
+      /* measuring must never cost the page its answer */
+    }
+    return r;
+  };
+  const failed = (e: unknown): never => {
+    safe(endWithError)(turn, e, traced);
+    throw e;
+  };
+  const reader = (): ReadableStreamDefaultReader<Uint8Array> => {
+    const r = getReader.call(body) as ReadableStreamDefaultReader<Uint8Array>;
+    const { read, cancel } = r;
+    r.read = () => read.call(r).then(seen, failed);
+    r.cancel = (reason) => (done("stopped"), cancel.call(r, reason)); // the page cancelled: a stop button
+    return r;
+  };
+  // highWaterMark 0: it reads only when the page does, so the times are when the page
+  // got each chunk.
+  let ours: ReadableStream<Uint8Array> | undefined;
+  let read: ReadableStreamDefaultReader<Uint8Array> | undefined;
+  const stream = (): Methods =>
+    (ours ??= new ReadableStream<Uint8Array>(
+      {
+        async pull(c) {
+          const x = await (read ??= reader()).read();
+          if (x.done) c.close();
+          else c.enqueue(x.value);
+        },
+        cancel: (reason) => (read ??= reader()).cancel(reason),
+      },
+      { highWaterMark: 0 },
+    )) as unknown as Methods;
+  const b = body as unknown as Methods;
+  b.getReader = (o?: { mode?: string }) => (o?.mode ? getReader.call(body, o as { mode: "byob" }) : reader());
+  b[Symbol.asyncIterator] = b.values = (o?: { preventCancel?: boolean }) => {
+    const r = reader();
+    const it = {
+      next: () => r.read(),
+      // As the browser's: leaving the loop cancels the body (unless preventCancel) and
+      // releases the lock.
+      return: async (value?: unknown) => {
+        const cancelled = o?.preventCancel || r.cancel(value);
+        r.releaseLock();
+        await cancelled;
+        return { done: true, value };
+      },
+      [Symbol.asyncIterator]: () => it,
+    };
+    return it;
+  };
+  for (const k of ["pipeThrough", "pipeTo", "tee"]) b[k] = (...a: unknown[]) => (stream()[k] as (...a: unknown[]) => unknown)(...a);
+  const m = res as unknown as Methods;
+  for (const k of ["arrayBuffer", "blob", "bytes", "formData", "json", "text"])
+    m[k] = () => (new Response(stream() as unknown as ReadableStream, res) as unknown as Record<string, () => unknown>)[k]!();
+  // The browser's clone: this body becomes one branch of a tee, watched as before; the
+  // copy is the page's own.
+  m.clone = () => {
+    const copy = Response.prototype.clone.call(res);
+    watch(res, turn, done, traced);
+    return copy;
+  };
+};
+
+const watchResponse = (res: Response, turn: Turn, href: string, since: number, traced: boolean): void => {
+  turn.headers(res.status, res.headers.get("server-timing"));
   const done = safe((outcome: "completed" | "stopped") => {
     const fromEntry = resourceTiming(href, since);
     if (fromEntry.length) turn.serverTiming = fromEntry;
     turn.end(outcome);
   });
-  if (!res.ok) {
-    turn.end("error", `HTTP ${res.status}`);
-    return res;
-  }
-  if (!res.body) {
-    done("completed");
-    return res;
-  }
-  const reader = res.body.getReader();
-  // highWaterMark 0: read from the network only when the page reads, so the SDK
-  // never buffers ahead and the times are when the page got each chunk.
-  const body = new ReadableStream<Uint8Array>(
-    {
-      async pull(c) {
-        let r: ReadableStreamReadResult<Uint8Array>;
-        try {
-          r = await reader.read();
-        } catch (e) {
-          safe(endWithError)(turn, e, traced);
-          throw e;
-        }
-        if (r.done) {
-          done("completed");
-          c.close();
-        } else {
-          try {
-            turn.chunk(r.value);
-          } catch {
-            /* measuring must never cost the page its answer */
-          }
-          c.enqueue(r.value);
-        }
-      },
-      cancel(reason) {
-        done("stopped"); // the page cancelled its reader: a stop button
-        return reader.cancel(reason);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-  const out = new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
-  // These are read-only getters on the prototype; own properties keep them true.
-  for (const k of ["url", "redirected", "type"] as const) Object.defineProperty(out, k, { value: res[k] });
-  return out;
+  if (!res.ok) turn.end("error", `HTTP ${res.status}`);
+  else if (res.body) watch(res, turn, done, traced);
+  else done("completed");
 };
 
 export const instrumentFetch = (core: Core): void => {
@@ -108,12 +128,14 @@ export const instrumentFetch = (core: Core): void => {
       if (url) {
         href = url.href;
         const method = (init?.method ?? req?.method ?? "GET").toUpperCase();
-        const headers = new Headers(init?.headers ?? req?.headers);
-        const ids = core.prepare(url, method, (name, value) => headers.set(name, value), (name) => headers.get(name), init?.body);
+        // Made only for a request that gets trace headers.
+        let headers: Headers | undefined;
+        const own = (): Headers => (headers ??= new Headers(init?.headers ?? req?.headers));
+        const ids = core.prepare(url, method, (name, value) => own().set(name, value), (name) => own().get(name), init?.body);
         turn = ids.turn;
         if (ids.traced) {
           traced = true;
-          init = { ...init, headers };
+          init = { ...init, headers: own() };
         }
         const signal = init?.signal ?? req?.signal;
         if (turn && signal) {
@@ -128,7 +150,7 @@ export const instrumentFetch = (core: Core): void => {
     if (!turn) return p;
     const t = turn;
     return p.then(
-      (res) => safe(wrapBody)(res, t, href, since, traced) ?? res,
+      (res) => (safe(watchResponse)(res, t, href, since, traced), res),
       (e: unknown) => {
         safe(endWithError)(t, e, traced);
         throw e;

@@ -1,18 +1,18 @@
 /** llmrum browser SDK: `llmrum.init({...})` and the public API (DESIGN §8). */
 import { onCLS, onFCP, onINP, onLCP, onTTFB, type Metric } from "web-vitals";
 import { Core } from "./core";
-import { instrumentEventSource } from "./eventsource";
 import { instrumentFetch } from "./fetch";
-import { safe } from "./lib/util";
+import { cut, safe } from "./lib/util";
 import type { Turn } from "./turn";
 import type { Options } from "./types";
-import { instrumentWebSocket } from "./websocket";
 import { instrumentXHR } from "./xhr";
 
 export type { Options } from "./types";
 export { VERSION } from "./core";
 
 let core: Core | undefined;
+/** Add-ons given before init: EventSource, WebSocket, chat text (src/addons/). */
+const addons: ((core: Core) => void)[] = [];
 const MAX_ERRORS = 50; // a page throwing in a loop must not flood the queue
 
 const lastSpan = (): string | null => core?.lastSpanId ?? null;
@@ -67,7 +67,7 @@ const watchRoutes = (): void => {
 const watchErrors = (): void => {
   let n = 0;
   const report = safe((message: string, source: string | null, lineno: number | null, colno: number | null, stack: string | null) => {
-    if (n++ < MAX_ERRORS) core?.event("error", { message: message.slice(0, 1024), source, lineno, colno, stack });
+    if (n++ < MAX_ERRORS) core?.event("error", { message: cut(message, 1024), source, lineno, colno, stack });
   });
   addEventListener("error", (e) => {
     const err = e.error as Error | undefined;
@@ -92,8 +92,7 @@ export const init = safe((options: Options): void => {
   core = new Core(o, fetchImpl);
   instrumentFetch(core);
   instrumentXHR(core);
-  instrumentEventSource(core);
-  instrumentWebSocket(core);
+  for (const addon of addons) safe(addon)(core);
   addEventListener("click", safe(onClick), true);
   addEventListener("pagehide", safe(hidden));
   const shown = safe(() => {
@@ -111,6 +110,12 @@ export const init = safe((options: Options): void => {
   }
   if (o.vitals !== false) for (const on of [onCLS, onFCP, onINP, onLCP, onTTFB]) on(vital);
 });
+
+/** Adds an add-on: at init, or now when init has run. */
+export const _use = (addon: (core: Core) => void): void => {
+  if (core) safe(addon)(core);
+  else addons.push(addon);
+};
 
 /** A user action by code, e.g. `action("copy", {format: "markdown"})`. */
 export const action = safe((name: string, attrs: Record<string, string | number | boolean | null> = {}) =>

@@ -10,28 +10,36 @@ export interface Session {
 }
 
 const KEY = "llmrum:session";
-let memory: Session | undefined; // storage disabled (privacy modes): per page
+let memory: Session | undefined;
 
+/** localStorage is synchronous and slow (milliseconds on a busy machine, more after an
+ * idle while), so a turn's path never touches it: the copy in memory is the session
+ * while it is fresh. Storage is read when there is none in memory or it has gone stale
+ * (another tab may have kept the session alive meanwhile), and written when a session
+ * starts and by saveSession(), when a batch of events is sent. */
 export const getSession = (timeout: number, sampleRate: number): Session => {
   const t = now();
-  // Asked several times a turn: within a second, the copy in memory is the session
-  // (localStorage is synchronous, and slow on the first-chunk path).
-  if (memory && t - memory.last < 1000 && t >= memory.last) return memory;
-  let s: Session | undefined;
-  try {
-    s = JSON.parse(localStorage.getItem(KEY) ?? "null") ?? undefined;
-  } catch {
-    s = memory; // storage disabled or unreadable
+  if (!memory || t - memory.last > timeout) {
+    let s: Session | undefined;
+    try {
+      s = JSON.parse(localStorage.getItem(KEY) ?? "null") ?? undefined;
+    } catch {
+      s = memory; // storage disabled or unreadable: per page
+    }
+    if (!s || t - s.last > timeout) s = { id: uuid(), started_at: t, last: t, sampled: Math.random() < sampleRate };
+    memory = s;
+    saveSession();
   }
-  if (!s || t - s.last > timeout) s = { id: uuid(), started_at: t, last: t, sampled: Math.random() < sampleRate };
-  s.last = t;
-  memory = s;
+  memory.last = t;
+  return memory;
+};
+
+export const saveSession = (): void => {
   try {
-    localStorage.setItem(KEY, JSON.stringify(s));
+    localStorage.setItem(KEY, JSON.stringify(memory));
   } catch {
     /* keep it in memory */
   }
-  return s;
 };
 
 /** Tests: forget the copy in memory (as a new page would). */

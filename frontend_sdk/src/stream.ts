@@ -15,9 +15,9 @@ export type ParseChunk = (data: string) => Parsed | undefined | null;
 /** The most prompt or answer text a turn sends (the server's limit). */
 export const TEXT_MAX = 8192;
 
-type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+export type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
-const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
+export const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 
 /** Built-in rules: which field of which format carries the answer text. */
 export const parseJson = (j: Json): Parsed => {
@@ -28,11 +28,14 @@ export const parseJson = (j: Json): Parsed => {
   else if (t === "content_block_delta") content = j.delta?.type === "text_delta" ? str(j.delta.text) : undefined; // Anthropic
   else if (t === "text-delta" || t === "response.output_text.delta") content = str(j.delta) ?? str(j.textDelta); // Vercel v5, OpenAI Responses
   else content = str(j.message?.content) ?? str(j.response); // Ollama
-  const inner = j.message ?? j.response; // Anthropic message_start, OpenAI Responses
+  // Anthropic message_start, OpenAI Responses, Vercel message metadata ({model} by the AI SDK's docs)
+  const inner = j.message ?? j.response ?? j.messageMetadata;
   return {
     content,
     model: str(j.model) ?? str(inner?.model),
-    usage: j.usage ?? inner?.usage,
+    // Anthropic's message_start carries output_tokens 1, a placeholder: the count comes
+    // with message_delta, and a stream stopped before it has only what arrived.
+    usage: t === "message_start" ? { ...inner?.usage, output_tokens: undefined } : (j.usage ?? inner?.usage),
   };
 };
 
@@ -58,7 +61,7 @@ const parseVercel = (type: string, json: string): Parsed | undefined => {
 };
 
 export class StreamParser {
-  _decoder = new TextDecoder();
+  _decoder: TextDecoder | undefined; // made at the first bytes, not when the turn starts
   _line = "";
   /** The `data:` lines of the SSE event being read; undefined between events. */
   _data: string | undefined;
@@ -76,7 +79,7 @@ export class StreamParser {
    * the user sees them) it completed. */
   push(chunk: Uint8Array | string, end = false): number {
     this._tokens = 0;
-    const text = this._line + (typeof chunk === "string" ? chunk : this._decoder.decode(chunk, { stream: !end }));
+    const text = this._line + (typeof chunk === "string" ? chunk : (this._decoder ??= new TextDecoder()).decode(chunk, { stream: !end }));
     // Line by line without split(): this runs on every chunk of every answer.
     let from = 0;
     for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", from)) {
@@ -135,23 +138,3 @@ export class StreamParser {
     }
   }
 }
-
-/** The prompt in a request body: the last user message of a chat request (OpenAI,
- * Anthropic, Vercel AI SDK `parts`), a `prompt`, a string `input`; otherwise the body. */
-export const promptOf = (body: unknown): string | undefined => {
-  if (typeof body !== "string") return undefined;
-  let j: Json;
-  try {
-    j = JSON.parse(body) as Json;
-  } catch {
-    return body;
-  }
-  const list = j?.messages ?? j?.input;
-  const text = (c: unknown): string | undefined =>
-    typeof c === "string" ? c : Array.isArray(c) ? c.map((p: Json) => str(p?.text) ?? "").join("") : undefined;
-  if (Array.isArray(list)) {
-    const m = list.filter((x: Json) => x?.role === "user").pop() as Json | undefined;
-    return m && text(m.content ?? m.parts);
-  }
-  return str(j?.prompt) ?? str(list) ?? body;
-};

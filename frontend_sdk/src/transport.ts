@@ -42,6 +42,7 @@ export class Transport {
   _timerAt = 0;
   _retryAt = 0;
   _store = PREFIX + uuid();
+  _stored = false;
   /** Set when the page hides, until it shows again: what is reported meanwhile (Web
    * Vitals report LCP, CLS and INP then) is beaconed at once, as the page may be gone
    * before any timer fires. */
@@ -174,8 +175,10 @@ export class Transport {
 
   _save(): void {
     try {
+      // Storage is slow: an empty outbox that was never stored costs nothing.
       if (this.outbox.length) localStorage.setItem(this._store, JSON.stringify(this.outbox));
-      else localStorage.removeItem(this._store);
+      else if (this._stored) localStorage.removeItem(this._store);
+      this._stored = this.outbox.length > 0;
     } catch {
       /* storage full or disabled: keep going in memory */
     }

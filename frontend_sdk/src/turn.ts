@@ -1,12 +1,32 @@
 /** One chat request as the browser saw it (DESIGN §4 `turn`): timings, gaps
  * between tokens, and how it ended. Transports (fetch, XHR, EventSource, custom)
  * feed it; it knows nothing about them. */
-import { now, uuid } from "./lib/util";
+import { cut, now, uuid } from "./lib/util";
 import { StreamParser, type ParseChunk } from "./stream";
 import type { TurnEvent, Outcome, ServerTimingEntry } from "./types";
 
 const MAX_GAPS = 512; // what the server keeps
 const MAX_KEPT = 100_000; // bound memory for the summary on endless streams
+// Reads are parsed in batches: on the answer's path a read is only kept with its time
+// (the page's own chunk, no copy), and a batch costs the main thread less than its reads
+// one at a time would. Bounded, so a long or fast answer is never held for long.
+const BATCH_READS = 64;
+const BATCH_BYTES = 65_536;
+
+export const parseServerTiming = (header: string | null | undefined): ServerTimingEntry[] =>
+  (header ?? "")
+    .split(",")
+    .filter((part) => part.trim())
+    .map((part) => {
+      const [name = "", ...params] = part.split(";").map((s) => s.trim());
+      const entry: ServerTimingEntry = { name, duration: null, description: "" };
+      for (const p of params) {
+        const [k, v = ""] = p.split(/=(.*)/s).map((s) => s.trim().replace(/^"|"$/g, ""));
+        if (k === "dur" && Number(v) >= 0) entry.duration = Number(v);
+        if (k === "desc") entry.description = v;
+      }
+      return entry;
+    });
 
 export const percentile = (sorted: readonly number[], q: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
@@ -31,12 +51,17 @@ export class Turn {
   gaps: number[] = [];
   /** Set by a stop click or an abort signal; decides the outcome when it ends. */
   stopRequested = false;
-  serverTiming: ServerTimingEntry[] = [];
+  /** The Resource Timing entry's serverTiming, when the page may see it; otherwise the
+   * response's Server-Timing header, read when the turn ends (off the first chunk's path). */
+  serverTiming: ServerTimingEntry[] | undefined;
+  _timing: string | null | undefined;
   ended = false;
   parser: StreamParser;
-  /** With captureText: the prompt, and the app's redact hook (made safe by Core). */
-  _prompt: string | undefined;
-  _redact: ((text: string, kind: "prompt" | "answer") => string | undefined) | undefined;
+  /** Reads not parsed yet, each followed by its time. */
+  _reads: (Uint8Array | string | number)[] = [];
+  _readBytes = 0;
+  /** More fields for the turn's event when it ends (the text add-on's). */
+  _more: (() => object) | undefined;
 
   constructor(
     readonly ctx: TurnContext,
@@ -48,17 +73,24 @@ export class Turn {
     this.parser = new StreamParser(hook);
   }
 
-  headers(status: number): void {
+  headers(status: number, serverTiming?: string | null): void {
     this.tHeaders = now();
     this.status = status;
+    this._timing = serverTiming;
   }
 
   /** One network read (or one whole SSE message for EventSource). */
   chunk(value: Uint8Array | string): void {
     if (this.ended) return;
-    const t = now();
     this.chunks++;
-    this._tokens(this.parser.push(value), t);
+    this._reads.push(value, now());
+    if ((this._readBytes += value.length) > BATCH_BYTES || this._reads.length >= 2 * BATCH_READS) this._parse();
+  }
+
+  _parse(): void {
+    const reads = this._reads;
+    for (let i = 0; i < reads.length; i += 2) this._tokens(this.parser.push(reads[i] as Uint8Array | string), reads[i + 1] as number);
+    reads.length = this._readBytes = 0;
   }
 
   _tokens(tokens: number, t: number): void {
@@ -74,14 +106,12 @@ export class Turn {
   end(outcome: Outcome, error?: string): void {
     if (this.ended) return;
     const t = now();
+    this._parse();
     this._tokens(this.parser.push("", true), t);
     this.ended = true;
     const p = this.parser;
     const sorted = [...this.gaps].sort((a, b) => a - b);
     const fromUsage = p.usage?.completion_tokens ?? p.usage?.output_tokens ?? p.usage?.completionTokens;
-    const r = this._redact;
-    const prompt = r && this._prompt !== undefined ? r(this._prompt, "prompt") : undefined;
-    const answer = r && p._text ? r(p._text, "answer") : undefined;
     this._onEnd({
       type: "turn",
       id: uuid(),
@@ -108,13 +138,12 @@ export class Turn {
       tokens_estimated: fromUsage === undefined,
       model: p.model ?? null,
       usage: p.usage ?? null,
-      server_timing: this.serverTiming,
+      server_timing: this.serverTiming ?? parseServerTiming(this._timing),
       outcome: this.stopRequested && outcome !== "abandoned" ? "stopped" : outcome,
       regenerate_of: this.ctx.regenerateOf ?? null,
       intent_correction: !!this.ctx.intentCorrection,
-      error: error ? error.slice(0, 1024) : null,
-      ...(prompt === undefined ? {} : { prompt_text: prompt }),
-      ...(answer === undefined ? {} : { answer_text: answer }),
+      error: error ? cut(error, 1024) : null,
+      ...this._more?.(),
     });
   }
 }

@@ -97,6 +97,7 @@ def chat_page(live_url: str, key: str, chat_api: ChatApi, endpoint: str | None =
     }
     return f"""<!doctype html><title>chat</title>
 <script src="{live_url}/static/llmrum/llmrum.min.js"></script>
+<script src="{live_url}/static/llmrum/llmrum.eventsource.min.js"></script>
 <script>llmrum.init(Object.assign({json.dumps(options)}, {{chatUrls: [/\\/v1\\/chat\\/completions/]}}));</script>
 <script>{PAGE_JS}</script>"""
 

@@ -94,11 +94,26 @@ window.runSocket = (url, prompt) => new Promise((resolve) => {
 """
 
 
-def sdk_page(live_url: str, key: str, *, options: str = "", body: str = "", head: str = "") -> str:
-    """A page with the built SDK and PAGE_JS; `options` is more of llmrum.init's object
-    literal (JavaScript: RegExps and functions allowed)."""
+ADDONS = ("eventsource", "websocket", "text")
+
+
+def sdk_page(
+    live_url: str,
+    key: str,
+    *,
+    options: str = "",
+    body: str = "",
+    head: str = "",
+    addons: tuple[str, ...] = ADDONS,
+) -> str:
+    """A page with the built SDK, the add-on files after it (all by default), and PAGE_JS;
+    `options` is more of llmrum.init's object literal (JavaScript: RegExps and functions
+    allowed)."""
+    files = "".join(
+        f'<script src="{live_url}/static/llmrum/llmrum.{name}.min.js"></script>' for name in addons
+    )
     return f"""<!doctype html><title>chat</title>
-{head}<script src="{live_url}/static/llmrum/llmrum.min.js"></script>
+{head}<script src="{live_url}/static/llmrum/llmrum.min.js"></script>{files}
 <script>llmrum.init({{endpoint: {json.dumps(live_url)}, key: {json.dumps(key)},
   flushInterval: 200, chatUrls: [/\\/v1\\/chat\\/completions/], {options}}});</script>
 <script>{PAGE_JS}</script>
@@ -210,6 +225,17 @@ def test_chat_text_leaves_only_through_the_redact_hook_when_opted_in(
     _, plain = stored(app, "turn", 2)
     assert "prompt_text" not in plain or plain["prompt_text"] is None
     assert "answer_text" not in plain or plain["answer_text"] is None
+    # Opted in, but without the text add-on (llmrum.text.min.js): nothing either.
+    html = sdk_page(
+        live_server.url,
+        app.public_key,
+        options=f"captureText: true, redact: {redact}",
+        addons=("eventsource", "websocket"),
+    )
+    page = open_page(tab, page_server, "/core-only", html)
+    assert page.evaluate("([u, b]) => runChat(u, b)", [url, json.dumps(PROMPT)]) == "completed"
+    _, _, core_only = stored(app, "turn", 3)
+    assert core_only.get("prompt_text") is None and core_only.get("answer_text") is None
     everything = json.dumps([r.data for r in BrowserEvent.objects.filter(app=app)])
     assert "555-0100" not in everything
     assert "system secret" not in everything
@@ -343,6 +369,17 @@ def test_uncaught_errors_and_rejections_are_reported(
     assert "boom in a handler" in thrown["stack"]
     assert "nobody caught me" in by_message["Unhandled rejection: nobody caught me"]["stack"]
     assert any("boom in a handler" in e for e in tab.errors)  # the page still got its error
+
+
+def test_a_long_error_message_is_cut_at_a_whole_character(
+    tab: Tab, live_server: Any, page_server: PageServer, app: Any
+) -> None:
+    # "Uncaught Error: " and 1,007 x: the 1,024th UTF-16 unit is the first half of an
+    # emoji. Cut there, the event would hold a lone surrogate, which the server refuses.
+    page = open_page(tab, page_server, "/long-error", sdk_page(live_server.url, app.public_key))
+    page.evaluate("setTimeout(() => { throw new Error('x'.repeat(1007) + '😀'.repeat(20)); })")
+    (error,) = stored(app, "error")
+    assert error["message"] == "Uncaught Error: " + "x" * 1007
 
 
 # --- Web Vitals, and what is reported as the page goes -------------------------

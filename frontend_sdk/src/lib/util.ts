@@ -2,18 +2,24 @@
 
 /** Epoch ms on the browser clock: timeOrigin + now() is monotonic within the page,
  * unlike Date.now(), which jumps when the system clock is set (STANDARDS §6.1). */
-const origin = performance.timeOrigin; // a getter into the browser: read it once
-export let now = (): number => origin + performance.now();
+// `performance` and timeOrigin are getters into the browser: read them once (now() runs
+// on every chunk).
+const perf = performance;
+const origin = perf.timeOrigin;
+export let now = (): number => origin + perf.now();
 
 /** Tests inject a clock, like Faro's getNow. */
 export const setClock = (clock: () => number): void => {
   now = clock;
 };
 
+/** Random lowercase hex, `bytes` long. Math.random, as OpenTelemetry JS's id generator:
+ * ids need to be unique, not secret, and crypto.getRandomValues costs a call into the
+ * browser on the request's path. */
 export const hex = (bytes: number): string => {
-  const a = crypto.getRandomValues(new Uint8Array(bytes));
   let s = "";
-  for (const b of a) s += (b < 16 ? "0" : "") + b.toString(16);
+  while (s.length < 2 * bytes) s += ((Math.random() * 2 ** 32) >>> 0).toString(16).padStart(8, "0");
+  s = s.slice(0, 2 * bytes);
   // All-zero ids are invalid in W3C trace context; the odds are 2^-64, but be exact.
   return /^0+$/.test(s) ? hex(bytes) : s;
 };
@@ -51,6 +57,11 @@ export const toUrl = (input: string | URL): URL | undefined => {
     return undefined;
   }
 };
+
+/** The first `n` UTF-16 units of `s`, less one if that would split a surrogate pair:
+ * a lone surrogate is not text, and the server refuses an event holding one. */
+export const cut = (s: string, n: number): string =>
+  s.slice(0, n - (s.length > n && s.charCodeAt(n - 1) >> 10 === 0x36 ? 1 : 0));
 
 /** The URL without query or fragment: queries often carry keys or user text. */
 export const stripQuery = (url: URL): string => url.origin + url.pathname;

@@ -1,7 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
-import { instrumentFetch, parseServerTiming } from "../../src/fetch";
+import { instrumentFetch } from "../../src/fetch";
+import { parseServerTiming } from "../../src/turn";
 import type { TurnEvent, Options } from "../../src/types";
 import { controlledBody, fakeClock, openai } from "./helpers";
 
@@ -90,6 +91,12 @@ describe("the page's view of the body is unchanged", () => {
         s += dec.decode(value, { stream: true });
       }
     },
+    "for await (the OpenAI and Anthropic clients)": async (r) => {
+      const dec = new TextDecoder();
+      let s = "";
+      for await (const value of r.body as unknown as AsyncIterable<Uint8Array>) s += dec.decode(value, { stream: true });
+      return s;
+    },
     "text()": (r) => r.text(),
     "clone()": async (r) => {
       const c = r.clone();
@@ -167,6 +174,16 @@ describe("timing and outcomes", () => {
     body.error(new DOMException("The user aborted a request.", "AbortError"));
     await expect(reader.read()).rejects.toMatchObject({ name: "AbortError" });
     expect(turns[0]).toMatchObject({ outcome: "stopped", output_tokens: 1 });
+  });
+
+  it("ends as stopped when the page leaves its for-await loop, and cancels the body", async () => {
+    const body = controlledBody();
+    setup(() => sseResponse(body.stream));
+    const r = await fetch(API);
+    body.push(openai("a"));
+    for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) if (chunk) break;
+    expect(turns[0]).toMatchObject({ outcome: "stopped", chunks: 1, output_tokens: 1 });
+    await expect(body.stream.getReader().closed).resolves.toBeUndefined(); // cancelled: closed and unlocked
   });
 
   it("ends as stopped when the page cancels its reader", async () => {

@@ -85,3 +85,13 @@ describe("parseChunk hook", () => {
     expect(p.push(openai("x"))).toBe(1);
   });
 });
+
+describe("Anthropic message_start usage", () => {
+  it("keeps the input count and drops the placeholder output count", () => {
+    const p = new StreamParser();
+    p.push(sse({ type: "message_start", message: { model: "claude-haiku-4-5", usage: { input_tokens: 7, cache_read_input_tokens: 0, output_tokens: 1 } } }));
+    expect(p.usage).toEqual({ input_tokens: 7, cache_read_input_tokens: 0 });
+    p.push(sse({ type: "message_start", message: { model: "claude-haiku-4-5" } }));
+    expect(p.usage).toEqual({ input_tokens: 7, cache_read_input_tokens: 0 });
+  });
+});

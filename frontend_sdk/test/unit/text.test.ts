@@ -4,7 +4,7 @@ import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
 import { instrumentFetch } from "../../src/fetch";
-import { promptOf } from "../../src/stream";
+import { captureText, promptOf } from "../../src/text";
 import type { Options, TurnEvent } from "../../src/types";
 import { openai } from "./helpers";
 
@@ -26,8 +26,8 @@ const STREAM = openai() + openai("Your card ") + openai("4111 1111 1111 1111 is 
 let sent: string[];
 let turns: TurnEvent[];
 
-/** The SDK's fetch wrapper over a fake network, with the real transport whose beacon
- * bodies (what would leave the page) are recorded. */
+/** The SDK's fetch wrapper and the text add-on over a fake network, with the real
+ * transport whose beacon bodies (what would leave the page) are recorded. */
 const setup = (o: Partial<Options> = {}) => {
   sent = [];
   turns = [];
@@ -43,6 +43,7 @@ const setup = (o: Partial<Options> = {}) => {
     emit(e);
   });
   instrumentFetch(core);
+  captureText(core);
   return core;
 };
 
@@ -99,6 +100,13 @@ describe("prompt and answer text", () => {
     await chat(core);
     expect(turns[0]).not.toHaveProperty("prompt_text");
     expect(turns[0]?.answer_text).toHaveLength(8192);
+  });
+
+  it("cuts at a whole character: the 8192nd unit is half an emoji", async () => {
+    const core = setup({ captureText: true, redact: (text, kind) => (kind === "prompt" ? "p".repeat(8191) + "😀" : text) });
+    await chat(core);
+    expect(turns[0]?.prompt_text).toBe("p".repeat(8191));
+    expect(validate(JSON.parse(sent[0]!))).toBe(true);
   });
 
   it("a hook that throws sends no text and never breaks the page or the turn", async () => {

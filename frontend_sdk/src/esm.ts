@@ -1,0 +1,10 @@
+/** The ES module build: the whole SDK, add-ons built in (EventSource, WebSocket, chat
+ * text), with the API of src/index.ts. */
+import { instrumentEventSource } from "./eventsource";
+import { _use } from "./index";
+import { captureText } from "./text";
+import { instrumentWebSocket } from "./websocket";
+
+for (const addon of [instrumentEventSource, instrumentWebSocket, captureText]) _use(addon);
+
+export { VERSION, action, feedback, flush, init, setConversation, setUser, startTurn, type Options } from "./index";
