@@ -79,19 +79,14 @@ const watch = (res: Response, turn: Turn, done: (outcome: "completed" | "stopped
       next: () => r.read(),
       // As the browser's: leaving the loop cancels the body (unless preventCancel) and
       // releases the lock.
-      return: async (value?: unknown) => {
-        const cancelled = o?.preventCancel || r.cancel(value);
-        r.releaseLock();
-        await cancelled;
-        return { done: true, value };
-      },
+      return: async (value?: unknown) => (o?.preventCancel || (await r.cancel(value)), r.releaseLock(), { done: true, value }),
       [Symbol.asyncIterator]: () => it,
     };
     return it;
   };
   for (const k of ["pipeThrough", "pipeTo", "tee"]) b[k] = (...a: unknown[]) => (stream()[k] as (...a: unknown[]) => unknown)(...a);
   const m = res as unknown as Methods;
-  for (const k of ["arrayBuffer", "blob", "bytes", "formData", "json", "text"])
+  for (const k of ["arrayBuffer", "blob", "bytes", "json", "text"])
     m[k] = () => (new Response(stream() as unknown as ReadableStream, res) as unknown as Record<string, () => unknown>)[k]!();
   // The browser's clone: this body becomes one branch of a tee, watched as before; the
   // copy is the page's own.

@@ -7,6 +7,8 @@ export interface Parsed {
   content?: string | undefined;
   model?: string | undefined;
   usage?: Record<string, unknown> | undefined;
+  /** The stream's own end marker (Anthropic message_stop, Vercel finish...). */
+  end?: boolean | undefined;
 }
 
 /** The app's own format: return undefined to fall back to the built-in rules. */
@@ -36,6 +38,7 @@ export const parseJson = (j: Json): Parsed => {
     // Anthropic's message_start carries output_tokens 1, a placeholder: the count comes
     // with message_delta, and a stream stopped before it has only what arrived.
     usage: t === "message_start" ? { ...inner?.usage, output_tokens: undefined } : (j.usage ?? inner?.usage),
+    end: /^(message_stop|finish|response\.completed)$/.test(t),
   };
 };
 
@@ -53,7 +56,7 @@ const parseVercel = (type: string, json: string): Parsed | undefined => {
   try {
     const v = JSON.parse(json) as unknown;
     if (type === "0") return { content: str(v) };
-    if ((type === "e" || type === "d") && v && typeof v === "object") return { usage: (v as Json).usage };
+    if ((type === "e" || type === "d") && v && typeof v === "object") return { usage: (v as Json).usage, end: type === "d" };
   } catch {
     /* not this protocol */
   }
@@ -70,6 +73,9 @@ export class StreamParser {
   model: string | undefined;
   usage: Record<string, number> | undefined;
   chars = 0;
+  /** The stream said it was over ([DONE], or an end event): a client that cancels the
+   * body after that (the OpenAI client does, at [DONE]) stopped nothing. */
+  _done = false;
   /** The answer so far, kept only when the app captures text (captureText). */
   _text: string | undefined;
 
@@ -114,6 +120,7 @@ export class StreamParser {
   }
 
   _event(data: string, builtIn: Parsed | undefined): void {
+    if (data === "[DONE]") this._done = true;
     let p = builtIn;
     if (this._hook) {
       try {
@@ -130,6 +137,7 @@ export class StreamParser {
       if (this._text !== undefined && this._text.length < TEXT_MAX) this._text += c;
     }
     if (p.model) this.model = p.model;
+    if (p.end) this._done = true;
     if (p.usage && typeof p.usage === "object") {
       // The server takes integer counts only; nested details objects are dropped.
       for (const [k, v] of Object.entries(p.usage)) {

@@ -139,7 +139,7 @@ export class Turn {
       model: p.model ?? null,
       usage: p.usage ?? null,
       server_timing: this.serverTiming ?? parseServerTiming(this._timing),
-      outcome: this.stopRequested && outcome !== "abandoned" ? "stopped" : outcome,
+      outcome: this.stopRequested && outcome !== "abandoned" ? "stopped" : outcome === "stopped" && p._done ? "completed" : outcome,
       regenerate_of: this.ctx.regenerateOf ?? null,
       intent_correction: !!this.ctx.intentCorrection,
       error: error ? cut(error, 1024) : null,

@@ -18,7 +18,7 @@ export const setClock = (clock: () => number): void => {
  * browser on the request's path. */
 export const hex = (bytes: number): string => {
   let s = "";
-  while (s.length < 2 * bytes) s += ((Math.random() * 2 ** 32) >>> 0).toString(16).padStart(8, "0");
+  while (s.length < 2 * bytes) s += Math.random().toString(16).slice(2); // 13 digits or so
   s = s.slice(0, 2 * bytes);
   // All-zero ids are invalid in W3C trace context; the odds are 2^-64, but be exact.
   return /^0+$/.test(s) ? hex(bytes) : s;

@@ -232,3 +232,24 @@ describe("timing and outcomes", () => {
     expect(turns.map((t) => [t.regenerate_of, t.intent_correction])).toEqual([[null, false], [turns[0]!.span_id, false], [null, true]]);
   });
 });
+
+describe("a client that cancels the body once the stream said it was over", () => {
+  // The OpenAI client breaks off at [DONE] and cancels the body before its end is read.
+  const ends: Record<string, string> = {
+    "[DONE]": "data: [DONE]\n\n",
+    "Anthropic message_stop": 'event: message_stop\ndata: {"type":"message_stop"}\n\n',
+    "Vercel AI SDK finish": 'data: {"type":"finish","finishReason":"stop"}\n\n',
+  };
+  for (const [name, end] of Object.entries(ends)) {
+    it(`completed after ${name}, stopped before it`, async () => {
+      for (const said of [true, false]) {
+        const body = controlledBody();
+        setup(() => sseResponse(body.stream));
+        const r = await fetch(API);
+        body.push(openai("a") + (said ? end : ""));
+        for await (const chunk of r.body as unknown as AsyncIterable<Uint8Array>) if (chunk) break;
+        expect(turns[0]?.outcome).toBe(said ? "completed" : "stopped");
+      }
+    });
+  }
+});
