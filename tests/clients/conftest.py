@@ -35,17 +35,22 @@ def npm_ci(package: Path) -> None:
     shutil.copyfile(lock, installed)
 
 
-@pytest.fixture(scope="session")
-def node_clients() -> Path:
-    """tests/clients, with the node_modules of both SDK lines installed."""
+def npm_installed(packages: tuple[Path, ...], what: str) -> None:
+    """npm ci in each package as needed, or skip the test when node or npm is missing."""
     missing = [tool for tool in ("node", "npm") if shutil.which(tool) is None]
     if missing:
-        pytest.skip(f"needs {' and '.join(missing)} on PATH for the OpenTelemetry JS clients")
+        pytest.skip(f"needs {' and '.join(missing)} on PATH for {what}")
     # Several runs may share one checkout (helpers, CI): one installs at a time.
     with open(Path(tempfile.gettempdir()) / "llmrum-clients-npm.lock", "w") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
-        for package in PACKAGES:
+        for package in packages:
             npm_ci(package)
+
+
+@pytest.fixture(scope="session")
+def node_clients() -> Path:
+    """tests/clients, with the node_modules of both SDK lines installed."""
+    npm_installed(PACKAGES, "the OpenTelemetry JS clients")
     return HERE
 
 
