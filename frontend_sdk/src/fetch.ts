@@ -10,7 +10,8 @@ import type { ServerTimingEntry } from "./types";
 const resourceTiming = (href: string, since: number): ServerTimingEntry[] => {
   const entries = performance.getEntriesByName(href, "resource") as PerformanceResourceTiming[];
   const e = entries.filter((x) => x.startTime >= since - 1).pop();
-  return (e?.serverTiming ?? []).map((s) => ({ name: s.name, duration: s.duration, description: s.description }));
+  // PerformanceServerTiming has toJSON(): {name, duration, description}, as the payload wants.
+  return (e?.serverTiming ?? []) as unknown as ServerTimingEntry[];
 };
 
 const isAbort = (e: unknown): boolean => (e as { name?: string } | null)?.name === "AbortError";

@@ -20,7 +20,8 @@ interface Batch {
 const MAX_EVENTS = 200; // per batch, the server's limit
 const MAX_BYTES = 60_000; // under the 64 KiB shared by sendBeacon and keepalive fetch
 const PREFIX = "llmrum:outbox:";
-const enc = new TextEncoder();
+/** UTF-8 bytes of the JSON of a value. */
+const bytesOf = (v: unknown): number => new Blob([JSON.stringify(v)]).size;
 
 export interface TransportOptions {
   url: string;
@@ -86,10 +87,10 @@ export class Transport {
     while (this.queue.length) {
       const env = this.o.envelope();
       if (this.dropped) (env as Envelope & { dropped?: number }).dropped = this.dropped;
-      let bytes = enc.encode(JSON.stringify(env)).length + 64;
+      let bytes = bytesOf(env) + 64;
       let n = 0;
       for (const e of this.queue) {
-        const size = enc.encode(JSON.stringify(e)).length + 1;
+        const size = bytesOf(e) + 1;
         if (n >= MAX_EVENTS || bytes + size > MAX_BYTES) break;
         bytes += size;
         n++;
