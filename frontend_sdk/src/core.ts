@@ -39,7 +39,7 @@ export class Core {
       url: `${o.endpoint.replace(/\/$/, "")}/rum/v1/beacon?key=${encodeURIComponent(o.key)}`,
       envelope: () => {
         const s = this.session();
-        saveSession(); // the session's last activity, for other tabs: off the turn's path
+        saveSession(false); // the session's last activity, for other tabs: off the turn's path
         return {
           v: 1,
           sdk: { name: "llmrum", version: VERSION },

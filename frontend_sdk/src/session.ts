@@ -16,7 +16,7 @@ let memory: Session | undefined;
  * idle while), so a turn's path never touches it: the copy in memory is the session
  * while it is fresh. Storage is read when there is none in memory or it has gone stale
  * (another tab may have kept the session alive meanwhile), and written when a session
- * starts and by saveSession(), when a batch of events is sent. */
+ * starts and, at most once a minute, when a batch of events is sent (saveSession). */
 export const getSession = (timeout: number, sampleRate: number): Session => {
   const t = now();
   if (!memory || t - memory.last > timeout) {
@@ -34,9 +34,15 @@ export const getSession = (timeout: number, sampleRate: number): Session => {
   return memory;
 };
 
-export const saveSession = (): void => {
+let saved = -Infinity;
+
+/** Stores the session; `often` false: at most once a minute (what other tabs need of
+ * `last` against a 30-minute timeout), as storage is slow. */
+export const saveSession = (often = true): void => {
+  if (!often && memory && memory.last - saved < 60_000) return;
   try {
     localStorage.setItem(KEY, JSON.stringify(memory));
+    saved = memory?.last ?? saved;
   } catch {
     /* keep it in memory */
   }
@@ -45,4 +51,5 @@ export const saveSession = (): void => {
 /** Tests: forget the copy in memory (as a new page would). */
 export const forgetSession = (): void => {
   memory = undefined;
+  saved = -Infinity;
 };

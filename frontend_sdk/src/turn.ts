@@ -28,7 +28,7 @@ export const parseServerTiming = (header: string | null | undefined): ServerTimi
       return entry;
     });
 
-export const percentile = (sorted: readonly number[], q: number): number =>
+export const percentile = (sorted: ArrayLike<number>, q: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
 
 export interface TurnContext {
@@ -110,7 +110,7 @@ export class Turn {
     this._tokens(this.parser.push("", true), t);
     this.ended = true;
     const p = this.parser;
-    const sorted = [...this.gaps].sort((a, b) => a - b);
+    const sorted = new Float64Array(this.gaps).sort(); // numeric, and faster than an array's
     const fromUsage = p.usage?.completion_tokens ?? p.usage?.output_tokens ?? p.usage?.completionTokens;
     this._onEnd({
       type: "turn",
@@ -131,7 +131,7 @@ export class Turn {
       chunks: this.chunks,
       tbt_gaps: this.gaps.slice(0, MAX_GAPS).map((g) => Math.round(g * 100) / 100),
       tbt_summary: sorted.length
-        ? { count: sorted.length, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), max: sorted[sorted.length - 1] ?? 0 }
+        ? { count: sorted.length, p50: percentile(sorted, 0.5), p95: percentile(sorted, 0.95), max: percentile(sorted, 1) }
         : { count: 0 },
       // Without usage in the stream: about 4 characters a token, and at least one per event.
       output_tokens: fromUsage ?? Math.max(Math.ceil(p.chars / 4), this.tokenEvents),
