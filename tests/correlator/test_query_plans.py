@@ -372,7 +372,12 @@ def _load(store: Store) -> None:
         turns="1",
         computed_at="now()",
     )
-    for period, dims in (("hour", "'', 'model', 'browser', 'os', 'device'"), ("day", "''")):
+    # Each row counts the minutes it covers, so a window's turn count (which picks
+    # exact or rollups) is the same whatever the time of day the test runs at.
+    for period, dims, turns in (
+        ("hour", "'', 'model', 'browser', 'os', 'device'", 60),
+        ("day", "''", 1440),
+    ):
         _fill(
             Rollup,
             f"(SELECT DISTINCT date_trunc('{period}', m) AS p, app FROM {minutes}) AS x "
@@ -382,7 +387,7 @@ def _load(store: Store) -> None:
             dimension="d",
             start="p",
             key="''",
-            turns="60",
+            turns=str(turns),
             computed_at="now()",
         )
     # Minutes the sweep marked and a later sweep rebuilds: the last ten hours stitched.
