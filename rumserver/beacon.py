@@ -100,11 +100,10 @@ def parse_batch(body: bytes, *, max_events: int) -> ParsedBatch:
             parsed.rejected.append({"index": index, "error": "event is nested too deeply"})
             continue
         if isinstance(event, TurnEvent):
-            error = turn_time_error(event)
+            error = checked_turn_times(event)
             if error:
                 parsed.rejected.append({"index": index, "error": error})
                 continue
-            snap_time_jitter(event)
         row = _event_row(event, page_url=batch.page.url)
         # The same id twice in one batch: one row. A vital keeps its newest report.
         if row.event_id in seen:
@@ -143,6 +142,23 @@ def _decode_around_lone_surrogates(body: bytes) -> Batch:
     return batch
 
 
+def checked_turn_times(turn: TurnEvent) -> str | None:
+    """``turn_time_error``, and the turn's jitter snapped when it has none. Nearly
+    every turn is in order: that case costs one sorted() of its times and no
+    per-field loop (it was 5 % of a beacon's ingest time)."""
+    times = [
+        t
+        for t in (turn.t_send, turn.t_headers, turn.t_first_token, turn.t_last_token, turn.t_end)
+        if t is not None
+    ]
+    if times == sorted(times) and times[-1] - times[0] < MAX_TURN_MS:
+        return _gap_error(turn)
+    error = turn_time_error(turn)
+    if error is None:
+        snap_time_jitter(turn)
+    return error
+
+
 def turn_time_error(turn: TurnEvent) -> str | None:
     """Why a turn's times cannot be true (reason ``time_order``), or None.
 
@@ -162,11 +178,15 @@ def turn_time_error(turn: TurnEvent) -> str | None:
             )
         if value > latest:
             latest_name, latest = name, value
-    gaps = list(turn.tbt_gaps)
-    if turn.tbt_summary is not None:
-        summary = turn.tbt_summary
-        gaps += [g for g in (summary.p50, summary.p95, summary.max) if g is not None]
-    if gaps and max(gaps) >= MAX_TURN_MS:
+    return _gap_error(turn)
+
+
+def _gap_error(turn: TurnEvent) -> str | None:
+    summary = turn.tbt_summary
+    if (turn.tbt_gaps and max(turn.tbt_gaps) >= MAX_TURN_MS) or (
+        summary is not None
+        and any(g is not None and g >= MAX_TURN_MS for g in (summary.p50, summary.p95, summary.max))
+    ):
         return "time_order: a gap between tokens (tbt_gaps or tbt_summary) is over one hour"
     return None
 
