@@ -71,13 +71,18 @@ class TurnOutput(serializers.Serializer):
     tpot_ms = serializers.FloatField(allow_null=True)
     output_tokens = serializers.IntegerField(allow_null=True)
     input_tokens = serializers.IntegerField(allow_null=True)
-    model = serializers.CharField()
+    model = serializers.SerializerMethodField()
     browser = serializers.CharField(source="session.browser")
     os = serializers.CharField(source="session.os")
     device = serializers.CharField(source="session.device_class")
 
     def get_regenerate_of(self, turn: Turn) -> str | None:
         return turn.regenerate_of or None
+
+    def get_model(self, turn: Turn) -> str | None:
+        """The model the spans or the stream named; null when none did (stored as "",
+        Django's empty text, which an API reader would take for a model's name)."""
+        return turn.model or None
 
 
 def _turn_of(trace: Trace) -> Turn | None:

@@ -58,6 +58,17 @@ def test_a_trace_reads_back_with_spans_and_turn(world):
     assert (turn["browser"], turn["os"], turn["device"]) == ("Other", "Other", "other")
 
 
+def test_a_turn_no_span_or_stream_named_a_model_answers_model_null(world):
+    from correlator.models import Turn
+
+    golden = world["goldens"][0]
+    client = as_user(world["alice"])
+    named = client.get(f"/api/v1/traces/{golden.trace_id}").json()["turn"]["model"]
+    assert isinstance(named, str) and named
+    Turn.objects.filter(trace__trace_id=golden.trace_id).update(model="")
+    assert client.get(f"/api/v1/traces/{golden.trace_id}").json()["turn"]["model"] is None
+
+
 def test_a_member_cannot_read_another_applications_trace(world):
     foreign = world["goldens"][3]
     r = as_user(world["alice"]).get(f"/api/v1/traces/{foreign.trace_id}")
