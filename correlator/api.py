@@ -80,9 +80,8 @@ class TurnOutput(serializers.Serializer):
         return turn.regenerate_of or None
 
     def get_model(self, turn: Turn) -> str | None:
-        """The model the spans or the stream named; null when none did (stored as "",
-        Django's empty text, which an API reader would take for a model's name)."""
-        return turn.model or None
+        """The model the spans or the stream named; null when none did."""
+        return turn.model or None  # stored as "" (Django's empty text), never a model's name
 
 
 def _turn_of(trace: Trace) -> Turn | None:
