@@ -1,9 +1,9 @@
 /** The ES module build: the whole SDK, add-ons built in (EventSource, WebSocket, chat
  * text), with the API of src/index.ts. */
-import { instrumentEventSource } from "./eventsource";
+import { instrumentEventSource } from "./capture/eventsource";
 import { _use } from "./index";
-import { captureText } from "./text";
-import { instrumentWebSocket } from "./websocket";
+import { captureText } from "./capture/text";
+import { instrumentWebSocket } from "./capture/websocket";
 
 for (const addon of [instrumentEventSource, instrumentWebSocket, captureText]) _use(addon);
 

@@ -1,11 +1,11 @@
 /** llmrum browser SDK: `llmrum.init({...})` and the public API (DESIGN §8). */
 import { onCLS, onFCP, onINP, onLCP, onTTFB, type Metric } from "web-vitals";
 import { Core } from "./core";
-import { instrumentFetch } from "./fetch";
+import { instrumentFetch } from "./capture/fetch";
 import { cut, safe } from "./lib/util";
 import type { Turn } from "./turn";
 import type { Options } from "./types";
-import { instrumentXHR } from "./xhr";
+import { instrumentXHR } from "./capture/xhr";
 
 export type { Options } from "./types";
 export { VERSION } from "./core";

@@ -1,5 +1,5 @@
-/** llmrum.websocket.min.js: WebSocket chat turns (src/websocket.ts, `webSocketTurns`). */
-import { instrumentWebSocket } from "../websocket";
+/** llmrum.websocket.min.js: WebSocket chat turns (src/capture/websocket.ts, `webSocketTurns`). */
+import { instrumentWebSocket } from "../capture/websocket";
 import { add } from "./add";
 
 add(instrumentWebSocket);

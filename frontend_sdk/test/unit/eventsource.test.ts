@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
-import { instrumentEventSource } from "../../src/eventsource";
+import { instrumentEventSource } from "../../src/capture/eventsource";
 import type { TurnEvent } from "../../src/types";
 import { fakeClock } from "./helpers";
 

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
-import { instrumentFetch } from "../../src/fetch";
+import { instrumentFetch } from "../../src/capture/fetch";
 import { parseServerTiming } from "../../src/turn";
 import type { TurnEvent, Options } from "../../src/types";
 import { controlledBody, fakeClock, openai } from "./helpers";

@@ -3,8 +3,8 @@ import { forgetSession } from "../../src/session";
 import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
-import { instrumentFetch } from "../../src/fetch";
-import { captureText, promptOf } from "../../src/text";
+import { instrumentFetch } from "../../src/capture/fetch";
+import { captureText, promptOf } from "../../src/capture/text";
 import type { Options, TurnEvent } from "../../src/types";
 import { openai } from "./helpers";
 

@@ -2,7 +2,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import type { TurnEvent, Options } from "../../src/types";
-import { instrumentWebSocket } from "../../src/websocket";
+import { instrumentWebSocket } from "../../src/capture/websocket";
 import { fakeClock } from "./helpers";
 
 const WS = "wss://api.example.com/chat?token=secret";

@@ -2,9 +2,9 @@
  * body, and its streamed answer, each through the app's redact hook. The script-tag
  * build has it in its own file (llmrum.text.min.js, added after llmrum.min.js); the ES
  * module has it built in. */
-import { cut } from "./lib/util";
-import type { Core } from "./core";
-import { str, TEXT_MAX, type Json } from "./stream";
+import { cut } from "../lib/util";
+import type { Core } from "../core";
+import { str, TEXT_MAX, type Json } from "../stream";
 
 /** The prompt in a request body: the last user message of a chat request (OpenAI,
  * Anthropic, Vercel AI SDK `parts`), a `prompt`, a string `input`; otherwise the body. */

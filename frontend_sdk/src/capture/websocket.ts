@@ -3,9 +3,9 @@
  * arrives until the app's `isEnd` says the answer is over. A subclass of the page's own
  * WebSocket that only adds listeners, so the page sees every message unchanged. No
  * headers on a socket: the turn has its own trace ids, but no traceparent. */
-import { safe, stripQuery, toUrl } from "./lib/util";
-import type { Core } from "./core";
-import type { Turn } from "./turn";
+import { safe, stripQuery, toUrl } from "../lib/util";
+import type { Core } from "../core";
+import type { Turn } from "../turn";
 
 const hooks = new WeakMap<object, { _send: (data: unknown) => void; _close: () => void }>();
 

@@ -1,9 +1,9 @@
 /** fetch: trace headers for propagation targets, and chat turns timed on the page's own
  * reads of the body (see watch). */
-import { safe, toUrl } from "./lib/util";
-import type { Core } from "./core";
-import type { Turn } from "./turn";
-import type { ServerTimingEntry } from "./types";
+import { safe, toUrl } from "../lib/util";
+import type { Core } from "../core";
+import type { Turn } from "../turn";
+import type { ServerTimingEntry } from "../types";
 
 /** The resource entry of this request, once the body has ended: it carries
  * serverTiming when Timing-Allow-Origin lets the page see it (STANDARDS §6.2). */

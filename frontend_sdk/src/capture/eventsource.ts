@@ -2,9 +2,9 @@
  * EventSource, so instanceof, onmessage, readyState and every event are exactly as
  * before; the SDK only adds its own listeners, which run before the page's. It
  * cannot send headers, so there is no traceparent here (the turn still has its ids). */
-import { matches, safe, stripQuery, toUrl } from "./lib/util";
-import type { Core } from "./core";
-import type { Turn } from "./turn";
+import { matches, safe, stripQuery, toUrl } from "../lib/util";
+import type { Core } from "../core";
+import type { Turn } from "../turn";
 
 interface Hooks {
   _listen: (type: string) => void;

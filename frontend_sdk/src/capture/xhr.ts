@@ -1,8 +1,8 @@
 /** XMLHttpRequest: the same headers and turns as fetch. The page sees streamed text
  * through responseText at readystatechange (browsers fire it at most every ~50 ms),
  * so that is what a turn measures here. */
-import { safe, toUrl } from "./lib/util";
-import type { Core } from "./core";
+import { safe, toUrl } from "../lib/util";
+import type { Core } from "../core";
 import { failure } from "./fetch";
 
 interface Meta {
