@@ -814,7 +814,7 @@ def start_profile(master_pid: int, seconds: int, out: Path) -> subprocess.Popen 
 
 
 def short_frame(frame: str) -> str:
-    # "beacon (/work/main/rumserver/views.py)" -> "beacon (rumserver/views.py)"
+    # "beacon (/work/main/rumserver/ingest/views.py)" -> "beacon (rumserver/ingest/views.py)"
     frame = re.sub(r"\(.*/site-packages/", "(", frame)
     return frame.replace(f"({ROOT}/", "(")
 

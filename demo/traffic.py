@@ -35,10 +35,10 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from demo.simulator import MODELS, AnswerPlan, Model, pick_model, plan_answer
 from demo.telemetry import GATEWAY_RESOURCE
 from rumserver.applications import ingest_app_by_public_key
-from rumserver.dirty_traces import mark_dirty_portable
+from rumserver.ingest.dirty import mark_dirty_portable
+from rumserver.ingest.scores import ScoreIn
+from rumserver.ingest.services import beacon_ingest, otlp_ingest
 from rumserver.models import Application, Score
-from rumserver.scores import ScoreIn
-from rumserver.services import beacon_ingest, otlp_ingest
 
 _score_decoder = msgspec.json.Decoder(ScoreIn)
 SERVER, CLIENT = Span.SpanKind.SPAN_KIND_SERVER, Span.SpanKind.SPAN_KIND_CLIENT

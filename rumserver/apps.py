@@ -7,4 +7,5 @@ class RumserverConfig(AppConfig):
 
     def ready(self) -> None:
         # Connect their signals: CORS, and no JIT on new PostgreSQL connections.
-        from rumserver import cors, fastsql  # noqa: F401
+        from rumserver import fastsql
+        from rumserver.ingest import cors  # noqa: F401

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import dj_database_url
 
-from rumserver.client_address import parse_networks
 from rumserver.env import EnvError, env_bool, env_float, env_int, env_list, env_str
+from rumserver.ingest.client_address import parse_networks
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LLMRUM_DATA_DIR", str(BASE_DIR / ".data")))
@@ -50,8 +50,8 @@ MIDDLEWARE = [
     "rumserver.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # CORS answers preflights for the beacon endpoint before anything else runs;
-    # which origins are allowed is decided per application (rumserver.cors).
-    "rumserver.cors.BrowserIngestCorsMiddleware",
+    # which origins are allowed is decided per application (rumserver.ingest.cors).
+    "rumserver.ingest.cors.BrowserIngestCorsMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -118,14 +118,14 @@ CACHES = {
         "BACKEND": "django.core.cache.backends.redis.RedisCache",
         "LOCATION": LLMRUM_CACHE_URL,
         "KEY_PREFIX": "llmrum",
-        # A cache that does not answer must cost a request little (rumserver.ratelimit
+        # A cache that does not answer must cost a request little (rumserver.ingest.ratelimit
         # then lets requests through for a few seconds).
         "OPTIONS": {"socket_connect_timeout": 0.25, "socket_timeout": 0.5},
     }
     if LLMRUM_CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
-# Client addresses behind these proxies come from X-Forwarded-For (rumserver.client_address).
+# Client addresses behind these proxies come from X-Forwarded-For (rumserver.ingest.client_address).
 LLMRUM_TRUSTED_PROXIES = parse_networks(
     env_list("LLMRUM_TRUSTED_PROXIES", []), setting="LLMRUM_TRUSTED_PROXIES"
 )
@@ -174,7 +174,7 @@ CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT
 SECURE_CONTENT_TYPE_NOSNIFF = True
 
 # --- CORS: the browser-facing ingest endpoints (beacons, browser OTLP exporters);
-# origins per application (rumserver.cors) ---
+# origins per application (rumserver.ingest.cors) ---
 CORS_URLS_REGEX = r"^/(rum/v1/|v1/traces$)"
 CORS_ALLOWED_ORIGINS: list[str] = []
 CORS_ALLOW_METHODS = ("POST", "OPTIONS")

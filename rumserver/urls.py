@@ -5,7 +5,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from correlator import api
 from correlator.reports import urls as report_urls
-from rumserver import views
+from rumserver.ingest import views
 
 urlpatterns = [
     path("rum/v1/beacon", views.beacon, name="beacon"),

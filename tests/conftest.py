@@ -9,7 +9,7 @@ from django.db import connection
 from django.test import Client
 
 from rumserver.applications import CreatedApplication, clear_ingest_caches
-from rumserver.views import rate_limits
+from rumserver.ingest.views import rate_limits
 from tests import factories
 
 

@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from demo import simulator
 from demo.gateway import gateway_chat
 from demo.telemetry import GATEWAY_RESOURCE, MODEL_RESOURCE, DemoTracers
-from rumserver.otlp_spans import assign_roles, map_request
+from rumserver.ingest.otlp.spans import assign_roles, map_request
 
 BROWSER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 BROWSER_SPAN = "00f067aa0ba902b7"

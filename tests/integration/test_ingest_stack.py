@@ -14,7 +14,7 @@ from django.db import connections
 from django.test import Client, override_settings
 
 from correlator.models import Trace
-from rumserver.hints import hints
+from rumserver.ingest.hints import hints
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
 from tests import factories
 from tests.integration.conftest import free_port, http

@@ -471,7 +471,7 @@ def test_a_field_with_the_wrong_wire_type_is_skipped_as_unknown(client, app):
 
 
 def test_an_error_message_that_is_not_valid_unicode_still_goes_out():
-    from rumserver import otlp_wire
+    from rumserver.ingest.otlp import wire as otlp_wire
 
     wire = otlp_wire.encode_status(otlp_wire.PROTOBUF, code=3, message="bad \ud800 key")
     assert status_pb2.Status.FromString(wire).message == "bad \\ud800 key"

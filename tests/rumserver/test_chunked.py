@@ -14,9 +14,9 @@ import pytest
 from django.core.handlers.wsgi import WSGIRequest
 from django.test import RequestFactory
 
-from rumserver.errors import IngestError
+from rumserver.ingest.errors import IngestError
+from rumserver.ingest.parsers import ChunkedReader, read_body
 from rumserver.models import BrowserEvent, Span
-from rumserver.parsers import ChunkedReader, read_body
 from tests import factories
 from tests.otlp import builders
 

@@ -9,9 +9,9 @@ import jsonschema
 import msgspec
 import pytest
 
-from rumserver.beacon import parse_batch
-from rumserver.beacon_schema import json_schema
-from rumserver.errors import IngestError
+from rumserver.ingest.beacon.parse import parse_batch
+from rumserver.ingest.beacon.schema import json_schema
+from rumserver.ingest.errors import IngestError
 from tests import factories
 
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "rumserver" / "schemas" / "beacon.v1.json"
@@ -21,7 +21,7 @@ def test_the_published_schema_is_what_the_server_validates():
     published = json.loads(SCHEMA_FILE.read_text())
     assert published == json.loads(json.dumps(json_schema())), (
         "rumserver/schemas/beacon.v1.json is stale: regenerate it with "
-        "`python -m rumserver.beacon_schema > rumserver/schemas/beacon.v1.json`"
+        "`python -m rumserver.ingest.beacon.schema > rumserver/schemas/beacon.v1.json`"
     )
 
 

@@ -8,12 +8,12 @@ import zlib
 import pytest
 
 from rumserver.applications import ApplicationError, IngestApp, normalize_origin
-from rumserver.beacon import cut, parse_batch, split_validation_error
 from rumserver.env import EnvError, env_bool, env_float, env_int, env_list
-from rumserver.errors import IngestError
-from rumserver.parsers import gunzip_capped
-from rumserver.ratelimit import Limit, TokenBuckets, retry_after_seconds
-from rumserver.useragent import parse_user_agent
+from rumserver.ingest.beacon.parse import cut, parse_batch, split_validation_error
+from rumserver.ingest.beacon.useragent import parse_user_agent
+from rumserver.ingest.errors import IngestError
+from rumserver.ingest.parsers import gunzip_capped
+from rumserver.ingest.ratelimit import Limit, TokenBuckets, retry_after_seconds
 from tests import factories
 
 

@@ -25,10 +25,10 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
-from rumserver.beacon import ParsedBatch
-from rumserver.dirty_traces import POSTGRES_CTE as DIRTY_CTE
-from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.fastsql import execute_prepared, placeholders
+from rumserver.ingest.beacon.parse import ParsedBatch
+from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
+from rumserver.ingest.dirty import mark_dirty_portable
 from rumserver.models import BrowserEvent, BrowserSession
 
 _encode = msgspec.json.Encoder().encode

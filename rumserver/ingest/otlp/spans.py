@@ -18,7 +18,7 @@ from typing import Any
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from rumserver.errors import IngestError
+from rumserver.ingest.errors import IngestError
 
 MAX_ATTRIBUTES = 128  # per span, resource, event or link (the OpenTelemetry SDK's default)
 MAX_VALUE_LENGTH = 8192  # characters of one string value

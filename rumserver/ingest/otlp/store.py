@@ -11,11 +11,11 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
-from rumserver.dirty_traces import POSTGRES_CTE as DIRTY_CTE
-from rumserver.dirty_traces import mark_dirty_portable
 from rumserver.fastsql import execute_prepared, placeholders
+from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
+from rumserver.ingest.dirty import mark_dirty_portable
+from rumserver.ingest.otlp.spans import SpanRow
 from rumserver.models import BrowserEvent, Span
-from rumserver.otlp_spans import SpanRow
 
 _encode = msgspec.json.Encoder().encode
 

@@ -10,13 +10,13 @@ from django.conf import settings
 from django.db import transaction
 
 from rumserver.applications import IngestApp
-from rumserver.beacon import cut_text, parse_batch
-from rumserver.beacon_store import SessionRow, store_batch
-from rumserver.hints import hints
-from rumserver.otlp_spans import assign_roles, map_request, mark_source, remote_parent_traces
-from rumserver.otlp_wire import decode_request
-from rumserver.span_store import browser_turn_span_ids, store_spans
-from rumserver.useragent import parse_user_agent
+from rumserver.ingest.beacon.parse import cut_text, parse_batch
+from rumserver.ingest.beacon.store import SessionRow, store_batch
+from rumserver.ingest.beacon.useragent import parse_user_agent
+from rumserver.ingest.hints import hints
+from rumserver.ingest.otlp.spans import assign_roles, map_request, mark_source, remote_parent_traces
+from rumserver.ingest.otlp.store import browser_turn_span_ids, store_spans
+from rumserver.ingest.otlp.wire import decode_request
 
 
 @dataclass(frozen=True)

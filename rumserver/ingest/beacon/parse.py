@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from rumserver.beacon_schema import (
+from rumserver.ingest.beacon.schema import (
     MAX_MAP_ENTRIES,
     MAX_TBT_GAPS,
     MAX_TURN_MS,
@@ -27,7 +27,7 @@ from rumserver.beacon_schema import (
     batch_decoder,
     event_decoder,
 )
-from rumserver.errors import IngestError
+from rumserver.ingest.errors import IngestError
 
 MAX_LIST_ITEMS = {"tbt_gaps": MAX_TBT_GAPS, "server_timing": MAX_MAP_ENTRIES}
 # A "\\uD800".."\\uDFFF" escape; msgspec refuses the lone ones (not half of a pair).

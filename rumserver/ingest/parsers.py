@@ -24,7 +24,7 @@ from typing import Protocol
 from django.core.handlers.wsgi import LimitedStream, WSGIRequest
 from django.http import HttpRequest
 
-from rumserver.errors import IngestError
+from rumserver.ingest.errors import IngestError
 
 READ_SIZE = 64 * 1024
 

@@ -22,7 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceResponse,
 )
 
-from rumserver.errors import IngestError
+from rumserver.ingest.errors import IngestError
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

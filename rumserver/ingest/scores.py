@@ -10,9 +10,9 @@ import msgspec
 from django.db import transaction
 
 from rumserver.applications import IngestApp
-from rumserver.beacon import split_validation_error
-from rumserver.beacon_schema import TraceId
-from rumserver.errors import IngestError
+from rumserver.ingest.beacon.parse import split_validation_error
+from rumserver.ingest.beacon.schema import TraceId
+from rumserver.ingest.errors import IngestError
 from rumserver.models import DirtyTrace, Score
 
 ScoreName = Annotated[

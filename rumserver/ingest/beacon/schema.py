@@ -5,7 +5,7 @@ The envelope is decoded first with ``events`` left raw, then each event on its
 own, so that one bad event is rejected alone and never sinks its batch.
 
 Regenerate the published schema after a change here with
-``python -m rumserver.beacon_schema > rumserver/schemas/beacon.v1.json``;
+``python -m rumserver.ingest.beacon.schema > rumserver/schemas/beacon.v1.json``;
 a test fails when the file and these structs disagree.
 """
 
