@@ -7,5 +7,5 @@ class RumserverConfig(AppConfig):
 
     def ready(self) -> None:
         # Connect their signals: CORS, and no JIT on new PostgreSQL connections.
-        from rumserver import fastsql
+        from rumserver import sql  # noqa: F401
         from rumserver.ingest import cors  # noqa: F401

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rumserver.fastsql import placeholders
 from rumserver.models import DirtyTrace
+from rumserver.sql import placeholders
 
 DIRTY_TABLE = DirtyTrace._meta.db_table
 DIRTY_ON_CONFLICT = (

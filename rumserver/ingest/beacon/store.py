@@ -25,11 +25,11 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
-from rumserver.fastsql import execute_prepared, placeholders
 from rumserver.ingest.beacon.parse import ParsedBatch
 from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
 from rumserver.ingest.dirty import mark_dirty_portable
 from rumserver.models import BrowserEvent, BrowserSession
+from rumserver.sql import execute_prepared, placeholders
 
 _encode = msgspec.json.Encoder().encode
 

@@ -11,11 +11,11 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
-from rumserver.fastsql import execute_prepared, placeholders
 from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
 from rumserver.ingest.dirty import mark_dirty_portable
 from rumserver.ingest.otlp.spans import SpanRow
 from rumserver.models import BrowserEvent, Span
+from rumserver.sql import execute_prepared, placeholders
 
 _encode = msgspec.json.Encoder().encode
 
