@@ -1,11 +1,16 @@
-/** llmrum browser SDK: `llmrum.init({...})` and the public API (DESIGN §8). */
-import { onCLS, onFCP, onINP, onLCP, onTTFB, type Metric } from "web-vitals";
-import { Core } from "./core";
+/** llmrum browser SDK: `llmrum.init({...})` and the public API (DESIGN §8). What each
+ * capture records is in src/capture/. */
+import { about, captureActions } from "./capture/actions";
+import { captureErrors } from "./capture/errors";
 import { instrumentFetch } from "./capture/fetch";
-import { cut, safe } from "./lib/util";
+import { capturePageViews } from "./capture/pageviews";
+import { captureVitals } from "./capture/vitals";
+import { instrumentXHR } from "./capture/xhr";
+import { Core } from "./core";
+import { safe } from "./lib/util";
+import { watchLifecycle } from "./lifecycle";
 import type { Turn } from "./turn";
 import type { Options } from "./types";
-import { instrumentXHR } from "./capture/xhr";
 
 export type { Options } from "./types";
 export { VERSION } from "./core";
@@ -13,102 +18,21 @@ export { VERSION } from "./core";
 let core: Core | undefined;
 /** Add-ons given before init: EventSource, WebSocket, chat text (src/addons/). */
 const addons: ((core: Core) => void)[] = [];
-const MAX_ERRORS = 50; // a page throwing in a loop must not flood the queue
-
-const lastSpan = (): string | null => core?.lastSpanId ?? null;
-/** The turn an action or feedback is about: its span id and its trace id. */
-const about = (span: string | null | undefined) => ({ turn_span_id: span ?? null, trace_id: (span && core?.traceOf.get(span)) || null });
-
-const hidden = (): void => {
-  if (!core) return;
-  // Whatever is still streaming is abandoned: the user left before the answer ended.
-  for (const turn of [...core.active]) turn.end("abandoned");
-  core.transport.hide();
-};
-
-const onClick = (e: Event): void => {
-  const el = (e.target as Element | null)?.closest?.("[data-llmrum]");
-  const name = el?.getAttribute("data-llmrum");
-  if (!core || !name) return;
-  const turnSpan = el?.closest("[data-llmrum-turn]")?.getAttribute("data-llmrum-turn") ?? lastSpan();
-  if (name === "feedback-up" || name === "feedback-down") {
-    core.event("feedback", { value: name === "feedback-up" ? "up" : "down", comment: null, ...about(turnSpan) });
-    return;
-  }
-  if (name === "stop") for (const t of core.active) t.stopRequested = true;
-  if (name === "regenerate") core.next.regenerateOf = turnSpan ?? undefined;
-  if (name === "edit") core.next.intentCorrection = true;
-  core.event("action", { name, attrs: {}, ...about(turnSpan) });
-};
-
-const pageView = (routeChange: boolean, referrer: string | null): void =>
-  core?.event("page_view", { url: location.href, referrer, route_change: routeChange });
-
-const watchRoutes = (): void => {
-  let last = location.href;
-  const check = safe(() => {
-    if (location.href === last) return;
-    const from = last;
-    last = location.href;
-    pageView(true, from);
-  });
-  for (const m of ["pushState", "replaceState"] as const) {
-    const original = history[m];
-    history[m] = function (this: History, ...a: Parameters<History["pushState"]>) {
-      const r = original.apply(this, a);
-      check();
-      return r;
-    };
-  }
-  addEventListener("popstate", check);
-  addEventListener("hashchange", check);
-};
-
-const watchErrors = (): void => {
-  let n = 0;
-  const report = safe((message: string, source: string | null, lineno: number | null, colno: number | null, stack: string | null) => {
-    if (n++ < MAX_ERRORS) core?.event("error", { message: cut(message, 1024), source, lineno, colno, stack });
-  });
-  addEventListener("error", (e) => {
-    const err = e.error as Error | undefined;
-    if (e.message) report(e.message, e.filename || null, e.lineno || null, e.colno || null, err?.stack ?? null);
-  });
-  addEventListener("unhandledrejection", (e) => {
-    const r = e.reason as Error | undefined;
-    report(`Unhandled rejection: ${r?.message ?? String(r)}`, null, null, null, r?.stack ?? null);
-  });
-};
-
-const vital = safe((m: Metric) =>
-  core?.event("vital", { id: m.id, name: m.name, value: m.value, delta: m.delta, rating: m.rating, navigation_type: m.navigationType }),
-);
 
 /** Starts the SDK once; later calls are ignored. Never throws. */
 export const init = safe((options: Options): void => {
   if (core || typeof window === "undefined") return;
-  const o = { ...options };
-  // The beacon endpoint itself is neither a chat URL nor a trace target.
-  const fetchImpl = window.fetch.bind(window);
-  core = new Core(o, fetchImpl);
+  // The page's fetch as it is before instrumentFetch: the beacons themselves are
+  // neither turns nor traced.
+  core = new Core({ ...options }, window.fetch.bind(window));
   instrumentFetch(core);
   instrumentXHR(core);
   for (const addon of addons) safe(addon)(core);
-  addEventListener("click", safe(onClick), true);
-  addEventListener("pagehide", safe(hidden));
-  const shown = safe(() => {
-    if (core) core.transport._hidden = false;
-  });
-  addEventListener("pageshow", shown); // back from the back/forward cache
-  document.addEventListener(
-    "visibilitychange",
-    safe(() => (document.visibilityState === "hidden" ? hidden() : shown())),
-  );
-  if (o.errors !== false) watchErrors();
-  if (o.pageViews !== false) {
-    pageView(false, document.referrer || null);
-    watchRoutes();
-  }
-  if (o.vitals !== false) for (const on of [onCLS, onFCP, onINP, onLCP, onTTFB]) on(vital);
+  captureActions(core);
+  watchLifecycle(core);
+  captureErrors(core);
+  capturePageViews(core);
+  captureVitals(core);
 });
 
 /** Adds an add-on: at init, or now when init has run. */
@@ -119,11 +43,11 @@ export const _use = (addon: (core: Core) => void): void => {
 
 /** A user action by code, e.g. `action("copy", {format: "markdown"})`. */
 export const action = safe((name: string, attrs: Record<string, string | number | boolean | null> = {}) =>
-  core?.event("action", { name, attrs, ...about(lastSpan()) }),
+  core?.event("action", { name, attrs, ...about(core, core.lastSpanId) }),
 );
 
 export const feedback = safe((f: { value: "up" | "down" | number; comment?: string; turnSpanId?: string }) =>
-  core?.event("feedback", { value: f.value, comment: f.comment ?? null, ...about(f.turnSpanId ?? lastSpan()) }, true),
+  core?.event("feedback", { value: f.value, comment: f.comment ?? null, ...about(core, f.turnSpanId ?? core.lastSpanId) }, true),
 );
 
 /** Starts a new conversation: turn_index counts from 0 again. */
