@@ -22,7 +22,7 @@ export type Json = Record<string, any>; // eslint-disable-line @typescript-eslin
 export const str = (v: unknown): string | undefined => (typeof v === "string" ? v : undefined);
 
 /** Built-in rules: which field of which format carries the answer text. */
-export const parseJson = (j: Json): Parsed => {
+const parseJson = (j: Json): Parsed => {
   const t = j.type;
   const choice = j.choices?.[0];
   let content: string | undefined;

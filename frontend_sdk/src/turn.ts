@@ -28,7 +28,7 @@ export const parseServerTiming = (header: string | null | undefined): ServerTimi
       return entry;
     });
 
-export const percentile = (sorted: ArrayLike<number>, q: number): number =>
+const percentile = (sorted: ArrayLike<number>, q: number): number =>
   sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))] ?? 0;
 
 export interface TurnContext {

@@ -21,7 +21,7 @@ export const failure = (e: unknown, traced: boolean): string =>
   // preflight the API refused (traceparent/baggage not in Access-Control-Allow-Headers).
   (traced && e instanceof TypeError ? "likely CORS preflight refused the trace headers: " : "") + String(e);
 
-export const endWithError = (turn: Turn, e: unknown, traced: boolean): void =>
+const endWithError = (turn: Turn, e: unknown, traced: boolean): void =>
   isAbort(e) ? turn.end("stopped") : turn.end("error", failure(e, traced));
 
 type Methods = Record<string | symbol, unknown>;
