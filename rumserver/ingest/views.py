@@ -8,9 +8,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
-from rumserver import telemetry
 from rumserver.applications import IngestApp, ingest_app_by_public_key, ingest_app_by_token
-from rumserver.health import health_check
 from rumserver.ingest.client_address import client_address
 from rumserver.ingest.errors import IngestError
 from rumserver.ingest.otlp import wire as otlp_wire
@@ -18,6 +16,8 @@ from rumserver.ingest.parsers import media_type, read_body
 from rumserver.ingest.ratelimit import Limit, buckets_for, retry_after_seconds
 from rumserver.ingest.scores import score_record
 from rumserver.ingest.services import beacon_ingest, otlp_ingest
+from rumserver.ops import prometheus as telemetry
+from rumserver.ops.health import health_check
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
 # Shared by every process through Redis when LLMRUM_CACHE_URL is set.

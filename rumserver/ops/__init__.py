@@ -1,0 +1,1 @@
+"""Operations: what whoever runs llmrum asks of a node (/healthz, /metrics)."""
