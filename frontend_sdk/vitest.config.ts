@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     environment: "happy-dom",
     include: ["test/unit/**/*.test.ts"],
+    setupFiles: ["test/unit/setup.ts"],
     restoreMocks: true,
   },
 });

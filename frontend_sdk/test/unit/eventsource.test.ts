@@ -1,5 +1,4 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import { instrumentEventSource } from "../../src/capture/eventsource";
 import type { TurnEvent } from "../../src/types";
@@ -52,8 +51,6 @@ let clock: ReturnType<typeof fakeClock>;
 const original = window.EventSource;
 
 beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
   turns = [];
   clock = fakeClock();
   window.EventSource = FakeEventSource as unknown as typeof EventSource;
@@ -63,7 +60,6 @@ beforeEach(() => {
 });
 afterEach(() => {
   window.EventSource = original;
-  vi.restoreAllMocks();
 });
 
 const open = (url = API, init?: EventSourceInit) => {

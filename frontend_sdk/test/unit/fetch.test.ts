@@ -1,5 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { forgetSession } from "../../src/session";
+import { describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
 import { instrumentFetch } from "../../src/capture/fetch";
 import { parseServerTiming } from "../../src/turn";
@@ -35,12 +34,6 @@ const sseResponse = (body: ReadableStream<Uint8Array> | string, init: ResponseIn
   new Response(body, { status: 200, headers: { "content-type": "text/event-stream", ...init.headers }, ...init });
 
 const fullStream = () => openai() + openai("Hello") + openai(" world") + 'data: {"choices":[],"usage":{"completion_tokens":2}}\n\ndata: [DONE]\n\n';
-
-beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
-});
-afterEach(() => vi.restoreAllMocks());
 
 describe("trace propagation", () => {
   it("adds traceparent and baggage to targets and same-origin requests only", async () => {

@@ -1,4 +1,12 @@
+import Ajv2020 from "ajv/dist/2020";
+import { readFileSync } from "node:fs";
 import { setClock } from "../../src/lib/util";
+
+/** The server's published payload schema: what the SDK sends must pass it. strict: false
+ * ignores the OpenAPI-style `discriminator` keyword msgspec emits. */
+export const validateBeacon = new Ajv2020({ strict: false, allErrors: true }).compile(
+  JSON.parse(readFileSync(`${__dirname}/../../../rumserver/schemas/beacon.v1.json`, "utf8")),
+);
 
 /** A clock the test moves by hand. */
 export const fakeClock = (start = 1_700_000_000_000) => {

@@ -1,15 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { forgetSession, getSession, saveSession } from "../../src/session";
 import { fakeClock } from "./helpers";
 
 const MIN = 60_000;
 const stored = () => JSON.parse(localStorage.getItem("llmrum:session") ?? "null");
-
-beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
-});
-afterEach(() => vi.restoreAllMocks());
 
 describe("session", () => {
   it("starts one, stores it, and another tab (a new page) takes the same", () => {

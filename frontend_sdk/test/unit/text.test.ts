@@ -1,15 +1,9 @@
-import Ajv2020 from "ajv/dist/2020";
-import { forgetSession } from "../../src/session";
-import { readFileSync } from "node:fs";
-import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
 import { instrumentFetch } from "../../src/capture/fetch";
 import { captureText, promptOf } from "../../src/capture/text";
 import type { Options, TurnEvent } from "../../src/types";
-import { openai } from "./helpers";
-
-const schema = JSON.parse(readFileSync(`${__dirname}/../../../rumserver/schemas/beacon.v1.json`, "utf8"));
-const validate = new Ajv2020({ strict: false, allErrors: true }).compile(schema);
+import { openai, validateBeacon as validate } from "./helpers";
 
 const API = "https://api.example.com/v1/chat/completions";
 const PROMPT = JSON.stringify({
@@ -53,12 +47,6 @@ const chat = async (core: Core, body: BodyInit = PROMPT) => {
   await core.transport.flush();
   return text;
 };
-
-beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
-});
-afterEach(() => vi.restoreAllMocks());
 
 describe("prompt and answer text", () => {
   it("never leaves the page by default, redact hook or not", async () => {

@@ -1,16 +1,9 @@
-import Ajv2020 from "ajv/dist/2020";
-import { forgetSession } from "../../src/session";
-import { readFileSync } from "node:fs";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import { Core } from "../../src/core";
 import { Transport, type Envelope } from "../../src/transport";
 import { Turn } from "../../src/turn";
 import type { RumEvent, TurnEvent } from "../../src/types";
-import { openai } from "./helpers";
-
-const schema = JSON.parse(readFileSync(`${__dirname}/../../../rumserver/schemas/beacon.v1.json`, "utf8"));
-// strict: false ignores the OpenAPI-style `discriminator` keyword msgspec emits.
-const validate = new Ajv2020({ strict: false, allErrors: true }).compile(schema);
+import { openai, validateBeacon as validate } from "./helpers";
 
 const env = (): Envelope => ({ v: 1, sdk: { name: "llmrum", version: "0.1.0" }, session: { id: "s1", started_at: 1.7e12 }, page: { url: "https://chat.example.com/", referrer: "" } });
 const action = (i: number, pad = 0): RumEvent => ({ type: "action", id: `e${i}`, ts: 1.7e12 + i, name: "copy".padEnd(4 + pad, "x"), attrs: {}, turn_span_id: null, trace_id: null });
@@ -31,8 +24,6 @@ const transport = (f: typeof fetch, maxQueue = 1000) =>
   new Transport({ url: "https://rum.example.com/rum/v1/beacon?key=pk", envelope: env, fetch: f, maxQueue, flushInterval: 5000, backoff: 1000 });
 
 beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
   vi.useFakeTimers({ now: 1.7e12 });
 });
 afterEach(() => vi.useRealTimers());

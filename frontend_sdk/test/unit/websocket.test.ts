@@ -1,5 +1,4 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { forgetSession } from "../../src/session";
 import { Core } from "../../src/core";
 import type { TurnEvent, Options } from "../../src/types";
 import { instrumentWebSocket } from "../../src/capture/websocket";
@@ -55,15 +54,12 @@ const setup = (o: Record<string, unknown> = {}) => {
 };
 
 beforeEach(() => {
-  localStorage.clear();
-  forgetSession();
   turns = [];
   clock = fakeClock();
   window.WebSocket = FakeWebSocket as unknown as typeof WebSocket;
 });
 afterEach(() => {
   window.WebSocket = original;
-  vi.restoreAllMocks();
 });
 
 describe("WebSocket turns", () => {
