@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from correlator.stitching import nearest_rank
+from correlator.stitch.rules import nearest_rank
 
 QUANTILES = {"p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 DURATIONS = {

@@ -139,7 +139,7 @@ class Turn(models.Model):
 
 class Restitch(models.Model):
     """A trace to stitch again: a batch stitched a turn regenerating one of its turns
-    (``correlator.stitch_store``). Marking the trace dirty right there would wait for
+    (``correlator.stitch.store``). Marking the trace dirty right there would wait for
     whichever sweep has claimed it, and two sweeps doing that to each other deadlock;
     the sweep moves these to the dirty traces after its batch commits."""
 

@@ -27,13 +27,13 @@ import msgspec
 from django.db import connection, transaction
 from django.db.models import Q, QuerySet, Sum, TextField
 from django.db.models.functions import Cast
+from rumserver.fastsql import commit_without_waiting_for_disk
 
 from correlator import selectors
 from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, TurnRow
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.sketches import HyperLogLog, LogHistogram, bucket_of
-from correlator.stitch_store import columns_of, encode_json, record_of, recordset_of
-from rumserver.fastsql import commit_without_waiting_for_disk
+from correlator.stitch.store import columns_of, encode_json, record_of, recordset_of
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
 LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
@@ -576,7 +576,7 @@ def window_figures(*, app_id: int, since: datetime, until: datetime,
 
 def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
     """Propagation health: turns, those linked to server spans, server-only traces,
-    and the unlinked of both sides by likely cause (``stitching.propagation_cause``)."""
+    and the unlinked of both sides by likely cause (``rules.propagation_cause``)."""
     acc = _window_accumulators(app_id, since, until, [""]).get(("", "")) or Accumulator()
     return {
         "turns": acc.counts["turns"],

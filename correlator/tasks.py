@@ -14,7 +14,7 @@ from celery import shared_task
 from django.utils import timezone
 
 from correlator.retention import retention_run
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 
 logger = logging.getLogger(__name__)
 

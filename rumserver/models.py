@@ -144,7 +144,7 @@ class BrowserEvent(models.Model):
                 condition=~models.Q(turn_span_id=""),
             ),
             # A turn event by its browser span: the sweep finds the trace of a turn
-            # that another regenerates, to stitch it again (correlator.stitch_store).
+            # that another regenerates, to stitch it again (correlator.stitch.store).
             models.Index(
                 fields=["app", "span_id"],
                 name="event_turn_by_span",

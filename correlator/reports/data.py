@@ -24,7 +24,7 @@ from django.utils.safestring import SafeString
 from correlator import metrics, selectors
 from correlator.models import Trace, Turn
 from correlator.reports import charts
-from correlator.stitching import gateway_server_span, model_spans
+from correlator.stitch.rules import gateway_server_span, model_spans
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
 
 User = AbstractBaseUser | AnonymousUser

@@ -17,7 +17,7 @@ from django.test import Client
 from django.utils import timezone
 
 from correlator.models import Turn
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from demo.telemetry import flush_all, shutdown_all
 from demo.token import demo_token_write
 from rumserver.applications import application_create

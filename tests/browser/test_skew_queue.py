@@ -25,9 +25,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 
-from correlator.clock_samples import load_clock_samples
 from correlator.models import Trace
-from correlator.stitching import server_timing_sample
+from correlator.stitch.load import load_clock_samples
+from correlator.stitch.rules import server_timing_sample
 from rumserver.models import BrowserEvent
 from tests import factories
 from tests.backend.fake_openai import fake_openai

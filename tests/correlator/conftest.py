@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from rumserver.applications import application_grant
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp

@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis import checks as core_checks
 from schemathesis.specs.openapi import checks
 
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from tests.correlator.golden import GoldenTurn, send_otlp
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from correlator.stitching import (
+from correlator.stitch.rules import (
     ClockSample,
     Skew,
     beacon_sample,

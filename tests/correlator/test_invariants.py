@@ -15,8 +15,8 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from correlator.invariants import RULES, TraceView, broken_rules, traces_check
 from correlator.models import Trace, Turn
+from correlator.stitch.invariants import RULES, TraceView, broken_rules, traces_check
 from rumserver.models import BrowserSession, Span
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from correlator import rollups
 from correlator.models import DirtyRollup, Rollup
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from tests import factories
 from tests.correlator.golden import send_beacon
 

@@ -32,10 +32,9 @@ statement a path sends is checked; each path must send from the functions named 
   (``rumserver.span_store.browser_turn_span_ids``), the span and dirty-trace upserts,
   the application by its token;
 - ingest, ``POST /api/v1/scores``: the score and its dirty trace;
-- the sweep (``correlator.services.sweep_run``): the claim of dirty traces, the reads of
-  ``correlator.stitch_load`` (spans, turn events), the clock samples of
-  ``correlator.clock_samples``, the regenerated turns of ``correlator.lookups``, the
-  write statement of ``correlator.stitch_store`` with its subqueries, the claimed rows'
+- the sweep (``correlator.stitch.sweep.sweep_run``): the claim of dirty traces, the reads of
+  ``correlator.stitch.load`` (spans, turn events, clock samples), the regenerated turns
+  of ``correlator.lookups``, the write statement of ``correlator.stitch.store`` with its subqueries, the claimed rows'
   delete, the restitch queue; the rollup claim, rebuild (turns with their trace and
   session, conversation openers, feedback, hallucination scores, server-only traces,
   child rows), delete, insert and marks (``correlator.rollups``); the finalize update
@@ -75,7 +74,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from rumserver import fastsql
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Score, Span
 from tests import factories
@@ -448,7 +447,7 @@ def store(django_db_setup: Any, django_db_blocker: Any) -> Iterator[Store]:
 
 @dataclass
 class Statement:
-    sender: str  # the llmrum function that sent it, e.g. "correlator.stitch_load._pg_turns"
+    sender: str  # the llmrum function that sent it, e.g. "correlator.stitch.load._pg_turns"
     sql: str
     params: Any
     prepared: bool  # by rumserver.fastsql: server-side parameters, a generic plan in time
@@ -745,13 +744,13 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "sweep: stitch the backlog, rebuild rollups, finalize": (
         _sweep,
         {
-            "correlator.services._sweep_batch",
-            "correlator.stitch_load._pg_spans",
-            "correlator.stitch_load._pg_turns",
-            "correlator.clock_samples._pg_samples",
+            "correlator.stitch.sweep._sweep_batch",
+            "correlator.stitch.load._pg_spans",
+            "correlator.stitch.load._pg_turns",
+            "correlator.stitch.load._pg_samples",
             "correlator.lookups.regenerated_span_ids",
-            "correlator.stitch_store.write_stitched",
-            "correlator.stitch_store.restitches_queue",
+            "correlator.stitch.store.write_stitched",
+            "correlator.stitch.store.restitches_queue",
             "correlator.rollups._refresh_batch",
             "correlator.rollups.turn_facts",
             "correlator.rollups._server_only",
@@ -761,7 +760,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.lookups.conversation_openers",
             "correlator.lookups.feedback_events",
             "correlator.lookups.hallucination_scores",
-            "correlator.services.sweep_run",
+            "correlator.stitch.sweep.sweep_run",
         },
     ),
     "read API: GET /api/v1/traces, /api/v1/traces/<id>": (

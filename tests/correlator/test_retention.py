@@ -12,7 +12,7 @@ from django.utils import timezone
 from correlator import rollups
 from correlator.models import Rollup, Trace, Turn
 from correlator.retention import retention_run
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp

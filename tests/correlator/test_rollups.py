@@ -13,8 +13,8 @@ from django.utils import timezone
 
 from correlator import metrics, rollups
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
-from correlator.services import sweep_run
 from correlator.sketches import HLL_REGISTERS, HyperLogLog, LogHistogram, max_bytes
+from correlator.stitch.sweep import sweep_run
 from rumserver.models import BrowserSession
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp

@@ -13,9 +13,10 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
-from correlator import selectors, services
+from correlator import selectors
 from correlator.models import Restitch, Trace, Turn
-from correlator.services import sweep_run
+from correlator.stitch import sweep
+from correlator.stitch.sweep import sweep_run
 from rumserver.models import DirtyTrace, Span
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
@@ -228,7 +229,7 @@ def test_a_stitch_marks_every_rollup_minute_its_rewrite_may_change(client, app):
                         t_send_ms=opener_ms, outcome="completed")  # fmt: skip
     now = timezone.now()
     with transaction.atomic():
-        services.traces_stitch(keys=[(app.application.pk, golden.trace_id)], now=now)
+        sweep.traces_stitch(keys=[(app.application.pk, golden.trace_id)], now=now)
     marked = set(DirtyRollup.objects.values_list("app_id", "period", "start", "last_marked_at"))
     assert marked == {
         (app.application.pk, "minute", minute_of(ms), now)
@@ -260,7 +261,7 @@ def backlog_counted(monkeypatch, traces: int) -> tuple[list[GoldenTurn], list[tu
         deliver(client, created, golden, ["beacon", "gateway", "model"])
     stitched: list[tuple[str, str]] = []
     lock = threading.Lock()
-    real = services.traces_stitch
+    real = sweep.traces_stitch
 
     def counting(*, keys, now):
         with lock:
@@ -268,7 +269,7 @@ def backlog_counted(monkeypatch, traces: int) -> tuple[list[GoldenTurn], list[tu
         time.sleep(0.01)
         real(keys=keys, now=now)
 
-    monkeypatch.setattr(services, "traces_stitch", counting)
+    monkeypatch.setattr(sweep, "traces_stitch", counting)
     return goldens, stitched
 
 
@@ -341,7 +342,7 @@ def _aborted(sqlstate: str | None) -> Exception:
 def test_a_batch_aborted_by_a_deadlock_is_stitched_again(client, app, monkeypatch, caplog):
     golden = GoldenTurn(t0=now_ms() - 2000)
     deliver(client, app, golden, ["beacon", "gateway", "model"])
-    real, calls = services.traces_stitch, []
+    real, calls = sweep.traces_stitch, []
 
     def deadlocking_once(*, keys, now):
         calls.append(keys)
@@ -349,7 +350,7 @@ def test_a_batch_aborted_by_a_deadlock_is_stitched_again(client, app, monkeypatc
         if len(calls) == 1:
             raise _aborted("40P01")
 
-    monkeypatch.setattr(services, "traces_stitch", deadlocking_once)
+    monkeypatch.setattr(sweep, "traces_stitch", deadlocking_once)
     result = sweep_run(now=timezone.now(), finalize_all=True)
     assert len(calls) == 2 and result.stitched == 1
     assert "deadlock detected" in caplog.text
@@ -362,13 +363,13 @@ def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(clie
                                                                             monkeypatch):  # fmt: skip
     golden = GoldenTurn(t0=now_ms() - 2000)
     deliver(client, app, golden, ["beacon", "gateway", "model"])
-    real = services.traces_stitch
+    real = sweep.traces_stitch
 
     def failing(*, keys, now):
         real(keys=keys, now=now)
         raise _aborted(None)
 
-    monkeypatch.setattr(services, "traces_stitch", failing)
+    monkeypatch.setattr(sweep, "traces_stitch", failing)
     with pytest.raises(Exception, match="server closed the connection"):
         sweep_run(now=timezone.now())
     assert not Trace.objects.exists() and not Turn.objects.exists()
@@ -392,7 +393,7 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
     send_beacon(client, key, original.beacon())
     send_beacon(client, key, replacement.beacon())
     written, release = threading.Event(), threading.Event()
-    real = services.traces_stitch
+    real = sweep.traces_stitch
 
     def pausing(*, keys, now):
         real(keys=keys, now=now)
@@ -400,12 +401,12 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
             written.set()
             assert release.wait(10)
 
-    monkeypatch.setattr(services, "traces_stitch", pausing)
+    monkeypatch.setattr(sweep, "traces_stitch", pausing)
     claimed: dict[str, int] = {}
 
     def sweep_one(name: str) -> None:
         try:  # one batch of one trace: the oldest mark not claimed by the other
-            claimed[name] = services._sweep_batch(now=timezone.now(), batch_size=1)
+            claimed[name] = sweep._sweep_batch(now=timezone.now(), batch_size=1)
         finally:
             connections.close_all()
 

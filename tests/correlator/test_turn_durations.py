@@ -8,8 +8,9 @@ import json
 import random
 from dataclasses import dataclass
 
-from correlator.stitching import server_ttft, turn_metrics
 from rumserver.beacon import parse_batch
+
+from correlator.stitch.rules import server_ttft, turn_metrics
 from tests import factories
 
 T0_NS = 1_767_225_600_000_000_000

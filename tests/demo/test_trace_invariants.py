@@ -15,8 +15,8 @@ from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
-from correlator.invariants import RULES
 from correlator.models import Turn
+from correlator.stitch.invariants import RULES
 from demo import simulator
 from demo.gateway import gateway_chat
 from tests import factories

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from rumserver.applications import CreatedApplication
 from rumserver.models import ApplicationMember
 from tests import factories

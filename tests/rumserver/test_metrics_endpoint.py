@@ -10,7 +10,7 @@ from django.test import override_settings
 from django.utils import timezone
 
 from correlator.rollups import rollups_mark
-from correlator.services import sweep_run
+from correlator.stitch.sweep import sweep_run
 from rumserver.models import Application
 from tests import factories
 from tests.factories import batch, turn_event

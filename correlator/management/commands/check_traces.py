@@ -1,5 +1,5 @@
 """``python manage.py check_traces [--app SLUG] [--since ISO]``: how many stitched
-traces break each rule of cause and effect (DESIGN.md §10.4, ``correlator.invariants``),
+traces break each rule of cause and effect (DESIGN.md §10.4, ``correlator.stitch.invariants``),
 with a few trace ids per rule. Exits 1 when any rule is broken, else 0."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils.dateparse import parse_date, parse_datetime
 
-from correlator.invariants import (
+from correlator.stitch.invariants import (
     BATCH_SIZE,
     RULES,
     TOLERANCE_MS,

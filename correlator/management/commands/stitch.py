@@ -8,7 +8,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 from django.utils import timezone
 
-from correlator.services import BATCH_SIZE, sweep_run
+from correlator.stitch.sweep import BATCH_SIZE, sweep_run
 
 
 class Command(BaseCommand):

@@ -16,7 +16,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connection, connections
 from django.utils import timezone
 
-from correlator.services import sweep_backlog, sweep_run
+from correlator.stitch.sweep import sweep_backlog, sweep_run
 from demo.token import DEMO_SLUG
 from demo.traffic import TrafficGenerator, TrafficOptions, TrafficResult, relaxed_commits
 from rumserver.applications import application_create

@@ -19,13 +19,14 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, connections, transaction
+from rumserver.fastsql import commit_without_waiting_for_disk
+from rumserver.otlp_spans import assign_roles
 
 from correlator import lookups
 from correlator.models import SweepRun, Trace
 from correlator.rollups import rollups_refresh
-from correlator.stitch_load import StoredSpan, TurnEvent, datetime_of, load_batch
-from correlator.stitch_store import browser_span_record, restitches_queue, write_stitched
-from correlator.stitching import (
+from correlator.stitch.load import StoredSpan, TurnEvent, datetime_of, load_batch
+from correlator.stitch.rules import (
     ClockSample,
     Skew,
     estimate_skew,
@@ -35,9 +36,8 @@ from correlator.stitching import (
     tighten,
     turn_metrics,
 )
-from rumserver.fastsql import commit_without_waiting_for_disk
+from correlator.stitch.store import browser_span_record, restitches_queue, write_stitched
 from rumserver.models import DirtyTrace, Span
-from rumserver.otlp_spans import assign_roles
 
 logger = logging.getLogger(__name__)
 

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 from django.db.models import Field, Model
+from rumserver.fastsql import execute_prepared
 
 from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
-from rumserver.fastsql import execute_prepared
 from rumserver.models import BrowserEvent, DirtyTrace, Span
 
 

@@ -16,11 +16,11 @@ from functools import cached_property
 from typing import Any
 
 from django.db.models.fields.json import KT
+from rumserver.otlp_spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
 
 from correlator.models import Trace, Turn
-from correlator.stitching import MODEL_TTFT_SOURCES, gateway_server_span
+from correlator.stitch.rules import MODEL_TTFT_SOURCES, gateway_server_span
 from rumserver.models import Span
-from rumserver.otlp_spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
 
 TOLERANCE_MS = 1.0  # clocks and exporters round; a millisecond is not a fault
 NS_PER_MS = 1_000_000
