@@ -11,7 +11,7 @@ This module loads tables of realistic size (tens of thousands of events and span
 over three applications, by ``INSERT … SELECT generate_series``) with no statistics at
 all, runs each hot path for real while recording every statement it sends, and
 EXPLAINs each of them (FORMAT JSON, the parameters the path used; the statements
-``rumserver.fastsql`` prepares also as PostgreSQL's generic plan, which a worker's
+``rumserver.sql`` prepares also as PostgreSQL's generic plan, which a worker's
 connection keeps using once it has chosen it). A plan fails on:
 
 - a sequential scan of a big table (one this module filled with 1,000 rows or more),
@@ -27,9 +27,9 @@ statement a path sends is checked; each path must send from the functions named 
 ``PATHS``, so that a query moved elsewhere is noticed):
 
 - ingest, ``POST /rum/v1/beacon``: the session, events and dirty-trace upserts
-  (``rumserver.beacon_store``), the application by its public key;
+  (``rumserver.ingest.beacon.store``), the application by its public key;
 - ingest, ``POST /v1/traces``: the browser turns of the export's traces
-  (``rumserver.span_store.browser_turn_span_ids``), the span and dirty-trace upserts,
+  (``rumserver.ingest.otlp.store.browser_turn_span_ids``), the span and dirty-trace upserts,
   the application by its token;
 - ingest, ``POST /api/v1/scores``: the score and its dirty trace;
 - the sweep (``correlator.stitch.sweep.sweep_run``): the claim of dirty traces, the reads of
@@ -75,7 +75,7 @@ from psycopg import sql
 
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.stitch.sweep import sweep_run
-from rumserver import fastsql
+from rumserver import sql as llmrum_sql
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Score, Span
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
@@ -450,7 +450,7 @@ class Statement:
     sender: str  # the llmrum function that sent it, e.g. "correlator.stitch.load._pg_turns"
     sql: str
     params: Any
-    prepared: bool  # by rumserver.fastsql: server-side parameters, a generic plan in time
+    prepared: bool  # by rumserver.sql: server-side parameters, a generic plan in time
 
 
 _OWN = (str(ROOT / "correlator"), str(ROOT / "rumserver"))
@@ -460,7 +460,7 @@ def _sender() -> str:
     frame = sys._getframe(2)
     while frame is not None:
         path = frame.f_code.co_filename
-        if path.startswith(_OWN) and not path.endswith("fastsql.py"):
+        if path.startswith(_OWN) and not path.endswith("rumserver/sql.py"):
             module = Path(path).relative_to(ROOT).with_suffix("").as_posix().replace("/", ".")
             return f"{module}.{frame.f_code.co_name}"
         frame = frame.f_back
@@ -470,7 +470,7 @@ def _sender() -> str:
 @contextmanager
 def recorded() -> Iterator[list[Statement]]:
     """Every statement sent meanwhile: Django's cursors (``execute_wrapper``) and
-    ``rumserver.fastsql``'s prepared ones (wrapped where each module imported them)."""
+    ``rumserver.sql``'s prepared ones (wrapped where each module imported them)."""
     statements: list[Statement] = []
 
     def django_wrapper(execute: Callable, sql_: str, params: Any, many: bool, ctx: Any) -> Any:
@@ -485,11 +485,11 @@ def recorded() -> Iterator[list[Statement]]:
         return wrapper
 
     patches = [
-        mock.patch.object(module, name, prepared(getattr(fastsql, name)))
+        mock.patch.object(module, name, prepared(getattr(llmrum_sql, name)))
         for module in list(sys.modules.values())
         if getattr(module, "__name__", "").startswith(("correlator.", "rumserver."))
         for name in ("execute_prepared", "fetch_prepared")
-        if getattr(module, name, None) is getattr(fastsql, name) and module is not fastsql
+        if getattr(module, name, None) is getattr(llmrum_sql, name) and module is not llmrum_sql
     ]
     with connection.execute_wrapper(django_wrapper):
         for patch in patches:
@@ -521,7 +521,7 @@ def _plans(statement: Statement) -> Iterator[tuple[str, dict[str, Any]]]:
         if match.group(0) == "%%":
             return "%"
         name = match.group(1)
-        assert name, "fastsql statements name their parameters"
+        assert name, "rumserver.sql statements name their parameters"
         if name not in order:
             order.append(name)
         return f"${order.index(name) + 1}"
@@ -735,12 +735,18 @@ def _api_metrics(store: Store) -> None:
 
 # path -> (run it, the senders it must have sent statements from)
 PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
-    "ingest: POST /rum/v1/beacon": (_ingest_beacon, {"rumserver.beacon_store._store_postgres"}),
+    "ingest: POST /rum/v1/beacon": (
+        _ingest_beacon,
+        {"rumserver.ingest.beacon.store._store_postgres"},
+    ),
     "ingest: POST /v1/traces": (
         _ingest_otlp,
-        {"rumserver.span_store.browser_turn_span_ids", "rumserver.span_store.store_spans"},
+        {
+            "rumserver.ingest.otlp.store.browser_turn_span_ids",
+            "rumserver.ingest.otlp.store.store_spans",
+        },
     ),
-    "ingest: POST /api/v1/scores": (_ingest_score, {"rumserver.scores.score_record"}),
+    "ingest: POST /api/v1/scores": (_ingest_score, {"rumserver.ingest.scores.score_record"}),
     "sweep: stitch the backlog, rebuild rollups, finalize": (
         _sweep,
         {
@@ -816,7 +822,7 @@ def test_the_tables_have_no_statistics(store: Store) -> None:
 
 def test_connections_plan_without_jit(store: Store) -> None:
     """Costs estimated without statistics are large enough for JIT to compile a stitch
-    batch's reads (0.4 s each): llmrum's connections turn it off (rumserver.fastsql)."""
+    batch's reads (0.4 s each): llmrum's connections turn it off (rumserver.sql)."""
     with connection.cursor() as cursor:
         cursor.execute("SHOW jit")
         assert cursor.fetchone()[0] == "off"

@@ -8,9 +8,8 @@ import json
 import random
 from dataclasses import dataclass
 
-from rumserver.beacon import parse_batch
-
 from correlator.stitch.rules import server_ttft, turn_metrics
+from rumserver.ingest.beacon.parse import parse_batch
 from tests import factories
 
 T0_NS = 1_767_225_600_000_000_000
