@@ -50,12 +50,12 @@ const COMPILE_HINT = "//# allFunctionsCalledOnLoad\n";
 // into its objects (core.startTurn, turn.chunk...) through window.llmrum._use.
 let mangleCache = {};
 for (const [format, outfile, entry] of [
-  // The script tag's build sets window.llmrum itself (src/global.ts).
-  ["iife", "static/llmrum/llmrum.min.js", "src/global.ts"],
-  ["iife", "static/llmrum/llmrum.eventsource.min.js", "src/addons/eventsource.ts"],
-  ["iife", "static/llmrum/llmrum.websocket.min.js", "src/addons/websocket.ts"],
-  ["iife", "static/llmrum/llmrum.text.min.js", "src/addons/text.ts"],
-  ["esm", "static/llmrum/llmrum.esm.js", "src/esm.ts"],
+  // The script tag's build sets window.llmrum itself (src/bundles/llmrum.ts).
+  ["iife", "static/llmrum/llmrum.min.js", "src/bundles/llmrum.ts"],
+  ["iife", "static/llmrum/llmrum.eventsource.min.js", "src/bundles/llmrum.eventsource.ts"],
+  ["iife", "static/llmrum/llmrum.websocket.min.js", "src/bundles/llmrum.websocket.ts"],
+  ["iife", "static/llmrum/llmrum.text.min.js", "src/bundles/llmrum.text.ts"],
+  ["esm", "static/llmrum/llmrum.esm.js", "src/bundles/llmrum.esm.ts"],
 ]) {
   const out = await build({ ...common, entryPoints: [entry], format, mangleCache });
   mangleCache = out.mangleCache;

@@ -16,7 +16,7 @@ export type { Options } from "./types";
 export { VERSION } from "./core";
 
 let core: Core | undefined;
-/** Add-ons given before init: EventSource, WebSocket, chat text (src/addons/). */
+/** Add-ons given before init: EventSource, WebSocket, chat text (src/bundles/). */
 const addons: ((core: Core) => void)[] = [];
 
 /** Starts the SDK once; later calls are ignored. Never throws. */
