@@ -9,6 +9,10 @@ import type { Options, RumEvent } from "./types";
 export const VERSION = "0.1.0";
 const TRACEPARENT = /^\s*00-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}\s*$/;
 
+/** The W3C traceparent header of a span (version 00); sampled as the session is. */
+export const traceparent = (traceId: string, spanId: string, sampled: boolean): string =>
+  `00-${traceId}-${spanId}-${sampled ? "01" : "00"}`;
+
 export interface Prepared {
   turn?: Turn | undefined;
   traced: boolean;
@@ -89,7 +93,7 @@ export class Core {
     if (traced) {
       const own = TRACEPARENT.exec(get("traceparent") ?? "");
       if (own) [, traceId, spanId] = own as unknown as [string, string, string]; // the app traces itself: report its ids
-      else set("traceparent", `00-${traceId}-${spanId}-${s.sampled ? "01" : "00"}`);
+      else set("traceparent", traceparent(traceId, spanId, s.sampled));
       const bag = get("baggage");
       if (!bag?.includes("session.id=")) set("baggage", (bag ? bag + "," : "") + "session.id=" + encodeURIComponent(s.id));
     }

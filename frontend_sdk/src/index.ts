@@ -6,7 +6,7 @@ import { instrumentFetch } from "./capture/fetch";
 import { capturePageViews } from "./capture/pageviews";
 import { captureVitals } from "./capture/vitals";
 import { instrumentXHR } from "./capture/xhr";
-import { Core } from "./core";
+import { Core, traceparent } from "./core";
 import { safe } from "./lib/util";
 import { watchLifecycle } from "./lifecycle";
 import type { Turn } from "./turn";
@@ -67,7 +67,7 @@ export const startTurn = (opts: { url?: string; method?: string; prompt?: string
   const turn: Turn | undefined = safe(() => core?.startTurn(opts.url ?? "", opts.method ?? "WS", opts.prompt))();
   const call = <A extends unknown[]>(fn: (t: Turn, ...a: A) => void) => safe((...a: A) => turn && fn(turn, ...a));
   return {
-    traceparent: turn && core ? `00-${turn.ctx.traceId}-${turn.ctx.spanId}-${core.session().sampled ? "01" : "00"}` : "",
+    traceparent: turn && core ? traceparent(turn.ctx.traceId, turn.ctx.spanId, core.session().sampled) : "",
     headers: call((t, status: number) => t.headers(status)),
     /** A message or chunk as received (SSE/JSON text or bytes): parsed like a stream. */
     chunk: call((t, data: string | Uint8Array) => t.chunk(data)),
