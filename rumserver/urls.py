@@ -5,14 +5,15 @@ from drf_spectacular.views import SpectacularAPIView
 
 from correlator import api
 from correlator.reports import urls as report_urls
-from rumserver.ingest import views
+from rumserver.ingest import views as ingest_views
+from rumserver.ops import views as ops_views
 
 urlpatterns = [
-    path("rum/v1/beacon", views.beacon, name="beacon"),
-    path("healthz", views.healthz, name="healthz"),
-    path("metrics", views.metrics, name="prometheus-metrics"),
-    path("v1/traces", views.otlp_traces, name="otlp-traces"),
-    path("api/v1/scores", views.scores, name="scores"),
+    path("rum/v1/beacon", ingest_views.beacon, name="beacon"),
+    path("healthz", ops_views.healthz, name="healthz"),
+    path("metrics", ops_views.metrics, name="prometheus-metrics"),
+    path("v1/traces", ingest_views.otlp_traces, name="otlp-traces"),
+    path("api/v1/scores", ingest_views.scores, name="scores"),
     path("api/v1/traces", api.TraceListApi.as_view(), name="trace-list"),
     path("api/v1/traces/<str:trace_id>", api.TraceDetailApi.as_view(), name="trace-detail"),
     path("api/v1/metrics", api.MetricsApi.as_view(), name="metrics"),

@@ -13,6 +13,7 @@ import os
 import threading
 import time
 
+from celery import current_app
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -49,13 +50,13 @@ class HintSender:
                 self._thread.start()
 
     def _run(self) -> None:
-        from rumserver.celery import app
-
         while True:
             self._wake.wait()
             self._wake.clear()
             try:
-                app.send_task(SWEEP_TASK, kwargs={}, retry=False, ignore_result=True)
+                # By name: the project's Celery app (current once rumserver is loaded)
+                # routes it to the correlator's task without ingest importing either.
+                current_app.send_task(SWEEP_TASK, kwargs={}, retry=False, ignore_result=True)
                 self.sent += 1
             except Exception as exc:  # any broker failure: the sweep will find the work
                 self.failed += 1

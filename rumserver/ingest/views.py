@@ -9,6 +9,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 
 from rumserver.applications import IngestApp, ingest_app_by_public_key, ingest_app_by_token
+from rumserver.ingest import counters
 from rumserver.ingest.client_address import client_address
 from rumserver.ingest.errors import IngestError
 from rumserver.ingest.otlp import wire as otlp_wire
@@ -16,8 +17,6 @@ from rumserver.ingest.parsers import media_type, read_body
 from rumserver.ingest.ratelimit import Limit, buckets_for, retry_after_seconds
 from rumserver.ingest.scores import score_record
 from rumserver.ingest.services import beacon_ingest, otlp_ingest
-from rumserver.ops import prometheus as telemetry
-from rumserver.ops.health import health_check
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
 # Shared by every process through Redis when LLMRUM_CACHE_URL is set.
@@ -93,31 +92,26 @@ def beacon(request: HttpRequest) -> HttpResponse:
             now=timezone.now(),
         )
     except IngestError as error:
-        telemetry.count_request(telemetry.BEACONS, error.status)
+        counters.count_request(counters.BEACONS, error.status)
         return error_response(error)
     except DatabaseError:
         # Nothing was committed (one transaction); ask the SDK to retry the batch later.
-        telemetry.count_request(telemetry.BEACONS, 503)
+        counters.count_request(counters.BEACONS, 503)
         return error_response(IngestError(503, "storage unavailable, retry later", retry_after=5))
-    telemetry.count_request(telemetry.BEACONS, 202)
-    telemetry.BEACON_EVENTS.labels("accepted", "ok").inc(result.accepted)
+    counters.count_request(counters.BEACONS, 202)
+    counters.BEACON_EVENTS.labels("accepted", "ok").inc(result.accepted)
     if result.rejected:
         # Operators tell a browser clock or SDK bug (time_order) from malformed events.
         out_of_order = sum(str(r["error"]).startswith("time_order") for r in result.rejected)
         if out_of_order:
-            telemetry.BEACON_EVENTS.labels("rejected", "time_order").inc(out_of_order)
+            counters.BEACON_EVENTS.labels("rejected", "time_order").inc(out_of_order)
         if len(result.rejected) > out_of_order:
-            telemetry.BEACON_EVENTS.labels("rejected", "invalid_event").inc(
+            counters.BEACON_EVENTS.labels("rejected", "invalid_event").inc(
                 len(result.rejected) - out_of_order
             )
     if result.dropped_by_sdk:
-        telemetry.SDK_DROPPED.inc(result.dropped_by_sdk)
+        counters.SDK_DROPPED.inc(result.dropped_by_sdk)
     return JsonResponse(result.as_json(), status=202)
-
-
-def healthz(request: HttpRequest) -> HttpResponse:
-    report = health_check()
-    return JsonResponse(report.as_json(), status=200 if report.ok else 503)
 
 
 # --- OTLP/HTTP traces (gateway, model servers, any OpenTelemetry SDK) -------------
@@ -192,17 +186,17 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
             app=app, body=body, media_type=media, now=timezone.now(), source=source
         )
     except IngestError as error:
-        telemetry.count_request(telemetry.OTLP_REQUESTS, error.status)
+        counters.count_request(counters.OTLP_REQUESTS, error.status)
         return _otlp_error(error, media)
     except DatabaseError:
-        telemetry.count_request(telemetry.OTLP_REQUESTS, 503)
+        counters.count_request(counters.OTLP_REQUESTS, 503)
         return _otlp_error(
             IngestError(503, "storage unavailable, retry later", retry_after=5), media
         )
-    telemetry.count_request(telemetry.OTLP_REQUESTS, 200)
-    telemetry.SPANS.labels("accepted", "ok").inc(result.accepted_spans)
+    counters.count_request(counters.OTLP_REQUESTS, 200)
+    counters.SPANS.labels("accepted", "ok").inc(result.accepted_spans)
     if result.rejected_spans:
-        telemetry.SPANS.labels("rejected", "invalid_span").inc(result.rejected_spans)
+        counters.SPANS.labels("rejected", "invalid_span").inc(result.rejected_spans)
     payload = otlp_wire.encode_response(
         media, rejected_spans=result.rejected_spans, error_message=result.error_message
     )
@@ -232,14 +226,3 @@ def scores(request: HttpRequest) -> HttpResponse:
         {"id": score.pk, "trace_id": score.trace_id, "name": score.name, "value": score.value},
         status=201,
     )
-
-
-def metrics(request: HttpRequest) -> HttpResponse:
-    """Prometheus text for operators (optionally behind LLMRUM_METRICS_TOKEN)."""
-    token = settings.LLMRUM_METRICS_TOKEN
-    if token and request.headers.get("Authorization", "") != f"Bearer {token}":
-        response = HttpResponse("unauthorized\n", status=401, content_type="text/plain")
-        response["WWW-Authenticate"] = 'Bearer realm="llmrum-metrics"'
-        return response
-    body = telemetry.metrics_text(now=timezone.now())
-    return HttpResponse(body, content_type="text/plain; version=0.0.4; charset=utf-8")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from celery import current_app
 from django.db import connection
 
 # Seconds the broker check may take; the answer must reach the balancer well within
@@ -47,10 +48,9 @@ def _database() -> str:
 
 
 def _broker(timeout: float = BROKER_TIMEOUT) -> str:
-    from rumserver.celery import app
-
     try:
-        with app.connection_for_write() as conn:
+        # The project's Celery app (rumserver.celery), current once rumserver is loaded.
+        with current_app.connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, timeout=timeout)
     except Exception as exc:
         return f"error: {type(exc).__name__}: {str(exc)[:200]}"
