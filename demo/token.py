@@ -12,9 +12,11 @@ deployments that hand secrets through the environment).
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from django.conf import settings
 
@@ -73,3 +75,27 @@ def demo_token_ensure(app: Application, created_token: str | None = None) -> tup
     rotated = application_rotate_token(slug=app.slug)
     demo_token_write(rotated.ingest_token)
     return rotated.ingest_token, True
+
+
+def demo_token_on_serve(
+    sender: Any,
+    *,
+    application: Application,
+    ingest_token: str | None,
+    demo: bool,
+    stdout: Any,
+    **kwargs: Any,
+) -> None:
+    """``rumserver.signals.serve_starting``: the demo's simulated gateway and model
+    server export spans with this application's token, which is stored hashed only;
+    hand it over in a file only this user can read (README: "Demo")."""
+    if not demo:
+        return
+    token, rotated = demo_token_ensure(application, ingest_token)
+    if rotated:
+        stdout.write(
+            "llmrum: rotated the demo application's ingest token for the demo chat "
+            f"(kept in {demo_token_path()}; the old one stops working):"
+        )
+        keys = {"slug": application.slug, "public_key": application.public_key}
+        stdout.write(json.dumps({**keys, "ingest_token": token}))

@@ -24,10 +24,10 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from demo.token import demo_token_ensure, demo_token_path
 from rumserver.applications import application_create
 from rumserver.env import env_bool
 from rumserver.models import Application
+from rumserver.signals import serve_starting
 
 DEMO_SLUG = "demo"
 
@@ -105,17 +105,13 @@ class Command(BaseCommand):
                 "llmrum: created the demo application (its ingest token is shown once):"
             )
             self._keys_line(app, created_token)
-        if demo:
-            # The demo's simulated gateway and model server export spans with this
-            # application's token, which is stored hashed only: hand it over in a file
-            # only this user can read (README: "Demo", how the token gets there).
-            token, rotated = demo_token_ensure(app, created_token)
-            if rotated:
-                self.stdout.write(
-                    f"llmrum: rotated the demo application's ingest token for the demo chat "
-                    f"(kept in {demo_token_path()}; the old one stops working):"
-                )
-                self._keys_line(app, token)
+        serve_starting.send(
+            sender=self.__class__,
+            application=app,
+            ingest_token=created_token,
+            demo=demo,
+            stdout=self.stdout,
+        )
         return app.public_key
 
     def _keys_line(self, app: Application, token: str) -> None:
