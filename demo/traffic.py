@@ -35,7 +35,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, Span, Status
 from demo.simulator import MODELS, AnswerPlan, Model, pick_model, plan_answer
 from demo.telemetry import GATEWAY_RESOURCE
 from rumserver.applications import ingest_app_by_public_key
-from rumserver.ingest.dirty import mark_dirty_portable
+from rumserver.ingest.dirty import mark_dirty
 from rumserver.ingest.scores import ScoreIn
 from rumserver.ingest.services import beacon_ingest, otlp_ingest
 from rumserver.models import Application, Score
@@ -680,12 +680,12 @@ class TrafficGenerator:
                               name=checked.name, value=checked.value, comment=checked.comment,
                               received_at=self._received(at)))  # fmt: skip
         if rows:
+            now = timezone.now()
             with transaction.atomic():
                 Score.objects.bulk_create(rows, batch_size=500)
+                traces = [r.trace_id for r in rows]
                 with connection.cursor() as cursor:
-                    mark_dirty_portable(cursor, app_id=self.ingest_app.id,
-                                        trace_ids=sorted({r.trace_id for r in rows}),
-                                        received=timezone.now())  # fmt: skip
+                    mark_dirty(cursor, app_id=self.ingest_app.id, trace_ids=traces, now=now)
         self.result.scores += len(rows)
 
 

@@ -1,41 +1,56 @@
-"""Marking traces dirty for the correlator, in the ingest statements' own SQL.
+"""Marking traces dirty for the correlator: one upsert, in every form its writers need.
 
-Both ingest writes (beacons, spans) upsert here in the same statement or
-transaction as their rows: a trace with new data is never missed by the sweep.
+Whatever gives a trace new data (a beacon, spans, a score) or asks for it to be
+stitched again upserts it here in the same statement or transaction as that data,
+so the sweep never misses a trace. Rows go in sorted by (application, trace), so
+that concurrent writers lock them in one order.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
+
+from django.db import connection
 
 from rumserver.models import DirtyTrace
 from rumserver.sql import placeholders
 
-DIRTY_TABLE = DirtyTrace._meta.db_table
-DIRTY_ON_CONFLICT = (
+_TABLE = DirtyTrace._meta.db_table
+_COLUMNS = "app_id, trace_id, first_marked_at, last_marked_at"
+_ON_CONFLICT = (
     "ON CONFLICT (app_id, trace_id) DO UPDATE SET last_marked_at = excluded.last_marked_at"
 )
-# A data-modifying CTE for the PostgreSQL statements; parameters %(app)s, %(now)s,
-# %(traces)s. Sorted so that concurrent requests lock rows in one order.
-POSTGRES_CTE = f"""
-    INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at)
-    SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz
-    FROM unnest(%(traces)s::text[]) AS t
-    ORDER BY t
-    {DIRTY_ON_CONFLICT}
-"""
-_CHUNK = 500
+# SQLite allows 32766 parameters a statement; stay well below it.
+_PORTABLE_CHUNK = 500
 
 
-def mark_dirty_portable(cursor: Any, *, app_id: int, trace_ids: list[str], received: Any) -> None:
-    """The same upsert as multi-row INSERTs (SQLite), on the caller's cursor and transaction."""
-    for start in range(0, len(trace_ids), _CHUNK):
-        chunk = trace_ids[start : start + _CHUNK]
+def upsert_sql(rows: str) -> str:
+    """The upsert of what the SELECT ``rows`` yields, (app_id, trace_id, marked at,
+    marked at) sorted by the first two: a statement, or a data-modifying CTE."""
+    return f"INSERT INTO {_TABLE} ({_COLUMNS}) {rows} {_ON_CONFLICT}"
+
+
+# One application's traces on PostgreSQL, parameters %(app)s, %(now)s and %(traces)s:
+# a statement (``mark_dirty``), or a CTE inside an ingest write's single statement.
+MARK_SQL = upsert_sql(
+    "SELECT %(app)s::bigint, t, %(now)s::timestamptz, %(now)s::timestamptz "
+    "FROM unnest(%(traces)s::text[]) AS t ORDER BY t"
+)
+
+
+def mark_dirty(cursor: Any, *, app_id: int, trace_ids: list[str], now: datetime) -> None:
+    """Mark one application's traces dirty, on the caller's cursor and transaction."""
+    ordered = sorted(set(trace_ids))
+    if not ordered:
+        return
+    if connection.vendor == "postgresql":
+        cursor.execute(MARK_SQL, {"app": app_id, "now": now, "traces": ordered})
+        return
+    marked = connection.ops.adapt_datetimefield_value(now)
+    for start in range(0, len(ordered), _PORTABLE_CHUNK):
+        chunk = ordered[start : start + _PORTABLE_CHUNK]
         params: list[Any] = []
         for trace_id in chunk:
-            params += [app_id, trace_id, received, received]
-        cursor.execute(
-            f"INSERT INTO {DIRTY_TABLE} (app_id, trace_id, first_marked_at, last_marked_at) "
-            f"VALUES {placeholders(4, len(chunk))} {DIRTY_ON_CONFLICT}",
-            params,
-        )
+            params += [app_id, trace_id, marked, marked]
+        cursor.execute(upsert_sql(f"VALUES {placeholders(4, len(chunk))}"), params)

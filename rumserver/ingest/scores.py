@@ -7,13 +7,14 @@ from datetime import datetime
 from typing import Annotated
 
 import msgspec
-from django.db import transaction
+from django.db import connection, transaction
 
 from rumserver.applications import IngestApp
 from rumserver.ingest.beacon.parse import split_validation_error
 from rumserver.ingest.beacon.schema import TraceId
+from rumserver.ingest.dirty import mark_dirty
 from rumserver.ingest.errors import IngestError
-from rumserver.models import DirtyTrace, Score
+from rumserver.models import Score
 
 ScoreName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$(?!\n)")
@@ -51,10 +52,6 @@ def score_record(*, app: IngestApp, body: bytes, now: datetime) -> Score:
             comment=comment,
             received_at=now,
         )
-        DirtyTrace.objects.update_or_create(
-            app_id=app.id,
-            trace_id=data.trace_id,
-            defaults={"last_marked_at": now},
-            create_defaults={"first_marked_at": now, "last_marked_at": now},
-        )
+        with connection.cursor() as cursor:
+            mark_dirty(cursor, app_id=app.id, trace_ids=[data.trace_id], now=now)
     return score

@@ -26,8 +26,7 @@ import msgspec
 from django.db import connection, transaction
 
 from rumserver.ingest.beacon.parse import ParsedBatch
-from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
-from rumserver.ingest.dirty import mark_dirty_portable
+from rumserver.ingest.dirty import MARK_SQL, mark_dirty
 from rumserver.models import BrowserEvent, BrowserSession
 from rumserver.sql import execute_prepared, placeholders
 
@@ -104,7 +103,7 @@ WITH s AS (
         turn_span_id text, truncated boolean, data jsonb)
     ORDER BY r.event_id
     {_EVENT_ON_CONFLICT}
-), d AS ({DIRTY_CTE})
+), d AS ({MARK_SQL})
 SELECT id FROM s
 """
 
@@ -176,4 +175,4 @@ def _store_portable(
             params,
         )
 
-        mark_dirty_portable(cursor, app_id=app_id, trace_ids=parsed.trace_ids, received=received)
+        mark_dirty(cursor, app_id=app_id, trace_ids=parsed.trace_ids, now=now)

@@ -11,8 +11,7 @@ from typing import Any
 import msgspec
 from django.db import connection, transaction
 
-from rumserver.ingest.dirty import POSTGRES_CTE as DIRTY_CTE
-from rumserver.ingest.dirty import mark_dirty_portable
+from rumserver.ingest.dirty import MARK_SQL, mark_dirty
 from rumserver.ingest.otlp.spans import SpanRow
 from rumserver.models import BrowserEvent, Span
 from rumserver.sql import execute_prepared, placeholders
@@ -44,7 +43,7 @@ WITH s AS (
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({", ".join(f"{n} {t}" for n, t in _COLUMNS)})
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id) DO NOTHING
-), d AS ({DIRTY_CTE})
+), d AS ({MARK_SQL})
 SELECT 1
 """
 
@@ -87,7 +86,7 @@ def _store_portable(
                 "ON CONFLICT (app_id, trace_id, span_id) DO NOTHING",
                 params,
             )
-        mark_dirty_portable(cursor, app_id=app_id, trace_ids=trace_ids, received=received)
+        mark_dirty(cursor, app_id=app_id, trace_ids=trace_ids, now=now)
 
 
 def browser_turn_span_ids(*, app_id: int, trace_ids: list[str]) -> frozenset[str]:
