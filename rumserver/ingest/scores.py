@@ -14,6 +14,7 @@ from rumserver.ingest.beacon.parse import split_validation_error
 from rumserver.ingest.beacon.schema import TraceId
 from rumserver.ingest.dirty import mark_dirty
 from rumserver.ingest.errors import IngestError
+from rumserver.ingest.text import storable_text
 from rumserver.models import Score
 
 ScoreName = Annotated[
@@ -42,7 +43,7 @@ def score_record(*, app: IngestApp, body: bytes, now: datetime) -> Score:
         raise IngestError(400, "body is not valid UTF-8 JSON") from None
     if not math.isfinite(data.value):
         raise IngestError(400, "invalid score: value must be a finite number", field="value")
-    comment = data.comment.replace("\x00", "")[:1024]
+    comment, _ = storable_text(data.comment, 1024)
     with transaction.atomic():
         score = Score.objects.create(
             app_id=app.id,

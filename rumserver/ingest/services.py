@@ -10,13 +10,14 @@ from django.conf import settings
 from django.db import transaction
 
 from rumserver.applications import IngestApp
-from rumserver.ingest.beacon.parse import cut_text, parse_batch
+from rumserver.ingest.beacon.parse import parse_batch
 from rumserver.ingest.beacon.store import SessionRow, store_batch
 from rumserver.ingest.beacon.useragent import parse_user_agent
 from rumserver.ingest.hints import hints
 from rumserver.ingest.otlp.spans import assign_roles, map_request, mark_source, remote_parent_traces
 from rumserver.ingest.otlp.store import browser_turn_span_ids, store_spans
 from rumserver.ingest.otlp.wire import decode_request
+from rumserver.ingest.text import storable_text
 
 
 @dataclass(frozen=True)
@@ -47,8 +48,8 @@ def beacon_ingest(
         session = SessionRow(
             session_id=batch.session.id,
             started_at_ms=batch.session.started_at,
-            user_id=cut_text(batch.user.id, "user_id")[0][:128] if batch.user else "",
-            sdk_version=cut_text(batch.sdk.version, "sdk_version")[0][:32],
+            user_id=storable_text(batch.user.id, 128)[0] if batch.user else "",
+            sdk_version=storable_text(batch.sdk.version, 32)[0],
             user_agent=ua_text,
             browser=ua.browser,
             browser_version=ua.browser_version,

@@ -28,6 +28,7 @@ from rumserver.ingest.beacon.schema import (
     event_decoder,
 )
 from rumserver.ingest.errors import IngestError
+from rumserver.ingest.text import storable_text
 
 MAX_LIST_ITEMS = {"tbt_gaps": MAX_TBT_GAPS, "server_timing": MAX_MAP_ENTRIES}
 # A "\\uD800".."\\uDFFF" escape; msgspec refuses the lone ones (not half of a pair).
@@ -226,14 +227,8 @@ def _event_row(event: Any, *, page_url: str) -> EventRow:
 
 
 def cut_text(value: str, key: str) -> tuple[str, bool]:
-    limit = TEXT_LIMITS.get(key, TEXT_LIMITS["default"])
-    was_cut = False
-    if "\x00" in value:
-        # PostgreSQL text and jsonb cannot hold NUL; a batch with one must not fail forever.
-        value, was_cut = value.replace("\x00", ""), True
-    if len(value) <= limit:
-        return value, was_cut
-    return value[:limit], True
+    """``storable_text`` within the limit of the field named ``key``."""
+    return storable_text(value, TEXT_LIMITS.get(key, TEXT_LIMITS["default"]))
 
 
 def cut(data: dict[str, Any], *, key_limit: int = 64) -> tuple[dict[str, Any], bool]:

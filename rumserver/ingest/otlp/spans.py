@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from rumserver.ingest.errors import IngestError
+from rumserver.ingest.text import storable_text
 
 MAX_ATTRIBUTES = 128  # per span, resource, event or link (the OpenTelemetry SDK's default)
 MAX_VALUE_LENGTH = 8192  # characters of one string value
@@ -139,14 +140,10 @@ class _Cut:
 
 
 def _text(value: str, cut: _Cut, limit: int = MAX_VALUE_LENGTH) -> str:
-    # PostgreSQL text and jsonb cannot hold NUL: a hostile string must not fail the batch.
-    if "\x00" in value:
-        value = value.replace("\x00", "")
-        cut.truncated = True
-    if len(value) > limit:
-        cut.truncated = True
-        return value[:limit]
-    return value
+    if len(value) <= limit and "\x00" not in value:
+        return value  # nearly every value, without a call
+    cut.truncated = True
+    return storable_text(value, limit)[0]
 
 
 def _any_value(value: AnyValue, cut: _Cut, depth: int = 0) -> Any:
