@@ -26,7 +26,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from correlator import metrics, selectors
+from correlator import selectors
+from correlator.analytics import figures
+from correlator.analytics.exact import GROUP_COLUMNS
 from correlator.models import Trace, Turn
 from rumserver.models import Application, Span
 
@@ -390,7 +392,7 @@ class MetricsInput(TimeRangeInput):
     app = serializers.SlugField(
         required=False, help_text="Application slug; needed when you see more than one."
     )
-    group_by = serializers.ChoiceField(choices=list(selectors.GROUP_COLUMNS), required=False)
+    group_by = serializers.ChoiceField(choices=list(GROUP_COLUMNS), required=False)
 
 
 class PercentilesOutput(serializers.Serializer):
@@ -411,7 +413,7 @@ class RatesOutput(serializers.Serializer):
 
 
 class MetricsFiguresOutput(serializers.Serializer):
-    """``analytics.summarize``'s figures (documentation only: the view builds the dict)."""
+    """``analytics.exact.summarize``'s figures (documentation only: the view builds the dict)."""
 
     turns = serializers.IntegerField()
     sessions = serializers.IntegerField()
@@ -470,7 +472,7 @@ class MetricsApi(APIView):
         since, until = self._window(params.get("since"), params.get("until"))
         body = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()}
         body.update(
-            metrics.window_metrics(
+            figures.window_metrics(
                 app=app, since=since, until=until, group_by=params.get("group_by")
             )
         )

@@ -170,7 +170,7 @@ class Rollup(models.Model):
     """Turn figures for one application, period and dimension value, built from the
     stitched turns and merged upwards: minutes into hours, hours into days.
 
-    Counts are exact; ``sketches`` holds mergeable sketches (``correlator.sketches``)
+    Counts are exact; ``sketches`` holds mergeable sketches (``correlator.analytics.sketches``)
     as flat integer lists: a histogram per duration, HyperLogLogs for sessions and
     conversations, and unlinked-turn counts by cause.
     """

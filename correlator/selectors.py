@@ -1,19 +1,37 @@
-"""Read queries behind the API and the report pages. Every query is limited to
-the applications a user may see, and reads stitched rows through indexes."""
+"""The correlator's read queries, in one place.
+
+What the API and the report pages show (``visible_applications`` and the trace
+queries): every query is limited to the applications a user may see, and reads
+stitched rows through indexes.
+
+Lookups of many keys at once that must stay index probes (the stitch's and the
+analytics'): on PostgreSQL each is a join from ``unnest()`` of the keys, so the plan
+is one parameterized index scan per key whatever the statistics say. Written as
+``IN`` lists, a growing table with stale statistics (autovacuum behind, or off) made
+the planner scan every turn of the application per stitch batch: bench/stitch, 56 ms
+a batch of 200. Elsewhere (SQLite) the ORM asks the same.
+
+Without statistics at all (a fresh deployment, a restore: DESIGN.md §10.7) PostgreSQL
+takes ``app_id = …`` to be as selective as a trace id, and an index led by app_id (often
+smaller, or partial) wins: every row of the application read per key. So where the key
+has an index of its own and no (app, key) index exists, the probe names the key alone
+and the application is tested above an ``OFFSET 0`` fence, where no index can take it.
+tests/correlator/test_query_plans.py checks these plans on never-analysed tables.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import json
+from collections import defaultdict
 from datetime import datetime
+from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import connection
 from django.db.models import QuerySet
 
-from correlator import lookups
-from correlator.analytics import TurnRow, first_response_good
 from correlator.models import Trace, Turn
-from rumserver.models import Application, Span
+from rumserver.models import Application, BrowserEvent, Score, Span
 
 
 def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Application]:
@@ -78,104 +96,138 @@ def trace_list(
     return traces.select_related("app", "turn", "turn__session").order_by("-start_ms", "-id")
 
 
-GROUP_COLUMNS = {
-    "model": "model",
-    "browser": "session__browser",
-    "os": "session__os",
-    "device": "session__device_class",
-}
+# --- many keys at once, as index probes ------------------------------------------------
 
 
-def metrics_turns(
-    *, app: Application, since: datetime, until: datetime, group_bys: list[str] | None = None
-) -> list[TurnRow]:
-    """The turns sent in [since, until) by their skew-corrected send time, with their
-    key for each of ``group_bys`` (``GROUP_COLUMNS``), in order, in ``groups``."""
-    columns = [
-        "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
-        "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
-        "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
-    ]  # fmt: skip
-    columns += [GROUP_COLUMNS[key] for key in group_bys or []]
-    rows = Turn.objects.filter(
-        app=app, t_send_ms__gte=since.timestamp() * 1000, t_send_ms__lt=until.timestamp() * 1000
-    ).values_list(*columns)
-    return [TurnRow(*row[:17], groups=tuple(str(value) for value in row[17:])) for row in rows]
-
-
-def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[str], set[str]]:
-    """(voted down, edited): span ids of these turns with a thumbs-down or an edit."""
-    voted_down: set[str] = set()
-    edited: set[str] = set()
-    app_id = app if isinstance(app, int) else app.pk
-    for kind, name, span_id, data in lookups.feedback_events(app_id=app_id, span_ids=span_ids):
-        value = data.get("value") if kind == "feedback" else None
-        if (
-            name == "feedback-down"
-            or value == "down"
-            or (isinstance(value, int | float) and value < 0.5)
-        ):
-            voted_down.add(span_id)
-        elif name == "edit":
-            edited.add(span_id)
-    return voted_down, edited
-
-
-def latest_hallucination(*, app: Application | int, trace_ids: set[str]) -> dict[str, float]:
-    """trace id -> the value of its latest ``hallucination`` score."""
-    latest: dict[str, tuple[datetime, float]] = {}
-    app_id = app if isinstance(app, int) else app.pk
-    for trace_id, received_at, value in lookups.hallucination_scores(
-        app_id=app_id, trace_ids=trace_ids
-    ):
-        if trace_id not in latest or received_at >= latest[trace_id][0]:
-            latest[trace_id] = (received_at, value)
-    return {trace_id: value for trace_id, (_, value) in latest.items()}
-
-
-@dataclass(frozen=True)
-class Opening:
-    """The first turn of a conversation, and whether the second corrected it."""
-
+class OpeningRow(NamedTuple):
     span_id: str
     t_send_ms: float
     regenerated: bool
-    next_is_correction: bool
+    intent_correction: bool
 
 
-_CHUNK = 2000
-
-
-def conversation_openings(
-    *, app: Application | int, conversations: Iterable[str]
-) -> dict[str, Opening]:
-    """conversation id -> its first turn ever (by send time), and whether the second
-    was an intent correction."""
-    app_id = app if isinstance(app, int) else app.pk
-    openings: dict[str, Opening] = {}
-    rows = lookups.conversation_openers(app_id=app_id, conversations=list(conversations))
-    for conversation, (first, *rest) in rows.items():
-        corrected = bool(rest) and rest[0].intent_correction
-        openings[conversation] = Opening(
-            first.span_id, first.t_send_ms, first.regenerated, corrected
+def trace_starts(*, app_id: int, trace_ids: list[str]) -> dict[str, float]:
+    """trace id -> the stitched trace's start (epoch ms), for those stitched before."""
+    if not trace_ids:
+        return {}
+    if connection.vendor != "postgresql":
+        rows = Trace.objects.filter(app_id=app_id, trace_id__in=trace_ids)
+        return dict(rows.values_list("trace_id", "start_ms"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT t.trace_id, t.start_ms FROM unnest(%s::text[]) AS k(trace_id) "
+            f"JOIN {Trace._meta.db_table} t ON t.app_id = %s AND t.trace_id = k.trace_id",
+            [sorted(set(trace_ids)), app_id],
         )
-    return openings
+        return dict(cursor.fetchall())
 
 
-def first_responses(*, app: Application | int, turns: Iterable[TurnRow]) -> dict[str, bool]:
-    """For the conversations that began among these turns: the first turn's span id
-    -> whether its answer was right (``analytics.first_response_good``)."""
-    turns = list(turns)
-    in_window = {t.span_id for t in turns}
-    openings = conversation_openings(app=app, conversations={t.conversation for t in turns})
-    openers = [o for o in openings.values() if o.span_id in in_window]
-    voted_down, edited = turn_feedback(app=app, span_ids={o.span_id for o in openers})
-    return {
-        o.span_id: first_response_good(
-            regenerated=o.regenerated,
-            voted_down=o.span_id in voted_down,
-            edited=o.span_id in edited,
-            next_is_correction=o.next_is_correction,
-        )  # fmt: skip
-        for o in openers
-    }
+def conversation_openers(*, app_id: int, conversations: list[str]) -> dict[str, list[OpeningRow]]:
+    """conversation id -> its first two turns by send time (fewer if it has fewer),
+    through the (app, conversation, send time) index."""
+    if not conversations:
+        return {}
+    out: dict[str, list[OpeningRow]] = defaultdict(list)
+    wanted = sorted(set(conversations))
+    if connection.vendor != "postgresql":
+        for start in range(0, len(wanted), 500):
+            rows = Turn.objects.filter(
+                app_id=app_id, conversation_id__in=wanted[start : start + 500]
+            )
+            for conversation, *row in rows.order_by("conversation_id", "t_send_ms", "span_id")\
+                    .values_list("conversation_id", "span_id", "t_send_ms", "regenerated",
+                                 "intent_correction"):  # fmt: skip
+                if len(out[conversation]) < 2:
+                    out[conversation].append(OpeningRow(*row))
+        return dict(out)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT k.conversation_id, x.span_id, x.t_send_ms, x.regenerated,
+                       x.intent_correction
+                FROM unnest(%s::text[]) AS k(conversation_id)
+                CROSS JOIN LATERAL (
+                    SELECT span_id, t_send_ms, regenerated, intent_correction
+                    FROM {Turn._meta.db_table}
+                    WHERE app_id = %s AND conversation_id = k.conversation_id
+                    ORDER BY t_send_ms, span_id LIMIT 2
+                ) AS x
+                ORDER BY k.conversation_id, x.t_send_ms, x.span_id""",
+            [wanted, app_id],
+        )
+        for conversation, *row in cursor.fetchall():
+            out[conversation].append(OpeningRow(*row))
+    return dict(out)
+
+
+def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
+    """(app id, span id) of those turns that a stitched turn regenerates, through the
+    partial index on ``regenerate_of`` (an ``IN`` list here was a scan of every
+    turn per batch once the table had outgrown its statistics)."""
+    if not span_ids:
+        return set()
+    if connection.vendor != "postgresql":
+        rows = Turn.objects.filter(regenerate_of__in=span_ids).exclude(regenerate_of="")
+        return set(rows.values_list("app_id", "regenerate_of"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT x.app_id, k.span_id FROM unnest(%s::text[]) AS k(span_id)
+                CROSS JOIN LATERAL (
+                    SELECT app_id FROM {Turn._meta.db_table}
+                    WHERE regenerate_of = k.span_id AND regenerate_of <> ''
+                    OFFSET 0  -- a fence: flattened into a join, it became a hash join on a scan
+                ) AS x""",
+            [sorted(set(span_ids))],
+        )
+        return set(cursor.fetchall())
+
+
+def feedback_events(*, app_id: int, span_ids: set[str]) -> list[tuple[str, str, str, Any]]:
+    """(type, name, turn span id, data) of the feedback and action events about these
+    turns, through the partial (app, turn span) index, probed once a span id (as an IN
+    list of a few hundred, PostgreSQL read every event of the application)."""
+    if not span_ids:
+        return []
+    kinds = [BrowserEvent.Type.FEEDBACK.value, BrowserEvent.Type.ACTION.value]
+    if connection.vendor != "postgresql":
+        # The exclude repeats the partial index's condition so the planner may use it.
+        events = BrowserEvent.objects.filter(
+            app_id=app_id, turn_span_id__in=span_ids, type__in=kinds
+        ).exclude(turn_span_id="")
+        return list(events.values_list("type", "name", "turn_span_id", "data"))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT x.type, x.name, k.span_id, x.data FROM unnest(%s::text[]) AS k(span_id)
+                CROSS JOIN LATERAL (
+                    SELECT type, name, data FROM {BrowserEvent._meta.db_table}
+                    WHERE app_id = %s AND turn_span_id = k.span_id AND turn_span_id <> ''
+                      AND type = ANY(%s)
+                    OFFSET 0
+                ) AS x""",
+            [sorted(span_ids), app_id, kinds],
+        )
+        return [(kind, name, span_id, json.loads(data) if isinstance(data, str) else data)
+                for kind, name, span_id, data in cursor.fetchall()]  # fmt: skip
+
+
+def hallucination_scores(*, app_id: int, trace_ids: set[str]) -> list[tuple[str, datetime, float]]:
+    """(trace id, received at, value) of these traces' ``hallucination`` scores: a
+    probe of the trace id index a trace, the application tested above the fence (else
+    the smaller (app, received) index won: every score of the application read)."""
+    if not trace_ids:
+        return []
+    if connection.vendor != "postgresql":
+        scores = Score.objects.filter(app_id=app_id, name="hallucination", trace_id__in=trace_ids)
+        return list(scores.values_list("trace_id", "received_at", "value"))
+    # The ids as one array parameter: a rollup rebuild asks for tens of thousands, and
+    # an IN list of them was a fifth of it, building and parsing the SQL.
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"""SELECT k.trace_id, x.received_at, x.value FROM unnest(%s::text[]) AS k(trace_id)
+                CROSS JOIN LATERAL (
+                    SELECT app_id, received_at, value FROM {Score._meta.db_table}
+                    WHERE trace_id = k.trace_id AND name = 'hallucination' OFFSET 0
+                ) AS x
+                WHERE x.app_id = %s""",
+            [sorted(trace_ids), app_id],
+        )
+        return cursor.fetchall()

@@ -3,7 +3,7 @@ the query, call one of these and render. Values are formatted here, so the
 templates only place text (Django escapes it) and SVG the chart module escaped.
 
 Fast with millions of spans: the overview and the propagation counts read only
-``correlator.metrics`` (rollups); the other pages read stitched rows through indexes,
+``correlator.analytics.figures`` (rollups); the other pages read stitched rows through indexes,
 always with a LIMIT, and never count a whole table.
 """
 
@@ -21,7 +21,8 @@ from django.http import Http404
 from django.utils.dateparse import parse_datetime
 from django.utils.safestring import SafeString
 
-from correlator import metrics, selectors
+from correlator import selectors
+from correlator.analytics import figures
 from correlator.models import Trace, Turn
 from correlator.reports import charts
 from correlator.stitch.rules import gateway_server_span, model_spans
@@ -241,11 +242,11 @@ def _group_row(group: dict[str, Any]) -> dict[str, str]:
 def overview(*, app: Application, window: TimeRange) -> Overview:
     """Every figure of the overview, from ``window_breakdown`` (totals and every split
     in one read) and ``window_series`` (the charts) only."""
-    grouped = metrics.window_breakdown(
+    grouped = figures.window_breakdown(
         app=app, since=window.since, until=window.until, group_bys=list(GROUPS)
     )
     totals = grouped["model"]  # every grouped answer carries the window's totals too
-    series = metrics.window_series(
+    series = figures.window_series(
         app=app, since=window.since, until=window.until, step=window.step
     )
     cards = [
@@ -687,8 +688,8 @@ ADVICE = {
 
 def propagation_summary(*, app: Application, window: TimeRange) -> dict[str, Any]:
     """Turns linked to server spans, and the unlinked ones by likely cause, over the
-    window: from rollups (``metrics.propagation_health``), like the overview."""
-    health = metrics.propagation_health(app=app, since=window.since, until=window.until)
+    window: from rollups (``figures.propagation_health``), like the overview."""
+    health = figures.propagation_health(app=app, since=window.since, until=window.until)
     turns, linked = health["turns"], health["linked_turns"]
     return {
         "app": app,

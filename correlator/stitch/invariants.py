@@ -16,10 +16,10 @@ from functools import cached_property
 from typing import Any
 
 from django.db.models.fields.json import KT
-from rumserver.otlp_spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
 
 from correlator.models import Trace, Turn
 from correlator.stitch.rules import MODEL_TTFT_SOURCES, gateway_server_span
+from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
 from rumserver.models import Span
 
 TOLERANCE_MS = 1.0  # clocks and exporters round; a millisecond is not a fault

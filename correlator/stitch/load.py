@@ -20,10 +20,10 @@ from typing import Any
 import msgspec
 from django.db import connection
 from django.db.models.fields.json import KT
-from rumserver.fastsql import fetch_prepared
 
 from correlator.stitch.rules import MAX_SKEW_MS, ClockSample, beacon_sample, server_timing_sample
 from rumserver.models import BrowserEvent, BrowserSession, Span
+from rumserver.sql import fetch_prepared
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

@@ -11,28 +11,20 @@ Elsewhere (SQLite, the embedded default) the ORM writes the same rows.
 
 from __future__ import annotations
 
-import enum
 from collections import defaultdict
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-import msgspec
 from django.db import connection, transaction
-from django.db.models import Field, Model
-from rumserver.fastsql import execute_prepared
+from django.db.models import Model
 
+from correlator import selectors
+from correlator.analytics.rollups import MINUTE, minute_of, rollups_mark
+from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
 from rumserver.models import BrowserEvent, DirtyTrace, Span
-
-
-def _enc_hook(value: Any) -> Any:
-    if isinstance(value, enum.Enum):  # Django's TextChoices members
-        return value.value
-    raise NotImplementedError(f"cannot encode {type(value).__name__}")
-
-
-encode_json = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+from rumserver.sql import execute_prepared
 
 TRACE_UPDATE = [
     "state", "linked", "clock_skew_ms", "skew_source", "clock_skew_uncertainty_ms", "start_ms",
@@ -41,19 +33,6 @@ TRACE_UPDATE = [
 ]  # fmt: skip
 TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
 BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
-
-
-def columns_of(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field]:
-    return [f for f in model._meta.concrete_fields if f.column not in skip]
-
-
-def record_of(obj: Model, fields: list[Field]) -> dict[str, Any]:
-    return {f.column: getattr(obj, f.attname) for f in fields}
-
-
-def recordset_of(fields: list[Field], extra: str = "") -> str:
-    typed = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
-    return f"{typed}, {extra}" if extra else typed
 
 
 def _set(model: type[Model], names: list[str]) -> str:
@@ -219,8 +198,6 @@ def _stale_minutes(
 ) -> set[tuple[int, float]]:
     """(app id, epoch ms) where these traces started and their conversations began,
     before the rewrite (what the PostgreSQL statement's ``touched`` reads)."""
-    from correlator import lookups
-
     traces: dict[int, list[str]] = defaultdict(list)
     for app_id, trace_id in keys:
         traces[app_id].append(trace_id)
@@ -229,16 +206,16 @@ def _stale_minutes(
         by_app[app_id].append(conversation)
     found: set[tuple[int, float]] = set()
     for app_id in sorted(traces.keys() | by_app.keys()):
-        starts = lookups.trace_starts(app_id=app_id, trace_ids=traces.get(app_id, []))
+        starts = selectors.trace_starts(app_id=app_id, trace_ids=traces.get(app_id, []))
         found |= {(app_id, start) for start in starts.values()}
-        openers = lookups.conversation_openers(app_id=app_id, conversations=by_app.get(app_id, []))
+        openers = selectors.conversation_openers(
+            app_id=app_id, conversations=by_app.get(app_id, [])
+        )
         found |= {(app_id, rows[0].t_send_ms) for rows in openers.values()}
     return found
 
 
 def _mark(moments: set[tuple[int, float]], *, now: datetime) -> None:
-    from correlator.rollups import MINUTE, minute_of, rollups_mark
-
     rollups_mark({(app_id, MINUTE, minute_of(ms)) for app_id, ms in moments}, now=now)
 
 

@@ -19,12 +19,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, connections, transaction
-from rumserver.fastsql import commit_without_waiting_for_disk
-from rumserver.otlp_spans import assign_roles
 
-from correlator import lookups
+from correlator import selectors
+from correlator.analytics.rollups import rollups_refresh
 from correlator.models import SweepRun, Trace
-from correlator.rollups import rollups_refresh
 from correlator.stitch.load import StoredSpan, TurnEvent, datetime_of, load_batch
 from correlator.stitch.rules import (
     ClockSample,
@@ -37,7 +35,9 @@ from correlator.stitch.rules import (
     turn_metrics,
 )
 from correlator.stitch.store import browser_span_record, restitches_queue, write_stitched
+from rumserver.ingest.otlp.spans import assign_roles
 from rumserver.models import DirtyTrace, Span
+from rumserver.sql import commit_without_waiting_for_disk
 
 logger = logging.getLogger(__name__)
 
@@ -204,7 +204,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
 
 def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:
     """(app, span id) of the turns among these that a later stitched turn regenerated."""
-    replaced = lookups.regenerated_span_ids(span_ids=[event.span_id for event in turns.values()])
+    replaced = selectors.regenerated_span_ids(span_ids=[event.span_id for event in turns.values()])
     apps = {event.app_id for event in turns.values()}
     return {(app, span) for app, span in replaced if app in apps}
 

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.test import Client
 from django.utils import timezone
 
-from correlator import rollups
+from correlator.analytics import windows
 from correlator.models import DirtyRollup, Rollup
 from correlator.stitch.sweep import sweep_run
 from tests import factories
@@ -196,7 +196,7 @@ def test_rollups_answer_the_same_within_their_documented_error(data, settings, s
     slug = data["app"].application.slug
     now = timezone.now()
     app_id = data["app"].application.pk
-    counted = rollups.window_turn_count(app_id=app_id, since=now - timedelta(days=2), until=now)
+    counted = windows.window_turn_count(app_id=app_id, since=now - timedelta(days=2), until=now)
     assert counted == len(data["turns"])  # so the answer below comes from rollups
     body = data["api"].get(f"/api/v1/metrics?app={slug}").json()
     truth = expected(data["turns"], data["voted_down"])

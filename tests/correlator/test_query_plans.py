@@ -34,16 +34,16 @@ statement a path sends is checked; each path must send from the functions named 
 - ingest, ``POST /api/v1/scores``: the score and its dirty trace;
 - the sweep (``correlator.stitch.sweep.sweep_run``): the claim of dirty traces, the reads of
   ``correlator.stitch.load`` (spans, turn events, clock samples), the regenerated turns
-  of ``correlator.lookups``, the write statement of ``correlator.stitch.store`` with its subqueries, the claimed rows'
-  delete, the restitch queue; the rollup claim, rebuild (turns with their trace and
-  session, conversation openers, feedback, hallucination scores, server-only traces,
-  child rows), delete, insert and marks (``correlator.rollups``); the finalize update
-  and the sweep record;
+  of ``correlator.selectors``, the write statement of ``correlator.stitch.store`` with its
+  subqueries, the claimed rows' delete, the restitch queue; the rollup claim, rebuild
+  (turns with their trace and session, conversation openers, feedback, hallucination
+  scores, server-only traces, child rows), delete, insert and marks
+  (``correlator.analytics.rollups``); the finalize update and the sweep record;
 - the read API: ``GET /api/v1/traces`` of one application (the newest page, the next
   by its cursor, an hour by time), ``GET /api/v1/traces/<id>`` with its spans,
   ``GET /api/v1/metrics`` exact (one hour) and from rollups (three days), whole and
-  grouped by model and by device (``correlator.metrics``, ``correlator.selectors``,
-  the ``correlator.rollups`` readers).
+  grouped by model and by device (``correlator.analytics.figures``, the turns of
+  ``correlator.analytics.exact``, the rollup readers of ``correlator.analytics.windows``).
 
 Not covered: trace lists filtered by a turn's outcome or model with no time range.
 Without statistics PostgreSQL expects a handful of matches and sorts every trace of
@@ -754,18 +754,18 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.stitch.load._pg_spans",
             "correlator.stitch.load._pg_turns",
             "correlator.stitch.load._pg_samples",
-            "correlator.lookups.regenerated_span_ids",
+            "correlator.selectors.regenerated_span_ids",
             "correlator.stitch.store.write_stitched",
             "correlator.stitch.store.restitches_queue",
-            "correlator.rollups._refresh_batch",
-            "correlator.rollups.turn_facts",
-            "correlator.rollups._server_only",
-            "correlator.rollups.periods_rebuild",
-            "correlator.rollups._insert",
-            "correlator.rollups.rollups_mark",
-            "correlator.lookups.conversation_openers",
-            "correlator.lookups.feedback_events",
-            "correlator.lookups.hallucination_scores",
+            "correlator.analytics.rollups._refresh_batch",
+            "correlator.analytics.rollups.turn_facts",
+            "correlator.analytics.rollups.server_only_traces",
+            "correlator.analytics.rollups.periods_rebuild",
+            "correlator.analytics.rollups._insert",
+            "correlator.analytics.rollups.rollups_mark",
+            "correlator.selectors.conversation_openers",
+            "correlator.selectors.feedback_events",
+            "correlator.selectors.hallucination_scores",
             "correlator.stitch.sweep.sweep_run",
         },
     ),
@@ -776,10 +776,10 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "read API: GET /api/v1/metrics": (
         _api_metrics,
         {
-            "correlator.rollups.window_turn_count",
-            "correlator.rollups.stale_periods",
-            "correlator.rollups._stored",
-            "correlator.selectors.metrics_turns",
+            "correlator.analytics.windows.window_turn_count",
+            "correlator.analytics.windows.stale_periods",
+            "correlator.analytics.rollups.stored_rows",
+            "correlator.analytics.exact.window_turns",
         },
     ),
 }

@@ -9,7 +9,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from correlator import rollups
+from correlator.analytics import rollups
 from correlator.models import Rollup, Trace, Turn
 from correlator.retention import retention_run
 from correlator.stitch.sweep import sweep_run

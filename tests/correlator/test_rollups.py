@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
-from correlator import metrics, rollups
+from correlator.analytics import figures, rollups, windows
+from correlator.analytics.sketches import HLL_REGISTERS, HyperLogLog, LogHistogram, max_bytes
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
-from correlator.sketches import HLL_REGISTERS, HyperLogLog, LogHistogram, max_bytes
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import BrowserSession
 from tests import factories
@@ -70,7 +70,7 @@ def test_window_plan_covers_the_window_once_with_the_fewest_rows():
     for _ in range(300):
         since = base + timedelta(seconds=rng.uniform(0, 40 * 86400))
         until = since + timedelta(seconds=rng.choice([30, 90, 3600 * 5.5, 86400 * 3.3, 86400 * 31]))
-        ranges, raw = rollups.window_plan(since, until)
+        ranges, raw = windows.window_plan(since, until)
         pieces = sorted([(lo, hi) for _, lo, hi in ranges] + raw)
         assert pieces[0][0] == since and pieces[-1][1] == until
         for (_, hi), (lo, _) in zip(pieces, pieces[1:], strict=False):
@@ -79,7 +79,7 @@ def test_window_plan_covers_the_window_once_with_the_fewest_rows():
         for period, lo, hi in ranges:
             assert rollups.floor(lo, period) == lo and rollups.floor(hi, period) == hi
         assert sum(p == "minute" for p, *_ in ranges) <= 2
-    ranges, _ = rollups.window_plan(
+    ranges, _ = windows.window_plan(
         base + timedelta(seconds=30), base + timedelta(days=30, seconds=30)
     )
     rows = sum(
@@ -94,7 +94,7 @@ def test_window_plan_reads_a_stale_minute_raw_and_its_hour_and_day_from_below():
     stale = frozenset({("minute", minute), ("hour", minute.replace(minute=0)),
                        ("day", minute.replace(hour=0, minute=0))})  # fmt: skip
     since, until = base + timedelta(seconds=30), base + timedelta(days=10, seconds=30)
-    ranges, raw = rollups.window_plan(since, until, stale)
+    ranges, raw = windows.window_plan(since, until, stale)
     pieces = sorted([(lo, hi) for _, lo, hi in ranges] + raw)
     assert pieces[0][0] == since and pieces[-1][1] == until
     for (_, hi), (lo, _) in zip(pieces, pieces[1:], strict=False):
@@ -125,12 +125,12 @@ def test_a_pending_rebuild_never_hides_turns(settings):
     )
     now = timezone.now()
     settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
-    exact = metrics.window_metrics(app=app, since=now - timedelta(days=4), until=now)
-    rolled = rollups.window_figures(app_id=app.pk, since=now - timedelta(days=4), until=now)
+    exact = figures.window_metrics(app=app, since=now - timedelta(days=4), until=now)
+    rolled = windows.window_figures(app_id=app.pk, since=now - timedelta(days=4), until=now)
     assert rolled["turns"] == exact["turns"] == 306
     _assert_close(rolled, exact)
     points = [(now - timedelta(days=4 - i), now - timedelta(days=3 - i)) for i in range(4)]
-    series = rollups.series_figures(app_id=app.pk, points=points)
+    series = windows.series_figures(app_id=app.pk, points=points)
     assert sum(point["turns"] for point in series) == 306
 
 
@@ -224,16 +224,16 @@ def test_rollups_over_days_match_the_exact_answer(settings):
     periods = set(Rollup.objects.values_list("period", flat=True))
     assert periods == {"minute", "hour", "day"}
     now = timezone.now()
-    windows = [
+    ranges = [
         (now - timedelta(days=5), now),
         (now - timedelta(days=2, hours=7, seconds=13), now - timedelta(hours=3, seconds=41)),
         (now - timedelta(hours=5), now - timedelta(hours=1)),
     ]
-    for since, until in windows:
+    for since, until in ranges:
         for group_by in (None, "model", "device"):
             settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
-            exact = metrics.window_metrics(app=app, since=since, until=until, group_by=group_by)
-            rolled = rollups.window_figures(
+            exact = figures.window_metrics(app=app, since=since, until=until, group_by=group_by)
+            rolled = windows.window_figures(
                 app_id=app.pk, since=since, until=until, group_by=group_by
             )
             _assert_close(rolled, exact)
@@ -280,9 +280,9 @@ def test_series_and_breakdown_agree_with_the_window_answer(settings):
     since, until = now - timedelta(days=3, minutes=7), now
     for step in (timedelta(hours=6), timedelta(days=1), timedelta(minutes=30)):
         settings.LLMRUM_METRICS_EXACT_TURNS = 0
-        rolled = metrics.window_series(app=app, since=since, until=until, step=step)
+        rolled = figures.window_series(app=app, since=since, until=until, step=step)
         settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
-        exact = metrics.window_series(app=app, since=since, until=until, step=step)
+        exact = figures.window_series(app=app, since=since, until=until, step=step)
         assert [(p["since"], p["until"]) for p in rolled] == [
             (p["since"], p["until"]) for p in exact
         ]
@@ -294,12 +294,12 @@ def test_series_and_breakdown_agree_with_the_window_answer(settings):
                 assert point["until"] - point["since"] <= step
     for threshold in (0, 10**9):
         settings.LLMRUM_METRICS_EXACT_TURNS = threshold
-        both = metrics.window_breakdown(
+        both = figures.window_breakdown(
             app=app, since=since, until=until, group_bys=["model", "os"]
         )
         settings.LLMRUM_METRICS_EXACT_TURNS = 10**9
         for group_by, body in both.items():
-            one = metrics.window_metrics(app=app, since=since, until=until, group_by=group_by)
+            one = figures.window_metrics(app=app, since=since, until=until, group_by=group_by)
             _assert_close(body, one)
             assert [g["key"] for g in body["groups"]] == [g["key"] for g in one["groups"]]
             for b, o in zip(body["groups"], one["groups"], strict=True):
@@ -325,7 +325,7 @@ def test_propagation_health_counts_both_sides_by_cause(client):
     )
     now = timezone.now()
     for since in (now - timedelta(hours=1), rollups.floor(now - timedelta(hours=1), "hour")):
-        health = metrics.propagation_health(app=created.application, since=since, until=now)
+        health = figures.propagation_health(app=created.application, since=since, until=now)
         assert health["turns"] == 4 and health["linked_turns"] == 3
         assert health["server_only_traces"] == 1
         assert health["unlinked_by_cause"] == {

@@ -208,8 +208,8 @@ def test_a_stitch_marks_every_rollup_minute_its_rewrite_may_change(client, app):
     it starts now, and where its conversation began (an earlier turn's minute)."""
     from django.db import transaction
 
+    from correlator.analytics.rollups import minute_of
     from correlator.models import DirtyRollup
-    from correlator.rollups import minute_of
 
     golden = GoldenTurn(t0=now_ms() - 2000)
     deliver(client, app, golden, ["beacon", "gateway", "model"])

@@ -10,7 +10,7 @@ from django.db import connection
 from django.http import Http404
 from django.test.utils import CaptureQueriesContext
 
-from correlator import metrics
+from correlator.analytics import figures
 from correlator.models import Trace, Turn
 from correlator.reports import data
 from tests.reports.conftest import Stitched, make_user
@@ -95,9 +95,9 @@ def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monke
     those answering from memory, the overview makes no query of its own."""
     window, _ = data.time_range({"range": "24h"}, now=datetime.now(tz=UTC))
     app = stitched.app.application
-    answers = metrics.window_breakdown(app=app, since=window.since, until=window.until,
+    answers = figures.window_breakdown(app=app, since=window.since, until=window.until,
                                        group_bys=list(data.GROUPS))  # fmt: skip
-    series = metrics.window_series(app=app, since=window.since, until=window.until,
+    series = figures.window_series(app=app, since=window.since, until=window.until,
                                    step=window.step)  # fmt: skip
     calls = []
 
@@ -109,16 +109,16 @@ def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monke
         calls.append(("window_series", step, since, until))
         return series
 
-    monkeypatch.setattr(metrics, "window_breakdown", fake_breakdown)
-    monkeypatch.setattr(metrics, "window_series", fake_series)
+    monkeypatch.setattr(figures, "window_breakdown", fake_breakdown)
+    monkeypatch.setattr(figures, "window_series", fake_series)
     with CaptureQueriesContext(connection) as queries:
         report = data.overview(app=app, window=window)
     assert len(queries) == 0
     assert ("window_breakdown", tuple(data.GROUPS), window.since, window.until) in calls
     assert ("window_series", timedelta(hours=1), window.since, window.until) in calls
-    assert len(series) == len(metrics.step_bounds(window.since, window.until, window.step))
-    figures = {f.key: f.value for f in report.cards}
-    assert figures["turns"] == "5" and figures["input_tokens"] == "3,248"
+    assert len(series) == len(figures.step_bounds(window.since, window.until, window.step))
+    cards = {f.key: f.value for f in report.cards}
+    assert cards["turns"] == "5" and cards["input_tokens"] == "3,248"
     latency = {row["key"]: row for row in report.latencies}
     assert latency["client_ttft_ms"]["p50"] == "620 ms"
     assert latency["model_ttft_ms"]["p95"] == "450 ms"

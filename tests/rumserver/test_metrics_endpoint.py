@@ -9,7 +9,7 @@ import pytest
 from django.test import override_settings
 from django.utils import timezone
 
-from correlator.rollups import rollups_mark
+from correlator.analytics.rollups import rollups_mark
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import Application
 from tests import factories

@@ -11,12 +11,13 @@ How they stay right:
   its hours) instead of adding increments: rebuilding twice gives the same rows,
   so a retried or concurrent sweep never counts a turn twice.
 - Counts are exact; percentiles come from fixed-bucket histograms (within 1 %),
-  distinct sessions and conversations from HyperLogLog (``correlator.sketches``).
+  distinct sessions and conversations from HyperLogLog (``analytics.sketches``).
+
+This module builds them; ``analytics.windows`` reads them for a time window.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,15 +26,23 @@ from typing import Any, NamedTuple
 
 import msgspec
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet, Sum, TextField
+from django.db.models import Q, QuerySet, TextField
 from django.db.models.functions import Cast
-from rumserver.fastsql import commit_without_waiting_for_disk
 
-from correlator import selectors
-from correlator.analytics import DURATIONS, HALLUCINATION_THRESHOLD, QUANTILES, TurnRow
+from correlator.analytics.exact import (
+    DURATIONS,
+    HALLUCINATION_THRESHOLD,
+    QUANTILES,
+    TURN_COLUMNS,
+    TurnRow,
+    first_responses,
+    latest_hallucination,
+    rate,
+)
+from correlator.analytics.sketches import HyperLogLog, LogHistogram, bucket_of
+from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
-from correlator.sketches import HyperLogLog, LogHistogram, bucket_of
-from correlator.stitch.store import columns_of, encode_json, record_of, recordset_of
+from rumserver.sql import commit_without_waiting_for_disk
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
 LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
@@ -181,30 +190,24 @@ class Accumulator:
             out[name] = {label: histogram.quantile(q) for label, q in QUANTILES.items()}
         out["input_tokens"] = c["input_tokens"]
         out["output_tokens"] = c["output_tokens"]
-        out["turns_per_session"] = _rate(n, sessions)
-        out["intent_corrections_per_conversation"] = _rate(c["intent_corrections"], conversations)
+        out["turns_per_session"] = rate(n, sessions)
+        out["intent_corrections_per_conversation"] = rate(c["intent_corrections"], conversations)
         out["rates"] = {
-            "stop_rate": _rate(c["stopped"], n),
-            "regenerate_rate": _rate(c["regenerations"], n),
-            "abandonment_rate": _rate(c["abandoned"], n),
-            "abandonment_before_first_token_rate": _rate(c["abandoned_before_first_token"], n),
-            "error_rate": _rate(c["errors"], n),
-            "first_response_accuracy": _rate(c["first_responses_good"], c["conversations_started"]),
-            "hallucination_rate": _rate(c["hallucinated_turns"], c["scored_turns"]),
+            "stop_rate": rate(c["stopped"], n),
+            "regenerate_rate": rate(c["regenerations"], n),
+            "abandonment_rate": rate(c["abandoned"], n),
+            "abandonment_before_first_token_rate": rate(c["abandoned_before_first_token"], n),
+            "error_rate": rate(c["errors"], n),
+            "first_response_accuracy": rate(c["first_responses_good"], c["conversations_started"]),
+            "hallucination_rate": rate(c["hallucinated_turns"], c["scored_turns"]),
         }
         return out
 
 
-def _rate(part: int, whole: int) -> float | None:
-    return part / whole if whole else None
-
-
+# A turn row's columns, then what a rollup splits and counts by.
 _FACT_COLUMNS = [
-    "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
-    "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
-    "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
-    "model", "session__browser", "session__os", "session__device_class", "trace__linked",
-    "trace__propagation_cause",
+    *TURN_COLUMNS, "model", "session__browser", "session__os", "session__device_class",
+    "trace__linked", "trace__propagation_cause",
 ]  # fmt: skip
 
 
@@ -219,11 +222,22 @@ def _sent_within(ranges: Iterable[tuple[datetime, datetime]], column: str = "t_s
 
 def _merged(starts: Iterable[datetime], length: timedelta) -> list[tuple[datetime, datetime]]:
     """Adjacent periods as one range: fewer OR terms in the query."""
-    return _untagged(_joined([("", start, start + length) for start in sorted(set(starts))]))
+    return untagged(joined([("", start, start + length) for start in sorted(set(starts))]))
 
 
-def _untagged(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+def untagged(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[datetime, datetime]]:
     return [(lo, hi) for _, lo, hi in ranges]
+
+
+def joined(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[str, datetime, datetime]]:
+    """Adjacent ranges of one period as one (sorted input)."""
+    out: list[tuple[str, datetime, datetime]] = []
+    for period, lo, hi in ranges:
+        if out and out[-1][0] == period and out[-1][2] == lo:
+            out[-1] = (period, out[-1][1], hi)
+        else:
+            out.append((period, lo, hi))
+    return out
 
 
 def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[TurnFacts]:
@@ -235,12 +249,13 @@ def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[
     )
     if not rows:
         return []
-    turns = [TurnRow(*row[:17]) for row in rows]
-    openers = selectors.first_responses(app=app_id, turns=turns)
-    scores = selectors.latest_hallucination(app=app_id, trace_ids={t.trace_id for t in turns})
+    width = len(TURN_COLUMNS)
+    turns = [TurnRow(*row[:width]) for row in rows]
+    openers = first_responses(app=app_id, turns=turns)
+    scores = latest_hallucination(app=app_id, trace_ids={t.trace_id for t in turns})
     facts = []
     for turn, row in zip(turns, rows, strict=True):
-        model, browser, os_name, device, linked, cause = row[17:]
+        model, browser, os_name, device, linked, cause = row[width:]
         first_response, hallucination = openers.get(turn.span_id), scores.get(turn.trace_id)
         facts.append(
             TurnFacts(
@@ -360,7 +375,9 @@ def _refresh_batch(*, due: Q, period: str, now: datetime, batch_size: int) -> in
     return len(claimed)
 
 
-def _server_only(app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[tuple[float, str]]:
+def server_only_traces(
+    app_id: int, ranges: list[tuple[datetime, datetime]]
+) -> list[tuple[float, str]]:
     """(start, likely cause) of the traces with server spans and no browser root."""
     if not ranges:
         return []
@@ -380,7 +397,7 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         facts = turn_facts(app_id=app_id, ranges=ranges)
         for group, members in _grouped(facts, DIMENSIONS, minute=True).items():
             accs[group].add_all(members)
-        for start_ms, cause in _server_only(app_id, ranges):
+        for start_ms, cause in server_only_traces(app_id, ranges):
             acc = accs[(minute_of(start_ms), "", "")]
             acc.counts["server_only_traces"] += 1
             acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
@@ -389,7 +406,7 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         for lo, hi in ranges:
             covered |= Q(start__gte=lo, start__lt=hi)
         children = Rollup.objects.filter(covered, app_id=app_id, period=CHILD[period])
-        for (start, dimension, key), counts, sketches in _stored(
+        for (start, dimension, key), counts, sketches in stored_rows(
             children, "start", "dimension", "key"
         ):
             accs[(floor(start, period), dimension, key)].merge(counts=counts, sketches=sketches)
@@ -427,202 +444,11 @@ def rollups_backlog() -> tuple[int, datetime | None]:
     return DirtyRollup.objects.count(), oldest
 
 
-# -- reading -------------------------------------------------------------------------
+# -- reading stored rows (the rebuild of longer periods, and analytics.windows) ---------
 
 
-def stale_periods(*, app_id: int, since: datetime, until: datetime) -> frozenset:
-    """(period, start) of this application's rollup rows around [since, until) that
-    must not be read: those waiting for a rebuild, and the hours and days holding
-    them (an hour is rebuilt only after its minutes)."""
-    pending = DirtyRollup.objects.filter(
-        app_id=app_id, start__gte=floor(since, DAY), start__lt=until
-    ).values_list("period", "start")
-    stale = set()
-    for period, start in pending:
-        stale.add((period, start))
-        while period in PARENT:
-            period = PARENT[period]
-            stale.add((period, floor(start, period)))
-    return frozenset(stale)
-
-
-def window_plan(since: datetime, until: datetime, stale: frozenset = frozenset(),
-                ) -> tuple[list[tuple[str, datetime, datetime]],
-                           list[tuple[datetime, datetime]]]:  # fmt: skip
-    """Cover [since, until) with the fewest whole days, hours and minutes, plus the
-    raw turns of the partial minutes at either edge. A ``stale`` period (see
-    ``stale_periods``) is covered by its children instead, a stale minute by raw turns.
-    Returns ([(period, from, to)], [(raw from, raw to)])."""
-    ranges: list[tuple[str, datetime, datetime]] = []
-    raw: list[tuple[datetime, datetime]] = []
-    lo, hi = ceil(since, MINUTE), floor(until, MINUTE)
-    if lo >= hi:
-        return [], [(since, until)]
-    if since < lo:
-        raw.append((since, lo))
-    if hi < until:
-        raw.append((hi, until))
-
-    def whole(period: str, lo: datetime, hi: datetime) -> None:
-        for start in _starts(lo, hi, period):
-            end = start + LENGTH[period]
-            if (period, start) not in stale:
-                ranges.append((period, start, end))
-            elif period == MINUTE:
-                raw.append((start, end))
-            else:
-                whole(CHILD[period], start, end)
-
-    def cover(lo: datetime, hi: datetime, period: str) -> None:
-        if period == MINUTE:
-            whole(MINUTE, lo, hi)
-            return
-        inner_lo, inner_hi = ceil(lo, period), floor(hi, period)
-        if inner_lo >= inner_hi:
-            cover(lo, hi, CHILD[period])
-            return
-        whole(period, inner_lo, inner_hi)
-        cover(lo, inner_lo, CHILD[period])
-        cover(inner_hi, hi, CHILD[period])
-
-    cover(lo, hi, DAY)
-    return _joined(sorted(ranges, key=lambda r: r[1])), _untagged(
-        _joined(sorted(("", lo, hi) for lo, hi in raw))
-    )
-
-
-def _starts(lo: datetime, hi: datetime, period: str) -> Iterator[datetime]:
-    start = lo
-    while start < hi:
-        yield start
-        start += LENGTH[period]
-
-
-def _joined(ranges: list[tuple[str, datetime, datetime]]) -> list[tuple[str, datetime, datetime]]:
-    """Adjacent ranges of one period as one (sorted input)."""
-    out: list[tuple[str, datetime, datetime]] = []
-    for period, lo, hi in ranges:
-        if out and out[-1][0] == period and out[-1][2] == lo:
-            out[-1] = (period, out[-1][1], hi)
-        else:
-            out.append((period, lo, hi))
-    return out
-
-
-def _rows_filter(app_id: int, ranges: list[tuple[str, datetime, datetime]],
-                 dimensions: Iterable[str]) -> Q:  # fmt: skip
-    covered = Q()
-    for period, lo, hi in ranges:
-        covered |= Q(period=period, start__gte=lo, start__lt=hi)
-    return Q(app_id=app_id, dimension__in=list(dimensions)) & covered
-
-
-def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
-    """Turns in the window, from rollups and the raw edges (no sketches read)."""
-    ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
-    total = 0
-    if ranges:
-        total = (
-            Rollup.objects.filter(_rows_filter(app_id, ranges, [""])).aggregate(n=Sum("turns"))["n"]
-            or 0
-        )
-    for lo, hi in raw:
-        total += Turn.objects.filter(
-            app_id=app_id, t_send_ms__gte=lo.timestamp() * 1000, t_send_ms__lt=hi.timestamp() * 1000
-        ).count()
-    return total
-
-
-def _stored(rows: QuerySet[Rollup], *fields: str) -> Iterator[tuple[tuple, tuple, dict]]:
+def stored_rows(rows: QuerySet[Rollup], *fields: str) -> Iterator[tuple[tuple, tuple, dict]]:
     """(fields, counts, sketches) of stored rows, the sketches read as text and
     decoded by msgspec: Django's JSON field decoding was a fifth of a 30-day answer."""
     for row in rows.values_list(*fields, *COUNTS, Cast("sketches", TextField())):
         yield row[: len(fields)], row[len(fields) : -1], _decode(row[-1])
-
-
-def _window_accumulators(app_id: int, since: datetime, until: datetime,
-                         dimensions: list[str]) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
-    ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
-    accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
-    if ranges:
-        rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
-        for (dimension, key), counts, sketches in _stored(rows, "dimension", "key"):
-            accs[(dimension, key)].merge(counts=counts, sketches=sketches)
-    accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
-    for _, cause in _server_only(app_id, raw):
-        acc = accs[("", "")]
-        acc.counts["server_only_traces"] += 1
-        acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
-    return accs
-
-
-def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dict[str, Any]:
-    body = (accs.get(("", "")) or Accumulator()).figures()
-    body["groups"] = (
-        [{"key": key, **acc.figures()}
-         for (dimension, key), acc in sorted(accs.items()) if dimension == group_by]
-        if group_by else []
-    )  # fmt: skip
-    return body
-
-
-def window_figures(*, app_id: int, since: datetime, until: datetime,
-                   group_by: str | None = None) -> dict[str, Any]:  # fmt: skip
-    """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
-    partial minutes at the edges)."""
-    dimensions = ["", group_by] if group_by else [""]
-    return _body(_window_accumulators(app_id, since, until, dimensions), group_by)
-
-
-def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
-    """Propagation health: turns, those linked to server spans, server-only traces,
-    and the unlinked of both sides by likely cause (``rules.propagation_cause``)."""
-    acc = _window_accumulators(app_id, since, until, [""]).get(("", "")) or Accumulator()
-    return {
-        "turns": acc.counts["turns"],
-        "linked_turns": acc.counts["linked_turns"],
-        "server_only_traces": acc.counts["server_only_traces"],
-        "unlinked_by_cause": dict(sorted(acc.unlinked.items(), key=lambda kv: (-kv[1], kv[0]))),
-    }
-
-
-def window_breakdown(*, app_id: int, since: datetime, until: datetime,
-                     group_bys: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
-    """``window_figures`` for several ``group_by`` from one read."""
-    accs = _window_accumulators(app_id, since, until, ["", *group_bys])
-    return {group_by: _body(accs, group_by) for group_by in group_bys}
-
-
-def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> list[dict[str, Any]]:
-    """Figures (no groups) for consecutive [from, to) points. The points that are
-    whole periods of one size (a chart's steps) are read in one query; the partial
-    ones at the ends like any window."""
-    period = next(
-        (p for p in (DAY, HOUR, MINUTE)
-         if all(floor(lo, p) == lo and floor(hi, p) == hi for lo, hi in points[1:-1])),
-        MINUTE,
-    )  # fmt: skip
-    stale = stale_periods(app_id=app_id, since=points[0][0], until=points[-1][1]) if points else ()
-    whole = [i for i, (lo, hi) in enumerate(points) if floor(lo, period) == lo
-             and floor(hi, period) == hi
-             and not any(p == period and lo <= start < hi for p, start in stale)]  # fmt: skip
-    accs = {i: Accumulator() for i in whole}
-    if whole:
-        starts = [points[i][0] for i in whole]
-        rows = Rollup.objects.filter(
-            app_id=app_id, dimension="", period=period,
-            start__gte=starts[0], start__lt=points[whole[-1]][1],
-        )  # fmt: skip
-        for (start,), counts, sketches in _stored(rows, "start"):
-            at = bisect_right(starts, start) - 1
-            if at >= 0 and start < points[whole[at]][1]:
-                accs[whole[at]].merge(counts=counts, sketches=sketches)
-    out = []
-    for i, (lo, hi) in enumerate(points):
-        if i in accs:
-            out.append(accs[i].figures())
-        else:
-            figures = window_figures(app_id=app_id, since=lo, until=hi)
-            figures.pop("groups")
-            out.append(figures)
-    return out

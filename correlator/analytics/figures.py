@@ -1,5 +1,7 @@
 """The figures behind ``GET /api/v1/metrics`` and the overview page, for one
-application and time window, as plain functions (no HTTP).
+application and time window, as plain functions (no HTTP): exact from the turns
+(``analytics.exact``) while the window holds few, else from rollups
+(``analytics.windows``).
 
 ``window_metrics`` answers with DESIGN.md §7's fields; ``window_series`` splits a
 window into equal steps for charts.
@@ -7,14 +9,14 @@ window into equal steps for charts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 
-from correlator import analytics, rollups, selectors
-from correlator.sketches import RELATIVE_ACCURACY
+from correlator.analytics import windows
+from correlator.analytics.exact import TurnRow, exact_window
+from correlator.analytics.sketches import RELATIVE_ACCURACY
 from rumserver.models import Application
 
 
@@ -22,7 +24,7 @@ def window_metrics(
     *, app: Application, since: datetime, until: datetime, group_by: str | None = None
 ) -> dict[str, Any]:
     """Every §6 figure for the turns sent in [since, until), and per group when
-    ``group_by`` is one of ``selectors.GROUP_COLUMNS``.
+    ``group_by`` is one of ``exact.GROUP_COLUMNS``.
 
     Exact (nearest-rank percentiles, distinct counts) while the window holds at
     most ``LLMRUM_METRICS_EXACT_TURNS`` turns; beyond that from rollups, whose
@@ -31,10 +33,10 @@ def window_metrics(
         return window_breakdown(app=app, since=since, until=until, group_bys=[group_by])[group_by]
     if _rolled_up(app, since, until):
         return {
-            **rollups.window_figures(app_id=app.pk, since=since, until=until),
+            **windows.window_figures(app_id=app.pk, since=since, until=until),
             **percentile_method(sketch=True),
         }
-    turns, figures = _exact(app, since, until)
+    turns, figures = exact_window(app, since, until)
     return {**figures(turns), "groups": [], **percentile_method(sketch=False)}
 
 
@@ -52,17 +54,17 @@ def window_breakdown(
     """``window_metrics`` for each of ``group_bys`` at once: one read of the turns
     (or of the rollups) for all of them."""
     if _rolled_up(app, since, until):
-        answers = rollups.window_breakdown(
+        answers = windows.window_breakdown(
             app_id=app.pk, since=since, until=until, group_bys=group_bys
         )
         return {
             key: {**answer, **percentile_method(sketch=True)} for key, answer in answers.items()
         }
-    turns, figures = _exact(app, since, until, group_bys)
+    turns, figures = exact_window(app, since, until, group_bys)
     whole = {**figures(turns), **percentile_method(sketch=False)}
     out = {}
     for index, group_by in enumerate(group_bys):
-        groups: dict[str, list[analytics.TurnRow]] = {}
+        groups: dict[str, list[TurnRow]] = {}
         for turn in turns:
             groups.setdefault(turn.groups[index], []).append(turn)
         out[group_by] = {
@@ -74,30 +76,15 @@ def window_breakdown(
 
 def _rolled_up(app: Application, since: datetime, until: datetime) -> bool:
     """Whether the window holds too many turns to answer exactly."""
-    count = rollups.window_turn_count(app_id=app.pk, since=since, until=until)
+    count = windows.window_turn_count(app_id=app.pk, since=since, until=until)
     return count > settings.LLMRUM_METRICS_EXACT_TURNS
-
-
-def _exact(
-    app: Application, since: datetime, until: datetime, group_bys: list[str] | None = None
-) -> tuple[list[analytics.TurnRow], Callable[[list[analytics.TurnRow]], dict[str, Any]]]:
-    """The window's turns, and ``analytics.summarize`` for any subset of them with the
-    window's first responses and hallucination scores."""
-    turns = selectors.metrics_turns(app=app, since=since, until=until, group_bys=group_bys)
-    openers = selectors.first_responses(app=app, turns=turns)
-    scores = selectors.latest_hallucination(app=app, trace_ids={t.trace_id for t in turns})
-
-    def figures(rows: list[analytics.TurnRow]) -> dict[str, Any]:
-        return analytics.summarize(rows, first_responses=openers, hallucination=scores)
-
-    return turns, figures
 
 
 def propagation_health(*, app: Application, since: datetime, until: datetime) -> dict[str, Any]:
     """Turns linked to server spans, server-only traces, and the unlinked of both
     sides by likely cause, from rollups (plus the raw rows of the edge minutes):
     ``{"turns", "linked_turns", "server_only_traces", "unlinked_by_cause": {cause: n}}``."""
-    return rollups.window_propagation(app_id=app.pk, since=since, until=until)
+    return windows.window_propagation(app_id=app.pk, since=since, until=until)
 
 
 def step_bounds(
@@ -123,9 +110,9 @@ def window_series(
     multiples of ``step`` (``step_bounds``); one read serves every point."""
     points = step_bounds(since, until, step)
     if _rolled_up(app, since, until):
-        figures = rollups.series_figures(app_id=app.pk, points=points)
+        figures = windows.series_figures(app_id=app.pk, points=points)
     else:
-        turns, summarize = _exact(app, since, until)
+        turns, summarize = exact_window(app, since, until)
         figures = []
         for lo, hi in points:
             lo_ms, hi_ms = lo.timestamp() * 1000, hi.timestamp() * 1000
