@@ -73,6 +73,14 @@ class Trace(models.Model):
     def __str__(self) -> str:
         return self.trace_id
 
+    @property
+    def turn_or_none(self) -> Turn | None:
+        """The trace's turn; None for a trace without a browser turn (server spans only)."""
+        try:
+            return self.turn
+        except Turn.DoesNotExist:
+            return None
+
     def role_of(self, span: Span) -> str:
         """The span's role: its service's in this trace, else what ingest stored (the
         browser span's, and spans of traces stitched before roles were kept here)."""

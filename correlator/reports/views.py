@@ -1,4 +1,4 @@
-"""Thin views: read the query, call one function of ``data``, render."""
+"""Thin views: parse the query (``forms``), build the page (``pages``), render."""
 
 from __future__ import annotations
 
@@ -9,18 +9,23 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
-from correlator.reports import data
+from correlator.reports import forms
+from correlator.reports.pages import overview as overview_page
+from correlator.reports.pages import propagation as propagation_page
+from correlator.reports.pages import session as session_page
+from correlator.reports.pages import trace as trace_page
+from correlator.reports.pages import traces as traces_page
 
 
 def _base(request: HttpRequest, page: str, apps: list, app: object, **extra: object) -> dict:
-    return {"page": page, "apps": apps, "app": app, "presets": list(data.PRESETS), **extra}
+    return {"page": page, "apps": apps, "app": app, "presets": list(forms.PRESETS), **extra}
 
 
 @login_required
 def overview(request: HttpRequest) -> HttpResponse:
-    apps, app = data.choose_app(user=request.user, slug=request.GET.get("app"))
-    window, errors = data.time_range(request.GET, now=timezone.now())
-    report = data.overview(app=app, window=window) if app else None
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    window, errors = forms.time_range(request.GET, now=timezone.now())
+    report = overview_page.overview(app=app, window=window) if app else None
     context = _base(request, "overview", apps, app, window=window, errors=errors, report=report)
     if report is not None:
         context["percentiles_note"] = report.percentiles_note
@@ -29,11 +34,11 @@ def overview(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def traces(request: HttpRequest) -> HttpResponse:
-    apps, app = data.choose_app(user=request.user, slug=request.GET.get("app"))
-    filters, errors = data.trace_filters(request.GET, now=timezone.now())
-    cursor = data.parse_cursor(request.GET.get("cursor", ""))
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    filters, errors = forms.trace_filters(request.GET, now=timezone.now())
+    cursor = forms.parse_cursor(request.GET.get("cursor", ""))
     rows, next_cursor = (
-        data.trace_rows(user=request.user, app=app, filters=filters, cursor=cursor)
+        traces_page.trace_rows(user=request.user, app=app, filters=filters, cursor=cursor)
         if app
         else ([], "")
     )
@@ -41,7 +46,7 @@ def traces(request: HttpRequest) -> HttpResponse:
     next_url = f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else ""
     context = _base(
         request, "traces", apps, app, filters=filters, errors=errors, rows=rows,
-        outcomes=data.OUTCOMES, next_url=next_url, first_url=f"?{urlencode(query)}",
+        outcomes=forms.OUTCOMES, next_url=next_url, first_url=f"?{urlencode(query)}",
         paged=cursor is not None,
     )  # fmt: skip
     return render(request, "reports/traces.html", context)
@@ -49,27 +54,29 @@ def traces(request: HttpRequest) -> HttpResponse:
 
 @login_required
 def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
-    found = data.find_trace(user=request.user, trace_id=trace_id, app_slug=request.GET.get("app"))
-    context = _base(request, "traces", [], found.app, **data.trace_view(found))
+    found = trace_page.find_trace(
+        user=request.user, trace_id=trace_id, app_slug=request.GET.get("app")
+    )
+    context = _base(request, "traces", [], found.app, **trace_page.trace_view(found))
     return render(request, "reports/trace.html", context)
 
 
 @login_required
 def session(request: HttpRequest, key: str) -> HttpResponse:
-    found = data.find_session(user=request.user, key=key, app_slug=request.GET.get("app"))
-    context = _base(request, "sessions", [], found.app, **data.session_view(found))
+    found = session_page.find_session(user=request.user, key=key, app_slug=request.GET.get("app"))
+    context = _base(request, "sessions", [], found.app, **session_page.session_view(found))
     return render(request, "reports/session.html", context)
 
 
 @login_required
 def propagation(request: HttpRequest) -> HttpResponse:
-    apps, app = data.choose_app(user=request.user, slug=request.GET.get("app"))
-    window, errors = data.time_range(request.GET, now=timezone.now())
-    summaries = [data.propagation_summary(app=a, window=window) for a in apps[:20]]
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    window, errors = forms.time_range(request.GET, now=timezone.now())
+    summaries = [propagation_page.propagation_summary(app=a, window=window) for a in apps[:20]]
     if app is not None and all(s["app"].pk != app.pk for s in summaries):
-        summaries.append(data.propagation_summary(app=app, window=window))
+        summaries.append(propagation_page.propagation_summary(app=app, window=window))
     selected = next((s for s in summaries if app and s["app"].pk == app.pk), None)
-    unlinked = data.unlinked_traces(app=app, window=window) if app else []
+    unlinked = propagation_page.unlinked_traces(app=app, window=window) if app else []
     context = _base(
         request, "propagation", apps, app, window=window, errors=errors, summaries=summaries,
         selected=selected, unlinked=unlinked,

@@ -1,4 +1,5 @@
-"""The report pages' data functions, called directly (no HTTP)."""
+"""The report pages' query parsing, formatting and page builders, called directly
+(no HTTP)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ from django.test.utils import CaptureQueriesContext
 
 from correlator.analytics import figures
 from correlator.models import Trace, Turn
-from correlator.reports import data
+from correlator.reports import forms
+from correlator.reports.format import fmt_ms, fmt_rate
+from correlator.reports.pages import overview as overview_page
+from correlator.reports.pages import propagation as propagation_page
+from correlator.reports.pages import session as session_page
+from correlator.reports.pages import trace as trace_page
+from correlator.reports.pages import traces as traces_page
 from tests.reports.conftest import Stitched, make_user
 
 NOW = datetime(2026, 3, 1, 12, 34, 56, tzinfo=UTC)
 
 
 def test_a_preset_range_ends_with_the_current_minute():
-    window, errors = data.time_range({"range": "1h"}, now=NOW)
+    window, errors = forms.time_range({"range": "1h"}, now=NOW)
     assert not errors
     assert window.until == datetime(2026, 3, 1, 12, 35, tzinfo=UTC)
     assert window.since == window.until - timedelta(hours=1)
@@ -27,13 +34,13 @@ def test_a_preset_range_ends_with_the_current_minute():
 
 
 def test_a_custom_range_gets_a_step_with_at_most_48_points():
-    window, errors = data.time_range(
+    window, errors = forms.time_range(
         {"since": "2026-02-01T00:00", "until": "2026-02-03T00:00:00Z"}, now=NOW
     )
     assert not errors and window.preset == ""
     assert window.since == datetime(2026, 2, 1, tzinfo=UTC)
     assert window.step == timedelta(hours=1)
-    assert (window.until - window.since) / window.step <= data.MAX_POINTS
+    assert (window.until - window.since) / window.step <= forms.MAX_POINTS
 
 
 @pytest.mark.parametrize(
@@ -46,7 +53,7 @@ def test_a_custom_range_gets_a_step_with_at_most_48_points():
     ],
 )
 def test_a_bad_range_falls_back_to_the_default(params, error):
-    window, errors = data.time_range(params, now=NOW)
+    window, errors = forms.time_range(params, now=NOW)
     assert error in errors[0]
     assert window.preset == "24h"
 
@@ -60,24 +67,24 @@ def test_spans_are_ordered_depth_first_under_their_parents():
         span("g", "b", 40, "gateway"), span("b", "", 0, "browser"), span("m", "c", 90, "model"),
         span("c", "g", 60, "gateway"), span("x", "gone", 10), span("g2", "b", 50, "gateway"),
     ]  # fmt: skip
-    ordered = [(s.span_id, depth) for s, depth in data.tree_order(spans)]
+    ordered = [(s.span_id, depth) for s, depth in trace_page.tree_order(spans)]
     assert ordered == [("b", 0), ("g", 1), ("c", 2), ("m", 3), ("g2", 1), ("x", 0)]
 
 
 def test_a_parent_cycle_does_not_hang_and_keeps_every_span():
     spans = [span("a", "b", 0), span("b", "a", 1)]
-    assert sorted(s.span_id for s, _ in data.tree_order(spans)) == ["a", "b"]
+    assert sorted(s.span_id for s, _ in trace_page.tree_order(spans)) == ["a", "b"]
 
 
 def test_the_wait_is_split_into_network_gateway_queue_and_model():
     turn = Turn(client_ttft_ms=620, server_ttft_ms=520, model_ttft_ms=450, queue_ms=30,
                 network_overhead_ms=100)  # fmt: skip
-    assert data.wait_parts(turn) == [
+    assert trace_page.wait_parts(turn) == [
         ("client + network", 100), ("gateway", 70), ("queue", 30), ("model", 420)
     ]  # fmt: skip
-    assert sum(v for _, v in data.wait_parts(turn)) == turn.client_ttft_ms
+    assert sum(v for _, v in trace_page.wait_parts(turn)) == turn.client_ttft_ms
     browser_only = Turn(client_ttft_ms=800)
-    assert data.wait_parts(browser_only) == [("client + network (no server spans)", 800)]
+    assert trace_page.wait_parts(browser_only) == [("client + network (no server spans)", 800)]
 
 
 @pytest.mark.parametrize(
@@ -85,18 +92,18 @@ def test_the_wait_is_split_into_network_gateway_queue_and_model():
     [(None, "—", "—"), (0.25, "0.2 ms", "25.0%"), (1234.5, "1,234 ms", "123450.0%")],
 )
 def test_values_are_formatted_for_reading(value, ms, rate):
-    assert data.fmt_ms(value) == ms
-    assert data.fmt_rate(value) == rate
+    assert fmt_ms(value) == ms
+    assert fmt_rate(value) == rate
 
 
 @pytest.mark.django_db
 def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monkeypatch):
     """Every figure comes from window_breakdown / window_series (rollups at scale): with
     those answering from memory, the overview makes no query of its own."""
-    window, _ = data.time_range({"range": "24h"}, now=datetime.now(tz=UTC))
+    window, _ = forms.time_range({"range": "24h"}, now=datetime.now(tz=UTC))
     app = stitched.app.application
     answers = figures.window_breakdown(app=app, since=window.since, until=window.until,
-                                       group_bys=list(data.GROUPS))  # fmt: skip
+                                       group_bys=list(overview_page.GROUPS))  # fmt: skip
     series = figures.window_series(app=app, since=window.since, until=window.until,
                                    step=window.step)  # fmt: skip
     calls = []
@@ -112,9 +119,9 @@ def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monke
     monkeypatch.setattr(figures, "window_breakdown", fake_breakdown)
     monkeypatch.setattr(figures, "window_series", fake_series)
     with CaptureQueriesContext(connection) as queries:
-        report = data.overview(app=app, window=window)
+        report = overview_page.overview(app=app, window=window)
     assert len(queries) == 0
-    assert ("window_breakdown", tuple(data.GROUPS), window.since, window.until) in calls
+    assert ("window_breakdown", tuple(overview_page.GROUPS), window.since, window.until) in calls
     assert ("window_series", timedelta(hours=1), window.since, window.until) in calls
     assert len(series) == len(figures.step_bounds(window.since, window.until, window.step))
     cards = {f.key: f.value for f in report.cards}
@@ -132,8 +139,8 @@ def test_the_trace_page_reads_a_fixed_number_of_queries(stitched: Stitched):
     user = make_user("alice", app=stitched.app)
     for golden in (stitched.golden, stitched.xss):
         with CaptureQueriesContext(connection) as queries:
-            trace = data.find_trace(user=user, trace_id=golden.trace_id)
-            data.trace_view(trace)
+            trace = trace_page.find_trace(user=user, trace_id=golden.trace_id)
+            trace_page.trace_view(trace)
         assert len(queries) == 2, [q["sql"] for q in queries]
         assert all("LIMIT" in q["sql"] for q in queries)
 
@@ -142,13 +149,13 @@ def test_the_trace_page_reads_a_fixed_number_of_queries(stitched: Stitched):
 def test_list_session_and_propagation_queries_are_limited(stitched: Stitched):
     user = make_user("alice", app=stitched.app)
     app = stitched.app.application
-    window, _ = data.time_range({}, now=datetime.now(tz=UTC))
+    window, _ = forms.time_range({}, now=datetime.now(tz=UTC))
     with CaptureQueriesContext(connection) as queries:
-        rows, cursor = data.trace_rows(user=user, app=app, filters=data.TraceFilters(),
+        rows, cursor = traces_page.trace_rows(user=user, app=app, filters=forms.TraceFilters(),
                                        cursor=None)  # fmt: skip
-        session = data.find_session(user=user, key="sess-report")
-        data.session_view(session)
-        data.unlinked_traces(app=app, window=window)
+        session = session_page.find_session(user=user, key="sess-report")
+        session_page.session_view(session)
+        propagation_page.unlinked_traces(app=app, window=window)
     assert len(rows) == 6 and cursor == ""
     assert len(queries) == 5
     assert all("LIMIT" in q["sql"] for q in queries), [q["sql"] for q in queries]
@@ -159,18 +166,18 @@ def test_list_session_and_propagation_queries_are_limited(stitched: Stitched):
 def test_lookups_outside_the_users_applications_are_404(stitched: Stitched):
     outsider = make_user("mallory")
     with pytest.raises(Http404):
-        data.find_trace(user=outsider, trace_id=stitched.golden.trace_id)
+        trace_page.find_trace(user=outsider, trace_id=stitched.golden.trace_id)
     with pytest.raises(Http404):
-        data.find_session(user=outsider, key="sess-report")
+        session_page.find_session(user=outsider, key="sess-report")
     with pytest.raises(Http404):
-        data.choose_app(user=outsider, slug=stitched.app.application.slug)
-    assert data.choose_app(user=outsider, slug=None) == ([], None)
+        forms.choose_app(user=outsider, slug=stitched.app.application.slug)
+    assert forms.choose_app(user=outsider, slug=None) == ([], None)
 
 
 @pytest.mark.django_db
 def test_the_propagation_summary_counts_by_cause(stitched: Stitched):
-    window, _ = data.time_range({}, now=datetime.now(tz=UTC))
-    summary = data.propagation_summary(app=stitched.app.application, window=window)
+    window, _ = forms.time_range({}, now=datetime.now(tz=UTC))
+    summary = propagation_page.propagation_summary(app=stitched.app.application, window=window)
     assert (summary["turns"], summary["linked"], summary["server_only"]) == (5, 4, 1)
     causes = {c["cause"]: c["count"] for c in summary["causes"]}
     assert causes == {"cors_preflight_failed": 1, "no_traceparent_from_browser": 1}

@@ -159,9 +159,9 @@ def test_the_trace_list_filters_and_links(stitched, alice):
 
 
 def test_the_trace_list_pages_by_cursor(stitched, alice, monkeypatch):
-    from correlator.reports import data
+    from correlator.reports.pages import traces
 
-    monkeypatch.setattr(data, "PAGE_SIZE", 2)
+    monkeypatch.setattr(traces, "PAGE_SIZE", 2)
     client = logged_in(alice)
     url = f"/reports/traces?app={stitched.app.application.slug}"
     seen = []

@@ -1,0 +1,52 @@
+"""How the report pages write values: UTC times, milliseconds, percentages, counts,
+and any JSON value as text. The templates only place these strings (Django escapes
+them)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+DASH = "—"
+
+
+def when(value: datetime | float | None) -> str:
+    """UTC date and time; a float is epoch ms."""
+    if value is None:
+        return DASH
+    if isinstance(value, int | float):
+        value = datetime.fromtimestamp(value / 1000, tz=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return DASH
+    return f"{value:,.0f} ms" if abs(value) >= 10 else f"{value:.1f} ms"
+
+
+def fmt_rate(value: float | None) -> str:
+    return DASH if value is None else f"{value * 100:.1f}%"
+
+
+def fmt_number(value: float | None, digits: int = 2) -> str:
+    if value is None:
+        return DASH
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def display_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+@dataclass
+class Figure:
+    """One labelled value, formatted."""
+
+    key: str
+    label: str
+    value: str
