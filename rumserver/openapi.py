@@ -10,45 +10,24 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import msgspec
+
+from rumserver.ingest.scores import RecordedScore, ScoreIn
+
 SCORES_PATH = "/api/v1/scores"
 INGEST_TOKEN_SCHEME = "ingestToken"
 
-_SCORE_INPUT = {
-    "type": "object",
-    "properties": {
-        "trace_id": {
-            "type": "string",
-            "pattern": "^[0-9a-f]{32}$",
-            "description": "W3C trace id: 32 lowercase hex digits, not all zero.",
-        },
-        "name": {
-            "type": "string",
-            "minLength": 1,
-            "maxLength": 64,
-            "pattern": "^[A-Za-z0-9_.:-]+$",
-            "description": "Score name, e.g. `hallucination`.",
-        },
-        "value": {"type": "number", "description": "A finite number."},
-        "comment": {
-            "type": "string",
-            "default": "",
-            "description": "Optional; NUL characters are removed, kept to 1024 characters.",
-        },
-    },
-    "required": ["trace_id", "name", "value"],
-    "additionalProperties": False,
-}
 
-_SCORE_OUTPUT = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "integer", "readOnly": True},
-        "trace_id": {"type": "string"},
-        "name": {"type": "string"},
-        "value": {"type": "number"},
-    },
-    "required": ["id", "trace_id", "name", "value"],
-}
+def _score_schemas() -> dict[str, Any]:
+    """ScoreInput and Score from the structs POST /api/v1/scores decodes and answers."""
+    _, components = msgspec.json.schema_components(
+        [ScoreIn, RecordedScore], ref_template="#/components/schemas/{name}"
+    )
+    named = {"ScoreInput": components["ScoreIn"], "Score": components["RecordedScore"]}
+    for schema in named.values():
+        schema.pop("title", None)  # the struct's name, not the schema's
+    return named
+
 
 _INGEST_ERROR = {
     "type": "object",
@@ -120,8 +99,8 @@ def add_ingest_endpoints(
     """drf-spectacular POSTPROCESSING_HOOKS entry: add ``POST /api/v1/scores``."""
     components = result.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    schemas.setdefault("ScoreInput", copy.deepcopy(_SCORE_INPUT))
-    schemas.setdefault("Score", copy.deepcopy(_SCORE_OUTPUT))
+    for name, schema in _score_schemas().items():
+        schemas.setdefault(name, schema)
     schemas.setdefault("IngestError", copy.deepcopy(_INGEST_ERROR))
     components.setdefault("securitySchemes", {})[INGEST_TOKEN_SCHEME] = {
         "type": "http",

@@ -13,12 +13,14 @@ class IngestError(Exception):
         *,
         field: str | None = None,
         retry_after: int | None = None,
+        allow: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
         self.retry_after = retry_after
+        self.allow = allow  # the methods a 405 names
 
     def as_json(self) -> dict[str, object]:
         body: dict[str, object] = {"error": self.message}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 from django.conf import settings
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -24,11 +25,19 @@ rate_limits = buckets_for(settings.LLMRUM_CACHE_URL)
 BROWSER_OTLP = "browser-otlp"
 
 
-def error_response(error: IngestError) -> JsonResponse:
-    response = JsonResponse(error.as_json(), status=error.status)
+def _with_headers(response: HttpResponse, error: IngestError) -> HttpResponse:
+    """The headers of an error answer, whatever the format of its body."""
     if error.retry_after is not None:
         response["Retry-After"] = str(error.retry_after)
+    if error.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="llmrum"'
+    if error.allow:
+        response["Allow"] = error.allow
     return response
+
+
+def error_response(error: IngestError) -> HttpResponse:
+    return _with_headers(JsonResponse(error.as_json(), status=error.status), error)
 
 
 def _public_key(request: HttpRequest) -> str:
@@ -70,9 +79,7 @@ def _browser_rate_limit(app: IngestApp, client_ip: str) -> None:
 def beacon(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         # OPTIONS preflights for allowed origins are answered by the CORS middleware.
-        response = JsonResponse({"error": "use POST"}, status=405)
-        response["Allow"] = "POST, OPTIONS"
-        return response
+        return error_response(IngestError(405, "use POST", allow="POST, OPTIONS"))
     client_ip = client_address(request, settings.LLMRUM_TRUSTED_PROXIES)
     try:
         app = _public_app(request)
@@ -144,12 +151,7 @@ def _otlp_error(error: IngestError, media_type: str) -> HttpResponse:
     body = otlp_wire.encode_status(
         wire, code=_RPC_CODES.get(error.status, otlp_wire.INVALID_ARGUMENT), message=error.message
     )
-    response = HttpResponse(body, status=error.status, content_type=wire)
-    if error.retry_after is not None:
-        response["Retry-After"] = str(error.retry_after)
-    if error.status == 401:
-        response["WWW-Authenticate"] = 'Bearer realm="llmrum"'
-    return response
+    return _with_headers(HttpResponse(body, status=error.status, content_type=wire), error)
 
 
 @csrf_exempt
@@ -157,9 +159,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
     media = media_type(request)
     if request.method != "POST":
         # OPTIONS preflights from browser exporters are answered by the CORS middleware.
-        response = _otlp_error(IngestError(405, "use POST"), media)
-        response["Allow"] = "POST, OPTIONS"
-        return response
+        return _otlp_error(IngestError(405, "use POST", allow="POST, OPTIONS"), media)
     source = ""
     try:
         if _public_key(request):
@@ -206,9 +206,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 def scores(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
-        response = JsonResponse({"error": "use POST"}, status=405)
-        response["Allow"] = "POST"
-        return response
+        return error_response(IngestError(405, "use POST", allow="POST"))
     try:
         app = _bearer_app(request)
         if media_type(request) != "application/json":
@@ -216,13 +214,7 @@ def scores(request: HttpRequest) -> HttpResponse:
         body = read_body(request, max_wire=64 * 1024, max_body=64 * 1024)
         score = score_record(app=app, body=body, now=timezone.now())
     except IngestError as error:
-        response = error_response(error)
-        if error.status == 401:
-            response["WWW-Authenticate"] = 'Bearer realm="llmrum"'
-        return response
+        return error_response(error)
     except DatabaseError:
         return error_response(IngestError(503, "storage unavailable, retry later", retry_after=5))
-    return JsonResponse(
-        {"id": score.pk, "trace_id": score.trace_id, "name": score.name, "value": score.value},
-        status=201,
-    )
+    return JsonResponse(msgspec.to_builtins(score), status=201)
