@@ -44,19 +44,13 @@ def beacon_ingest(
     if parsed.rows:
         batch = parsed.batch
         ua_text = user_agent[:512]
-        ua = parse_user_agent(ua_text)
         session = SessionRow(
             session_id=batch.session.id,
             started_at_ms=batch.session.started_at,
             user_id=storable_text(batch.user.id, 128)[0] if batch.user else "",
             sdk_version=storable_text(batch.sdk.version, 32)[0],
             user_agent=ua_text,
-            browser=ua.browser,
-            browser_version=ua.browser_version,
-            os=ua.os,
-            os_version=ua.os_version,
-            device_class=ua.device_class,
-            is_bot=ua.is_bot,
+            agent=parse_user_agent(ua_text),
             client_ip=client_ip if settings.LLMRUM_STORE_CLIENT_IP else None,
         )
         store_batch(app_id=app.id, session=session, parsed=parsed, now=now)

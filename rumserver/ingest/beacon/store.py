@@ -26,6 +26,7 @@ import msgspec
 from django.db import connection, transaction
 
 from rumserver.ingest.beacon.parse import ParsedBatch
+from rumserver.ingest.beacon.useragent import ParsedUserAgent
 from rumserver.ingest.dirty import MARK_SQL, mark_dirty
 from rumserver.models import BrowserEvent, BrowserSession
 from rumserver.sql import execute_prepared, placeholders
@@ -43,12 +44,7 @@ class SessionRow:
     user_id: str
     sdk_version: str
     user_agent: str
-    browser: str
-    browser_version: str
-    os: str
-    os_version: str
-    device_class: str
-    is_bot: bool
+    agent: ParsedUserAgent  # what user_agent says
     client_ip: str | None
 
 
@@ -133,12 +129,12 @@ def _store_postgres(
         "user_id": session.user_id,
         "sdk": session.sdk_version,
         "ua": session.user_agent,
-        "browser": session.browser,
-        "browser_version": session.browser_version,
-        "os": session.os,
-        "os_version": session.os_version,
-        "device": session.device_class,
-        "bot": session.is_bot,
+        "browser": session.agent.browser,
+        "browser_version": session.agent.browser_version,
+        "os": session.agent.os,
+        "os_version": session.agent.os_version,
+        "device": session.agent.device_class,
+        "bot": session.agent.is_bot,
         "ip": session.client_ip,
         "sent_at": parsed.batch.sent_at,
         "events": _encode(events).decode(),
@@ -152,23 +148,49 @@ def _store_portable(
     *, app_id: int, session: SessionRow, parsed: ParsedBatch, now: datetime
 ) -> None:
     received = connection.ops.adapt_datetimefield_value(now)
+    agent = session.agent
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS}) "
             f"VALUES {placeholders(15, 1)} {_SESSION_ON_CONFLICT} RETURNING id",
-            [app_id, session.session_id, session.started_at_ms, received, received,
-             session.user_id, session.sdk_version, session.user_agent, session.browser,
-             session.browser_version, session.os, session.os_version, session.device_class,
-             session.is_bot, session.client_ip],
-        )  # fmt: skip
+            [
+                app_id,
+                session.session_id,
+                session.started_at_ms,
+                received,
+                received,
+                session.user_id,
+                session.sdk_version,
+                session.user_agent,
+                agent.browser,
+                agent.browser_version,
+                agent.os,
+                agent.os_version,
+                agent.device_class,
+                agent.is_bot,
+                session.client_ip,
+            ],
+        )
         session_pk = cursor.fetchone()[0]
 
         rows = sorted(parsed.rows, key=lambda r: r.event_id)
         params: list[Any] = []
         for r in rows:
-            params += [app_id, session_pk, r.event_id, r.type, r.name, r.ts_ms,
-                       parsed.batch.sent_at, received, r.trace_id, r.span_id, r.turn_span_id,
-                       r.truncated, _encode(r.data).decode()]  # fmt: skip
+            params += [
+                app_id,
+                session_pk,
+                r.event_id,
+                r.type,
+                r.name,
+                r.ts_ms,
+                parsed.batch.sent_at,
+                received,
+                r.trace_id,
+                r.span_id,
+                r.turn_span_id,
+                r.truncated,
+                _encode(r.data).decode(),
+            ]
         cursor.execute(
             f"INSERT INTO {EVENT_TABLE} ({_EVENT_COLUMNS}) "
             f"VALUES {placeholders(13, len(rows))} {_EVENT_ON_CONFLICT}",

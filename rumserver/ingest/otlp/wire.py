@@ -87,8 +87,15 @@ def _has_lone_surrogate(data: Any) -> bool:
     return False
 
 
-_ID_KEYS = {"traceId": 16, "spanId": 8, "parentSpanId": 8, "trace_id": 16, "span_id": 8,
-            "parent_span_id": 8}  # fmt: skip
+# Bytes of each id, by the names OTLP/JSON uses and the protobuf field names.
+_ID_KEYS = {
+    "traceId": 16,
+    "spanId": 8,
+    "parentSpanId": 8,
+    "trace_id": 16,
+    "span_id": 8,
+    "parent_span_id": 8,
+}
 
 
 def _hex_ids_to_base64(node: Any, *, depth: int) -> None:
