@@ -40,9 +40,16 @@ class OutcomeFilter(admin.SimpleListFilter):
 @admin.register(Trace)
 class TraceAdmin(ReadOnlyAdmin):
     list_display = [
-        "trace_id", "app", "state", "linked", "propagation", "propagation_cause", "span_count",
-        "stitched_at", "report",
-    ]  # fmt: skip
+        "trace_id",
+        "app",
+        "state",
+        "linked",
+        "propagation",
+        "propagation_cause",
+        "span_count",
+        "stitched_at",
+        "report",
+    ]
     list_filter = ["state", "linked", "propagation", "app"]
     list_select_related = ["app"]
     search_fields = ["trace_id"]  # shows the search box; get_search_results does the search
@@ -66,9 +73,15 @@ class TraceAdmin(ReadOnlyAdmin):
 @admin.register(Turn)
 class TurnAdmin(ReadOnlyAdmin):
     list_display = [
-        "span_id", "trace", "app", "outcome", "model", "client_ttft_ms", "server_ttft_ms",
+        "span_id",
+        "trace",
+        "app",
+        "outcome",
+        "model",
+        "client_ttft_ms",
+        "server_ttft_ms",
         "conversation_id",
-    ]  # fmt: skip
+    ]
     list_filter = [OutcomeFilter, "regenerated", "intent_correction"]
     list_select_related = ["app", "trace"]
     search_fields = ["span_id"]  # shows the search box; get_search_results does the search

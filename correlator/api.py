@@ -29,10 +29,10 @@ from rest_framework.views import APIView
 from correlator import selectors
 from correlator.analytics import figures
 from correlator.analytics.exact import GROUP_COLUMNS
+from correlator.epoch import EPOCH
 from correlator.models import Trace, Turn
 from rumserver.models import Application, Span
 
-OUTCOMES = ["completed", "stopped", "abandoned", "error"]
 NO_SUCH_APP = "no such application among yours"
 
 # --- answers ---------------------------------------------------------------------
@@ -59,7 +59,7 @@ class TurnOutput(serializers.Serializer):
     session_id = serializers.CharField(source="session.session_id")
     conversation_id = serializers.CharField()
     turn_index = serializers.IntegerField(allow_null=True)
-    outcome = serializers.ChoiceField(choices=OUTCOMES)
+    outcome = serializers.ChoiceField(choices=Turn.OUTCOMES)
     regenerated = serializers.BooleanField()
     regenerate_of = serializers.SerializerMethodField()
     client_ttft_ms = serializers.FloatField(allow_null=True)
@@ -86,13 +86,6 @@ class TurnOutput(serializers.Serializer):
         return turn.model or None  # stored as "" (Django's empty text), never a model's name
 
 
-def _turn_of(trace: Trace) -> Turn | None:
-    try:
-        return trace.turn
-    except Turn.DoesNotExist:
-        return None
-
-
 class _TraceFields(serializers.Serializer):
     """The fields DESIGN.md §7 gives a trace, turn included; spans are the detail's."""
 
@@ -116,7 +109,7 @@ class _TraceFields(serializers.Serializer):
 
     @extend_schema_field(TurnOutput(allow_null=True))
     def get_turn(self, trace: Trace) -> dict[str, Any] | None:
-        turn = _turn_of(trace)
+        turn = trace.turn_or_none
         return TurnOutput(turn).data if turn is not None else None
 
 
@@ -222,7 +215,7 @@ class FiniteFloatField(serializers.FloatField):
         return value
 
 
-EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+EARLIEST = EPOCH
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
@@ -305,7 +298,7 @@ class TraceListInput(TimeRangeInput):
     """The filters; each one left out does not filter."""
 
     app = serializers.SlugField(required=False, help_text="Application slug.")
-    outcome = serializers.ChoiceField(choices=OUTCOMES, required=False)
+    outcome = serializers.ChoiceField(choices=Turn.OUTCOMES, required=False)
     model = serializers.CharField(
         required=False, max_length=128, trim_whitespace=False, help_text="Exact model name."
     )

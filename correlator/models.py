@@ -10,6 +10,7 @@ from __future__ import annotations
 from django.db import models
 
 from rumserver.models import Application, BrowserSession, Span
+from rumserver.roles import role_in_trace
 
 
 class Trace(models.Model):
@@ -82,13 +83,15 @@ class Trace(models.Model):
             return None
 
     def role_of(self, span: Span) -> str:
-        """The span's role: its service's in this trace, else what ingest stored (the
-        browser span's, and spans of traces stitched before roles were kept here)."""
-        return self.roles.get(span.service, span.role) if span.role != "browser" else span.role
+        """The span's role in this trace (rumserver.roles)."""
+        return role_in_trace(span, self.roles)
 
 
 class Turn(models.Model):
     """One chat request as the user saw it, with the wait split into its parts (ms)."""
+
+    # How a turn ended (DESIGN.md §4): what ``outcome`` holds, and what readers filter by.
+    OUTCOMES = ["completed", "stopped", "abandoned", "error"]
 
     app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
     # No database-level constraints on these two: the sweep writes a turn with its trace

@@ -43,8 +43,9 @@ def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[App
     return Application.objects.filter(members=user)
 
 
-def trace_detail(*, user: AbstractBaseUser | AnonymousUser, trace_id: str,
-                 app_slug: str | None = None) -> Trace | None:  # fmt: skip
+def trace_detail(
+    *, user: AbstractBaseUser | AnonymousUser, trace_id: str, app_slug: str | None = None
+) -> Trace | None:
     traces = Trace.objects.filter(app__in=visible_applications(user), trace_id=trace_id)
     if app_slug:
         traces = traces.filter(app__slug=app_slug)
@@ -133,10 +134,8 @@ def conversation_openers(*, app_id: int, conversations: list[str]) -> dict[str, 
         for start in range(0, len(wanted), 500):
             rows = Turn.objects.filter(
                 app_id=app_id, conversation_id__in=wanted[start : start + 500]
-            )
-            for conversation, *row in rows.order_by("conversation_id", "t_send_ms", "span_id")\
-                    .values_list("conversation_id", "span_id", "t_send_ms", "regenerated",
-                                 "intent_correction"):  # fmt: skip
+            ).order_by("conversation_id", "t_send_ms", "span_id")
+            for conversation, *row in rows.values_list("conversation_id", *OpeningRow._fields):
                 if len(out[conversation]) < 2:
                     out[conversation].append(OpeningRow(*row))
         return dict(out)
@@ -205,8 +204,10 @@ def feedback_events(*, app_id: int, span_ids: set[str]) -> list[tuple[str, str, 
                 ) AS x""",
             [sorted(span_ids), app_id, kinds],
         )
-        return [(kind, name, span_id, json.loads(data) if isinstance(data, str) else data)
-                for kind, name, span_id, data in cursor.fetchall()]  # fmt: skip
+        return [
+            (kind, name, span_id, json.loads(data) if isinstance(data, str) else data)
+            for kind, name, span_id, data in cursor.fetchall()
+        ]
 
 
 def hallucination_scores(*, app_id: int, trace_ids: set[str]) -> list[tuple[str, datetime, float]]:

@@ -24,8 +24,11 @@ def sweep(**kwargs: Any) -> None:
     result = sweep_run(now=timezone.now())
     logger.info(
         "correlator sweep: %d traces stitched in %d batches, %d finalized, %.3f s",
-        result.stitched, result.batches, result.finalized, result.seconds,
-    )  # fmt: skip
+        result.stitched,
+        result.batches,
+        result.finalized,
+        result.seconds,
+    )
 
 
 @shared_task(name="correlator.retention", ignore_result=True)

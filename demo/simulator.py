@@ -80,10 +80,6 @@ class AnswerPlan:
     def ttft_s(self) -> float:
         return self.queue_s + self.prefill_s
 
-    @property
-    def decode_s(self) -> float:
-        return sum(self.gaps_s)
-
     def token_text(self, i: int) -> str:
         word = WORDS[i % len(WORDS)]
         return word if i == 0 else f" {word}"

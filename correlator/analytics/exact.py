@@ -66,8 +66,9 @@ def rate(part: int, whole: int) -> float | None:
     return part / whole if whole else None
 
 
-def first_response_good(*, regenerated: bool, voted_down: bool, edited: bool,
-                        next_is_correction: bool) -> bool:  # fmt: skip
+def first_response_good(
+    *, regenerated: bool, voted_down: bool, edited: bool, next_is_correction: bool
+) -> bool:
     """A conversation's first answer was right unless it was regenerated, edited,
     voted down or followed by an intent correction, whatever its outcome."""
     return not (regenerated or voted_down or edited or next_is_correction)
@@ -123,10 +124,24 @@ def summarize(
 
 # The columns of a ``TurnRow``, in order.
 TURN_COLUMNS = (
-    "span_id", "trace__trace_id", "session_id", "conversation_id", "t_send_ms", "outcome",
-    "regenerated", "regenerate_of", "intent_correction", "client_ttft_ms", "server_ttft_ms",
-    "model_ttft_ms", "queue_ms", "tbt_p50_ms", "tpot_ms", "input_tokens", "output_tokens",
-)  # fmt: skip
+    "span_id",
+    "trace__trace_id",
+    "session_id",
+    "conversation_id",
+    "t_send_ms",
+    "outcome",
+    "regenerated",
+    "regenerate_of",
+    "intent_correction",
+    "client_ttft_ms",
+    "server_ttft_ms",
+    "model_ttft_ms",
+    "queue_ms",
+    "tbt_p50_ms",
+    "tpot_ms",
+    "input_tokens",
+    "output_tokens",
+)
 GROUP_COLUMNS = {
     "model": "model",
     "browser": "session__browser",
@@ -235,6 +250,6 @@ def first_responses(*, app: Application | int, turns: Iterable[TurnRow]) -> dict
             voted_down=o.span_id in voted_down,
             edited=o.span_id in edited,
             next_is_correction=o.next_is_correction,
-        )  # fmt: skip
+        )
         for o in openers
     }

@@ -9,7 +9,7 @@ window into equal steps for charts.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -17,6 +17,7 @@ from django.conf import settings
 from correlator.analytics import windows
 from correlator.analytics.exact import TurnRow, exact_window
 from correlator.analytics.sketches import RELATIVE_ACCURACY
+from correlator.epoch import EPOCH
 from rumserver.models import Application
 
 
@@ -92,8 +93,7 @@ def step_bounds(
 ) -> list[tuple[datetime, datetime]]:
     """[since, until) cut at the multiples of ``step`` since the epoch (UTC): whole
     steps line up with whole rollup periods; the first and last may be partial."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    bound = epoch + ((since - epoch) // step + 1) * step
+    bound = EPOCH + ((since - EPOCH) // step + 1) * step
     points, start = [], since
     while start < until:
         end = min(bound, until)

@@ -51,11 +51,22 @@ CHILD = {HOUR: MINUTE, DAY: HOUR}
 # Dimension -> the column of the turn row it splits by ("" is the whole application).
 DIMENSIONS = ("", "model", "browser", "os", "device")
 COUNTS = (
-    "turns", "stopped", "abandoned", "abandoned_before_first_token", "errors", "regenerations",
-    "intent_corrections", "input_tokens", "output_tokens", "conversations_started",
-    "first_responses_good", "scored_turns", "hallucinated_turns", "linked_turns",
+    "turns",
+    "stopped",
+    "abandoned",
+    "abandoned_before_first_token",
+    "errors",
+    "regenerations",
+    "intent_corrections",
+    "input_tokens",
+    "output_tokens",
+    "conversations_started",
+    "first_responses_good",
+    "scored_turns",
+    "hallucinated_turns",
+    "linked_turns",
     "server_only_traces",
-)  # fmt: skip
+)
 BATCH_SIZE = 500
 _decode = msgspec.json.Decoder(dict).decode
 
@@ -98,8 +109,9 @@ class TurnFacts(NamedTuple):
     conversation_hash: int
 
 
-def increments_of(t: TurnRow, *, first_response: bool | None, hallucination: float | None,
-                  linked: bool) -> tuple[tuple[str, int], ...]:  # fmt: skip
+def increments_of(
+    t: TurnRow, *, first_response: bool | None, hallucination: float | None, linked: bool
+) -> tuple[tuple[str, int], ...]:
     """(count, amount) of the ``COUNTS`` one turn adds to, amounts not zero."""
     adds = [("turns", 1)]
     if t.outcome in _OUTCOME_COUNTS:
@@ -140,9 +152,6 @@ class Accumulator:
     conversations: HyperLogLog = field(default_factory=HyperLogLog)
     unlinked: dict[str, int] = field(default_factory=dict)
 
-    def add(self, facts: TurnFacts) -> None:
-        self.add_all((facts,))
-
     def add_all(self, many: Iterable[TurnFacts]) -> None:
         # A rebuild adds every turn once for each of five dimensions: one loop with
         # its lookups hoisted, adding only what each turn changes.
@@ -171,14 +180,23 @@ class Accumulator:
         for cause, n in sketches.get("unlinked", {}).items():
             self.unlinked[cause] = self.unlinked.get(cause, 0) + n
 
-    def to_row(self, *, app_id: int, period: str, start: datetime, dimension: str, key: str,
-               now: datetime) -> Rollup:  # fmt: skip
+    def to_row(
+        self, *, app_id: int, period: str, start: datetime, dimension: str, key: str, now: datetime
+    ) -> Rollup:
         sketches: dict[str, Any] = {name: h.to_flat() for name, h in self.histograms.items()}
         sketches["sessions"] = self.sessions.to_json()
         sketches["conversations"] = self.conversations.to_json()
         sketches["unlinked"] = dict(sorted(self.unlinked.items()))
-        return Rollup(app_id=app_id, period=period, start=start, dimension=dimension, key=key,
-                      sketches=sketches, computed_at=now, **self.counts)  # fmt: skip
+        return Rollup(
+            app_id=app_id,
+            period=period,
+            start=start,
+            dimension=dimension,
+            key=key,
+            sketches=sketches,
+            computed_at=now,
+            **self.counts,
+        )
 
     def figures(self) -> dict[str, Any]:
         """The same fields as ``analytics.summarize``."""
@@ -206,9 +224,14 @@ class Accumulator:
 
 # A turn row's columns, then what a rollup splits and counts by.
 _FACT_COLUMNS = [
-    *TURN_COLUMNS, "model", "session__browser", "session__os", "session__device_class",
-    "trace__linked", "trace__propagation_cause",
-]  # fmt: skip
+    *TURN_COLUMNS,
+    "model",
+    "session__browser",
+    "session__os",
+    "session__device_class",
+    "trace__linked",
+    "trace__propagation_cause",
+]
 
 
 def _sent_within(ranges: Iterable[tuple[datetime, datetime]], column: str = "t_send_ms") -> Q:
@@ -270,7 +293,7 @@ def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[
                     first_response=first_response,
                     hallucination=hallucination,
                     linked=linked,
-                ),  # fmt: skip
+                ),
                 buckets=tuple(
                     (name, bucket_of(value))
                     for name, column in DURATIONS.items()
@@ -283,9 +306,11 @@ def turn_facts(*, app_id: int, ranges: list[tuple[datetime, datetime]]) -> list[
     return facts
 
 
-def accumulate(facts: Iterable[TurnFacts], dimensions: Iterable[str] = DIMENSIONS,
-               into: dict[tuple[str, str], Accumulator] | None = None,
-               ) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
+def accumulate(
+    facts: Iterable[TurnFacts],
+    dimensions: Iterable[str] = DIMENSIONS,
+    into: dict[tuple[str, str], Accumulator] | None = None,
+) -> dict[tuple[str, str], Accumulator]:
     """(dimension, key) -> accumulator over these turns."""
     out = into if into is not None else {}
     for group, members in _grouped(facts, tuple(dimensions)).items():
@@ -296,8 +321,9 @@ def accumulate(facts: Iterable[TurnFacts], dimensions: Iterable[str] = DIMENSION
     return out
 
 
-def _grouped(facts: Iterable[TurnFacts], dimensions: tuple[str, ...],
-             minute: bool = False) -> dict[tuple, list[TurnFacts]]:  # fmt: skip
+def _grouped(
+    facts: Iterable[TurnFacts], dimensions: tuple[str, ...], minute: bool = False
+) -> dict[tuple, list[TurnFacts]]:
     """(dimension, key) -> its turns, or (minute, dimension, key) with ``minute``."""
     groups: dict[tuple, list[TurnFacts]] = defaultdict(list)
     for fact in facts:
@@ -317,14 +343,16 @@ def rollups_mark(marks: Iterable[tuple[int, str, datetime]], *, now: datetime) -
     rows = [
         DirtyRollup(
             app_id=app_id, period=period, start=start, first_marked_at=now, last_marked_at=now
-        )  # fmt: skip
+        )
         for app_id, period, start in sorted(set(marks))
     ]
     if rows:
         DirtyRollup.objects.bulk_create(
-            rows, update_conflicts=True, unique_fields=["app", "period", "start"],
+            rows,
+            update_conflicts=True,
+            unique_fields=["app", "period", "start"],
             update_fields=["last_marked_at"],
-        )  # fmt: skip
+        )
 
 
 def rollups_refresh(
@@ -369,8 +397,9 @@ def _refresh_batch(*, due: Q, period: str, now: datetime, batch_size: int) -> in
             periods_rebuild(app_id=app_id, period=period, starts=starts, now=now)
         if period in PARENT:
             parent = PARENT[period]
-            rollups_mark({(app_id, parent, floor(start, parent)) for _, app_id, start in claimed},
-                         now=now)  # fmt: skip
+            rollups_mark(
+                {(app_id, parent, floor(start, parent)) for _, app_id, start in claimed}, now=now
+            )
         DirtyRollup.objects.filter(id__in=[row[0] for row in claimed]).delete()
     return len(claimed)
 
@@ -382,9 +411,10 @@ def server_only_traces(
     if not ranges:
         return []
     rows = Trace.objects.filter(
-        _sent_within(ranges, "start_ms"), app_id=app_id,
+        _sent_within(ranges, "start_ms"),
+        app_id=app_id,
         propagation=Trace.Propagation.NO_BROWSER_ROOT,
-    ).values_list("start_ms", "propagation_cause")  # fmt: skip
+    ).values_list("start_ms", "propagation_cause")
     return [(start_ms, cause or Trace.Propagation.NO_BROWSER_ROOT) for start_ms, cause in rows]
 
 
@@ -411,10 +441,14 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         ):
             accs[(floor(start, period), dimension, key)].merge(counts=counts, sketches=sketches)
     Rollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
-    _insert([
-        acc.to_row(app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now)
-        for (start, dimension, key), acc in sorted(accs.items())
-    ])  # fmt: skip
+    _insert(
+        [
+            acc.to_row(
+                app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now
+            )
+            for (start, dimension, key), acc in sorted(accs.items())
+        ]
+    )
 
 
 def _insert(rows: list[Rollup]) -> None:

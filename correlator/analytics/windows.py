@@ -50,9 +50,11 @@ def stale_periods(*, app_id: int, since: datetime, until: datetime) -> frozenset
     return frozenset(stale)
 
 
-def window_plan(since: datetime, until: datetime, stale: frozenset = frozenset(),
-                ) -> tuple[list[tuple[str, datetime, datetime]],
-                           list[tuple[datetime, datetime]]]:  # fmt: skip
+def window_plan(
+    since: datetime,
+    until: datetime,
+    stale: frozenset = frozenset(),
+) -> tuple[list[tuple[str, datetime, datetime]], list[tuple[datetime, datetime]]]:
     """Cover [since, until) with the fewest whole days, hours and minutes, plus the
     raw turns of the partial minutes at either edge. A ``stale`` period (see
     ``stale_periods``) is covered by its children instead, a stale minute by raw turns.
@@ -102,8 +104,9 @@ def _starts(lo: datetime, hi: datetime, period: str) -> Iterator[datetime]:
         start += LENGTH[period]
 
 
-def _rows_filter(app_id: int, ranges: list[tuple[str, datetime, datetime]],
-                 dimensions: Iterable[str]) -> Q:  # fmt: skip
+def _rows_filter(
+    app_id: int, ranges: list[tuple[str, datetime, datetime]], dimensions: Iterable[str]
+) -> Q:
     covered = Q()
     for period, lo, hi in ranges:
         covered |= Q(period=period, start__gte=lo, start__lt=hi)
@@ -126,8 +129,9 @@ def window_turn_count(*, app_id: int, since: datetime, until: datetime) -> int:
     return total
 
 
-def _window_accumulators(app_id: int, since: datetime, until: datetime,
-                         dimensions: list[str]) -> dict[tuple[str, str], Accumulator]:  # fmt: skip
+def _window_accumulators(
+    app_id: int, since: datetime, until: datetime, dimensions: list[str]
+) -> dict[tuple[str, str], Accumulator]:
     ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
     accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
     if ranges:
@@ -145,15 +149,20 @@ def _window_accumulators(app_id: int, since: datetime, until: datetime,
 def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dict[str, Any]:
     body = (accs.get(("", "")) or Accumulator()).figures()
     body["groups"] = (
-        [{"key": key, **acc.figures()}
-         for (dimension, key), acc in sorted(accs.items()) if dimension == group_by]
-        if group_by else []
-    )  # fmt: skip
+        [
+            {"key": key, **acc.figures()}
+            for (dimension, key), acc in sorted(accs.items())
+            if dimension == group_by
+        ]
+        if group_by
+        else []
+    )
     return body
 
 
-def window_figures(*, app_id: int, since: datetime, until: datetime,
-                   group_by: str | None = None) -> dict[str, Any]:  # fmt: skip
+def window_figures(
+    *, app_id: int, since: datetime, until: datetime, group_by: str | None = None
+) -> dict[str, Any]:
     """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
     partial minutes at the edges)."""
     dimensions = ["", group_by] if group_by else [""]
@@ -172,8 +181,9 @@ def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict
     }
 
 
-def window_breakdown(*, app_id: int, since: datetime, until: datetime,
-                     group_bys: list[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
+def window_breakdown(
+    *, app_id: int, since: datetime, until: datetime, group_bys: list[str]
+) -> dict[str, dict[str, Any]]:
     """``window_figures`` for several ``group_by`` from one read."""
     accs = _window_accumulators(app_id, since, until, ["", *group_bys])
     return {group_by: _body(accs, group_by) for group_by in group_bys}
@@ -184,21 +194,31 @@ def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> l
     whole periods of one size (a chart's steps) are read in one query; the partial
     ones at the ends like any window."""
     period = next(
-        (p for p in (DAY, HOUR, MINUTE)
-         if all(floor(lo, p) == lo and floor(hi, p) == hi for lo, hi in points[1:-1])),
+        (
+            p
+            for p in (DAY, HOUR, MINUTE)
+            if all(floor(lo, p) == lo and floor(hi, p) == hi for lo, hi in points[1:-1])
+        ),
         MINUTE,
-    )  # fmt: skip
+    )
     stale = stale_periods(app_id=app_id, since=points[0][0], until=points[-1][1]) if points else ()
-    whole = [i for i, (lo, hi) in enumerate(points) if floor(lo, period) == lo
-             and floor(hi, period) == hi
-             and not any(p == period and lo <= start < hi for p, start in stale)]  # fmt: skip
+    whole = [
+        i
+        for i, (lo, hi) in enumerate(points)
+        if floor(lo, period) == lo
+        and floor(hi, period) == hi
+        and not any(p == period and lo <= start < hi for p, start in stale)
+    ]
     accs = {i: Accumulator() for i in whole}
     if whole:
         starts = [points[i][0] for i in whole]
         rows = Rollup.objects.filter(
-            app_id=app_id, dimension="", period=period,
-            start__gte=starts[0], start__lt=points[whole[-1]][1],
-        )  # fmt: skip
+            app_id=app_id,
+            dimension="",
+            period=period,
+            start__gte=starts[0],
+            start__lt=points[whole[-1]][1],
+        )
         for (start,), counts, sketches in stored_rows(rows, "start"):
             at = bisect_right(starts, start) - 1
             if at >= 0 and start < points[whole[at]][1]:

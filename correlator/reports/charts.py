@@ -110,6 +110,12 @@ def _x_labels(labels: Sequence[str], xs: Sequence[float], y: float, most: int = 
     ]
 
 
+def _plot_box(width: int, height: int) -> tuple[float, float, float, float]:
+    """(left, right, top, bottom) of the plotting area of a chart this size: the
+    margins hold the axis labels."""
+    return 64.0, width - 12.0, 30.0, height - 28.0
+
+
 def line_chart(
     *,
     title: str,
@@ -121,7 +127,8 @@ def line_chart(
 ) -> SafeString:
     """One line per series over the same x positions; a missing value (None) breaks
     the line. Points are drawn too, so a lone value between gaps still shows."""
-    left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
+    box = _plot_box(width, height)
+    left, right, top, bottom = box
     values = [v for s in series for v in s.values if v is not None]
     ceiling = axis_ceiling(max(values, default=0.0))
     n = len(x_labels)
@@ -157,8 +164,9 @@ def line_chart(
             )
         body += points
         body.append("</g>")
-    return _finished(body, title=title, series=series, empty=not values,
-                     box=(left, right, top, bottom), size=(width, height))  # fmt: skip
+    return _finished(
+        body, title=title, series=series, empty=not values, box=box, size=(width, height)
+    )
 
 
 def bar_chart(
@@ -172,7 +180,8 @@ def bar_chart(
 ) -> SafeString:
     """Grouped vertical bars: one group per label, one bar per series in it, each
     bar with its value written above."""
-    left, right, top, bottom = 64.0, width - 12.0, 30.0, height - 28.0
+    box = _plot_box(width, height)
+    left, right, top, bottom = box
     values = [v for s in series for v in s.values if v is not None]
     ceiling = axis_ceiling(max(values, default=0.0))
     groups = max(len(labels), 1)
@@ -200,12 +209,20 @@ def bar_chart(
                 f'text-anchor="middle" {FONT}>{escape(number(v, unit))}</text>'
             )
         body.append("</g>")
-    return _finished(body, title=title, series=series, empty=not values,
-                     box=(left, right, top, bottom), size=(width, height))  # fmt: skip
+    return _finished(
+        body, title=title, series=series, empty=not values, box=box, size=(width, height)
+    )
 
 
-def _finished(body: list[str], *, title: str, series: Sequence[Series], empty: bool,
-              box: tuple[float, float, float, float], size: tuple[int, int]) -> SafeString:  # fmt: skip
+def _finished(
+    body: list[str],
+    *,
+    title: str,
+    series: Sequence[Series],
+    empty: bool,
+    box: tuple[float, float, float, float],
+    size: tuple[int, int],
+) -> SafeString:
     """A chart's closing: the note for an empty range, the legend, the svg element."""
     left, right, top, bottom = box
     if empty:

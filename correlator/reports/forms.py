@@ -13,6 +13,7 @@ from django.http import Http404
 from django.utils.dateparse import parse_datetime
 
 from correlator import selectors
+from correlator.models import Turn
 from correlator.reports.format import when
 from rumserver.models import Application
 
@@ -115,8 +116,6 @@ def time_range(
 
 # --- the trace list's filters and cursor ------------------------------------------
 
-OUTCOMES = ["completed", "stopped", "abandoned", "error"]
-
 
 @dataclass(frozen=True)
 class TraceFilters:
@@ -137,7 +136,7 @@ class TraceFilters:
 def trace_filters(params: Mapping[str, str], *, now: datetime) -> tuple[TraceFilters, list[str]]:
     errors: list[str] = []
     outcome = params.get("outcome", "")
-    if outcome and outcome not in OUTCOMES:
+    if outcome and outcome not in Turn.OUTCOMES:
         errors.append(f"unknown outcome {outcome!r}")
         outcome = ""
     min_ttft = None

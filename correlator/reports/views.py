@@ -9,6 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
 
+from correlator.models import Turn
 from correlator.reports import forms
 from correlator.reports.pages import overview as overview_page
 from correlator.reports.pages import propagation as propagation_page
@@ -45,10 +46,18 @@ def traces(request: HttpRequest) -> HttpResponse:
     query = {"app": app.slug, **filters.query()} if app else {}
     next_url = f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else ""
     context = _base(
-        request, "traces", apps, app, filters=filters, errors=errors, rows=rows,
-        outcomes=forms.OUTCOMES, next_url=next_url, first_url=f"?{urlencode(query)}",
+        request,
+        "traces",
+        apps,
+        app,
+        filters=filters,
+        errors=errors,
+        rows=rows,
+        outcomes=Turn.OUTCOMES,
+        next_url=next_url,
+        first_url=f"?{urlencode(query)}",
         paged=cursor is not None,
-    )  # fmt: skip
+    )
     return render(request, "reports/traces.html", context)
 
 
@@ -78,7 +87,14 @@ def propagation(request: HttpRequest) -> HttpResponse:
     selected = next((s for s in summaries if app and s["app"].pk == app.pk), None)
     unlinked = propagation_page.unlinked_traces(app=app, window=window) if app else []
     context = _base(
-        request, "propagation", apps, app, window=window, errors=errors, summaries=summaries,
-        selected=selected, unlinked=unlinked,
-    )  # fmt: skip
+        request,
+        "propagation",
+        apps,
+        app,
+        window=window,
+        errors=errors,
+        summaries=summaries,
+        selected=selected,
+        unlinked=unlinked,
+    )
     return render(request, "reports/propagation.html", context)

@@ -19,8 +19,9 @@ from django.db.models.fields.json import KT
 
 from correlator.models import Trace, Turn
 from correlator.stitch.rules import MODEL_TTFT_SOURCES, gateway_server_span
-from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
+from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS
 from rumserver.models import Span
+from rumserver.roles import SOURCE, from_browser
 
 TOLERANCE_MS = 1.0  # clocks and exporters round; a millisecond is not a fault
 NS_PER_MS = 1_000_000
@@ -189,9 +190,15 @@ def server_ttft_below_model(view: TraceView) -> bool:
 # Durations that are one clock's elapsed time, never negative. Network overhead is
 # not among them: it takes two processes' measurements (the rule above judges it).
 TURN_DURATIONS = (
-    "client_ttft_ms", "server_ttft_ms", "model_ttft_ms", "queue_ms",
-    "tbt_p50_ms", "tbt_p95_ms", "tbt_max_ms", "tpot_ms",
-)  # fmt: skip
+    "client_ttft_ms",
+    "server_ttft_ms",
+    "model_ttft_ms",
+    "queue_ms",
+    "tbt_p50_ms",
+    "tbt_p95_ms",
+    "tbt_max_ms",
+    "tpot_ms",
+)
 
 
 def negative_duration(view: TraceView) -> bool:
@@ -264,13 +271,33 @@ class InvariantReport:
                 self.examples[name].append(view.trace.trace_id)
 
 
-TRACE_COLUMNS = ("id", "app_id", "trace_id", "start_ms", "end_ms", "clock_skew_uncertainty_ms",
-                 "roles")  # fmt: skip
+TRACE_COLUMNS = (
+    "id",
+    "app_id",
+    "trace_id",
+    "start_ms",
+    "end_ms",
+    "clock_skew_uncertainty_ms",
+    "roles",
+)
 TURN_COLUMNS = ("span_id", "t_send_ms", "outcome", *TURN_DURATIONS)
 
 
-SPAN_COLUMNS = ("trace_id", "span_id", "parent_span_id", "role", "service", "name", "kind",
-                "start_ns", "end_ns", "ttft_s", "ttft_source", "queue_s", "events")  # fmt: skip
+SPAN_COLUMNS = (
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "role",
+    "service",
+    "name",
+    "kind",
+    "start_ns",
+    "end_ns",
+    "ttft_s",
+    "ttft_source",
+    "queue_s",
+    "events",
+)
 
 
 def _span_facts(*, app_id: int, trace_ids: list[str]) -> Iterator[SpanFacts]:
@@ -317,16 +344,17 @@ def trace_batches(
         for trace in found:
             for span in spans[trace.trace_id]:
                 span.role = trace.role_of(span)
-            # A trace without a turn raises an AttributeError (Django's RelatedObjectDoesNotExist).
-            turn = getattr(trace, "turn", None)
-            views.append(TraceView(trace, turn, spans[trace.trace_id]))
+            views.append(TraceView(trace, trace.turn_or_none, spans[trace.trace_id]))
         yield views
 
 
 def traces_check(
-    *, app_ids: Sequence[int], since_ms: float | None = None, batch_size: int = BATCH_SIZE,
+    *,
+    app_ids: Sequence[int],
+    since_ms: float | None = None,
+    batch_size: int = BATCH_SIZE,
     examples: int = 5,
-) -> InvariantReport:  # fmt: skip
+) -> InvariantReport:
     """Every stitched trace of these applications (started at ``since_ms`` or later)
     against every rule: how many traces break each, and the first few of them."""
     report = InvariantReport()

@@ -14,33 +14,23 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from django.db import connection
 from django.db.models.fields.json import KT
 
+from correlator.epoch import epoch_us
 from correlator.stitch.rules import MAX_SKEW_MS, ClockSample, beacon_sample, server_timing_sample
 from rumserver.models import BrowserEvent, BrowserSession, Span
+from rumserver.roles import PINNED, SOURCE
 from rumserver.sql import fetch_prepared
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def datetime_of(epoch_us: int) -> datetime:
-    """Exact (integer arithmetic), unlike ``datetime.fromtimestamp`` of a float."""
-    return EPOCH + timedelta(microseconds=epoch_us)
-
-
-def epoch_us(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 @dataclass(slots=True)
 class StoredSpan:
     """The columns of an OTLP span the stitch reads. ``resource`` holds only
-    ``llmrum.role`` and ``llmrum.source`` (what ``assign_roles`` looks at)."""
+    ``llmrum.role`` and ``llmrum.source`` (what ``rumserver.roles`` looks at)."""
 
     id: int
     app_id: int
@@ -84,18 +74,34 @@ class Batch:
 
 
 _SPAN_COLUMNS = (
-    "id", "app_id", "trace_id", "span_id", "parent_span_id", "kind", "role", "service",
-    "start_ns", "end_ns", "received_at", "gen_ai_operation", "request_model",
-    "response_model", "ttft_s", "ttft_source", "queue_s", "input_tokens", "output_tokens",
-)  # fmt: skip
+    "id",
+    "app_id",
+    "trace_id",
+    "span_id",
+    "parent_span_id",
+    "kind",
+    "role",
+    "service",
+    "start_ns",
+    "end_ns",
+    "received_at",
+    "gen_ai_operation",
+    "request_model",
+    "response_model",
+    "ttft_s",
+    "ttft_source",
+    "queue_s",
+    "input_tokens",
+    "output_tokens",
+)
 _decode_event = msgspec.json.Decoder(dict).decode
 
 
 def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:
-    """The resource attributes ``assign_roles`` reads."""
-    resource = {"llmrum.role": pinned_role} if pinned_role else {}
+    """The resource attributes ``rumserver.roles`` reads."""
+    resource = {PINNED: pinned_role} if pinned_role else {}
     if source:
-        resource["llmrum.source"] = source
+        resource[SOURCE] = source
     return resource
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-SPAN_KIND_SERVER = 2
+from rumserver.roles import SPAN_KIND_SERVER
+
 GATEWAY_TTFT_PRIORITY = (
     "gen_ai.response.time_to_first_chunk",
     "gen_ai.server.time_to_first_token",
@@ -342,8 +343,13 @@ def turn_metrics(
     )
 
 
-def propagation_cause(*, has_browser: bool, has_server: bool, turn: dict[str, Any] | None,
-                      root_has_remote_parent: bool) -> tuple[str, str]:  # fmt: skip
+def propagation_cause(
+    *,
+    has_browser: bool,
+    has_server: bool,
+    turn: dict[str, Any] | None,
+    root_has_remote_parent: bool,
+) -> tuple[str, str]:
     """Which side of the trace is missing, and the likely reason (DESIGN.md §6)."""
     if has_browser and not has_server:
         error = str((turn or {}).get("error") or "").lower()

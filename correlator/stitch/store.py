@@ -27,10 +27,20 @@ from rumserver.models import BrowserEvent, DirtyTrace, Span
 from rumserver.sql import execute_prepared
 
 TRACE_UPDATE = [
-    "state", "linked", "clock_skew_ms", "skew_source", "clock_skew_uncertainty_ms", "start_ms",
-    "end_ms", "span_count",
-    "propagation", "propagation_cause", "last_received_at", "stitched_at", "roles",
-]  # fmt: skip
+    "state",
+    "linked",
+    "clock_skew_ms",
+    "skew_source",
+    "clock_skew_uncertainty_ms",
+    "start_ms",
+    "end_ms",
+    "span_count",
+    "propagation",
+    "propagation_cause",
+    "last_received_at",
+    "stitched_at",
+    "roles",
+]
 TURN_UPDATE = [f.name for f in Turn._meta.concrete_fields if f.name not in ("id", "app", "trace")]
 BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes", "received_at"]
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,8 +22,9 @@ from django.db import OperationalError, connection, connections, transaction
 
 from correlator import selectors
 from correlator.analytics.rollups import rollups_refresh
+from correlator.epoch import datetime_of
 from correlator.models import SweepRun, Trace
-from correlator.stitch.load import StoredSpan, TurnEvent, datetime_of, load_batch
+from correlator.stitch.load import StoredSpan, TurnEvent, load_batch
 from correlator.stitch.rules import (
     ClockSample,
     Skew,
@@ -35,8 +36,8 @@ from correlator.stitch.rules import (
     turn_metrics,
 )
 from correlator.stitch.store import browser_span_record, restitches_queue, write_stitched
-from rumserver.ingest.otlp.spans import assign_roles
 from rumserver.models import DirtyTrace, Span
+from rumserver.roles import role_in_trace, trace_roles
 from rumserver.sql import commit_without_waiting_for_disk
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,6 @@ class SweepResult:
     finalized: int = 0
     rollups: int = 0
     seconds: float = 0.0
-    errors: list[str] = field(default_factory=list)
 
 
 def sweep_backlog() -> int:
@@ -150,8 +150,9 @@ def _sweep_batch_retrying(*, now: datetime, batch_size: int) -> int:
             state = getattr(error.__cause__, "sqlstate", None)
             if state not in _RETRYABLE or attempt == ATTEMPTS:
                 raise
-            logger.warning("sweep batch aborted (%s), attempt %d: retrying",
-                           _RETRYABLE[state], attempt)  # fmt: skip
+            logger.warning(
+                "sweep batch aborted (%s), attempt %d: retrying", _RETRYABLE[state], attempt
+            )
     raise AssertionError("unreachable")
 
 
@@ -210,9 +211,18 @@ def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int
 
 
 _BROWSER_ATTRIBUTES = (
-    "url", "method", "status", "outcome", "chunks", "model", "conversation_id", "turn_index",
-    "regenerate_of", "intent_correction", "error",
-)  # fmt: skip
+    "url",
+    "method",
+    "status",
+    "outcome",
+    "chunks",
+    "model",
+    "conversation_id",
+    "turn_index",
+    "regenerate_of",
+    "intent_correction",
+    "error",
+)
 
 
 def _stitch_one(
@@ -232,7 +242,9 @@ def _stitch_one(
     data: dict[str, Any] = turn.data if turn is not None else {}
     browser_id = turn.span_id if turn is not None else ""
 
-    assign_roles(spans, frozenset({browser_id}) if browser_id else frozenset())
+    roles = trace_roles(spans, browser_id)
+    for span in spans:
+        span.role = role_in_trace(span, roles)
     span_ids = {s.span_id for s in spans}
 
     received_us = [s.received_us for s in spans] + ([turn.received_us] if turn else [])
@@ -242,9 +254,11 @@ def _stitch_one(
     linked = bool(browser_id) and bool(linked_span_ids(spans, browser_id))
     root_remote = any(s.parent_span_id and s.parent_span_id not in span_ids for s in spans)
     propagation, cause = propagation_cause(
-        has_browser=turn is not None, has_server=bool(spans), turn=data,
+        has_browser=turn is not None,
+        has_server=bool(spans),
+        turn=data,
         root_has_remote_parent=root_remote,
-    )  # fmt: skip
+    )
 
     skew = Skew(0.0, "")
     turn_row = browser_span = None
@@ -255,9 +269,11 @@ def _stitch_one(
         gateway = gateway_server_span(spans, browser_id)
         skew = tighten(
             estimate_skew(data, samples.get(turn.session_id, [])),
-            t_send=t_send, t_end=max(t_end, t_send), outcome=str(data.get("outcome")),
+            t_send=t_send,
+            t_end=max(t_end, t_send),
+            outcome=str(data.get("outcome")),
             gateway=(gateway.start_ns / 1e6, gateway.end_ns / 1e6) if gateway else None,
-        )  # fmt: skip
+        )
         start_ms, end_ms = t_send + skew.ms, max(t_end, t_send) + skew.ms
         browser_span = _browser_span(app_id, trace_id, turn, start_ms, end_ms, skew)
         turn_row = {
@@ -292,7 +308,7 @@ def _stitch_one(
         "propagation_cause": cause,
         "last_received_at": last_received,
         "stitched_at": now,
-        "roles": {s.service: s.role for s in sorted(spans, key=lambda s: s.service)},
+        "roles": roles,
     }
     return trace, turn_row, browser_span
 

@@ -18,9 +18,11 @@ class Command(BaseCommand):
         parser.add_argument("--finalize-all", action="store_true")
         parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
         parser.add_argument(
-            "--threads", type=int, default=None,
+            "--threads",
+            type=int,
+            default=None,
             help="sweeping threads, each on its own connection (default LLMRUM_SWEEP_THREADS)",
-        )  # fmt: skip
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         result = sweep_run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import reduce
+from operator import getitem
 from typing import Any
 
 from django.utils.safestring import SafeString
@@ -24,6 +26,19 @@ LATENCIES = [
     ("tbt_ms", "TBT (time between tokens)"),
     ("tpot_ms", "TPOT (time per output token)"),
 ]
+# The overview's charts: (series name, figure) of the TTFT lines, (rate, series name)
+# of the rate lines.
+TTFT_LINES = (
+    ("client", "client_ttft_ms"),
+    ("server", "server_ttft_ms"),
+    ("model", "model_ttft_ms"),
+)
+RATE_LINES = (
+    ("stop_rate", "stop"),
+    ("regenerate_rate", "regenerate"),
+    ("abandonment_rate", "abandon"),
+    ("error_rate", "error"),
+)
 RATES = [
     ("stop_rate", "Stop rate"),
     ("regenerate_rate", "Regenerate rate"),
@@ -120,39 +135,47 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
 
     labels = [_x_label(point["since"], window) for point in series]
     drawn: list[tuple[str, SafeString]] = []
+
+    def line(title: str, lines: list[charts.Series], unit: str = "ms") -> None:
+        drawn.append(
+            (title, charts.line_chart(title=title, x_labels=labels, series=lines, unit=unit))
+        )
+
+    def bars(title: str, bar_labels: list[str], groups: list[charts.Series]) -> None:
+        drawn.append((title, charts.bar_chart(title=title, labels=bar_labels, series=groups)))
+
+    def over_time(name: str, *path: str) -> charts.Series:
+        """One figure of every point of the series, found by its keys."""
+        return charts.Series(name, [reduce(getitem, path, point) for point in series])
+
     for q in ("p50", "p75", "p95"):
-        title = f"Time to first token, {q}: client next to server and model"
-        drawn.append((title, charts.line_chart(
-            title=title, x_labels=labels,
-            series=[charts.Series(name, [p[key][q] for p in series]) for name, key in
-                    (("client", "client_ttft_ms"), ("server", "server_ttft_ms"),
-                     ("model", "model_ttft_ms"))],
-        )))  # fmt: skip
-    title = "Time between tokens and time per output token (p50, p95)"
-    drawn.append((title, charts.line_chart(
-        title=title, x_labels=labels,
-        series=[charts.Series(f"{name} {q}", [p[key][q] for p in series])
-                for name, key in (("TBT", "tbt_ms"), ("TPOT", "tpot_ms")) for q in ("p50", "p95")],
-    )))  # fmt: skip
-    title = "Stop, regenerate, abandonment and error rates"
-    drawn.append((title, charts.line_chart(
-        title=title, x_labels=labels, unit="%",
-        series=[charts.Series(label, [p["rates"][key] for p in series]) for key, label in
-                (("stop_rate", "stop"), ("regenerate_rate", "regenerate"),
-                 ("abandonment_rate", "abandon"), ("error_rate", "error"))],
-    )))  # fmt: skip
-    title = "Turns"
-    drawn.append((title, charts.bar_chart(
-        title=title, labels=labels,
-        series=[charts.Series("turns", [p["turns"] for p in series])],
-    )))  # fmt: skip
+        line(
+            f"Time to first token, {q}: client next to server and model",
+            [over_time(name, key, q) for name, key in TTFT_LINES],
+        )
+    line(
+        "Time between tokens and time per output token (p50, p95)",
+        [
+            over_time(f"{name} {q}", key, q)
+            for name, key in (("TBT", "tbt_ms"), ("TPOT", "tpot_ms"))
+            for q in ("p50", "p95")
+        ],
+    )
+    line(
+        "Stop, regenerate, abandonment and error rates",
+        [over_time(label, "rates", key) for key, label in RATE_LINES],
+        unit="%",
+    )
+    bars("Turns", labels, [over_time("turns", "turns")])
     models = grouped["model"]["groups"]
-    title = "Tokens in and out per model"
-    drawn.append((title, charts.bar_chart(
-        title=title, labels=[str(g["key"]) or "(unknown)" for g in models],
-        series=[charts.Series("tokens in", [g["input_tokens"] for g in models]),
-                charts.Series("tokens out", [g["output_tokens"] for g in models])],
-    )))  # fmt: skip
+    bars(
+        "Tokens in and out per model",
+        [str(g["key"]) or "(unknown)" for g in models],
+        [
+            charts.Series("tokens in", [g["input_tokens"] for g in models]),
+            charts.Series("tokens out", [g["output_tokens"] for g in models]),
+        ],
+    )
     groups = [
         {"key": key, "label": label, "rows": [_group_row(g) for g in grouped[key]["groups"]]}
         for key, label in GROUPS.items()

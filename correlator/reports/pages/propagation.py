@@ -12,6 +12,11 @@ from correlator.reports.forms import TimeRange
 from rumserver.models import Application
 
 UNLINKED_LIMIT = 50
+# Which side of an unlinked trace arrived ("both, not linked" when neither is missing).
+SIDES = {
+    Trace.Propagation.NO_SERVER_SPANS: "browser only",
+    Trace.Propagation.NO_BROWSER_ROOT: "server only",
+}
 ADVICE = {
     "cors_preflight_failed": (
         "The browser's CORS preflight to your API failed, so the chat request never left "
@@ -83,12 +88,14 @@ def unlinked_traces(*, app: Application, window: TimeRange) -> list[dict[str, An
     rows = []
     for trace in traces:
         turn = trace.turn_or_none
-        rows.append({
-            "trace_id": trace.trace_id, "start": when(trace.start_ms),
-            "side": "browser only" if trace.propagation == Trace.Propagation.NO_SERVER_SPANS
-                    else "server only" if trace.propagation == Trace.Propagation.NO_BROWSER_ROOT
-                    else "both, not linked",
-            "cause": trace.propagation_cause or "not_descending",
-            "outcome": turn.outcome if turn else "", "spans": trace.span_count,
-        })  # fmt: skip
+        rows.append(
+            {
+                "trace_id": trace.trace_id,
+                "start": when(trace.start_ms),
+                "side": SIDES.get(trace.propagation, "both, not linked"),
+                "cause": trace.propagation_cause or "not_descending",
+                "outcome": turn.outcome if turn else "",
+                "spans": trace.span_count,
+            }
+        )
     return rows

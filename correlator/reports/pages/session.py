@@ -56,19 +56,30 @@ def session_view(session: BrowserSession) -> dict[str, Any]:
     default_skew = turns[0].trace.clock_skew_ms if turns else 0.0
     conversations: dict[str, list[dict[str, Any]]] = {}
     for turn in turns:
-        conversations.setdefault(turn.conversation_id, []).append({
-            "kind": "turn", "at": turn.t_send_ms, "time": when(turn.t_send_ms), "turn": turn,
-            "client_ttft": fmt_ms(turn.client_ttft_ms), "server_ttft": fmt_ms(turn.server_ttft_ms),
-            "model_ttft": fmt_ms(turn.model_ttft_ms), "trace_id": turn.trace.trace_id,
-        })  # fmt: skip
+        conversations.setdefault(turn.conversation_id, []).append(
+            {
+                "kind": "turn",
+                "at": turn.t_send_ms,
+                "time": when(turn.t_send_ms),
+                "turn": turn,
+                "client_ttft": fmt_ms(turn.client_ttft_ms),
+                "server_ttft": fmt_ms(turn.server_ttft_ms),
+                "model_ttft": fmt_ms(turn.model_ttft_ms),
+                "trace_id": turn.trace.trace_id,
+            }
+        )
     loose = []
     for event in events:
         turn = by_span.get(event.turn_span_id)
         at = event.ts_ms + (turn.trace.clock_skew_ms if turn else default_skew)
         item = {
-            "kind": event.type, "at": at, "time": when(at), "name": event.name,
-            "details": _event_details(event), "turn_span_id": event.turn_span_id,
-        }  # fmt: skip
+            "kind": event.type,
+            "at": at,
+            "time": when(at),
+            "name": event.name,
+            "details": _event_details(event),
+            "turn_span_id": event.turn_span_id,
+        }
         if turn is not None:
             conversations[turn.conversation_id].append(item)
         else:

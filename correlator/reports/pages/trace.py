@@ -18,8 +18,14 @@ from rumserver.models import Span
 
 SPAN_LIMIT = 1000
 ROLE_ORDER = {"browser": 0, "gateway": 1, "model": 2, "service": 3}
-SPAN_KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer",
-              5: "consumer"}  # fmt: skip
+SPAN_KINDS = {
+    0: "unspecified",
+    1: "internal",
+    2: "server",
+    3: "client",
+    4: "producer",
+    5: "consumer",
+}
 SPAN_STATUS = {0: "unset", 1: "ok", 2: "error"}
 
 
@@ -111,50 +117,71 @@ def trace_view(trace: Trace) -> dict[str, Any]:
     turn = trace.turn_or_none
     ordered = tree_order(spans)
     marks = ttft_marks(turn, spans)
+    # The browser span sits where the skew estimate put it, give or take this.
+    browser_uncertainty = trace.clock_skew_uncertainty_ms or 0.0
     rows = [
         charts.WaterfallRow(
-            label=f"{span.service or span.role}: {span.name}", depth=depth, role=span.role,
-            start_ms=span.start_ns / 1e6, end_ms=span.end_ns / 1e6,
+            label=f"{span.service or span.role}: {span.name}",
+            depth=depth,
+            role=span.role,
+            start_ms=span.start_ns / 1e6,
+            end_ms=span.end_ns / 1e6,
             error=span.status_code == 2,
-            # The browser span sits where the skew estimate put it, give or take this.
-            uncertainty_ms=(trace.clock_skew_uncertainty_ms or 0.0)
-            if span.role == "browser" else 0.0,
+            uncertainty_ms=browser_uncertainty if span.role == "browser" else 0.0,
         )
         for span, depth in ordered
-    ]  # fmt: skip
+    ]
     t0 = min([r.start_ms for r in rows], default=trace.start_ms)
     details = []
     for span, depth in ordered:
-        details.append({
-            "span": span,
-            "depth": depth,
-            "kind": SPAN_KINDS.get(span.kind, str(span.kind)),
-            "status": SPAN_STATUS.get(span.status_code, str(span.status_code)),
-            "offset": fmt_ms(span.start_ns / 1e6 - t0),
-            "duration": fmt_ms((span.end_ns - span.start_ns) / 1e6),
-            "attributes": sorted((k, display_value(v)) for k, v in span.attributes.items()),
-            "resource": sorted((k, display_value(v)) for k, v in span.resource.items()),
-            "events": [
-                (display_value(e.get("name", "")),
-                 fmt_ms(int(e["time_ns"]) / 1e6 - t0) if e.get("time_ns") else DASH,
-                 sorted((k, display_value(v)) for k, v in (e.get("attributes") or {}).items()))
-                for e in span.events if isinstance(e, dict)
-            ],
-        })  # fmt: skip
+        details.append(
+            {
+                "span": span,
+                "depth": depth,
+                "kind": SPAN_KINDS.get(span.kind, str(span.kind)),
+                "status": SPAN_STATUS.get(span.status_code, str(span.status_code)),
+                "offset": fmt_ms(span.start_ns / 1e6 - t0),
+                "duration": fmt_ms((span.end_ns - span.start_ns) / 1e6),
+                "attributes": sorted((k, display_value(v)) for k, v in span.attributes.items()),
+                "resource": sorted((k, display_value(v)) for k, v in span.resource.items()),
+                "events": [
+                    (
+                        display_value(e.get("name", "")),
+                        fmt_ms(int(e["time_ns"]) / 1e6 - t0) if e.get("time_ns") else DASH,
+                        sorted(
+                            (k, display_value(v)) for k, v in (e.get("attributes") or {}).items()
+                        ),
+                    )
+                    for e in span.events
+                    if isinstance(e, dict)
+                ],
+            }
+        )
     turn_figures = []
     if turn is not None:
         turn_figures = [
             Figure(key, label, fmt_ms(getattr(turn, key)))
             for key, label in (
-                ("client_ttft_ms", "Client TTFT"), ("server_ttft_ms", "Server TTFT"),
-                ("model_ttft_ms", "Model TTFT"), ("queue_ms", "Queue"),
-                ("network_overhead_ms", "Network overhead"), ("tbt_p50_ms", "TBT p50"),
-                ("tbt_p95_ms", "TBT p95"), ("tbt_max_ms", "TBT max"), ("tpot_ms", "TPOT"),
+                ("client_ttft_ms", "Client TTFT"),
+                ("server_ttft_ms", "Server TTFT"),
+                ("model_ttft_ms", "Model TTFT"),
+                ("queue_ms", "Queue"),
+                ("network_overhead_ms", "Network overhead"),
+                ("tbt_p50_ms", "TBT p50"),
+                ("tbt_p95_ms", "TBT p95"),
+                ("tbt_max_ms", "TBT max"),
+                ("tpot_ms", "TPOT"),
             )
         ] + [
             Figure("input_tokens", "Tokens in", fmt_number(turn.input_tokens)),
             Figure("output_tokens", "Tokens out", fmt_number(turn.output_tokens)),
-        ]  # fmt: skip
+        ]
+    parts = wait_parts(turn) if turn else []
+    wait = None
+    if turn is not None:
+        wait = charts.stacked_bar(
+            title="Where the wait for the first token went", parts=parts, width=1000
+        )
     return {
         "trace": trace,
         "turn": turn,
@@ -162,10 +189,9 @@ def trace_view(trace: Trace) -> dict[str, Any]:
         "duration": fmt_ms(trace.end_ms - trace.start_ms),
         "turn_figures": turn_figures,
         "waterfall": charts.waterfall(title=f"Trace {trace.trace_id}", rows=rows, marks=marks),
-        "wait": charts.stacked_bar(title="Where the wait for the first token went",
-                                   parts=wait_parts(turn), width=1000) if turn else None,
-        "wait_parts": [(name, fmt_ms(v)) for name, v in wait_parts(turn)] if turn else [],
+        "wait": wait,
+        "wait_parts": [(name, fmt_ms(v)) for name, v in parts],
         "marks": [(name, fmt_ms(at - t0)) for name, at in marks],
         "spans": details,
         "truncated": len(spans) >= SPAN_LIMIT,
-    }  # fmt: skip
+    }

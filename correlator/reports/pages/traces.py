@@ -21,11 +21,13 @@ def trace_rows(
     """One page of traces, newest first, and the cursor of the next page ("" at the
     end). Reads the (app, start_ms) index backwards with a LIMIT."""
     traces = selectors.trace_list(
-        user=user, outcome=filters.outcome or None,
-        model=filters.model or None, min_client_ttft_ms=filters.min_client_ttft_ms,
+        user=user,
+        outcome=filters.outcome or None,
+        model=filters.model or None,
+        min_client_ttft_ms=filters.min_client_ttft_ms,
         since=filters.window.since if filters.window else None,
         until=filters.window.until if filters.window else None,
-    ).filter(app_id=app.pk)  # fmt: skip
+    ).filter(app_id=app.pk)
     # By id, not app_slug: a join on the slug hides the application from the planner,
     # which then sorts every trace (1 s at 2 million) instead of walking the index.
     if cursor is not None:
@@ -37,19 +39,21 @@ def trace_rows(
     rows = []
     for trace in page:
         turn = trace.turn_or_none
-        rows.append({
-            "trace_id": trace.trace_id,
-            "start": when(trace.start_ms),
-            "state": trace.state,
-            "linked": trace.linked,
-            "propagation": trace.propagation_cause or trace.propagation,
-            "spans": trace.span_count,
-            "outcome": turn.outcome if turn else "",
-            "model": turn.model if turn else "",
-            "client_ttft": fmt_ms(turn.client_ttft_ms) if turn else DASH,
-            "server_ttft": fmt_ms(turn.server_ttft_ms) if turn else DASH,
-            "model_ttft": fmt_ms(turn.model_ttft_ms) if turn else DASH,
-            "session_pk": turn.session_id if turn else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "trace_id": trace.trace_id,
+                "start": when(trace.start_ms),
+                "state": trace.state,
+                "linked": trace.linked,
+                "propagation": trace.propagation_cause or trace.propagation,
+                "spans": trace.span_count,
+                "outcome": turn.outcome if turn else "",
+                "model": turn.model if turn else "",
+                "client_ttft": fmt_ms(turn.client_ttft_ms) if turn else DASH,
+                "server_ttft": fmt_ms(turn.server_ttft_ms) if turn else DASH,
+                "model_ttft": fmt_ms(turn.model_ttft_ms) if turn else DASH,
+                "session_pk": turn.session_id if turn else None,
+            }
+        )
     next_cursor = f"{page[-1].start_ms!r}_{page[-1].id}" if more and page else ""
     return rows, next_cursor
