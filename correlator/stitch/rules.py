@@ -12,8 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rumserver.roles import SPAN_KIND_SERVER
-
+SPAN_KIND_SERVER = 2
 GATEWAY_TTFT_PRIORITY = (
     "gen_ai.response.time_to_first_chunk",
     "gen_ai.server.time_to_first_token",
