@@ -199,7 +199,7 @@ class Accumulator:
         )
 
     def figures(self) -> dict[str, Any]:
-        """The same fields as ``analytics.summarize``."""
+        """The same fields as ``exact.summarize``."""
         c = self.counts
         n = c["turns"]
         sessions, conversations = self.sessions.estimate(), self.conversations.estimate()

@@ -163,7 +163,7 @@ def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dic
 def window_figures(
     *, app_id: int, since: datetime, until: datetime, group_by: str | None = None
 ) -> dict[str, Any]:
-    """``metrics.window_metrics``'s answer from rollups (and the raw turns of the
+    """``figures.window_metrics``'s answer from rollups (and the raw turns of the
     partial minutes at the edges)."""
     dimensions = ["", group_by] if group_by else [""]
     return _body(_window_accumulators(app_id, since, until, dimensions), group_by)
