@@ -7,10 +7,11 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import QuerySet
+from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
+from correlator.models import Trace
 from rumserver.applications import (
     ApplicationError,
     application_rotate_token,
@@ -26,6 +27,7 @@ from rumserver.models import (
     Score,
     Span,
 )
+from rumserver.roles import role_in_trace
 
 
 class MemberInline(admin.TabularInline):
@@ -149,11 +151,21 @@ class BrowserEventAdmin(ReadOnlyAdmin):
 
 @admin.register(Span)
 class SpanAdmin(ReadOnlyAdmin):
-    list_display = ["trace_id", "span_id", "role", "service", "name", "app", "received_at"]
-    list_filter = ["role"]
+    list_display = ["trace_id", "span_id", "trace_role", "service", "name", "app", "received_at"]
     list_select_related = ["app"]
     search_fields = ["trace_id__exact"]  # indexed; "=" (iexact) and an OR would scan
     raw_id_fields = ["app"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Span]:
+        # A span's role is its trace's decision (rumserver.roles): the stitched trace's
+        # roles, one index probe a row shown.
+        roles = Trace.objects.filter(app_id=OuterRef("app_id"), trace_id=OuterRef("trace_id"))
+        queryset = super().get_queryset(request)
+        return queryset.annotate(trace_roles=Subquery(roles.values("roles")[:1]))
+
+    @admin.display(description="role")
+    def trace_role(self, span: Any) -> str:
+        return role_in_trace(span, span.trace_roles or {})
 
 
 @admin.register(DirtyTrace)

@@ -170,7 +170,12 @@ class Span(models.Model):
     span_id = models.CharField(max_length=16)
     parent_span_id = models.CharField(max_length=16, blank=True, default="")
     trace_state = models.CharField(max_length=512, blank=True, default="")
-    role = models.CharField(max_length=16, choices=Role.choices, default=Role.SERVICE)
+    # "browser" marks the browser span the correlator makes. A received span's role
+    # is its service's in the trace, which the stitch decides and keeps on the trace
+    # (Trace.roles, rumserver.roles): ingest writes none, so the column's default.
+    role = models.CharField(
+        max_length=16, choices=Role.choices, default=Role.SERVICE, db_default=Role.SERVICE
+    )
     service = models.CharField(max_length=128, blank=True, default="")
     name = models.CharField(max_length=256)
     kind = models.PositiveSmallIntegerField(default=0, help_text="OTLP SpanKind number.")

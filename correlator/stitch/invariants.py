@@ -19,8 +19,9 @@ from django.db.models.fields.json import KT
 
 from correlator.models import Trace, Turn
 from correlator.stitch.rules import MODEL_TTFT_SOURCES, gateway_server_span
-from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS, SOURCE, from_browser
+from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS
 from rumserver.models import Span
+from rumserver.roles import SOURCE, from_browser
 
 TOLERANCE_MS = 1.0  # clocks and exporters round; a millisecond is not a fault
 NS_PER_MS = 1_000_000

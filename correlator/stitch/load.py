@@ -23,13 +23,14 @@ from django.db.models.fields.json import KT
 from correlator.epoch import epoch_us
 from correlator.stitch.rules import MAX_SKEW_MS, ClockSample, beacon_sample, server_timing_sample
 from rumserver.models import BrowserEvent, BrowserSession, Span
+from rumserver.roles import PINNED, SOURCE
 from rumserver.sql import fetch_prepared
 
 
 @dataclass(slots=True)
 class StoredSpan:
     """The columns of an OTLP span the stitch reads. ``resource`` holds only
-    ``llmrum.role`` and ``llmrum.source`` (what ``assign_roles`` looks at)."""
+    ``llmrum.role`` and ``llmrum.source`` (what ``rumserver.roles`` looks at)."""
 
     id: int
     app_id: int
@@ -97,10 +98,10 @@ _decode_event = msgspec.json.Decoder(dict).decode
 
 
 def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:
-    """The resource attributes ``assign_roles`` reads."""
-    resource = {"llmrum.role": pinned_role} if pinned_role else {}
+    """The resource attributes ``rumserver.roles`` reads."""
+    resource = {PINNED: pinned_role} if pinned_role else {}
     if source:
-        resource["llmrum.source"] = source
+        resource[SOURCE] = source
     return resource
 
 

@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-SPAN_KIND_SERVER = 2
+from rumserver.roles import SPAN_KIND_SERVER
+
 GATEWAY_TTFT_PRIORITY = (
     "gen_ai.response.time_to_first_chunk",
     "gen_ai.server.time_to_first_token",

@@ -36,8 +36,8 @@ from correlator.stitch.rules import (
     turn_metrics,
 )
 from correlator.stitch.store import browser_span_record, restitches_queue, write_stitched
-from rumserver.ingest.otlp.spans import assign_roles
 from rumserver.models import DirtyTrace, Span
+from rumserver.roles import role_in_trace, trace_roles
 from rumserver.sql import commit_without_waiting_for_disk
 
 logger = logging.getLogger(__name__)
@@ -242,7 +242,9 @@ def _stitch_one(
     data: dict[str, Any] = turn.data if turn is not None else {}
     browser_id = turn.span_id if turn is not None else ""
 
-    assign_roles(spans, frozenset({browser_id}) if browser_id else frozenset())
+    roles = trace_roles(spans, browser_id)
+    for span in spans:
+        span.role = role_in_trace(span, roles)
     span_ids = {s.span_id for s in spans}
 
     received_us = [s.received_us for s in spans] + ([turn.received_us] if turn else [])
@@ -306,7 +308,7 @@ def _stitch_one(
         "propagation_cause": cause,
         "last_received_at": last_received,
         "stitched_at": now,
-        "roles": {s.service: s.role for s in sorted(spans, key=lambda s: s.service)},
+        "roles": roles,
     }
     return trace, turn_row, browser_span
 

@@ -14,8 +14,8 @@ from rumserver.ingest.beacon.parse import parse_batch
 from rumserver.ingest.beacon.store import SessionRow, store_batch
 from rumserver.ingest.beacon.useragent import parse_user_agent
 from rumserver.ingest.hints import hints
-from rumserver.ingest.otlp.spans import assign_roles, map_request, mark_source, remote_parent_traces
-from rumserver.ingest.otlp.store import browser_turn_span_ids, store_spans
+from rumserver.ingest.otlp.spans import map_request, mark_source
+from rumserver.ingest.otlp.store import store_spans
 from rumserver.ingest.otlp.wire import decode_request
 from rumserver.ingest.text import storable_text
 
@@ -76,22 +76,13 @@ def otlp_ingest(
     nothing), then, once committed, nudge the correlator. Spans that cannot be
     stored (bad ids or times) are counted for OTLP's partial success. ``source``
     (``browser-otlp`` for a browser exporter) is stamped on every span and keeps it
-    out of the server roles."""
+    out of the server roles, which the stitch decides (rumserver.roles)."""
     request = decode_request(body, media_type)
     mapped = map_request(
         request, keep_content=app.store_content, max_spans=settings.LLMRUM_OTLP_MAX_SPANS
     )
     if source:
         mark_source(mapped.rows, source)
-        browser_spans: frozenset[str] = frozenset()
-    else:
-        # The turn's beacon often arrives first (the SDK sends it when the stream ends,
-        # exporters batch for seconds): then the gateway can be named now. Otherwise
-        # the correlator names it when it stitches the trace.
-        browser_spans = browser_turn_span_ids(
-            app_id=app.id, trace_ids=remote_parent_traces(mapped.rows)
-        )
-    assign_roles(mapped.rows, browser_spans)
     store_spans(app_id=app.id, rows=mapped.rows, trace_ids=mapped.trace_ids, now=now)
     if mapped.rows:
         transaction.on_commit(hints.nudge)

@@ -18,11 +18,11 @@ from rumserver.ingest.parsers import media_type, read_body
 from rumserver.ingest.ratelimit import Limit, buckets_for, retry_after_seconds
 from rumserver.ingest.scores import score_record
 from rumserver.ingest.services import beacon_ingest, otlp_ingest
+from rumserver.roles import BROWSER_OTLP
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
 # Shared by every process through Redis when LLMRUM_CACHE_URL is set.
 rate_limits = buckets_for(settings.LLMRUM_CACHE_URL)
-BROWSER_OTLP = "browser-otlp"
 
 
 def _with_headers(response: HttpResponse, error: IngestError) -> HttpResponse:

@@ -131,9 +131,8 @@ def test_send_stop_regenerate_then_the_stitched_traces(page, live_server, demo_a
     assert stopped.regenerated and not first.regenerated
     for turn in (first, stopped, regenerated):
         assert turn.trace.linked, turn.trace_id
-        roles = set(Span.objects.filter(app=demo_app, trace_id=turn.trace.trace_id)
-                    .values_list("role", flat=True))  # fmt: skip
-        assert roles == {"browser", "gateway", "model"}
+        spans = Span.objects.filter(app=demo_app, trace_id=turn.trace.trace_id)
+        assert {turn.trace.role_of(span) for span in spans} == {"browser", "gateway", "model"}
         assert turn.model == "llama-3.1-8b-instruct"
         assert turn.server_ttft_ms is not None and turn.model_ttft_ms is not None
         assert turn.queue_ms is not None

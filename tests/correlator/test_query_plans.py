@@ -28,10 +28,9 @@ statement a path sends is checked; each path must send from the functions named 
 
 - ingest, ``POST /rum/v1/beacon``: the session, events and dirty-trace upserts
   (``rumserver.ingest.beacon.store``), the application by its public key;
-- ingest, ``POST /v1/traces``: the browser turns of the export's traces
-  (``rumserver.ingest.otlp.store.browser_turn_span_ids``), the span and dirty-trace upserts,
-  the application by its token;
-- ingest, ``POST /api/v1/scores``: the score and its dirty trace;
+- ingest, ``POST /v1/traces``: the span and dirty-trace upserts, the application by
+  its token (and nothing else: roles are the stitch's);
+- ingest, ``POST /api/v1/scores``: the score and its dirty trace (``rumserver.ingest.dirty``);
 - the sweep (``correlator.stitch.sweep.sweep_run``): the claim of dirty traces, the reads of
   ``correlator.stitch.load`` (spans, turn events, clock samples), the regenerated turns
   of ``correlator.selectors``, the write statement of ``correlator.stitch.store`` with its
@@ -669,7 +668,7 @@ def _ingest_beacon(store: Store) -> None:
 
 
 def _ingest_otlp(store: Store) -> None:
-    # Traces of the backlog: their turn events are stored, ingest finds them.
+    # A trace of the backlog: its turn event is stored (ingest reads nothing of it).
     client, token = Client(), store.apps[0].ingest_token
     golden = GoldenTurn(t0=time.time() * 1000 - 5_000, trace_id=_backlog_trace(store))
     send_otlp(client, token, golden.gateway_request())
@@ -741,12 +740,12 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     ),
     "ingest: POST /v1/traces": (
         _ingest_otlp,
-        {
-            "rumserver.ingest.otlp.store.browser_turn_span_ids",
-            "rumserver.ingest.otlp.store.store_spans",
-        },
+        {"rumserver.ingest.otlp.store.store_spans"},
     ),
-    "ingest: POST /api/v1/scores": (_ingest_score, {"rumserver.ingest.scores.score_record"}),
+    "ingest: POST /api/v1/scores": (
+        _ingest_score,
+        {"rumserver.ingest.scores.score_record", "rumserver.ingest.dirty.mark_dirty"},
+    ),
     "sweep: stitch the backlog, rebuild rollups, finalize": (
         _sweep,
         {

@@ -65,8 +65,10 @@ def test_most_turns_are_linked_some_are_not(filled):
     assert linked > TURNS * 0.8
     assert traces.filter(propagation="no_server_spans").exists()
     assert traces.filter(propagation="no_browser_root").exists()
-    roles = set(Span.objects.filter(app=app).values_list("role", flat=True))
-    assert roles == {"browser", "gateway", "model"}
+    assert Span.objects.filter(app=app, role="browser").exists()
+    # The other roles are the stitch's, kept per service on each trace.
+    decided = traces.values_list("roles", flat=True)
+    assert {role for roles in decided for role in roles.values()} == {"gateway", "model"}
     # A linked self-hosted turn has its model span and the times that come from it.
     with_model = Turn.objects.filter(app=app, model_ttft_ms__isnull=False, queue_ms__isnull=False)
     assert with_model.count() > TURNS * 0.3

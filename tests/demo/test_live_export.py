@@ -4,12 +4,15 @@ authenticated with the token handed over in the file, under the browser's trace.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import time
 import urllib.request
 
 import pytest
+from django.core.management import call_command
 
+from correlator.models import Trace
 from demo import views
 from demo.gateway import gateway_chat
 from demo.telemetry import flush_all, shutdown_all
@@ -59,9 +62,12 @@ def test_spans_reach_the_server_under_the_browser_trace(live_server, live_demo):
     assert set(spans) == {"POST /demo/v1/chat/completions", "chat qwen2.5-32b-instruct",
                           "llm_request"}  # fmt: skip
     server = spans["POST /demo/v1/chat/completions"]
-    assert server.parent_span_id == PARENT and server.role == "gateway"
+    assert server.parent_span_id == PARENT
     assert server.attributes["session.id"] == "s-42"
     assert timing.split(f"00-{TRACE}-")[1][:16] == server.span_id
     model = spans["llm_request"]
     assert model.service == "demo-vllm" and model.request_model == "qwen2.5-32b-instruct"
     assert model.ttft_source == "gen_ai.latency.time_to_first_token" and model.queue_s is not None
+    call_command("stitch", "--finalize-all", stdout=io.StringIO())
+    stitched = Trace.objects.get(app=live_demo, trace_id=TRACE)
+    assert (stitched.role_of(server), stitched.role_of(model)) == ("gateway", "model")

@@ -19,7 +19,8 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from demo import simulator
 from demo.gateway import gateway_chat
 from demo.telemetry import GATEWAY_RESOURCE, MODEL_RESOURCE, DemoTracers
-from rumserver.ingest.otlp.spans import assign_roles, map_request
+from rumserver.ingest.otlp.spans import map_request
+from rumserver.roles import trace_roles
 
 BROWSER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 BROWSER_SPAN = "00f067aa0ba902b7"
@@ -72,9 +73,7 @@ def run(tracers: DemoTracers, answer_plan: simulator.AnswerPlan, stop_after: int
 
 def mapped_rows(exporter: InMemorySpanExporter) -> list[Any]:
     request = encode_spans(exporter.get_finished_spans())
-    rows = map_request(request, keep_content=False, max_spans=100).rows
-    assign_roles(rows, frozenset({BROWSER_SPAN}))
-    return rows
+    return map_request(request, keep_content=False, max_spans=100).rows
 
 
 def test_a_streamed_answer_makes_gateway_and_model_spans_under_the_browser_span(tracers):
@@ -92,7 +91,9 @@ def test_a_streamed_answer_makes_gateway_and_model_spans_under_the_browser_span(
     assert server.parent_span_id == BROWSER_SPAN and server.kind == 2
     assert client.parent_span_id == server.span_id and client.kind == 3
     assert model.parent_span_id == client.span_id and model.kind == 2
-    assert (server.role, client.role, model.role) == ("gateway", "gateway", "model")
+    roles = trace_roles(rows.values(), BROWSER_SPAN)
+    assert (roles[server.service], roles[client.service], roles[model.service]) == (
+        "gateway", "gateway", "model")  # fmt: skip
     assert server.attributes["session.id"] == "s-1"
     assert server.ttft_source == "gen_ai.response.time_to_first_chunk"
     # The model span reads like vLLM's llm_request, with the GenAI names too.
@@ -107,11 +108,7 @@ def test_a_streamed_answer_makes_gateway_and_model_spans_under_the_browser_span(
 def test_the_model_server_is_recognised_without_a_pinned_role(tracers):
     demo, exporter = tracers
     run(demo, plan())
-    rows = mapped_rows(exporter)
-    for row in rows:
-        row.role = "service"
-    assign_roles(rows, frozenset())  # no browser span known: rules 1 and 3 only
-    roles = {row.service: row.role for row in rows}
+    roles = trace_roles(mapped_rows(exporter), "")  # no browser span: rules 1 and 3 only
     assert roles == {"demo-ai-gateway": "gateway", "demo-vllm": "model"}
     assert "llmrum.role" not in MODEL_RESOURCE
 

@@ -11,6 +11,7 @@ import pytest
 from django.core.management import call_command
 from django.test import override_settings
 
+from correlator.models import Trace
 from rumserver.models import Span
 from tests import factories
 from tests.otlp import builders
@@ -165,8 +166,9 @@ def test_a_page_cannot_claim_a_server_role(client, app):
     )  # fmt: skip
     assert r.status_code == 200
     call_command("stitch", "--finalize-all", stdout=io.StringIO())
+    stitched = Trace.objects.get(trace_id=trace)
     roles = {
-        s.attributes.get("llmrum.source", "server"): s.role
+        s.attributes.get("llmrum.source", "server"): stitched.role_of(s)
         for s in Span.objects.filter(trace_id=trace).exclude(role="browser")
     }
     assert roles == {"browser-otlp": "service", "server": "gateway"}

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import secrets
 import time
 import zlib
 
 import pytest
+from django.core.management import call_command
+from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from google.rpc import status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from rumserver.models import Application, DirtyTrace, Span
+from correlator.models import Trace
+from rumserver.models import Application, BrowserEvent, DirtyTrace, Span
 from tests import factories
 from tests.otlp import builders
 
@@ -165,7 +170,14 @@ def test_prompt_and_completion_content_is_dropped_unless_opted_in(client, app):
     assert kept.attributes["gen_ai.prompt.0.content"] == "hello"
 
 
-def test_gen_ai_attributes_fill_typed_columns_and_roles(client, app):
+def stitched_roles() -> dict[str, str]:
+    """Each span's role (by span id) once the stitch has decided them."""
+    call_command("stitch", "--finalize-all", stdout=io.StringIO())
+    traces = {t.trace_id: t for t in Trace.objects.all()}
+    return {s.span_id: traces[s.trace_id].role_of(s) for s in Span.objects.exclude(role="browser")}
+
+
+def test_gen_ai_attributes_fill_typed_columns_and_the_stitch_decides_roles(client, app):
     trace_id = secrets.token_bytes(16)
     vllm = builders.span(
         trace_id=trace_id, name="llm_request",
@@ -189,8 +201,8 @@ def test_gen_ai_attributes_fill_typed_columns_and_roles(client, app):
                                   resource={"llmrum.role": "gateway"}).SerializeToString(),
          token=app.ingest_token)  # fmt: skip
     model = Span.objects.get(name="llm_request")
-    assert (model.role, model.ttft_s, model.ttft_source, model.queue_s) == (
-        "model", 0.21, "gen_ai.latency.time_to_first_token", 0.05)  # fmt: skip
+    assert (model.ttft_s, model.ttft_source, model.queue_s) == (
+        0.21, "gen_ai.latency.time_to_first_token", 0.05)  # fmt: skip
     assert (model.input_tokens, model.output_tokens, model.response_model) == (100, 20, "llama")
     gw = Span.objects.get(name="chat gpt-4o")
     assert (gw.gen_ai_provider, gw.request_model, gw.conversation_id) == (
@@ -199,8 +211,15 @@ def test_gen_ai_attributes_fill_typed_columns_and_roles(client, app):
         "conv-9",
     )
     assert (gw.ttft_s, gw.ttft_source) == (0.4, "gen_ai.response.time_to_first_chunk")
-    assert (gw.input_tokens, gw.output_tokens, gw.role) == (9, 3, "service")
-    assert Span.objects.get(name="rag lookup").role == "gateway"  # resource llmrum.role wins
+    assert (gw.input_tokens, gw.output_tokens) == (9, 3)
+    # Ingest decides no role (every stored span keeps the column's default); the stitch
+    # does, per service: a model server's SERVER span, a pinned resource, and a GenAI
+    # client span alone (no browser span to be the gateway of) is a service.
+    assert set(Span.objects.values_list("role", flat=True)) == {"service"}
+    roles = stitched_roles()
+    assert roles[model.span_id] == "model"
+    assert roles[gw.span_id] == "service"
+    assert roles[Span.objects.get(name="rag lookup").span_id] == "gateway"  # llmrum.role wins
 
 
 def test_an_empty_request_is_200(client, app):
@@ -342,11 +361,15 @@ def test_a_server_span_under_a_stored_browser_turn_makes_its_service_the_gateway
     )  # fmt: skip
     elsewhere = builders.span(parent=b"\x07" * 8)  # a remote parent that is no browser turn
     body = builders.request([server, llm_call, elsewhere], service="chat-gateway")
-    assert post(client, body.SerializeToString(), token=app.ingest_token).status_code == 200
-    roles = dict(Span.objects.values_list("name", "role"))
-    assert roles["chat gpt-4o"] == "gateway"  # every span of the gateway service
-    assert Span.objects.get(span_id=server.span_id.hex()).role == "gateway"
-    assert Span.objects.get(span_id=elsewhere.span_id.hex()).role == "service"
+    with CaptureQueriesContext(connection) as queries:
+        assert post(client, body.SerializeToString(), token=app.ingest_token).status_code == 200
+    # Ingest reads nothing for the roles (the stitch decides them).
+    event_table = BrowserEvent._meta.db_table
+    assert not [q["sql"] for q in queries.captured_queries if event_table in q["sql"]]
+    roles = stitched_roles()
+    assert roles[llm_call.span_id.hex()] == "gateway"  # every span of the gateway service
+    assert roles[server.span_id.hex()] == "gateway"
+    assert roles[elsewhere.span_id.hex()] == "service"
 
 
 # --- no 500 for any body: surrogates, bad UTF-8, wrong types, bad protobuf ----------------

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from django.contrib.auth.models import User
+from django.utils import timezone
 
+from correlator.stitch.sweep import sweep_run
 from rumserver.applications import token_hash
 from rumserver.models import Application, ApplicationMember
 from tests import factories
+from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
 
 pytestmark = pytest.mark.django_db
 
@@ -67,6 +71,24 @@ def test_the_rotate_action_shows_a_new_token(staff_client):
     assert token != created.ingest_token
     created.application.refresh_from_db()
     assert created.application.ingest_token_hash == token_hash(token)
+
+
+def test_the_span_list_shows_each_spans_role_in_its_stitched_trace(staff_client):
+    """Ingest stores no role; the list shows what the stitch decided for the trace."""
+    created = factories.make_app()
+    golden = GoldenTurn(t0=time.time() * 1000 - 60_000)
+    send_beacon(staff_client, created.application.public_key, golden.beacon())
+    send_otlp(staff_client, created.ingest_token, golden.gateway_request())
+    send_otlp(staff_client, created.ingest_token, golden.model_request())
+    sweep_run(now=timezone.now(), finalize_all=True)
+    page = staff_client.get(f"/admin/rumserver/span/?q={golden.trace_id}").content.decode()
+    cells = r'<td class="field-trace_role">(\w+)</td><td class="field-service">([^<]*)</td>'
+    assert sorted(re.findall(cells, page)) == [
+        ("browser", "browser"),
+        ("gateway", "chat-gateway"),
+        ("gateway", "chat-gateway"),
+        ("model", "vllm"),
+    ]
 
 
 def test_raw_data_admin_pages_open(staff_client):

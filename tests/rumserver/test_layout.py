@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-STANDALONE = ("rumserver.ingest", "rumserver.ops", "rumserver.sql")
+STANDALONE = ("rumserver.ingest", "rumserver.ops", "rumserver.roles", "rumserver.sql")
 
 # Loads Django with rumserver alone installed, then every module of STANDALONE, and
 # prints what got imported of the correlator and the demo.

@@ -20,6 +20,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from rumserver.ingest.errors import IngestError
 from rumserver.ingest.text import storable_text
+from rumserver.roles import SOURCE
 
 MAX_ATTRIBUTES = 128  # per span, resource, event or link (the OpenTelemetry SDK's default)
 MAX_VALUE_LENGTH = 8192  # characters of one string value
@@ -32,9 +33,6 @@ MAX_INT32 = 2**31 - 1  # token counts go to integer columns
 # A server-side TTFT or queue time of an hour or more is a broken clock or unit, not a
 # measurement; such a figure stays in the attributes but never reaches a typed column.
 MAX_LATENCY_S = 3600.0
-
-SPAN_KIND_SERVER = 2
-ROLES_FROM_RESOURCE = ("gateway", "model", "service")
 
 # Prompt and completion content, by attribute name (GenAI conventions, current and
 # deprecated, plus the common OpenLLMetry / OpenInference spellings).
@@ -100,7 +98,6 @@ class SpanRow:
     links: list[dict[str, Any]]
     dropped_attributes: int = 0
     truncated: bool = False
-    role: str = "service"
     gen_ai_operation: str = ""
     gen_ai_provider: str = ""
     request_model: str = ""
@@ -256,64 +253,13 @@ def _read_gen_ai(row: SpanRow) -> None:
                 return
 
 
-def _is_model_server(row: Any) -> bool:
-    # From the typed columns (read from the attributes at ingest), so the correlator
-    # can decide again without loading every span's attributes.
-    return row.kind == SPAN_KIND_SERVER and bool(
-        row.gen_ai_operation
-        or row.request_model
-        or row.ttft_source.startswith("gen_ai.latency.")
-        or row.queue_s is not None
-    )
-
-
-SOURCE = "llmrum.source"
-
-
 def mark_source(rows: list[SpanRow], source: str) -> None:
-    """Stamp where spans came from (``browser-otlp``) on the span and its resource:
-    the correlator reads it from the resource, which is small, to keep such spans out
-    of the server roles."""
+    """Stamp where spans came from (``browser-otlp``) on the span and its resource: the
+    stitch reads it from the resource, which is small, to keep such spans out of the
+    server roles (rumserver.roles)."""
     for row in rows:
         row.attributes[SOURCE] = source
         row.resource = {**row.resource, SOURCE: source}
-
-
-def from_browser(row: Any) -> bool:
-    return row.resource.get(SOURCE) == "browser-otlp"
-
-
-def assign_roles(rows: list[Any], browser_span_ids: frozenset[str] = frozenset()) -> None:
-    """Decide each service's role within its trace by DESIGN.md §5's first matching rule.
-
-    Works on SpanRow at ingest and on stored Span rows in the correlator.
-
-    Rule 2 needs the browser span, which usually arrives after the backend spans, so
-    ingest applies it only when told the browser span ids; the correlator decides
-    again with every span of the trace in hand.
-
-    Spans a browser exporter sent (``llmrum.source``) are always ``service``: a page
-    holds only a public key, so what it claims about itself decides nothing, neither
-    its own role nor that of a server service that shares its ``service.name``."""
-    decided: dict[tuple[str, str], str] = {}
-    for rule in ("resource", "gateway", "model"):
-        for row in rows:
-            key = (row.trace_id, row.service)
-            if key in decided or from_browser(row):
-                continue
-            if rule == "resource":
-                role = row.resource.get("llmrum.role")
-                if role in ROLES_FROM_RESOURCE:
-                    decided[key] = str(role)
-            elif rule == "gateway":
-                if row.kind == SPAN_KIND_SERVER and row.parent_span_id in browser_span_ids:
-                    decided[key] = "gateway"
-            elif _is_model_server(row):
-                decided[key] = "model"
-    for row in rows:
-        row.role = (
-            "service" if from_browser(row) else decided.get((row.trace_id, row.service), "service")
-        )
 
 
 def map_request(
@@ -346,21 +292,6 @@ def map_request(
                 _read_gen_ai(row)
                 mapped.rows.append(row)
     return mapped
-
-
-def remote_parent_traces(rows: list[SpanRow]) -> list[str]:
-    """Traces holding a SERVER span whose parent is not in this request: the only
-    spans whose parent can be a browser turn (DESIGN.md §5 rule 2)."""
-    local = {row.span_id for row in rows}
-    return sorted(
-        {
-            row.trace_id
-            for row in rows
-            if row.kind == SPAN_KIND_SERVER
-            and row.parent_span_id
-            and row.parent_span_id not in local
-        }
-    )
 
 
 def _map_span(

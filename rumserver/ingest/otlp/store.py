@@ -13,7 +13,7 @@ from django.db import connection, transaction
 
 from rumserver.ingest.dirty import MARK_SQL, mark_dirty
 from rumserver.ingest.otlp.spans import SpanRow
-from rumserver.models import BrowserEvent, Span
+from rumserver.models import Span
 from rumserver.sql import execute_prepared, placeholders
 
 _encode = msgspec.json.Encoder().encode
@@ -27,10 +27,10 @@ _COLUMNS = (
     ("end_ns", "bigint"), ("status_code", "smallint"), ("status_message", "text"),
     ("service", "text"), ("attributes", "jsonb"), ("resource", "jsonb"), ("scope", "jsonb"),
     ("events", "jsonb"), ("links", "jsonb"), ("dropped_attributes", "integer"),
-    ("truncated", "boolean"), ("role", "text"), ("gen_ai_operation", "text"),
-    ("gen_ai_provider", "text"), ("request_model", "text"), ("response_model", "text"),
-    ("conversation_id", "text"), ("input_tokens", "integer"), ("output_tokens", "integer"),
-    ("ttft_s", "float8"), ("ttft_source", "text"), ("queue_s", "float8"),
+    ("truncated", "boolean"), ("gen_ai_operation", "text"), ("gen_ai_provider", "text"),
+    ("request_model", "text"), ("response_model", "text"), ("conversation_id", "text"),
+    ("input_tokens", "integer"), ("output_tokens", "integer"), ("ttft_s", "float8"),
+    ("ttft_source", "text"), ("queue_s", "float8"),
 )  # fmt: skip
 _JSON_COLUMNS = {name for name, kind in _COLUMNS if kind == "jsonb"}
 _NAMES = ", ".join(name for name, _ in _COLUMNS)
@@ -87,28 +87,3 @@ def _store_portable(
                 params,
             )
         mark_dirty(cursor, app_id=app_id, trace_ids=trace_ids, now=now)
-
-
-def browser_turn_span_ids(*, app_id: int, trace_ids: list[str]) -> frozenset[str]:
-    """Span ids of the browser turns already stored for these traces."""
-    if not trace_ids:
-        return frozenset()
-    if connection.vendor != "postgresql":
-        found = BrowserEvent.objects.filter(
-            app_id=app_id, trace_id__in=trace_ids, type=BrowserEvent.Type.TURN
-        ).values_list("span_id", flat=True)
-        return frozenset(found)
-    # A probe of the trace id index per trace, the application and type tested above
-    # the OFFSET 0 fence: as an IN list, a never-analysed table had PostgreSQL read
-    # every turn of the application through the (app, span) index instead.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"""SELECT x.span_id FROM unnest(%s::text[]) AS k(trace_id)
-                CROSS JOIN LATERAL (
-                    SELECT app_id, type, span_id FROM {BrowserEvent._meta.db_table}
-                    WHERE trace_id = k.trace_id OFFSET 0
-                ) AS x
-                WHERE x.app_id = %s AND x.type = %s""",
-            [sorted(set(trace_ids)), app_id, BrowserEvent.Type.TURN.value],
-        )
-        return frozenset(span_id for (span_id,) in cursor.fetchall())
