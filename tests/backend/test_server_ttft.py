@@ -28,8 +28,9 @@ from llmrum_backend.stream import FIRST_TOKEN_EVENT, STREAM_SPAN_NAME, TRACER_NA
 from tests import factories
 from tests.backend.fake_openai import WORDS, fake_openai
 from tests.backend.gateway_answer import MODEL
+from tests.integration.conftest import post_beacon
 from tests.tracecontext.conftest import run_gateway, serve
-from tests.tracecontext.linking import chat, post_beacon, trace_entry, wait_for_spans
+from tests.tracecontext.linking import chat, trace_entry, wait_for_spans
 
 SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
 TOLERANCE_MS = 5.0
@@ -84,7 +85,7 @@ def test_the_stored_server_ttft_is_the_gateways_first_byte(
     trace_id, browser_span_id = factories.trace_id(), factories.span_id()
     turn = factories.turn_event(trace_id=trace_id, span_id=browser_span_id)
     batch = factories.batch([turn], session={"id": "abc", "started_at": factories.now_ms()})
-    status, answer = post_beacon(llmrum, app.application.public_key, batch)
+    status, _, answer = post_beacon(llmrum, app.application.public_key, batch)
     assert status == 202, answer
 
     log = tmp_path / f"{name}-gateway.log"

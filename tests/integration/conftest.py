@@ -17,6 +17,8 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from tests import factories
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -59,6 +61,27 @@ def http(
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
+
+
+# What the SDK's beacon carries: text/plain (no preflight), the page's Origin, a browser.
+BEACON_HEADERS = {
+    "Content-Type": "text/plain;charset=UTF-8",
+    "Origin": factories.CHAT_ORIGIN,
+    "User-Agent": factories.CHROME_UA,
+}
+
+
+def post_beacon(
+    base: str, public_key: str, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """POST a beacon to a running server as the SDK does; ``headers`` add to or replace
+    the SDK's."""
+    return http(
+        "POST",
+        f"{base}/rum/v1/beacon?key={public_key}",
+        factories.encode(body),
+        {**BEACON_HEADERS, **(headers or {})},
+    )
 
 
 class Process:

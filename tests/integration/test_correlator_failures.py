@@ -17,7 +17,7 @@ from correlator.models import Trace, Turn
 from rumserver.models import DirtyTrace, Span
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
-from tests.integration.conftest import ROOT, free_port, http, subprocess_env
+from tests.integration.conftest import ROOT, free_port, post_beacon, subprocess_env
 
 pytestmark = [pytest.mark.postgres]
 
@@ -79,11 +79,7 @@ def test_a_broker_stopped_under_ingest_delays_but_loses_nothing(start_web, start
         goldens = [GoldenTurn(t0=time.time() * 1000 - 2000, session=f"b{i}") for i in range(30)]
 
         def post(golden: GoldenTurn) -> None:
-            status, _, body = http(
-                "POST", f"{base}/rum/v1/beacon?key={created.application.public_key}",
-                factories.encode(golden.beacon()),
-                {"Content-Type": "text/plain", "Origin": factories.CHAT_ORIGIN},
-            )  # fmt: skip
+            status, _, body = post_beacon(base, created.application.public_key, golden.beacon())
             assert status == 202, body
 
         for golden in goldens[:10]:

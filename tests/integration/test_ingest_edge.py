@@ -18,13 +18,18 @@ import pytest
 
 from rumserver.models import BrowserEvent, Span
 from tests import factories
-from tests.integration.conftest import Process, free_port, http, subprocess_env
+from tests.integration.conftest import (
+    BEACON_HEADERS,
+    Process,
+    free_port,
+    http,
+    post_beacon,
+    subprocess_env,
+)
 from tests.otlp import builders
 from tests.rumserver.test_chunked import post_chunked, split
 
 pytestmark = [pytest.mark.postgres]
-
-BEACON_HEADERS = {"Content-Type": "text/plain", "Origin": factories.CHAT_ORIGIN}
 
 
 def beacon_url(base: str, app: Any) -> str:
@@ -127,9 +132,7 @@ def test_healthz_keeps_the_node_while_its_broker_is_stopped(start_web, private_r
 
     broker.stop()
     app = factories.make_app()
-    status, _, body = http(
-        "POST", beacon_url(base, app), factories.encode(factories.batch()), BEACON_HEADERS
-    )
+    status, _, body = post_beacon(base, app.application.public_key, factories.batch())
     assert status == 202, body
     assert BrowserEvent.objects.count() == 1  # ingest commits with the broker down
     started = time.monotonic()
@@ -143,16 +146,11 @@ def test_healthz_keeps_the_node_while_its_broker_is_stopped(start_web, private_r
 
 
 def post_beacons(bases: list[str], app: Any, count: int, **headers: str) -> list[int]:
-    statuses = []
-    for i in range(count):
-        status, _, _ = http(
-            "POST",
-            beacon_url(bases[i % len(bases)], app),
-            factories.encode(factories.batch()),
-            {**BEACON_HEADERS, **headers},
-        )
-        statuses.append(status)
-    return statuses
+    """``count`` beacons, to each of ``bases`` in turn; their statuses."""
+    key = app.application.public_key
+    return [
+        post_beacon(bases[i % len(bases)], key, factories.batch(), headers)[0] for i in range(count)
+    ]
 
 
 def test_two_web_processes_share_one_rate_limit(start_web, private_redis):

@@ -17,22 +17,9 @@ from correlator.models import Trace
 from rumserver.ingest.hints import hints
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace
 from tests import factories
-from tests.integration.conftest import free_port, http
+from tests.integration.conftest import free_port, http, post_beacon
 
 pytestmark = [pytest.mark.postgres]
-
-
-def post_beacon(base: str, public_key: str, body: dict) -> tuple[int, dict, bytes]:
-    return http(
-        "POST",
-        f"{base}/rum/v1/beacon?key={public_key}",
-        factories.encode(body),
-        {
-            "Content-Type": "text/plain;charset=UTF-8",
-            "Origin": factories.CHAT_ORIGIN,
-            "User-Agent": factories.CHROME_UA,
-        },
-    )
 
 
 @pytest.mark.broker

@@ -1,5 +1,6 @@
-"""The llmrum side of the full-link tests: the browser turn's beacon, the ``trace``
-entry of the gateway's ``Server-Timing``, the gateway's spans arriving in llmrum."""
+"""The llmrum side of the full-link tests: the chat request as the browser sends it,
+the ``trace`` entry of the gateway's ``Server-Timing``, the gateway's spans arriving in
+llmrum (the turn's beacon is tests.integration.conftest.post_beacon)."""
 
 from __future__ import annotations
 
@@ -9,24 +10,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rumserver.models import Span
-from tests import factories
-from tests.integration.conftest import http as http_request
 
 SESSION_ID = "abc"
-
-
-def post_beacon(base: str, public_key: str, body: dict) -> tuple[int, bytes]:
-    status, _, answer = http_request(
-        "POST",
-        f"{base}/rum/v1/beacon?key={public_key}",
-        factories.encode(body),
-        {
-            "Content-Type": "text/plain;charset=UTF-8",
-            "Origin": factories.CHAT_ORIGIN,
-            "User-Agent": factories.CHROME_UA,
-        },
-    )
-    return status, answer
 
 
 def chat(base: str, path: str, traceparent: str) -> tuple[int, str, list[str]]:

@@ -17,8 +17,9 @@ import pytest
 
 from rumserver.models import BrowserEvent
 from tests import factories
+from tests.integration.conftest import post_beacon
 from tests.tracecontext.conftest import run_gateway
-from tests.tracecontext.linking import SESSION_ID, chat, post_beacon, trace_entry, wait_for_spans
+from tests.tracecontext.linking import SESSION_ID, chat, trace_entry, wait_for_spans
 
 STREAMED = ["Hi", " there", "!", "[DONE]"]
 
@@ -33,7 +34,7 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     # streams: then llmrum names the gateway at ingest.
     turn = factories.turn_event(trace_id=trace_id, span_id=browser_span_id)
     batch = factories.batch([turn], session={"id": SESSION_ID, "started_at": factories.now_ms()})
-    status, answer = post_beacon(live_server.url, app.application.public_key, batch)
+    status, _, answer = post_beacon(live_server.url, app.application.public_key, batch)
     assert status == 202, answer
     assert BrowserEvent.objects.filter(trace_id=trace_id, span_id=browser_span_id).exists()
 
