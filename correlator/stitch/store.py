@@ -23,7 +23,8 @@ from correlator import selectors
 from correlator.analytics.rollups import MINUTE, minute_of, rollups_mark
 from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
-from rumserver.models import BrowserEvent, DirtyTrace, Span
+from rumserver.ingest.dirty import upsert_sql
+from rumserver.models import BrowserEvent, Span
 from rumserver.sql import execute_prepared
 
 TRACE_UPDATE = [
@@ -252,6 +253,11 @@ def _write_orm(*, traces: list[Trace], turns: list[Turn], browser_spans: list[Sp
     )
 
 
+_MARK_TAKEN = upsert_sql(
+    "SELECT DISTINCT app_id, trace_id, %s::timestamptz, %s::timestamptz FROM taken ORDER BY 1, 2"
+)
+
+
 def restitches_queue(*, now: datetime, limit: int = 1000) -> int:
     """Move traces to stitch again (``Restitch``) to the dirty traces, in a
     transaction of their own that holds no claim: marking a claimed trace waits for
@@ -265,14 +271,7 @@ def restitches_queue(*, now: datetime, limit: int = 1000) -> int:
                         SELECT id FROM {Restitch._meta.db_table}
                         ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED
                     ) RETURNING app_id, trace_id
-                ), marked AS (
-                    INSERT INTO {DirtyTrace._meta.db_table}
-                        (app_id, trace_id, first_marked_at, last_marked_at)
-                    SELECT DISTINCT app_id, trace_id, %s::timestamptz, %s::timestamptz
-                    FROM taken ORDER BY 1, 2
-                    ON CONFLICT (app_id, trace_id)
-                    DO UPDATE SET last_marked_at = excluded.last_marked_at
-                )
+                ), marked AS ({_MARK_TAKEN})
                 SELECT count(*) FROM taken""",
             [limit, now, now],
         )
