@@ -16,10 +16,14 @@ from tests import factories
 from tests.factories import batch, turn_event
 
 
-def sample(text: str, name: str, **labels: str) -> float:
+def sample(text: str, name: str, *, default: float | None = None, **labels: str) -> float:
+    """The sample's value; ``default`` when it is absent (a labelled counter has no sample
+    until first counted, in a fresh PROMETHEUS_MULTIPROC_DIR), else absent fails."""
     wanted = ",".join(f'{k}="{v}"' for k, v in labels.items())
     pattern = rf"^{name}(?:\{{{re.escape(wanted)}\}})? (\S+)$" if labels else rf"^{name} (\S+)$"
     match = re.search(pattern, text, re.MULTILINE)
+    if match is None and default is not None:
+        return default
     assert match, f"{name}{labels} not in:\n{text}"
     return float(match.group(1))
 
@@ -27,7 +31,9 @@ def sample(text: str, name: str, **labels: str) -> float:
 @pytest.mark.django_db
 def test_metrics_count_ingest_and_show_the_backlog(client, beacon):
     before = client.get("/metrics").content.decode()
-    accepted_before = sample(before, "llmrum_beacon_events_total", outcome="accepted", reason="ok")
+    accepted_before = sample(
+        before, "llmrum_beacon_events_total", default=0.0, outcome="accepted", reason="ok"
+    )
     backwards = turn_event()
     backwards["t_first_token"] = backwards["t_send"] - 5000  # a clock that went back
     beacon.post(
