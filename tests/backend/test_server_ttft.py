@@ -30,7 +30,7 @@ from tests.backend.fake_openai import WORDS, fake_openai
 from tests.backend.gateway_answer import MODEL
 from tests.integration.conftest import post_beacon
 from tests.tracecontext.conftest import run_gateway, serve
-from tests.tracecontext.linking import chat, trace_entry, wait_for_spans
+from tests.tracecontext.linking import chat, exporting_to, trace_entry, wait_for_spans
 
 SPAN_KIND_INTERNAL, SPAN_KIND_SERVER, SPAN_KIND_CLIENT = 1, 2, 3
 TOLERANCE_MS = 5.0
@@ -94,10 +94,7 @@ def test_the_stored_server_ttft_is_the_gateways_first_byte(
         gateway.start(
             log,
             GATEWAY_OPENAI_BASE_URL=model_url,
-            OTEL_SERVICE_NAME=f"{name}-gateway",
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{llmrum}/v1/traces",
-            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"Authorization=Bearer%20{app.ingest_token}",
+            **exporting_to(llmrum, app.ingest_token, f"{name}-gateway"),
         ) as url,
     ):
         status, server_timing, data = chat(url, gateway.path, f"00-{trace_id}-{browser_span_id}-01")

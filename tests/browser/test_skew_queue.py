@@ -34,7 +34,7 @@ from tests.backend.fake_openai import fake_openai
 from tests.backend.test_server_ttft import GATEWAYS
 from tests.chromium import chromium_missing, launched_chromium
 from tests.integration.conftest import free_port
-from tests.tracecontext.linking import wait_for_spans
+from tests.tracecontext.linking import exporting_to, wait_for_spans
 
 pytestmark = [
     pytest.mark.postgres,
@@ -200,10 +200,7 @@ def holding_proxy_for(
         GATEWAYS[name].start(
             log,
             GATEWAY_OPENAI_BASE_URL=model_url,
-            OTEL_SERVICE_NAME=f"{name}-gateway",
-            OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{llmrum}/v1/traces",
-            OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
-            OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"Authorization=Bearer%20{app.ingest_token}",
+            **exporting_to(llmrum, app.ingest_token, f"{name}-gateway"),
         ) as url,
     ):
         proxy = HoldingProxy(int(url.rsplit(":", 1)[1]), page, port=port)

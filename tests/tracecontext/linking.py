@@ -1,6 +1,7 @@
 """The llmrum side of the full-link tests: the chat request as the browser sends it,
 the ``trace`` entry of the gateway's ``Server-Timing``, the gateway's spans arriving in
-llmrum (the turn's beacon is tests.integration.conftest.post_beacon)."""
+llmrum, and the variables that send them there (the turn's beacon is
+tests.integration.conftest.post_beacon)."""
 
 from __future__ import annotations
 
@@ -36,6 +37,17 @@ def chat(base: str, path: str, traceparent: str) -> tuple[int, str, list[str]]:
         connection.close()
     data = [line.removeprefix("data: ") for line in body.splitlines() if line]
     return response.status, response.headers.get("Server-Timing", ""), data
+
+
+def exporting_to(llmrum: str, ingest_token: str, service: str) -> dict[str, str]:
+    """The standard OpenTelemetry variables that make a gateway's SDK send its spans to
+    llmrum (OTLP/HTTP protobuf, the application's ingest token), as the README says."""
+    return {
+        "OTEL_SERVICE_NAME": service,
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": f"{llmrum}/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_EXPORTER_OTLP_TRACES_HEADERS": f"Authorization=Bearer%20{ingest_token}",
+    }
 
 
 def trace_entry(server_timing: str) -> str:

@@ -19,7 +19,13 @@ from rumserver.models import BrowserEvent
 from tests import factories
 from tests.integration.conftest import post_beacon
 from tests.tracecontext.conftest import run_gateway
-from tests.tracecontext.linking import SESSION_ID, chat, trace_entry, wait_for_spans
+from tests.tracecontext.linking import (
+    SESSION_ID,
+    chat,
+    exporting_to,
+    trace_entry,
+    wait_for_spans,
+)
 
 STREAMED = ["Hi", " there", "!", "[DONE]"]
 
@@ -42,10 +48,7 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     with run_gateway(
         "tests.tracecontext.otel_gateway:application",
         log,
-        OTEL_SERVICE_NAME="chat-gateway",
-        OTEL_EXPORTER_OTLP_TRACES_ENDPOINT=f"{live_server.url}/v1/traces",
-        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL="http/protobuf",
-        OTEL_EXPORTER_OTLP_TRACES_HEADERS=f"Authorization=Bearer%20{app.ingest_token}",
+        **exporting_to(live_server.url, app.ingest_token, "chat-gateway"),
         OTEL_PYTHON_DJANGO_EXCLUDED_URLS="elsewhere",  # the start-up probe's path
     ) as gateway:
         status, server_timing, data = chat(
