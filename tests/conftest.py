@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.db import connection
 from django.test import Client
 
 from rumserver.applications import CreatedApplication, clear_ingest_caches
@@ -79,8 +78,3 @@ class BeaconClient:
 @pytest.fixture
 def beacon(client: Client, chat_app: CreatedApplication) -> BeaconClient:
     return BeaconClient(client, chat_app)
-
-
-@pytest.fixture
-def db_vendor(db: Any) -> str:
-    return connection.vendor
