@@ -1,8 +1,10 @@
-"""Helpers shared by the benchmarks in bench/ (ingest, otlp, stitch).
+"""Helpers shared by the benchmarks in bench/ (ingest, otlp, stitch, metrics, reports).
 
 A private PostgreSQL database, the production server (gunicorn ``rumserver.wsgi``)
-on a free port, CPU accounting by process, the COPY floor, py-spy summaries and the
-JSON results. Nothing here knows about one endpoint: the scripts pass what differs.
+on a free port, or Django in the script's own process; CPU accounting by process,
+the COPY floor, timings in one process, py-spy summaries and the JSON results; the
+services whose spans the OTLP and stitch benchmarks send. Nothing here knows about one
+endpoint: the scripts pass what differs.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -63,6 +66,25 @@ def free_port() -> int:
 
 def pg_url(database: str = PG_BENCH_DB) -> str:
     return f"postgres://postgres@127.0.0.1:5432/{database}"
+
+
+def setup_django(database: str, **env: str) -> None:
+    """Django in this process, with the production settings, on the private database
+    ``database``; the caller's LLMRUM_* and DJANGO_* variables are dropped (they would
+    change what is measured), ``env`` adds variables."""
+    for key in [k for k in os.environ if k.startswith(("LLMRUM_", "DJANGO_"))]:
+        del os.environ[key]
+    os.environ.update(
+        DATABASE_URL=pg_url(database),
+        CELERY_BROKER_URL=BROKER_URL,
+        DJANGO_SETTINGS_MODULE="rumserver.settings",
+        SECRET_KEY="bench",
+        **env,
+    )
+    sys.path.insert(0, str(ROOT))
+    import django
+
+    django.setup()
 
 
 def server_env(
@@ -776,6 +798,105 @@ def timed_copy(copy_mode: Callable[[Any], dict[str, Any]], batch_rows: int) -> d
         k: round(1000 * cpu_delta(before[k], after[k]) / batches, 3) for k in before
     }
     return result
+
+
+# --- Timings in one process ---------------------------------------------------------
+
+
+def timed(fn: Callable[[], Any], repeat: int, digits: int) -> dict[str, float]:
+    """``fn`` called ``repeat`` times: the median and the 95th percentile in
+    milliseconds, rounded to ``digits``."""
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return {
+        "median_ms": round(statistics.median(times), digits),
+        "p95_ms": round(times[min(len(times) - 1, int(0.95 * len(times)))], digits),
+    }
+
+
+# The head of a stage script (bench/otlp, bench/stitch), as source text: those scripts
+# run in a `manage.py shell` process of their own, whose functions the timers wrap.
+# timed(owner, name, label) wraps owner.name so that each call adds its seconds to
+# spent[label] and one to calls[label]; a name the code does not have is skipped.
+STAGE_TIMERS = r"""
+import time
+from collections import defaultdict
+
+clock = time.perf_counter
+spent, calls = defaultdict(float), defaultdict(int)
+
+def timed(owner, name, label):
+    fn = getattr(owner, name, None)
+    if fn is None:
+        return
+    def wrapper(*a, **k):
+        start = clock()
+        try:
+            return fn(*a, **k)
+        finally:
+            spent[label] += clock() - start
+            calls[label] += 1
+    setattr(owner, name, wrapper)
+"""
+
+
+# --- OTLP bodies: the services whose spans bench/otlp and bench/stitch send -------------
+# A FastAPI chat gateway (OpenAI client instrumentation) and a vLLM model server, with
+# the resource attributes real SDKs set.
+
+GATEWAY_RESOURCE = {
+    "service.name": "chat-gateway",
+    "service.namespace": "llm",
+    "service.version": "2.14.1",
+    "service.instance.id": "8d3f4c1e-5b7a-4e22-9a61-0f3c2b7d9e15",
+    "deployment.environment.name": "production",
+    "host.name": "gw-7f9c6d58b-x2kqp",
+    "host.arch": "amd64",
+    "os.type": "linux",
+    "process.pid": 7,
+    "process.runtime.name": "cpython",
+    "process.runtime.version": "3.12.7",
+    "telemetry.sdk.name": "opentelemetry",
+    "telemetry.sdk.language": "python",
+    "telemetry.sdk.version": "1.28.2",
+}
+MODEL_RESOURCE = {
+    "service.name": "vllm-llama-8b",
+    "service.version": "0.6.4",
+    "host.name": "gpu-node-3",
+    "k8s.namespace.name": "inference",
+    "k8s.pod.name": "vllm-llama-8b-6c9f7d7b9-8wz4t",
+    "os.type": "linux",
+    "telemetry.sdk.name": "opentelemetry",
+    "telemetry.sdk.language": "python",
+    "telemetry.sdk.version": "1.26.0",
+}
+HTTP_SCOPE = {"name": "opentelemetry.instrumentation.fastapi", "version": "0.49b2"}
+GENAI_SCOPE = {"name": "opentelemetry.instrumentation.openai_v2", "version": "2.1b0"}
+VLLM_SCOPE = {"name": "vllm.llm_engine", "version": "0.6.4"}
+
+
+def set_attributes(target: Any, values: dict[str, Any]) -> None:
+    """Fill a protobuf ``repeated KeyValue`` from a dict: bool, int, float, str, or a
+    list of str."""
+    for key, value in values.items():
+        kv = target.add()
+        kv.key = key
+        if isinstance(value, bool):
+            kv.value.bool_value = value
+        elif isinstance(value, int):
+            kv.value.int_value = value
+        elif isinstance(value, float):
+            kv.value.double_value = value
+        elif isinstance(value, list):
+            for item in value:
+                kv.value.array_value.values.add().string_value = item
+        else:
+            kv.value.string_value = value
 
 
 # --- Profile (py-spy) -------------------------------------------------------------
