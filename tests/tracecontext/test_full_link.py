@@ -10,11 +10,14 @@ The browser side (CORS, reading ``Server-Timing`` in Chromium) is test_browser.p
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
+from correlator.models import Trace
 from rumserver.models import BrowserEvent
 from tests import factories
 from tests.integration.conftest import post_beacon
@@ -37,7 +40,7 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     app = factories.make_app()
     trace_id, browser_span_id = factories.trace_id(), factories.span_id()
     # The turn's beacon first, as when the exporter batches for longer than the answer
-    # streams: then llmrum names the gateway at ingest.
+    # streams.
     turn = factories.turn_event(trace_id=trace_id, span_id=browser_span_id)
     batch = factories.batch([turn], session={"id": SESSION_ID, "started_at": factories.now_ms()})
     status, _, answer = post_beacon(live_server.url, app.application.public_key, batch)
@@ -75,7 +78,6 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     assert server.service == "chat-gateway"
     assert server.scope["name"] == "opentelemetry.instrumentation.django"
     assert server.attributes["session.id"] == SESSION_ID  # copied from baggage by the helper
-    assert server.role == "gateway"  # the browser turn was stored first
 
     # The model call made lazily inside the streamed body stays in the trace, under the
     # server span, and what the gateway did after the chunks stays under the model call.
@@ -83,7 +85,10 @@ def test_the_gateways_spans_land_in_llmrum_under_the_browsers_trace(
     assert (model.kind, model.parent_span_id) == (3, server.span_id)
     assert (model.gen_ai_operation, model.request_model) == ("chat", "gpt-4o-mini")
     assert by_name["moderate answer"].parent_span_id == model.span_id
-    assert {span.role for span in spans} == {"gateway"}
+    # The stitch names the gateway: its SERVER span is the browser span's child.
+    call_command("stitch", "--finalize-all", stdout=io.StringIO())
+    stitched = Trace.objects.get(trace_id=trace_id)
+    assert {stitched.role_of(span) for span in spans} == {"gateway"}
     # The instrumentation ends the server span when the response headers leave, before
     # the body streams: the model span outlives its parent, and the helper's first-token
     # mark rides on a span of its own covering the body, exported by the gateway's SDK.
