@@ -150,6 +150,14 @@ class BrowserEvent(models.Model):
                 name="event_turn_by_span",
                 condition=models.Q(type="turn"),
             ),
+            # The vitals and errors report pages: one type of one application over a
+            # time range (correlator.reports.pages.vitals, .errors). Partial, so the
+            # turns and actions of the ingest path do not pay for it.
+            models.Index(
+                fields=["app", "type", "received_at"],
+                name="event_vital_error_received",
+                condition=models.Q(type__in=["vital", "error"]),
+            ),
         ]
 
     def __str__(self) -> str:
