@@ -97,7 +97,15 @@ class BrowserSession(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["app", "session_id"], name="uniq_session_per_app"),
         ]
-        indexes = [models.Index(fields=["app", "last_seen_at"], name="session_app_seen")]
+        indexes = [
+            models.Index(fields=["app", "last_seen_at"], name="session_app_seen"),
+            # The trace search by user id (DESIGN.md §10.5); most sessions name none.
+            models.Index(
+                fields=["app", "user_id"],
+                name="session_app_user",
+                condition=~models.Q(user_id=""),
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.session_id
@@ -223,6 +231,9 @@ class Span(models.Model):
             models.Index(fields=["trace_id"], name="span_trace"),
             models.Index(fields=["app", "start_ns"], name="span_app_start"),
         ]
+        # On PostgreSQL only, outside the model state: a GIN (jsonb_path_ops) index on
+        # ``attributes`` for the trace list's `attr` filter (migration 0008), which
+        # SQLite cannot build.
 
     def __str__(self) -> str:
         return f"{self.trace_id}/{self.span_id}"
@@ -265,6 +276,8 @@ class Score(models.Model):
         indexes = [
             models.Index(fields=["trace_id"], name="score_trace"),
             models.Index(fields=["app", "received_at"], name="score_app_received"),
+            # The trace list's `score` filter: the traces of one application carrying a name.
+            models.Index(fields=["app", "name", "trace_id"], name="score_app_name"),
         ]
 
     def __str__(self) -> str:
