@@ -39,6 +39,14 @@ def fmt_number(value: float | None, digits: int = 2) -> str:
     return f"{value:,.{digits}f}"
 
 
+def cut_note(limit: int, what: str) -> str:
+    """What a page says when it read only the newest ``limit`` rows of its range."""
+    return (
+        f"Many {what} in this range: the figures are of the newest {fmt_number(limit)} only. "
+        "Choose a shorter range for all of them."
+    )
+
+
 def display_value(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
 

@@ -11,6 +11,8 @@ urlpatterns = [
     path("traces/<str:trace_id>", views.trace, name="trace"),
     path("sessions/<str:key>", views.session, name="session"),
     path("propagation", views.propagation, name="propagation"),
+    path("vitals/", views.vitals, name="vitals"),
+    path("errors/", views.errors, name="errors"),
 ]
 
 # Mounted at /accounts/ (LOGIN_URL): the report pages' own login, without the admin.

@@ -11,11 +11,13 @@ from django.utils import timezone
 
 from correlator.models import Turn
 from correlator.reports import forms
+from correlator.reports.pages import errors as errors_page
 from correlator.reports.pages import overview as overview_page
 from correlator.reports.pages import propagation as propagation_page
 from correlator.reports.pages import session as session_page
 from correlator.reports.pages import trace as trace_page
 from correlator.reports.pages import traces as traces_page
+from correlator.reports.pages import vitals as vitals_page
 
 
 def _base(request: HttpRequest, page: str, apps: list, app: object, **extra: object) -> dict:
@@ -98,3 +100,25 @@ def propagation(request: HttpRequest) -> HttpResponse:
         unlinked=unlinked,
     )
     return render(request, "reports/propagation.html", context)
+
+
+@login_required
+def vitals(request: HttpRequest) -> HttpResponse:
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    window, errors = forms.time_range(request.GET, now=timezone.now())
+    path = request.GET.get("path", "")[:2048]
+    report = vitals_page.vitals_report(app=app, window=window, path=path) if app else None
+    context = _base(request, "vitals", apps, app, window=window, errors=errors, report=report)
+    return render(request, "reports/vitals.html", context)
+
+
+@login_required
+def errors(request: HttpRequest) -> HttpResponse:
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    window, range_errors = forms.time_range(request.GET, now=timezone.now())
+    rows, cut = errors_page.error_rows(app=app, window=window) if app else ([], "")
+    groups = errors_page.group_errors(rows)
+    context = _base(
+        request, "errors", apps, app, window=window, errors=range_errors, groups=groups, cut=cut
+    )
+    return render(request, "reports/errors.html", context)

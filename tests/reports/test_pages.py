@@ -33,6 +33,8 @@ def page_urls(stitched: Stitched) -> list[str]:
         f"/reports/sessions/{session.pk}",
         "/reports/sessions/sess-report",
         f"/reports/propagation?app={slug}",
+        f"/reports/vitals/?app={slug}",
+        f"/reports/errors/?app={slug}",
     ]
 
 
