@@ -31,7 +31,7 @@ from correlator.analytics import figures
 from correlator.analytics.exact import GROUP_COLUMNS
 from correlator.epoch import EPOCH
 from correlator.models import Trace, Turn
-from rumserver.models import Application, Span
+from rumserver.models import Application, BrowserSession, Span
 
 NO_SUCH_APP = "no such application among yours"
 
@@ -125,14 +125,28 @@ class TraceSummaryOutput(_TraceFields):
     )
 
 
+class ScoreOutput(serializers.Serializer):
+    """A score posted for the trace (``POST /api/v1/scores``)."""
+
+    name = serializers.CharField()
+    value = serializers.FloatField()
+    comment = serializers.CharField()
+    created = serializers.DateTimeField(source="received_at", help_text="When it was received.")
+
+
 class TraceOutput(_TraceFields):
-    """Exactly DESIGN.md §7's fields."""
+    """DESIGN.md §7's fields and the trace's scores (§10.5), oldest first."""
 
     spans = serializers.SerializerMethodField()
+    scores = serializers.SerializerMethodField()
 
     @extend_schema_field(SpanOutput(many=True))
     def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
         return SpanOutput(selectors.trace_spans(trace), many=True).data
+
+    @extend_schema_field(ScoreOutput(many=True))
+    def get_scores(self, trace: Trace) -> list[dict[str, Any]]:
+        return ScoreOutput(selectors.trace_scores(trace), many=True).data
 
 
 class ErrorOutput(serializers.Serializer):
@@ -235,6 +249,23 @@ class InstantField(serializers.DateTimeField):
         return moment
 
 
+class AttributeField(serializers.CharField):
+    """``key:value`` of a span attribute, as (key, value); the key is up to the first
+    colon (attribute keys have none; values may)."""
+
+    default_error_messages = {"format": "must be key:value, e.g. http.route:/api/chat"}
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=512, **kwargs)
+
+    def to_internal_value(self, data: Any) -> tuple[str, str]:  # type: ignore[override]
+        text = super().to_internal_value(data)
+        key, colon, value = text.partition(":")
+        if not colon or not key.strip():
+            self.fail("format")
+        return key.strip(), value
+
+
 class TimeRangeInput(serializers.Serializer):
     since = InstantField(required=False, help_text="ISO 8601, inclusive; years 1970 to 2099.")
     until = InstantField(required=False, help_text="ISO 8601, exclusive; years 1970 to 2099.")
@@ -298,11 +329,33 @@ class TraceListInput(TimeRangeInput):
     """The filters; each one left out does not filter."""
 
     app = serializers.SlugField(required=False, help_text="Application slug.")
+    q = serializers.CharField(
+        required=False,
+        max_length=128,
+        help_text="A trace id, session id, conversation id or user id: the traces it names.",
+    )
     outcome = serializers.ChoiceField(choices=Turn.OUTCOMES, required=False)
     model = serializers.CharField(
         required=False, max_length=128, trim_whitespace=False, help_text="Exact model name."
     )
+    browser = serializers.CharField(
+        required=False, max_length=64, help_text="The session's browser, e.g. Chrome."
+    )
+    os = serializers.CharField(
+        required=False, max_length=64, help_text="The session's operating system, e.g. iOS."
+    )
+    device = serializers.ChoiceField(
+        choices=BrowserSession.Device.values, required=False, help_text="The device class."
+    )
     min_client_ttft_ms = FiniteFloatField(required=False, min_value=0)
+    score = serializers.CharField(
+        required=False, max_length=64, help_text="A score name the trace carries."
+    )
+    attr = AttributeField(
+        required=False,
+        help_text="`key:value`: a span of the trace has this attribute with this value "
+        "(as text, or as the number or boolean it reads as).",
+    )
 
 
 class NewestFirst(CursorPagination):

@@ -22,16 +22,18 @@ tests/correlator/test_query_plans.py checks these plans on never-analysed tables
 from __future__ import annotations
 
 import json
+import re
 from collections import defaultdict
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
+from django.db.models.fields.json import KeyTransform
 
 from correlator.models import Trace, Turn
-from rumserver.models import Application, BrowserEvent, Score, Span
+from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
 
 
 def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Application]:
@@ -64,32 +66,121 @@ def trace_spans(trace: Trace, *, limit: int | None = None) -> list[Span]:
     return found
 
 
+SCORE_LIMIT = 200
+
+
+def trace_scores(trace: Trace) -> list[Score]:
+    """The trace's scores, oldest first (by the trace id index; a runaway evaluator
+    posting thousands stops at ``SCORE_LIMIT``)."""
+    scores = Score.objects.filter(trace_id=trace.trace_id, app_id=trace.app_id)
+    return list(scores.order_by("received_at", "id")[:SCORE_LIMIT])
+
+
+TRACE_ID = re.compile(r"[0-9a-f]{32}")
+SEARCH_SESSIONS = 1000  # sessions a search's id may name (a user's, a session's)
+
+
+def _searched(
+    traces: QuerySet[Trace], q: str, apps: QuerySet[Application] | list[int]
+) -> QuerySet[Trace]:
+    """The traces ``q`` names: a trace id, or the turns of a session, a conversation
+    or a user id. Which it is is found first by index probes (a trace by its id, the
+    sessions by (app, session id) and (app, user id)); the trace list then reads the
+    matching turns by their indexes instead of testing every trace against all four
+    kinds in one OR, which no index answers."""
+    kinds = Q(pk__in=[])
+    if TRACE_ID.fullmatch(q.lower()):
+        kinds |= Q(trace_id=q.lower())
+    sessions = BrowserSession.objects.filter(app__in=apps)
+    session_pks = list(
+        sessions.filter(session_id=q).values_list("pk", flat=True)[:SEARCH_SESSIONS]
+    ) + list(
+        sessions.filter(user_id=q)
+        .exclude(user_id="")
+        .values_list("pk", flat=True)[:SEARCH_SESSIONS]
+    )
+    turns = Turn.objects.filter(app__in=apps)
+    matching = Q(conversation_id=q) & ~Q(conversation_id="")
+    if session_pks:
+        matching |= Q(session_id__in=sorted(set(session_pks)))
+    kinds |= Q(pk__in=turns.filter(matching).values("trace_id"))
+    return traces.filter(kinds)
+
+
+def _with_attribute(traces: QuerySet[Trace], key: str, value: str, apps: Any) -> QuerySet[Trace]:
+    """Traces with a span whose attribute ``key`` is ``value``, as text or, when
+    ``value`` reads as JSON (a number, true, false), as that value. On PostgreSQL
+    through the GIN index on span attributes (``@>``, rumserver migration 0008)."""
+    values: list[Any] = [value]
+    try:
+        typed = json.loads(value)
+    except ValueError:
+        typed = None
+    if isinstance(typed, bool | int | float) and typed == typed:
+        values.append(typed)
+    spans = Span.objects.filter(app__in=apps)
+    if connection.vendor == "postgresql":
+        matching = Q()
+        for v in values:
+            matching |= Q(attributes__contains={key: v})
+        spans = spans.filter(matching)
+    else:  # SQLite has no JSON containment (and small tables): the key's value
+        spans = spans.annotate(attr_value=KeyTransform(key, "attributes"))
+        spans = spans.filter(attr_value__in=values)
+    return traces.filter(trace_id__in=spans.values("trace_id"))
+
+
 def trace_list(
     *,
     user: AbstractBaseUser | AnonymousUser,
     app: Application | None = None,
+    q: str | None = None,
     outcome: str | None = None,
     model: str | None = None,
+    browser: str | None = None,
+    os: str | None = None,
+    device: str | None = None,
     min_client_ttft_ms: float | None = None,
+    score: str | None = None,
+    attr: tuple[str, str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> QuerySet[Trace]:
     """Newest first by the trace's start (the browser span's skew-corrected send time,
     else its earliest span); every state and outcome unless filtered. ``app`` is one
     the caller has found among the user's (``visible_applications``); a filter left
-    at None does not filter."""
-    traces = Trace.objects.filter(app__in=visible_applications(user))
+    at None does not filter. ``q`` is a trace, session, conversation or user id;
+    ``score`` a score name the trace carries; ``attr`` (key, value) of a span
+    attribute; ``browser``, ``os`` and ``device`` are the turn's session's."""
+    visible = visible_applications(user)
+    traces = Trace.objects.filter(app__in=visible)
+    # The searches' subqueries name the application by id where it is known, for
+    # the same reason as below.
+    apps: Any = [app.pk] if app is not None else visible
     if app is not None:
         # By id, not through a join on the slug: the join made PostgreSQL sort every
         # trace of the application instead of reading the (app, start) index
         # backwards (1.3 s against under 1 ms with 2 million traces).
         traces = traces.filter(app_id=app.pk)
+    if q:
+        traces = _searched(traces, q, apps)
     if outcome:
         traces = traces.filter(turn__outcome=outcome)
     if model:
         traces = traces.filter(turn__model=model)
+    if browser:
+        traces = traces.filter(turn__session__browser=browser)
+    if os:
+        traces = traces.filter(turn__session__os=os)
+    if device:
+        traces = traces.filter(turn__session__device_class=device)
     if min_client_ttft_ms is not None:
         traces = traces.filter(turn__client_ttft_ms__gte=min_client_ttft_ms)
+    if score:
+        named = Score.objects.filter(app__in=apps, name=score)
+        traces = traces.filter(trace_id__in=named.values("trace_id"))
+    if attr is not None:
+        traces = _with_attribute(traces, attr[0], attr[1], apps)
     if since:
         traces = traces.filter(start_ms__gte=since.timestamp() * 1000)
     if until:

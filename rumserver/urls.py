@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from correlator import api
@@ -9,6 +10,8 @@ from rumserver.ingest import views as ingest_views
 from rumserver.ops import views as ops_views
 
 urlpatterns = [
+    # The site's front door (and the admin's "View site") is the reports.
+    path("", RedirectView.as_view(pattern_name="reports:overview"), name="home"),
     path("rum/v1/beacon", ingest_views.beacon, name="beacon"),
     path("healthz", ops_views.healthz, name="healthz"),
     path("metrics", ops_views.metrics, name="prometheus-metrics"),

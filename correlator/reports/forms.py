@@ -4,9 +4,11 @@ a page shows its default with the errors instead of failing."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.http import Http404
@@ -15,7 +17,7 @@ from django.utils.dateparse import parse_datetime
 from correlator import selectors
 from correlator.models import Turn
 from correlator.reports.format import when
-from rumserver.models import Application
+from rumserver.models import Application, BrowserSession
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -119,18 +121,59 @@ def time_range(
 
 @dataclass(frozen=True)
 class TraceFilters:
+    """DESIGN.md §10.5's filters, by the names the trace API gives them."""
+
+    q: str = ""
     outcome: str = ""
     model: str = ""
+    browser: str = ""
+    os: str = ""
+    device: str = ""
     min_client_ttft_ms: float | None = None
+    score: str = ""
+    attr: tuple[str, str] | None = None
     window: TimeRange | None = None
 
     def query(self) -> dict[str, str]:
-        out = {"outcome": self.outcome, "model": self.model}
+        out = {
+            "q": self.q,
+            "outcome": self.outcome,
+            "model": self.model,
+            "browser": self.browser,
+            "os": self.os,
+            "device": self.device,
+            "score": self.score,
+            "attr": self.attr_text,
+        }
         if self.min_client_ttft_ms is not None:
-            out["min_ttft"] = f"{self.min_client_ttft_ms:g}"
+            out["min_client_ttft_ms"] = f"{self.min_client_ttft_ms:g}"
         if self.window is not None:
             out.update(self.window.query())
         return {k: v for k, v in out.items() if v}
+
+    @property
+    def attr_text(self) -> str:
+        return f"{self.attr[0]}:{self.attr[1]}" if self.attr else ""
+
+    def selector_kwargs(self) -> dict[str, Any]:
+        """The filters as ``selectors.trace_list`` takes them (None: not filtered)."""
+        return {
+            "q": self.q or None,
+            "outcome": self.outcome or None,
+            "model": self.model or None,
+            "browser": self.browser or None,
+            "os": self.os or None,
+            "device": self.device or None,
+            "min_client_ttft_ms": self.min_client_ttft_ms,
+            "score": self.score or None,
+            "attr": self.attr,
+            "since": self.window.since if self.window else None,
+            "until": self.window.until if self.window else None,
+        }
+
+
+def _text(params: Mapping[str, str], name: str, limit: int) -> str:
+    return params.get(name, "").strip()[:limit]
 
 
 def trace_filters(params: Mapping[str, str], *, now: datetime) -> tuple[TraceFilters, list[str]]:
@@ -139,21 +182,55 @@ def trace_filters(params: Mapping[str, str], *, now: datetime) -> tuple[TraceFil
     if outcome and outcome not in Turn.OUTCOMES:
         errors.append(f"unknown outcome {outcome!r}")
         outcome = ""
+    device = params.get("device", "")
+    if device and device not in BrowserSession.Device.values:
+        errors.append(
+            f"unknown device class {device!r}: one of {', '.join(BrowserSession.Device.values)}"
+        )
+        device = ""
     min_ttft = None
-    if params.get("min_ttft"):
+    # min_ttft: the name this page used before the API's (old links keep working).
+    threshold = params.get("min_client_ttft_ms") or params.get("min_ttft")
+    if threshold:
         try:
-            min_ttft = float(params["min_ttft"])
-            if not min_ttft >= 0:
+            min_ttft = float(threshold)
+            if not 0 <= min_ttft < math.inf:
                 raise ValueError
         except ValueError:
             errors.append("slow TTFT threshold: a number of milliseconds")
             min_ttft = None
+    attr = None
+    attr_text = _text(params, "attr", 512)
+    if attr_text:
+        key, colon, value = attr_text.partition(":")
+        if colon and key.strip():
+            attr = (key.strip(), value)
+        else:
+            errors.append("span attribute: key:value, e.g. http.route:/api/chat")
     window = None
     if any(params.get(k) for k in ("range", "since", "until")):
         window, range_errors = time_range(params, now=now)
         errors += range_errors
-    model = params.get("model", "").strip()[:128]
-    return TraceFilters(outcome, model, min_ttft, window), errors
+    filters = TraceFilters(
+        q=_text(params, "q", 128),
+        outcome=outcome,
+        model=_text(params, "model", 128),
+        browser=_text(params, "browser", 64),
+        os=_text(params, "os", 64),
+        device=device,
+        min_client_ttft_ms=min_ttft,
+        score=_text(params, "score", 64),
+        attr=attr,
+        window=window,
+    )
+    return filters, errors
+
+
+def trace_id_searched(filters: TraceFilters) -> str | None:
+    """The trace id the search box holds exactly (32 hex digits), whose trace page the
+    list redirects to; None for any other search."""
+    q = filters.q.lower()
+    return q if selectors.TRACE_ID.fullmatch(q) else None
 
 
 def parse_cursor(text: str) -> tuple[float, int] | None:

@@ -6,9 +6,11 @@ from urllib.parse import urlencode
 
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 
+from correlator import selectors
 from correlator.models import Turn
 from correlator.reports import forms
 from correlator.reports.pages import errors as errors_page
@@ -18,6 +20,7 @@ from correlator.reports.pages import session as session_page
 from correlator.reports.pages import trace as trace_page
 from correlator.reports.pages import traces as traces_page
 from correlator.reports.pages import vitals as vitals_page
+from rumserver.models import BrowserSession
 
 
 def _base(request: HttpRequest, page: str, apps: list, app: object, **extra: object) -> dict:
@@ -39,6 +42,12 @@ def overview(request: HttpRequest) -> HttpResponse:
 def traces(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     filters, errors = forms.trace_filters(request.GET, now=timezone.now())
+    trace_id = forms.trace_id_searched(filters) if app else None
+    if trace_id and selectors.trace_detail(user=request.user, trace_id=trace_id, app_slug=app.slug):
+        # An exact trace id: its page rather than a list of one.
+        return redirect(
+            f"{reverse('reports:trace', args=[trace_id])}?{urlencode({'app': app.slug})}"
+        )
     cursor = forms.parse_cursor(request.GET.get("cursor", ""))
     rows, next_cursor = (
         traces_page.trace_rows(user=request.user, app=app, filters=filters, cursor=cursor)
@@ -56,6 +65,7 @@ def traces(request: HttpRequest) -> HttpResponse:
         errors=errors,
         rows=rows,
         outcomes=Turn.OUTCOMES,
+        devices=BrowserSession.Device.values,
         next_url=next_url,
         first_url=f"?{urlencode(query)}",
         paged=cursor is not None,

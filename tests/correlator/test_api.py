@@ -11,6 +11,7 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from rumserver.models import BrowserSession
 from rumserver.nul_guard import MESSAGE as NUL_MESSAGE
 
 pytestmark = pytest.mark.django_db
@@ -29,8 +30,9 @@ def test_a_trace_reads_back_with_spans_and_turn(world):
     body = r.json()
     assert set(body) == {
         "trace_id", "app", "state", "linked", "clock_skew_ms", "clock_skew_uncertainty_ms",
-        "clock_skew_source", "spans", "turn",
+        "clock_skew_source", "spans", "turn", "scores",
     }  # fmt: skip
+    assert body["scores"] == []
     assert (body["trace_id"], body["app"], body["state"], body["linked"]) == (
         golden.trace_id, world["chat"].application.slug, "open", True)  # fmt: skip
     assert body["clock_skew_ms"] == pytest.approx(10.0, abs=0.01)  # epoch-ms doubles
@@ -164,6 +166,12 @@ def test_the_list_filters_by_time(world):
             "since",
             "must be before until",
         ),
+        ({"device": "toaster"}, "device", '"toaster" is not a valid choice.'),
+        ({"attr": "no-colon"}, "attr", "must be key:value"),
+        ({"attr": ":value"}, "attr", "must be key:value"),
+        ({"q": "q" * 129}, "q", "no more than 128 characters"),
+        ({"score": "s" * 65}, "score", "no more than 64 characters"),
+        ({"browser": "b" * 65}, "browser", "no more than 64 characters"),
         ({"page_size": "0"}, "page_size", "greater than or equal to 1"),
         ({"page_size": "501"}, "page_size", "less than or equal to 500"),
         ({"page_size": "many"}, "page_size", "A valid integer is required."),
@@ -191,8 +199,9 @@ def test_an_empty_parameter_is_left_out(world):
     """As DRF reads forms (and the schema says with allowEmptyValue)."""
     c = as_user(world["alice"])
     every = ids(c.get("/api/v1/traces"))
-    empty = {name: "" for name in ("app", "outcome", "model", "min_client_ttft_ms", "since",
-                                   "until", "page_size", "cursor")}  # fmt: skip
+    empty = {name: "" for name in ("app", "q", "outcome", "model", "browser", "os", "device",
+                                   "min_client_ttft_ms", "score", "attr", "since", "until",
+                                   "page_size", "cursor")}  # fmt: skip
     assert ids(c.get("/api/v1/traces", empty)) == every
 
 
@@ -243,8 +252,13 @@ def test_the_openapi_schema_describes_the_api(client, world):
     assert set(page["required"]) == set(page["properties"]) == {"next", "previous", "results"}
     assert page["properties"]["results"]["type"] == "array"
     parameters = {p["name"] for p in listing["parameters"]}
-    assert parameters == {"app", "outcome", "model", "min_client_ttft_ms", "since", "until",
+    assert parameters == {"app", "q", "outcome", "model", "browser", "os", "device",
+                          "min_client_ttft_ms", "score", "attr", "since", "until",
                           "cursor", "page_size"}  # fmt: skip
+    detail = schema["paths"]["/api/v1/traces/{trace_id}"]["get"]["responses"]["200"]
+    trace = components[detail["content"]["application/json"]["schema"]["$ref"].rsplit("/", 1)[-1]]
+    score = components[trace["properties"]["scores"]["items"]["$ref"].rsplit("/", 1)[-1]]
+    assert set(score["properties"]) == {"name", "value", "comment", "created"}
     for path in ("/api/v1/traces", "/api/v1/traces/{trace_id}", "/api/v1/metrics"):
         responses = schema["paths"][path]["get"]["responses"]
         assert set(responses) == {"200", "400", "401", "404", "406"}, path
@@ -320,3 +334,78 @@ def test_metrics_name_the_application_when_there_are_several(world):
     assert r.status_code == 200 and r.json()["turns"] == 1
     r = as_user(world["alice"]).get("/api/v1/metrics", {"app": world["other"].application.slug})
     assert (r.status_code, r.json()) == (404, {"detail": "no such application among yours"})
+
+
+def post_score(world, trace_id: str, name: str, value: float, comment: str = "") -> None:
+    r = Client().post(
+        "/api/v1/scores", {"trace_id": trace_id, "name": name, "value": value, "comment": comment},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {world['chat'].ingest_token}",
+    )  # fmt: skip
+    assert r.status_code == 201, r.content
+
+
+def test_a_trace_answers_with_its_scores_oldest_first(world):
+    golden = world["goldens"][0]
+    post_score(world, golden.trace_id, "hallucination", 0.25, "made up a citation")
+    post_score(world, golden.trace_id, "relevance", 1)
+    scores = as_user(world["alice"]).get(f"/api/v1/traces/{golden.trace_id}").json()["scores"]
+    assert [{k: s[k] for k in ("name", "value", "comment")} for s in scores] == [
+        {"name": "hallucination", "value": 0.25, "comment": "made up a citation"},
+        {"name": "relevance", "value": 1.0, "comment": ""},
+    ]
+    assert all(set(s) == {"name", "value", "comment", "created"} for s in scores)
+    assert datetime.fromisoformat(scores[0]["created"]) <= datetime.fromisoformat(
+        scores[1]["created"]
+    )
+
+
+def test_the_list_searches_by_each_kind_of_id(world):
+    c = as_user(world["alice"])
+    g = [golden.trace_id for golden in world["goldens"]]
+    BrowserSession.objects.filter(session_id__in=["s0", "s2"]).update(user_id="user-7")
+    assert ids(c.get("/api/v1/traces", {"q": g[1]})) == [g[1]]  # a trace id
+    assert ids(c.get("/api/v1/traces", {"q": g[1].upper()})) == [g[1]]
+    assert ids(c.get("/api/v1/traces", {"q": "s1"})) == [g[1]]  # a session id
+    assert ids(c.get("/api/v1/traces", {"q": "user-7"})) == [g[2], g[0]]  # a user id
+    assert ids(c.get("/api/v1/traces", {"q": "conv-golden"})) == [g[2], g[1], g[0]]
+    assert ids(c.get("/api/v1/traces", {"q": "conv-golden", "outcome": "stopped"})) == [g[1]]
+    assert ids(c.get("/api/v1/traces", {"q": "nobody"})) == []
+    # The other application's trace and session stay out of alice's answers.
+    assert ids(c.get("/api/v1/traces", {"q": g[3]})) == []
+    assert ids(c.get("/api/v1/traces", {"q": "s3"})) == []
+
+
+def test_the_list_filters_by_the_sessions_browser_os_and_device(world):
+    c = as_user(world["alice"])
+    g = [golden.trace_id for golden in world["goldens"]]
+    BrowserSession.objects.filter(session_id="s1").update(
+        browser="Firefox", os="Linux", device_class="desktop"
+    )
+    assert ids(c.get("/api/v1/traces", {"browser": "Firefox"})) == [g[1]]
+    assert ids(c.get("/api/v1/traces", {"os": "Linux"})) == [g[1]]
+    assert ids(c.get("/api/v1/traces", {"device": "desktop"})) == [g[1]]
+    assert ids(c.get("/api/v1/traces", {"device": "other"})) == [g[2], g[0]]
+    assert ids(c.get("/api/v1/traces", {"browser": "Safari"})) == []
+
+
+def test_the_list_filters_by_a_score_name(world):
+    c = as_user(world["alice"])
+    g = [golden.trace_id for golden in world["goldens"]]
+    post_score(world, g[0], "hallucination", 0.9)
+    post_score(world, g[2], "relevance", 0.1)
+    assert ids(c.get("/api/v1/traces", {"score": "hallucination"})) == [g[0]]
+    assert ids(c.get("/api/v1/traces", {"score": "relevance"})) == [g[2]]
+    assert ids(c.get("/api/v1/traces", {"score": "toxicity"})) == []
+
+
+def test_the_list_filters_by_a_span_attribute(world):
+    c = as_user(world["alice"])
+    g = [golden.trace_id for golden in world["goldens"]]
+    every = [g[2], g[1], g[0]]
+    assert ids(c.get("/api/v1/traces", {"attr": "gen_ai.request.model:llama-3.1-8b"})) == every
+    # A number as the attribute holds it, and a value with a colon of its own.
+    assert ids(c.get("/api/v1/traces", {"attr": "gen_ai.usage.input_tokens:812"})) == every
+    assert ids(c.get("/api/v1/traces", {"attr": "gen_ai.usage.input_tokens:813"})) == []
+    assert ids(c.get("/api/v1/traces", {"attr": "gen_ai.request.model:llama:3"})) == []
+    assert ids(c.get("/api/v1/traces", {"attr": "no.such.key:x"})) == []

@@ -193,5 +193,14 @@ def trace_view(trace: Trace) -> dict[str, Any]:
         "wait_parts": [(name, fmt_ms(v)) for name, v in parts],
         "marks": [(name, fmt_ms(at - t0)) for name, at in marks],
         "spans": details,
+        "scores": [
+            {
+                "name": s.name,
+                "value": fmt_number(s.value),
+                "comment": s.comment,
+                "created": when(s.received_at),
+            }
+            for s in selectors.trace_scores(trace)
+        ],
         "truncated": len(spans) >= SPAN_LIMIT,
     }

@@ -20,16 +20,10 @@ def trace_rows(
 ) -> tuple[list[dict[str, Any]], str]:
     """One page of traces, newest first, and the cursor of the next page ("" at the
     end). Reads the (app, start_ms) index backwards with a LIMIT."""
-    traces = selectors.trace_list(
-        user=user,
-        outcome=filters.outcome or None,
-        model=filters.model or None,
-        min_client_ttft_ms=filters.min_client_ttft_ms,
-        since=filters.window.since if filters.window else None,
-        until=filters.window.until if filters.window else None,
-    ).filter(app_id=app.pk)
-    # By id, not app_slug: a join on the slug hides the application from the planner,
-    # which then sorts every trace (1 s at 2 million) instead of walking the index.
+    # The application by id (selectors.trace_list): a join on the slug hides it from
+    # the planner, which then sorts every trace (1 s at 2 million) instead of walking
+    # the index.
+    traces = selectors.trace_list(user=user, app=app, **filters.selector_kwargs())
     if cursor is not None:
         start, pk = cursor
         traces = traces.filter(Q(start_ms__lt=start) | Q(start_ms=start, id__lt=pk))
