@@ -221,11 +221,11 @@ def _load(store: Store) -> None:
         "'regenerate_of', left(md5('b' || (g - 1)), 16)) ELSE '{}' END"
     )
     # The turn event, and per session its page view and vital; feedback and edits
-    # about some turns (turn_span_id).
+    # about some turns (turn_span_id); a JavaScript error now and then.
     events = (
-        f"{turns} CROSS JOIN generate_series(0, 3) AS k "
-        "WHERE k = 0 OR (k = 1 AND (g - 1) % 5 = 0) OR (k = 2 AND g % 12 = 0) "
-        "OR (k = 3 AND g % 25 = 0)"
+        f"{turns} CROSS JOIN generate_series(0, 5) AS k "
+        "WHERE k = 0 OR (k IN (1, 4) AND (g - 1) % 5 = 0) OR (k = 2 AND g % 12 = 0) "
+        "OR (k = 3 AND g % 25 = 0) OR (k = 5 AND g % 40 = 0)"
     )
     _fill(
         BrowserEvent,
@@ -233,15 +233,19 @@ def _load(store: Store) -> None:
         app_id="app",
         session_id=f"{session_base} + s",
         event_id="k || '-' || g",
-        type="(ARRAY['turn', 'page_view', 'feedback', 'action'])[k + 1]",
-        name="CASE k WHEN 3 THEN 'edit' ELSE '' END",
+        type="(ARRAY['turn', 'page_view', 'feedback', 'action', 'vital', 'error'])[k + 1]",
+        name="CASE k WHEN 3 THEN 'edit' WHEN 4 THEN 'LCP' ELSE '' END",
         ts_ms="t + 1820",
         sent_at_ms="t + 1850",
         received_at="to_timestamp((t + 2000) / 1000)",
         trace_id="CASE k WHEN 0 THEN tid ELSE '' END",
         span_id="CASE k WHEN 0 THEN sid ELSE '' END",
-        turn_span_id="CASE WHEN k >= 2 THEN sid ELSE '' END",
+        turn_span_id="CASE WHEN k IN (2, 3) THEN sid ELSE '' END",
         data=f'CASE k WHEN 0 THEN {turn_data} WHEN 2 THEN \'{{"value": "down"}}\' '
+        "WHEN 4 THEN jsonb_build_object('value', 1200 + g % 900, 'page_url', "
+        "'https://chat.example.com/c/' || s) "
+        "WHEN 5 THEN jsonb_build_object('message', 'TypeError: x', 'stack', "
+        "'TypeError: x\n    at f (https://chat.example.com/app.js:1:' || g % 3 || ')') "
         "ELSE '{}' END",
     )
     # The gateway's SERVER span (parent: the browser span), its OpenAI client span and
@@ -732,6 +736,16 @@ def _api_metrics(store: Store) -> None:
         _api_get(store, "/api/v1/metrics", **query, group_by="device")
 
 
+def _report_pages(store: Store) -> None:
+    client = Client()
+    client.force_login(store.staff)
+    slug = store.apps[0].application.slug
+    for page in ("/reports/vitals/", "/reports/errors/"):
+        for query in ({"range": "1h"}, {"range": "7d"}):
+            response = client.get(page, {"app": slug, **query})
+            assert response.status_code == 200, response.content
+
+
 # path -> (run it, the senders it must have sent statements from)
 PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "ingest: POST /rum/v1/beacon": (
@@ -779,6 +793,13 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.analytics.windows.stale_periods",
             "correlator.analytics.rollups.stored_rows",
             "correlator.analytics.exact.window_turns",
+        },
+    ),
+    "report pages: /reports/vitals/, /reports/errors/": (
+        _report_pages,
+        {
+            "correlator.reports.pages.vitals.vital_samples",
+            "correlator.reports.pages.errors.error_rows",
         },
     ),
 }
