@@ -42,7 +42,9 @@ statement a path sends is checked; each path must send from the functions named 
   by its cursor, an hour by time), ``GET /api/v1/traces/<id>`` with its spans,
   ``GET /api/v1/metrics`` exact (one hour) and from rollups (three days), whole and
   grouped by model and by device (``correlator.analytics.figures``, the turns of
-  ``correlator.analytics.exact``, the rollup readers of ``correlator.analytics.windows``).
+  ``correlator.analytics.exact``, the rollup readers of ``correlator.analytics.windows``);
+- the report pages that read browser events: ``/reports/vitals/`` and ``/reports/errors/``
+  over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``).
 
 Not covered: trace lists filtered by a turn's outcome or model with no time range.
 Without statistics PostgreSQL expects a handful of matches and sorts every trace of
