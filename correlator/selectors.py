@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.db.models.fields.json import KeyTransform
 
 from correlator.models import Trace, Turn
@@ -186,6 +186,45 @@ def trace_list(
     if until:
         traces = traces.filter(start_ms__lt=until.timestamp() * 1000)
     return traces.select_related("app", "turn", "turn__session").order_by("-start_ms", "-id")
+
+
+class SessionCounts(NamedTuple):
+    turns: int
+    conversations: int
+    abandoned: int
+
+
+def session_list(
+    *, app: Application, before: tuple[datetime, int] | None = None, limit: int
+) -> list[BrowserSession]:
+    """An application's sessions, the most recently seen first, from the (app, last
+    seen) index; ``before`` is the (last seen, id) of the previous page's last row."""
+    sessions = BrowserSession.objects.filter(app_id=app.pk)
+    if before is not None:
+        seen, pk = before
+        sessions = sessions.filter(Q(last_seen_at__lt=seen) | Q(last_seen_at=seen, id__lt=pk))
+    return list(sessions.order_by("-last_seen_at", "-id")[:limit])
+
+
+def session_counts(*, session_pks: list[int]) -> dict[int, SessionCounts]:
+    """session pk -> its turns, conversations and abandoned turns, through the turns'
+    session index (one page of sessions at a time)."""
+    if not session_pks:
+        return {}
+    rows = (
+        Turn.objects.filter(session_id__in=session_pks)
+        .values("session_id")
+        .annotate(
+            turns=Count("id"),
+            conversations=Count("conversation_id", distinct=True, filter=~Q(conversation_id="")),
+            abandoned=Count("id", filter=Q(outcome="abandoned")),
+        )
+        .order_by()
+    )
+    return {
+        row["session_id"]: SessionCounts(row["turns"], row["conversations"], row["abandoned"])
+        for row in rows
+    }
 
 
 # --- many keys at once, as index probes ------------------------------------------------

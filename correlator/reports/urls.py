@@ -9,6 +9,7 @@ urlpatterns = [
     path("", views.overview, name="overview"),
     path("traces", views.traces, name="traces"),
     path("traces/<str:trace_id>", views.trace, name="trace"),
+    path("sessions/", views.sessions, name="sessions"),
     path("sessions/<str:key>", views.session, name="session"),
     path("propagation", views.propagation, name="propagation"),
     path("vitals/", views.vitals, name="vitals"),

@@ -17,6 +17,7 @@ from correlator.reports.pages import errors as errors_page
 from correlator.reports.pages import overview as overview_page
 from correlator.reports.pages import propagation as propagation_page
 from correlator.reports.pages import session as session_page
+from correlator.reports.pages import sessions as sessions_page
 from correlator.reports.pages import trace as trace_page
 from correlator.reports.pages import traces as traces_page
 from correlator.reports.pages import vitals as vitals_page
@@ -80,6 +81,26 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
     )
     context = _base(request, "traces", [], found.app, **trace_page.trace_view(found))
     return render(request, "reports/trace.html", context)
+
+
+@login_required
+def sessions(request: HttpRequest) -> HttpResponse:
+    apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    cursor = sessions_page.parse_cursor(request.GET.get("cursor", ""))
+    rows, next_cursor = sessions_page.session_rows(app=app, cursor=cursor) if app else ([], "")
+    query = {"app": app.slug} if app else {}
+    next_url = f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else ""
+    context = _base(
+        request,
+        "sessions",
+        apps,
+        app,
+        rows=rows,
+        next_url=next_url,
+        first_url=f"?{urlencode(query)}",
+        paged=cursor is not None,
+    )
+    return render(request, "reports/sessions.html", context)
 
 
 @login_required

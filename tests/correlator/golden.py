@@ -124,3 +124,12 @@ def send_otlp(client: Client, token: str, body: bytes) -> None:
         HTTP_AUTHORIZATION=f"Bearer {token}",
     )  # fmt: skip
     assert r.status_code == 200 and r.content == b"", r.content
+
+
+def send_score(token: str, trace_id: str, name: str, value: float, comment: str = "") -> None:
+    """POST /api/v1/scores as an evaluator does, with the application's ingest token."""
+    r = Client().post(
+        "/api/v1/scores", {"trace_id": trace_id, "name": name, "value": value, "comment": comment},
+        content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}",
+    )  # fmt: skip
+    assert r.status_code == 201, r.content

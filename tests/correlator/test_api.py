@@ -13,6 +13,7 @@ from rest_framework.authtoken.models import Token
 
 from rumserver.models import BrowserSession
 from rumserver.nul_guard import MESSAGE as NUL_MESSAGE
+from tests.correlator.golden import send_score
 
 pytestmark = pytest.mark.django_db
 
@@ -337,12 +338,7 @@ def test_metrics_name_the_application_when_there_are_several(world):
 
 
 def post_score(world, trace_id: str, name: str, value: float, comment: str = "") -> None:
-    r = Client().post(
-        "/api/v1/scores", {"trace_id": trace_id, "name": name, "value": value, "comment": comment},
-        content_type="application/json",
-        HTTP_AUTHORIZATION=f"Bearer {world['chat'].ingest_token}",
-    )  # fmt: skip
-    assert r.status_code == 201, r.content
+    send_score(world["chat"].ingest_token, trace_id, name, value, comment)
 
 
 def test_a_trace_answers_with_its_scores_oldest_first(world):

@@ -35,6 +35,7 @@ def page_urls(stitched: Stitched) -> list[str]:
         f"/reports/propagation?app={slug}",
         f"/reports/vitals/?app={slug}",
         f"/reports/errors/?app={slug}",
+        f"/reports/sessions/?app={slug}",
     ]
 
 
