@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection
 from django.db.models import Count, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
 
 from correlator.models import Trace, Turn
@@ -80,37 +81,47 @@ TRACE_ID = re.compile(r"[0-9a-f]{32}")
 SEARCH_SESSIONS = 1000  # sessions a search's id may name (a user's, a session's)
 
 
-def _searched(
-    traces: QuerySet[Trace], q: str, apps: QuerySet[Application] | list[int]
-) -> QuerySet[Trace]:
+def _searched(traces: QuerySet[Trace], q: str, apps: Any) -> QuerySet[Trace]:
     """The traces ``q`` names: a trace id, or the turns of a session, a conversation
-    or a user id. Which it is is found first by index probes (a trace by its id, the
-    sessions by (app, session id) and (app, user id)); the trace list then reads the
-    matching turns by their indexes instead of testing every trace against all four
-    kinds in one OR, which no index answers."""
-    kinds = Q(pk__in=[])
-    if TRACE_ID.fullmatch(q.lower()):
-        kinds |= Q(trace_id=q.lower())
+    or a user id. Which kind it is is found first by index probes; the list then
+    filters by that kind alone, so that its plan starts from that kind's index (the
+    matching turns, then their traces by key). One OR over all four kinds left no
+    index to start from: PostgreSQL read every turn of the application. An id that
+    is of two kinds at once (rare) gets their OR."""
+    kinds = []
+    if TRACE_ID.fullmatch(q.lower()) and traces.filter(trace_id=q.lower()).exists():
+        kinds.append(Q(trace_id=q.lower()))
+    conversation = Turn.objects.filter(app__in=apps, conversation_id=q).exclude(conversation_id="")
+    if conversation.exists():
+        kinds.append(Q(pk__in=conversation.values("trace_id")))
     sessions = BrowserSession.objects.filter(app__in=apps)
-    session_pks = list(
-        sessions.filter(session_id=q).values_list("pk", flat=True)[:SEARCH_SESSIONS]
-    ) + list(
-        sessions.filter(user_id=q)
+    session_pks = {
+        *sessions.filter(session_id=q).values_list("pk", flat=True)[:SEARCH_SESSIONS],
+        *sessions.filter(user_id=q)
         .exclude(user_id="")
-        .values_list("pk", flat=True)[:SEARCH_SESSIONS]
-    )
-    turns = Turn.objects.filter(app__in=apps)
-    matching = Q(conversation_id=q) & ~Q(conversation_id="")
+        .values_list("pk", flat=True)[:SEARCH_SESSIONS],
+    }
     if session_pks:
-        matching |= Q(session_id__in=sorted(set(session_pks)))
-    kinds |= Q(pk__in=turns.filter(matching).values("trace_id"))
-    return traces.filter(kinds)
+        # By the session index alone: the sessions are the user's applications' already.
+        turns = Turn.objects.filter(session_id__in=sorted(session_pks))
+        kinds.append(Q(pk__in=turns.values("trace_id")))
+    if not kinds:
+        return traces.none()
+    matching = kinds[0]
+    for kind in kinds[1:]:
+        matching |= kind
+    return traces.filter(matching)
 
 
-def _with_attribute(traces: QuerySet[Trace], key: str, value: str, apps: Any) -> QuerySet[Trace]:
+def _with_attribute(
+    traces: QuerySet[Trace], key: str, value: str, app_ids: list[int]
+) -> QuerySet[Trace]:
     """Traces with a span whose attribute ``key`` is ``value``, as text or, when
     ``value`` reads as JSON (a number, true, false), as that value. On PostgreSQL
-    through the GIN index on span attributes (``@>``, rumserver migration 0008)."""
+    through the GIN index on span attributes (``@>``, rumserver migration 0008), the
+    applications tested above an ``OFFSET 0`` fence: named beside the attributes,
+    without statistics, the (app, start) index won and read every span of the
+    application."""
     values: list[Any] = [value]
     try:
         typed = json.loads(value)
@@ -118,16 +129,25 @@ def _with_attribute(traces: QuerySet[Trace], key: str, value: str, apps: Any) ->
         typed = None
     if isinstance(typed, bool | int | float) and typed == typed:
         values.append(typed)
-    spans = Span.objects.filter(app__in=apps)
     if connection.vendor == "postgresql":
-        matching = Q()
-        for v in values:
-            matching |= Q(attributes__contains={key: v})
-        spans = spans.filter(matching)
-    else:  # SQLite has no JSON containment (and small tables): the key's value
-        spans = spans.annotate(attr_value=KeyTransform(key, "attributes"))
-        spans = spans.filter(attr_value__in=values)
-    return traces.filter(trace_id__in=spans.values("trace_id"))
+        # One containment a branch: their OR was planned as a scan of every span.
+        contains = " UNION ALL ".join(
+            [
+                f"(SELECT app_id, trace_id FROM {Span._meta.db_table} "
+                "WHERE attributes @> %s::jsonb OFFSET 0)"
+            ]
+            * len(values)
+        )
+        spans = RawSQL(
+            f"SELECT x.trace_id FROM ({contains}) AS x WHERE x.app_id = ANY(%s)",
+            [*(json.dumps({key: v}) for v in values), app_ids],
+        )
+        return traces.filter(trace_id__in=spans)
+    # SQLite has no JSON containment (and small tables): the key's value.
+    spans = Span.objects.filter(app__in=app_ids).annotate(
+        attr_value=KeyTransform(key, "attributes")
+    )
+    return traces.filter(trace_id__in=spans.filter(attr_value__in=values).values("trace_id"))
 
 
 def trace_list(
@@ -180,7 +200,8 @@ def trace_list(
         named = Score.objects.filter(app__in=apps, name=score)
         traces = traces.filter(trace_id__in=named.values("trace_id"))
     if attr is not None:
-        traces = _with_attribute(traces, attr[0], attr[1], apps)
+        app_ids = [app.pk] if app is not None else list(visible.values_list("pk", flat=True))
+        traces = _with_attribute(traces, attr[0], attr[1], app_ids)
     if since:
         traces = traces.filter(start_ms__gte=since.timestamp() * 1000)
     if until:
@@ -195,11 +216,19 @@ class SessionCounts(NamedTuple):
 
 
 def session_list(
-    *, app: Application, before: tuple[datetime, int] | None = None, limit: int
+    *,
+    app: Application,
+    since: datetime,
+    until: datetime,
+    before: tuple[datetime, int] | None = None,
+    limit: int,
 ) -> list[BrowserSession]:
-    """An application's sessions, the most recently seen first, from the (app, last
-    seen) index; ``before`` is the (last seen, id) of the previous page's last row."""
-    sessions = BrowserSession.objects.filter(app_id=app.pk)
+    """An application's sessions last seen in [since, until), the most recently seen
+    first, from the (app, last seen, id) index; ``before`` is the (last seen, id) of
+    the previous page's last row."""
+    sessions = BrowserSession.objects.filter(
+        app_id=app.pk, last_seen_at__gte=since, last_seen_at__lt=until
+    )
     if before is not None:
         seen, pk = before
         sessions = sessions.filter(Q(last_seen_at__lt=seen) | Q(last_seen_at=seen, id__lt=pk))
@@ -207,24 +236,42 @@ def session_list(
 
 
 def session_counts(*, session_pks: list[int]) -> dict[int, SessionCounts]:
-    """session pk -> its turns, conversations and abandoned turns, through the turns'
-    session index (one page of sessions at a time)."""
+    """session pk -> its turns, conversations and abandoned turns (sessions with
+    none are left out), through the turns' session index, probed once a session
+    (as an IN list, without statistics, PostgreSQL read every turn)."""
     if not session_pks:
         return {}
-    rows = (
-        Turn.objects.filter(session_id__in=session_pks)
-        .values("session_id")
-        .annotate(
-            turns=Count("id"),
-            conversations=Count("conversation_id", distinct=True, filter=~Q(conversation_id="")),
-            abandoned=Count("id", filter=Q(outcome="abandoned")),
+    if connection.vendor != "postgresql":
+        rows = (
+            Turn.objects.filter(session_id__in=session_pks)
+            .values("session_id")
+            .annotate(
+                turns=Count("id"),
+                conversations=Count(
+                    "conversation_id", distinct=True, filter=~Q(conversation_id="")
+                ),
+                abandoned=Count("id", filter=Q(outcome="abandoned")),
+            )
+            .order_by()
+            .values_list("session_id", "turns", "conversations", "abandoned")
         )
-        .order_by()
-    )
-    return {
-        row["session_id"]: SessionCounts(row["turns"], row["conversations"], row["abandoned"])
-        for row in rows
-    }
+    else:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"""SELECT k.id, x.turns, x.conversations, x.abandoned
+                    FROM unnest(%s::bigint[]) AS k(id)
+                    CROSS JOIN LATERAL (
+                        SELECT count(*) AS turns,
+                               count(DISTINCT conversation_id)
+                                   FILTER (WHERE conversation_id <> '') AS conversations,
+                               count(*) FILTER (WHERE outcome = 'abandoned') AS abandoned
+                        FROM {Turn._meta.db_table} WHERE session_id = k.id
+                    ) AS x
+                    WHERE x.turns > 0""",
+                [sorted(set(session_pks))],
+            )
+            rows = cursor.fetchall()
+    return {pk: SessionCounts(*counts) for pk, *counts in rows}
 
 
 # --- many keys at once, as index probes ------------------------------------------------

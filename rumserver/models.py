@@ -98,7 +98,10 @@ class BrowserSession(models.Model):
             models.UniqueConstraint(fields=["app", "session_id"], name="uniq_session_per_app"),
         ]
         indexes = [
-            models.Index(fields=["app", "last_seen_at"], name="session_app_seen"),
+            # The sessions index's order (most recently seen first, then id) in full,
+            # so a page is read backwards from it rather than every session sorted;
+            # and retention's cut by last seen.
+            models.Index(fields=["app", "last_seen_at", "id"], name="session_app_seen_id"),
             # The trace search by user id (DESIGN.md §10.5); most sessions name none.
             models.Index(
                 fields=["app", "user_id"],

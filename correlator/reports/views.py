@@ -86,15 +86,20 @@ def trace(request: HttpRequest, trace_id: str) -> HttpResponse:
 @login_required
 def sessions(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
+    window, errors = forms.time_range(request.GET, now=timezone.now(), default="7d")
     cursor = sessions_page.parse_cursor(request.GET.get("cursor", ""))
-    rows, next_cursor = sessions_page.session_rows(app=app, cursor=cursor) if app else ([], "")
-    query = {"app": app.slug} if app else {}
+    rows, next_cursor = (
+        sessions_page.session_rows(app=app, window=window, cursor=cursor) if app else ([], "")
+    )
+    query = {"app": app.slug, **window.query()} if app else {}
     next_url = f"?{urlencode({**query, 'cursor': next_cursor})}" if next_cursor else ""
     context = _base(
         request,
         "sessions",
         apps,
         app,
+        window=window,
+        errors=errors,
         rows=rows,
         next_url=next_url,
         first_url=f"?{urlencode(query)}",

@@ -43,6 +43,8 @@ statement a path sends is checked; each path must send from the functions named 
   ``GET /api/v1/metrics`` exact (one hour) and from rollups (three days), whole and
   grouped by model and by device (``correlator.analytics.figures``, the turns of
   ``correlator.analytics.exact``, the rollup readers of ``correlator.analytics.windows``);
+- the trace search (``GET /api/v1/traces`` by a trace, session, conversation and user
+  id, by a span attribute, by a score name) and the sessions index, two pages;
 - the report pages that read browser events: ``/reports/vitals/`` and ``/reports/errors/``
   over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``).
 
@@ -54,6 +56,7 @@ it walks. No index or query shape of one statement fixes that for every filter.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sys
@@ -207,6 +210,7 @@ def _load(store: Store) -> None:
         browser="(ARRAY['Chrome', 'Safari', 'Firefox'])[s % 3 + 1]",
         os="(ARRAY['Windows', 'macOS', 'iOS', 'Linux'])[s % 4 + 1]",
         device_class="(ARRAY['desktop', 'mobile'])[s % 2 + 1]",
+        user_id="CASE WHEN s % 3 > 0 THEN 'user-' || (s % 700) ELSE '' END",
     )
     turn_data = (
         "jsonb_build_object('type', 'turn', 'id', 'e-' || g, 'ts', t + 1820, 'trace_id', tid, "
@@ -272,6 +276,8 @@ def _load(store: Store) -> None:
         request_model="CASE WHEN k IN (1, 2) THEN model ELSE '' END",
         input_tokens="CASE WHEN k IN (1, 2) THEN 812 END",
         output_tokens="CASE WHEN k IN (1, 2) THEN 30 END",
+        attributes="CASE k WHEN 1 THEN jsonb_build_object('gen_ai.request.model', model, "
+        "'app.request_id', 'req-' || g, 'gen_ai.usage.input_tokens', 812) ELSE '{}' END",
         ttft_s="CASE k WHEN 2 THEN 0.45 END",
         queue_s="CASE k WHEN 2 THEN 0.03 END",
     )
@@ -334,6 +340,17 @@ def _load(store: Store) -> None:
         span_count="1",
         last_received_at="now() - interval '30 days'",
         stitched_at="now() - interval '30 days'",
+    )
+    # And its sessions of that month: below some 10,000 sessions of an application the
+    # planner would sort them all for the sessions index rather than walk its index.
+    _fill(
+        BrowserSession,
+        "generate_series(1, 80000) AS g",
+        app_id=str(b),
+        session_id="'old-' || g",
+        first_seen_at=f"to_timestamp(({store.start_ms} - 30 * {DAY_MS}::float8 + g * 30000.0) / 1000)",
+        last_seen_at=f"to_timestamp(({store.start_ms} - 30 * {DAY_MS}::float8 + g * 30000.0) / 1000)",
+        user_agent=_literal(factories.CHROME_UA),
     )
     # Server-only traces (no beacon): spans only, half of them in the backlog.
     _fill(
@@ -738,6 +755,43 @@ def _api_metrics(store: Store) -> None:
         _api_get(store, "/api/v1/metrics", **query, group_by="device")
 
 
+def _api_trace_search(store: Store) -> None:
+    """The trace list searched by each kind of id, by a span attribute, by a score."""
+    slug = store.apps[0].application.slug
+    newest = _api_get(store, "/api/v1/traces", app=slug)["results"][0]
+    g = 6  # session 1 of the biggest application (sessions s % 10 < 6), turns 6 to 10
+    searches = [
+        newest["trace_id"],
+        "sess-1",
+        "conv-1",
+        "user-1",
+        "nobody",
+    ]
+    for q in searches:
+        found = _api_get(store, "/api/v1/traces", app=slug, q=q)["results"]
+        assert found or q == "nobody", q
+    found = _api_get(store, "/api/v1/traces", app=slug, attr=f"app.request_id:req-{g}")
+    assert [t["trace_id"] for t in found["results"]] == [_md5(f"t{g}")]
+    _api_get(store, "/api/v1/traces", app=slug, attr="gen_ai.usage.input_tokens:812")
+    _api_get(store, "/api/v1/traces", app=slug, score="hallucination")
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def _sessions_page(store: Store) -> None:
+    client = Client()
+    client.force_login(store.staff)
+    slug = store.apps[0].application.slug
+    first = client.get("/reports/sessions/", {"app": slug})
+    assert first.status_code == 200 and b"data-session=" in first.content
+    cursor = re.search(rb'rel="next" href="\?([^"]+)"', first.content)
+    assert cursor, "a second page"
+    second = client.get("/reports/sessions/?" + cursor.group(1).decode().replace("&amp;", "&"))
+    assert second.status_code == 200
+
+
 def _report_pages(store: Store) -> None:
     client = Client()
     client.force_login(store.staff)
@@ -796,6 +850,14 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.analytics.rollups.stored_rows",
             "correlator.analytics.exact.window_turns",
         },
+    ),
+    "read API: GET /api/v1/traces?q=, attr=, score=": (
+        _api_trace_search,
+        {"correlator.selectors._searched", "correlator.api.get"},
+    ),
+    "report pages: /reports/sessions/": (
+        _sessions_page,
+        {"correlator.selectors.session_list", "correlator.selectors.session_counts"},
     ),
     "report pages: /reports/vitals/, /reports/errors/": (
         _report_pages,

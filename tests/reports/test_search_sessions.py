@@ -141,3 +141,16 @@ def test_the_sessions_index_pages_by_cursor(stitched, alice, monkeypatch):
     assert seen == newest_first(stitched) and len(seen) == 3
     bad = f"/reports/sessions/?app={stitched.app.application.slug}&cursor=99999999999999999999_1"
     assert client.get(bad).status_code == 200  # a cursor out of range: the first page
+
+
+def test_the_sessions_index_shows_the_range_asked_for(stitched, alice):
+    client = logged_in(alice)
+    slug = stitched.app.application.slug
+    html = client.get(f"/reports/sessions/?app={slug}&range=1h").content.decode()
+    assert len(re.findall(r'<tr data-session="', html)) == 3
+    html = client.get(
+        f"/reports/sessions/?app={slug}&since=2020-01-01T00:00&until=2020-01-02T00:00"
+    ).content.decode()
+    assert "No sessions were seen in this range." in html
+    html = client.get(f"/reports/sessions/?app={slug}&range=1y").content.decode()
+    assert "unknown range" in html and "last 7d" in html

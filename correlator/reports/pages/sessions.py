@@ -10,6 +10,7 @@ from typing import Any
 from correlator import selectors
 from correlator.epoch import datetime_of, epoch_us
 from correlator.reports.format import DASH, when
+from correlator.reports.forms import TimeRange
 from rumserver.models import Application
 
 PAGE_SIZE = 50
@@ -38,10 +39,13 @@ def parse_cursor(text: str) -> tuple[datetime, int] | None:
 
 
 def session_rows(
-    *, app: Application, cursor: tuple[datetime, int] | None
+    *, app: Application, window: TimeRange, cursor: tuple[datetime, int] | None
 ) -> tuple[list[dict[str, Any]], str]:
-    """One page of sessions and the cursor of the next page ("" at the end)."""
-    page = selectors.session_list(app=app, before=cursor, limit=PAGE_SIZE + 1)
+    """One page of the sessions last seen in the window, and the cursor of the next
+    page ("" at the end)."""
+    page = selectors.session_list(
+        app=app, since=window.since, until=window.until, before=cursor, limit=PAGE_SIZE + 1
+    )
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
     counts = selectors.session_counts(session_pks=[s.pk for s in page])
