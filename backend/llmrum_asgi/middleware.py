@@ -132,7 +132,8 @@ class LlmrumMiddleware:
         """Whether OpenTelemetry's ASGI middleware is further in (Starlette builds its
         middleware stack inner layer first, each holding the next as ``.app``)."""
         if self._instrumented_inside is None:
-            found, layer = False, self.app
+            found = False
+            layer: object = self.app  # any object down the chain, not only ASGI apps
             for _ in range(_CHAIN_DEPTH):
                 kind = type(layer)
                 if kind.__name__ == "OpenTelemetryMiddleware" and kind.__module__.startswith(

@@ -95,7 +95,7 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
-def _non_negative_int(value: Any, name: str) -> int:
+def _non_negative_int(value: object, name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise OptionError(f"{name} must be a non-negative integer, got {value!r}")
     return value
