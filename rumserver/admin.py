@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from django import forms
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db.models import OuterRef, QuerySet, Subquery
+from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.functional import cached_property
 
@@ -29,14 +29,16 @@ from rumserver.models import (
 )
 from rumserver.roles import role_in_trace
 
+_ModelT = TypeVar("_ModelT", bound=Model)
 
-class MemberInline(admin.TabularInline):
+
+class MemberInline(admin.TabularInline[ApplicationMember, Application]):
     model = ApplicationMember
     extra = 1
     raw_id_fields = ["user"]
 
 
-class ApplicationForm(forms.ModelForm):
+class ApplicationForm(forms.ModelForm[Application]):
     class Meta:
         model = Application
         fields = [
@@ -58,14 +60,14 @@ class ApplicationForm(forms.ModelForm):
             raise forms.ValidationError(str(exc)) from None
 
     def clean_sample_rate(self) -> float:
-        rate = self.cleaned_data["sample_rate"]
+        rate: float = self.cleaned_data["sample_rate"]
         if not 0.0 <= rate <= 1.0:
             raise forms.ValidationError("between 0 and 1")
         return rate
 
 
 @admin.register(Application)
-class ApplicationAdmin(admin.ModelAdmin):
+class ApplicationAdmin(admin.ModelAdmin[Application]):
     form = ApplicationForm
     list_display = [
         "name",
@@ -101,13 +103,13 @@ class ApplicationAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApplicationMember)
-class ApplicationMemberAdmin(admin.ModelAdmin):
+class ApplicationMemberAdmin(admin.ModelAdmin[ApplicationMember]):
     list_display = ["application", "user", "created_at"]
     list_select_related = ["application", "user"]
     raw_id_fields = ["user"]
 
 
-class CappedCountPaginator(Paginator):
+class CappedCountPaginator(Paginator[Model]):
     """Counts at most CAP rows: the change list's page count would otherwise be a
     COUNT(*) over millions of rows on every page view."""
 
@@ -115,10 +117,12 @@ class CappedCountPaginator(Paginator):
 
     @cached_property
     def count(self) -> int:
-        return self.object_list[: self.CAP + 1].count()
+        # The admin's change list always paginates a QuerySet (the stubs allow any sequence).
+        rows = cast("QuerySet[Model]", self.object_list)
+        return rows[: self.CAP + 1].count()
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+class ReadOnlyAdmin(admin.ModelAdmin[_ModelT]):
     """Raw rows come from ingest only; big tables skip the exact count."""
 
     show_full_result_count = False
@@ -132,7 +136,7 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 
 @admin.register(BrowserSession)
-class BrowserSessionAdmin(ReadOnlyAdmin):
+class BrowserSessionAdmin(ReadOnlyAdmin[BrowserSession]):
     list_display = ["session_id", "app", "browser", "os", "device_class", "is_bot", "last_seen_at"]
     list_filter = ["device_class", "is_bot"]
     list_select_related = ["app"]
@@ -141,7 +145,7 @@ class BrowserSessionAdmin(ReadOnlyAdmin):
 
 
 @admin.register(BrowserEvent)
-class BrowserEventAdmin(ReadOnlyAdmin):
+class BrowserEventAdmin(ReadOnlyAdmin[BrowserEvent]):
     list_display = ["event_id", "type", "name", "trace_id", "app", "received_at"]
     list_filter = ["type"]
     list_select_related = ["app"]
@@ -150,7 +154,7 @@ class BrowserEventAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Span)
-class SpanAdmin(ReadOnlyAdmin):
+class SpanAdmin(ReadOnlyAdmin[Span]):
     list_display = ["trace_id", "span_id", "trace_role", "service", "name", "app", "received_at"]
     list_select_related = ["app"]
     search_fields = ["trace_id__exact"]  # indexed; "=" (iexact) and an OR would scan
@@ -169,14 +173,14 @@ class SpanAdmin(ReadOnlyAdmin):
 
 
 @admin.register(DirtyTrace)
-class DirtyTraceAdmin(ReadOnlyAdmin):
+class DirtyTraceAdmin(ReadOnlyAdmin[DirtyTrace]):
     list_display = ["trace_id", "app", "first_marked_at", "last_marked_at"]
     list_select_related = ["app"]
     search_fields = ["trace_id__exact"]
 
 
 @admin.register(Score)
-class ScoreAdmin(ReadOnlyAdmin):
+class ScoreAdmin(ReadOnlyAdmin[Score]):
     list_display = ["trace_id", "name", "value", "app", "received_at"]
     list_filter = ["name"]
     list_select_related = ["app"]

@@ -10,11 +10,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from wsgiref.headers import Headers
 
 import dj_database_url
+import django_stubs_ext
 
 from rumserver.env import EnvError, env_bool, env_float, env_int, env_list, env_str
 from rumserver.ingest.client_address import parse_networks
+
+# Lets classes such as ModelAdmin and QuerySet be subscripted at run time (ModelAdmin[Span]),
+# as their type annotations for mypy are.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("LLMRUM_DATA_DIR", str(BASE_DIR / ".data")))
@@ -155,7 +161,7 @@ STORAGES = {
 WHITENOISE_USE_FINDERS = True
 
 
-def _sdk_cors(headers, path, url):
+def _sdk_cors(headers: Headers, path: str, url: str) -> None:
     """The browser SDK is loaded from chat apps on other origins, with
     `integrity=` + `crossorigin="anonymous"`: SRI on a cross-origin script needs CORS."""
     if url.startswith(STATIC_URL + "llmrum/"):
@@ -209,19 +215,20 @@ SPECTACULAR_SETTINGS = {
 # machine exchange messages through files, no server needed.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://")
 _broker_dir = DATA_DIR / "broker"
-CELERY_BROKER_TRANSPORT_OPTIONS = (
+_broker_control_dir = DATA_DIR / "broker-control"
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, str | bool] = (
     {
         "data_folder_in": str(_broker_dir),
         "data_folder_out": str(_broker_dir),
-        "control_folder": str(DATA_DIR / "broker-control"),
+        "control_folder": str(_broker_control_dir),
         "store_processed": False,
     }
     if CELERY_BROKER_URL.startswith("filesystem")
     else {}
 )
-for _folder in ("data_folder_in", "control_folder"):
-    if _folder in CELERY_BROKER_TRANSPORT_OPTIONS:
-        Path(CELERY_BROKER_TRANSPORT_OPTIONS[_folder]).mkdir(parents=True, exist_ok=True)
+if CELERY_BROKER_TRANSPORT_OPTIONS:
+    for _folder in (_broker_dir, _broker_control_dir):
+        _folder.mkdir(parents=True, exist_ok=True)
 CELERY_BROKER_CONNECTION_TIMEOUT = 2.0
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_IGNORE_RESULT = True
