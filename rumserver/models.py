@@ -10,6 +10,7 @@ are integer nanoseconds as OTLP sends them.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.auth.base_user import AbstractBaseUser
 from django.db import models
 
 
@@ -36,7 +37,7 @@ class Application(models.Model):
     store_content = models.BooleanField(
         default=False, help_text="Keep prompt and completion text from spans (opt-in)."
     )
-    members = models.ManyToManyField(
+    members: models.ManyToManyField[AbstractBaseUser, ApplicationMember] = models.ManyToManyField(
         settings.AUTH_USER_MODEL,
         through="ApplicationMember",
         related_name="llmrum_applications",

@@ -54,7 +54,7 @@ def _trusted(address: object, trusted: Sequence[Network]) -> bool:
 def client_address(request: HttpRequest, trusted: Sequence[Network]) -> str:
     """The connecting address, or, when that is a trusted proxy, the rightmost
     ``X-Forwarded-For`` hop outside the trusted networks."""
-    remote = request.META.get("REMOTE_ADDR", "")
+    remote: str = request.META.get("REMOTE_ADDR", "")
     if not trusted:
         return remote
     connecting = _address(remote)

@@ -33,6 +33,12 @@ class Readable(Protocol):
     def read(self, size: int = -1, /) -> bytes: ...
 
 
+class RawInput(Readable, Protocol):
+    """A WSGI server's input stream (PEP 3333 ``wsgi.input``)."""
+
+    def readline(self, size: int = -1, /) -> bytes: ...
+
+
 def media_type(request: HttpRequest) -> str:
     return request.headers.get("Content-Type", "").split(";", 1)[0].strip().lower()
 
@@ -51,13 +57,14 @@ def wire_stream(request: HttpRequest) -> Readable:
         # Both headers: HTTP/1.1 says chunked wins, and a server that honours the
         # length would leave the chunk framing in the body. Refuse the ambiguity.
         raise IngestError(400, "send either Content-Length or Transfer-Encoding: chunked")
-    stream = request.environ["wsgi.input"]
+    stream: RawInput = request.environ["wsgi.input"]
     if request.environ.get("wsgi.input_terminated"):
         return stream
     if isinstance(stream, LimitedStream):
         # Django's development server wraps the connection in a stream limited to
         # Content-Length (zero here); the connection's own reader is underneath.
-        stream = stream._read.__self__
+        # (A private attribute, so not in django-stubs.)
+        stream = stream._read.__self__  # type: ignore[attr-defined]
     return ChunkedReader(stream)
 
 
@@ -68,13 +75,13 @@ class ChunkedReader:
 
     MAX_LINE = 4096
 
-    def __init__(self, raw: object) -> None:
+    def __init__(self, raw: RawInput) -> None:
         self._raw = raw
         self._left = 0  # bytes of the current chunk still unread
         self._done = False
 
     def _line(self) -> bytes:
-        line = self._raw.readline(self.MAX_LINE + 1)  # type: ignore[attr-defined]
+        line = self._raw.readline(self.MAX_LINE + 1)
         if not line.endswith(b"\n") or len(line) > self.MAX_LINE:
             raise IngestError(400, "malformed chunked body")
         return line.rstrip(b"\r\n")
@@ -99,12 +106,12 @@ class ChunkedReader:
                 self._next_chunk()
                 continue
             want = self._left if size < 0 else min(self._left, size - len(out))
-            data = self._raw.read(want)  # type: ignore[attr-defined]
+            data = self._raw.read(want)
             if not data:
                 raise IngestError(400, "chunked body is truncated")
             out += data
             self._left -= len(data)
-            if self._left == 0 and self._raw.read(2) != b"\r\n":  # type: ignore[attr-defined]
+            if self._left == 0 and self._raw.read(2) != b"\r\n":
                 raise IngestError(400, "malformed chunked body: chunk not followed by CRLF")
         return bytes(out)
 

@@ -22,9 +22,12 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.core.cache import caches
+
+if TYPE_CHECKING:
+    from redis.commands.core import Script
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +115,7 @@ class RedisBuckets:
 
     def __init__(self, alias: str = "default") -> None:
         self._alias = alias
-        self._script = None
+        self._script: Script | None = None
         self._paused_until = 0.0
         # One redis client per cache object (Django keeps one a thread): get_client()
         # builds a new one on every call, which took more CPU than the script's round

@@ -51,7 +51,8 @@ def _broker(timeout: float = BROKER_TIMEOUT) -> str:
     try:
         # The project's Celery app (rumserver.celery), current once rumserver is loaded.
         with current_app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1, timeout=timeout)
+            # kombu takes the timeout in seconds as a float; celery-types says int.
+            conn.ensure_connection(max_retries=1, timeout=timeout)  # type: ignore[arg-type]
     except Exception as exc:
         return f"error: {type(exc).__name__}: {str(exc)[:200]}"
     return "ok"

@@ -12,7 +12,7 @@ a test fails when the file and these structs disagree.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -214,7 +214,7 @@ batch_decoder = msgspec.json.Decoder(Batch)
 event_decoder = msgspec.json.Decoder(Event)
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     schema = msgspec.json.schema(BatchSchema)
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = "https://llmrum.dev/schemas/beacon.v1.json"

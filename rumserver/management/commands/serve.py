@@ -130,7 +130,7 @@ class Command(BaseCommand):
             "`python manage.py changepassword admin`)"
         )
 
-    def _wait_healthy(self, base_url: str, children: dict[str, subprocess.Popen]) -> bool:
+    def _wait_healthy(self, base_url: str, children: dict[str, subprocess.Popen[bytes]]) -> bool:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if children["web"].poll() is not None:
