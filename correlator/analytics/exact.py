@@ -102,7 +102,7 @@ def summarize(
         sum(t.intent_correction for t in turns), len(conversations)
     )
     openers = [good for t in turns if (good := (first_responses or {}).get(t.span_id)) is not None]
-    outcomes = defaultdict(int)
+    outcomes: defaultdict[str, int] = defaultdict(int)
     for t in turns:
         outcomes[t.outcome] += 1
     scored = [v for t in turns if (v := (hallucination or {}).get(t.trace_id)) is not None]
@@ -161,7 +161,7 @@ def window_turns(
     ).values_list(*columns)
     width = len(TURN_COLUMNS)
     return [
-        TurnRow(*row[:width], groups=tuple(str(value) for value in row[width:])) for row in rows
+        TurnRow._make((*row[:width], tuple(str(value) for value in row[width:]))) for row in rows
     ]
 
 

@@ -45,9 +45,14 @@ from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from rumserver.sql import commit_without_waiting_for_disk
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
-LENGTH = {MINUTE: timedelta(minutes=1), HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
-PARENT = {MINUTE: HOUR, HOUR: DAY}
-CHILD = {HOUR: MINUTE, DAY: HOUR}
+# Keyed by plain str: periods read back from the database are strings, not Period members.
+LENGTH: dict[str, timedelta] = {
+    MINUTE: timedelta(minutes=1),
+    HOUR: timedelta(hours=1),
+    DAY: timedelta(days=1),
+}
+PARENT: dict[str, str] = {MINUTE: HOUR, HOUR: DAY}
+CHILD: dict[str, str] = {HOUR: MINUTE, DAY: HOUR}
 # Dimension -> the column of the turn row it splits by ("" is the whole application).
 DIMENSIONS = ("", "model", "browser", "os", "device")
 COUNTS = (
@@ -323,9 +328,9 @@ def accumulate(
 
 def _grouped(
     facts: Iterable[TurnFacts], dimensions: tuple[str, ...], minute: bool = False
-) -> dict[tuple, list[TurnFacts]]:
+) -> dict[tuple[Any, ...], list[TurnFacts]]:
     """(dimension, key) -> its turns, or (minute, dimension, key) with ``minute``."""
-    groups: dict[tuple, list[TurnFacts]] = defaultdict(list)
+    groups: dict[tuple[Any, ...], list[TurnFacts]] = defaultdict(list)
     for fact in facts:
         at = (minute_of(fact.row.t_send_ms),) if minute else ()
         for dimension in dimensions:
@@ -481,7 +486,9 @@ def rollups_backlog() -> tuple[int, datetime | None]:
 # -- reading stored rows (the rebuild of longer periods, and analytics.windows) ---------
 
 
-def stored_rows(rows: QuerySet[Rollup], *fields: str) -> Iterator[tuple[tuple, tuple, dict]]:
+def stored_rows(
+    rows: QuerySet[Rollup], *fields: str
+) -> Iterator[tuple[tuple[Any, ...], tuple[int, ...], dict[str, Any]]]:
     """(fields, counts, sketches) of stored rows, the sketches read as text and
     decoded by msgspec: Django's JSON field decoding was a fifth of a 30-day answer."""
     for row in rows.values_list(*fields, *COUNTS, Cast("sketches", TextField())):

@@ -103,7 +103,7 @@ _RANK_WEIGHT = [2.0**-rank for rank in range(_HLL_REST_BITS + 2)]
 _HIGH_BITS = int.from_bytes(b"\x80" * HLL_REGISTERS, "big")
 
 
-def max_bytes(a: bytes, b: bytes) -> bytes:
+def max_bytes(a: bytes | bytearray, b: bytes) -> bytes:
     """Bytewise max of two register arrays (every value below 128), with a handful of
     big-integer operations instead of 2,048 calls to ``max``: in each byte lane,
     (a | 0x80) − b keeps its high bit exactly when a ≥ b and never borrows across lanes."""

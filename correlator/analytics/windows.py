@@ -34,14 +34,16 @@ from correlator.analytics.rollups import (
 from correlator.models import DirtyRollup, Rollup, Turn
 
 
-def stale_periods(*, app_id: int, since: datetime, until: datetime) -> frozenset:
+def stale_periods(
+    *, app_id: int, since: datetime, until: datetime
+) -> frozenset[tuple[str, datetime]]:
     """(period, start) of this application's rollup rows around [since, until) that
     must not be read: those waiting for a rebuild, and the hours and days holding
     them (an hour is rebuilt only after its minutes)."""
     pending = DirtyRollup.objects.filter(
         app_id=app_id, start__gte=floor(since, DAY), start__lt=until
     ).values_list("period", "start")
-    stale = set()
+    stale: set[tuple[str, datetime]] = set()
     for period, start in pending:
         stale.add((period, start))
         while period in PARENT:
@@ -53,7 +55,7 @@ def stale_periods(*, app_id: int, since: datetime, until: datetime) -> frozenset
 def window_plan(
     since: datetime,
     until: datetime,
-    stale: frozenset = frozenset(),
+    stale: frozenset[tuple[str, datetime]] = frozenset(),
 ) -> tuple[list[tuple[str, datetime, datetime]], list[tuple[datetime, datetime]]]:
     """Cover [since, until) with the fewest whole days, hours and minutes, plus the
     raw turns of the partial minutes at either edge. A ``stale`` period (see
