@@ -110,7 +110,7 @@ def by_page_and_device(samples: list[VitalSample]) -> list[dict[str, Any]]:
     grouped: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for s in samples:
         grouped[(s.path, s.device)][s.name].append(s.value)
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "path": path,
             "device": device or "(unknown)",
