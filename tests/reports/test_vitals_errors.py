@@ -247,3 +247,14 @@ def test_reports_older_than_the_range_are_left_out(reported):
     assert "TypeError: boom" not in body and "No JavaScript errors in this range" in body
     body = page(user, "/reports/vitals/", app=created.application.slug, since=since, until=until)
     assert "No Web Vitals in this range" in body
+
+
+def test_each_page_reads_its_events_in_one_query(reported, django_assert_num_queries):
+    """The session and user, the applications, the events: whatever the number of
+    reports, groups and sessions."""
+    created, user = reported
+    client = Client()
+    client.force_login(user)
+    for url in ("/reports/vitals/", "/reports/errors/"):
+        with django_assert_num_queries(4):
+            assert client.get(url, {"app": created.application.slug}).status_code == 200
