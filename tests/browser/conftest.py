@@ -18,9 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from django.test import Client
 
+from tests import factories
 from tests.chromium import CHROMIUM, launched_chromium
 from tests.integration.conftest import start_web  # noqa: F401 (a fixture)
+from tests.reports.conftest import Stitched, build_stitched
 
 FIRST_TOKEN_S = 0.300
 TOKENS = 30  # after the first one
@@ -292,3 +295,32 @@ def flaky_proxy(live_server: Any) -> Iterator[FlakyProxy]:
     proxy.url = f"http://127.0.0.1:{server.server_port}"
     yield proxy
     server.shutdown()
+
+
+# --- the report pages' browser tests (test_reports, test_search_sessions) ------------
+
+
+@pytest.fixture
+def stitched(live_server: Any, transactional_db: Any) -> Stitched:
+    return build_stitched(Client(), factories.make_app("Reports"))
+
+
+@pytest.fixture
+def reports(browser: Any, live_server: Any) -> Iterator[Any]:
+    """A page that records any dialog and page error (there must be none)."""
+    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    page.dialogs = []
+    page.errors = []
+    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
+    page.on("pageerror", lambda error: page.errors.append(str(error)))
+    # Anything the Content-Security-Policy refused (an inline style or script) shows here.
+    page.on(
+        "console",
+        lambda message: page.errors.append(message.text)
+        if "Content Security Policy" in message.text
+        else None,
+    )
+    yield page
+    context.close()

@@ -5,13 +5,11 @@ beacons render as text and run nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.test import Client
 
 from rumserver.models import BrowserSession
 from tests import factories
@@ -20,8 +18,6 @@ from tests.reports.conftest import (
     PASSWORD,
     XSS_IMG,
     XSS_SCRIPT,
-    Stitched,
-    build_stitched,
     make_user,
 )
 
@@ -30,32 +26,6 @@ pytestmark = [
     pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f"needs Chromium at {CHROMIUM}"),
 ]
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
-
-
-@pytest.fixture
-def stitched(live_server: Any, transactional_db: Any) -> Stitched:
-    return build_stitched(Client(), factories.make_app("Reports"))
-
-
-@pytest.fixture
-def reports(browser: Any, live_server: Any) -> Iterator[Any]:
-    """A page that records any dialog and page error (there must be none)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    page.dialogs = []
-    page.errors = []
-    page.on("dialog", lambda dialog: (page.dialogs.append(dialog.message), dialog.dismiss()))
-    page.on("pageerror", lambda error: page.errors.append(str(error)))
-    # Anything the Content-Security-Policy refused (an inline style or script) shows here.
-    page.on(
-        "console",
-        lambda message: page.errors.append(message.text)
-        if "Content Security Policy" in message.text
-        else None,
-    )
-    yield page
-    context.close()
 
 
 def log_in(page: Any, base: str, username: str, next_path: str = "/reports/") -> None:
