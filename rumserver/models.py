@@ -286,3 +286,57 @@ class Score(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}={self.value} on {self.trace_id}"
+
+
+class MetricPoint(models.Model):
+    """One OTLP metric data point (gauge, sum or histogram) as received on ``/v1/metrics``.
+
+    A series is one metric of one service instance with one set of attributes; ``series``
+    is a hash of that identity (rumserver.ingest.otlp.metrics), so an exporter's retry of
+    the same point lands once. Values of Prometheus counters and histograms stay as sent
+    (cumulative): rates are taken when read.
+    """
+
+    class Kind(models.IntegerChoices):
+        GAUGE = 1
+        SUM = 2
+        HISTOGRAM = 3
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    service = models.CharField(max_length=128, help_text="Resource service.name.")
+    instance = models.CharField(
+        max_length=256, blank=True, default="", help_text="Resource service.instance.id."
+    )
+    name = models.CharField(max_length=256)
+    unit = models.CharField(max_length=64, blank=True, default="")
+    kind = models.PositiveSmallIntegerField(choices=Kind.choices)
+    series = models.CharField(max_length=32, help_text="Hash of the point's series identity.")
+    time_ns = models.BigIntegerField()
+    start_ns = models.BigIntegerField(default=0, help_text="Start of a sum or histogram.")
+    value = models.FloatField(null=True, blank=True, help_text="Gauge or sum value.")
+    monotonic = models.BooleanField(default=False)
+    temporality = models.PositiveSmallIntegerField(
+        default=0, help_text="OTLP AggregationTemporality: 1 delta, 2 cumulative."
+    )
+    count = models.BigIntegerField(null=True, blank=True, help_text="Histogram count.")
+    sum = models.FloatField(null=True, blank=True)
+    min = models.FloatField(null=True, blank=True)
+    max = models.FloatField(null=True, blank=True)
+    bounds = models.JSONField(default=list, help_text="Histogram explicit bounds.")
+    bucket_counts = models.JSONField(default=list, help_text="Per bucket, not cumulative.")
+    flags = models.PositiveIntegerField(default=0, help_text="1 = no recorded value (stale).")
+    attributes = models.JSONField(default=dict)
+    resource = models.JSONField(default=dict)
+    received_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "series", "time_ns"], name="uniq_metric_point"),
+        ]
+        indexes = [
+            # The model-server page: one metric of an application over a time range.
+            models.Index(fields=["app", "name", "time_ns"], name="metric_app_name_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.time_ns}"
