@@ -258,3 +258,14 @@ def test_each_page_reads_its_events_in_one_query(reported, django_assert_num_que
     for url in ("/reports/vitals/", "/reports/errors/"):
         with django_assert_num_queries(4):
             assert client.get(url, {"app": created.application.slug}).status_code == 200
+
+
+def test_a_page_that_read_only_the_newest_rows_says_so(reported, monkeypatch):
+    created, user = reported
+    monkeypatch.setattr(vitals, "ROW_LIMIT", 3)
+    monkeypatch.setattr(errors, "ROW_LIMIT", 2)
+    body = page(user, "/reports/vitals/", app=created.application.slug)
+    assert "the figures are of the newest 3 only" in body
+    assert re.search(r'data-vital="TTFB"><span class="value">90 ms</span>', body)  # the newest
+    body = page(user, "/reports/errors/", app=created.application.slug)
+    assert "the figures are of the newest 2 only" in body
