@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from django.db import models
 
-from rumserver.models import Application, BrowserSession, Span
-from rumserver.roles import role_in_trace
+from rumserver.models import Application, BrowserSession
+from rumserver.roles import StoredRoleFacts, role_in_trace
 
 
 class Trace(models.Model):
@@ -82,7 +82,7 @@ class Trace(models.Model):
         except Turn.DoesNotExist:
             return None
 
-    def role_of(self, span: Span) -> str:
+    def role_of(self, span: StoredRoleFacts) -> str:
         """The span's role in this trace (rumserver.roles)."""
         return role_in_trace(span, self.roles)
 

@@ -29,25 +29,42 @@ BROWSER, GATEWAY, MODEL, SERVICE = "browser", "gateway", "model", "service"
 PINNED = "llmrum.role"
 
 
-class RoleFacts(Protocol):
-    """What the rule reads of a span: the typed columns ingest fills, and the two
-    resource attributes (the correlator loads only those of the resource)."""
+# Read-only properties, so that a span whose fields are narrower (a dict for the
+# Mapping) fits: the rule never writes them.
+class Sourced(Protocol):
+    """A span's resource attributes (the correlator loads only the two read here)."""
 
-    service: str
-    kind: int
-    parent_span_id: str
-    resource: Mapping[str, Any]
-    gen_ai_operation: str
-    request_model: str
-    ttft_source: str
-    queue_s: float | None
+    @property
+    def resource(self) -> Mapping[str, Any]: ...
+    @property
+    def service(self) -> str: ...
 
 
-class StoredRoleFacts(RoleFacts, Protocol):
-    role: str  # the stored column: "browser" for the browser span the correlator made
+class RoleFacts(Sourced, Protocol):
+    """What the rule reads of a span: the typed columns ingest fills, and the resource."""
+
+    @property
+    def kind(self) -> int: ...
+    @property
+    def parent_span_id(self) -> str: ...
+    @property
+    def gen_ai_operation(self) -> str: ...
+    @property
+    def request_model(self) -> str: ...
+    @property
+    def ttft_source(self) -> str: ...
+    @property
+    def queue_s(self) -> float | None: ...
 
 
-def from_browser(span: RoleFacts) -> bool:
+class StoredRoleFacts(Sourced, Protocol):
+    """What ``role_in_trace`` reads of a stored span."""
+
+    @property
+    def role(self) -> str: ...  # the stored column: "browser" for the correlator's span
+
+
+def from_browser(span: Sourced) -> bool:
     return span.resource.get(SOURCE) == BROWSER_OTLP
 
 

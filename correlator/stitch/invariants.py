@@ -144,7 +144,7 @@ def model_ttft_over_span(view: TraceView) -> bool:
         if span.role != "model":
             continue
         duration = _ms(span.end_ns - span.start_ns) + TOLERANCE_MS
-        if _has_model_ttft(span) and span.ttft_s * 1000 > duration:
+        if span.ttft_s is not None and _has_model_ttft(span) and span.ttft_s * 1000 > duration:
             return True
         if span.queue_s is not None and span.queue_s * 1000 > duration:
             return True
@@ -305,7 +305,9 @@ def _span_facts(*, app_id: int, trace_ids: list[str]) -> Iterator[SpanFacts]:
         *SPAN_COLUMNS, KT(f"resource__{SOURCE}")
     )
     for *columns, source in rows:
-        yield SpanFacts(*columns, resource={SOURCE: source} if source else {})
+        # The fields in order, resource last (one tuple: mypy cannot check a call that
+        # spreads a row of unknown length and then names a field).
+        yield SpanFacts(*(*columns, {SOURCE: source} if source else {}))
 
 
 def trace_batches(

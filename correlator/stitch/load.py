@@ -122,19 +122,19 @@ _KEYS = "unnest(%(apps)s::bigint[], %(traces)s::text[]) AS k(app_id, trace_id)"
 _US = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
 
-def _key_params(keys: list[tuple[int, str]]) -> dict[str, list]:
+def _key_params(keys: list[tuple[int, str]]) -> dict[str, list[int] | list[str]]:
     return {"apps": [app for app, _ in keys], "traces": [trace for _, trace in keys]}
 
 
 def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredSpan]]:
-    columns = ", ".join(
+    select = ", ".join(
         _US.format("s.received_at") if c == "received_at" else f"s.{c}" for c in _SPAN_COLUMNS
     )
     # A LATERAL probe of the (app, trace, span) key a trace: as a join, PostgreSQL
     # hashed the whole span table each batch while it was small (statistics or not),
     # a cost that grew with the table until the plan changed.
     rows = fetch_prepared(
-        f"SELECT {columns}, s.resource ->> 'llmrum.role', s.resource ->> 'llmrum.source' "
+        f"SELECT {select}, s.resource ->> 'llmrum.role', s.resource ->> 'llmrum.source' "
         f"FROM {_KEYS} CROSS JOIN LATERAL (SELECT * FROM {Span._meta.db_table} "
         "WHERE app_id = k.app_id AND trace_id = k.trace_id "
         f"AND role <> '{Span.Role.BROWSER.value}' ORDER BY span_id) AS s",
@@ -142,9 +142,15 @@ def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredS
     )
     out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
     for *columns, pinned_role, source in rows:
-        span = StoredSpan(*columns, resource=_resource(pinned_role, source))
+        span = _stored_span(columns, pinned_role, source)
         out[(span.app_id, span.trace_id)].append(span)
     return out
+
+
+def _stored_span(columns: list[Any], pinned_role: str | None, source: str | None) -> StoredSpan:
+    # The fields in order, resource last (one tuple: mypy cannot check a call that
+    # spreads a row of unknown length and then names a field).
+    return StoredSpan(*(*columns, _resource(pinned_role, source)))
 
 
 # What the stitch reads of a turn event: not the captured texts, nor the gaps when the
@@ -188,7 +194,8 @@ def _decode(text: str) -> dict[str, Any]:
     try:
         return _decode_event(text)
     except msgspec.DecodeError:  # e.g. an integer past 64 bits, which json reads
-        return json.loads(text)
+        decoded: dict[str, Any] = json.loads(text)
+        return decoded
 
 
 # -- Elsewhere: the ORM ----------------------------------------------------------------
@@ -205,7 +212,7 @@ def _orm_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[Stored
     out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
     for *columns, pinned_role, source in rows:
         columns[10] = epoch_us(columns[10])
-        span = StoredSpan(*columns, resource=_resource(pinned_role, source))
+        span = _stored_span(columns, pinned_role, source)
         if (span.app_id, span.trace_id) in wanted:
             out[(span.app_id, span.trace_id)].append(span)
     return out

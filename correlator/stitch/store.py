@@ -47,7 +47,8 @@ BROWSER_SPAN_UPDATE = ["name", "start_ns", "end_ns", "status_code", "attributes"
 
 
 def _set(model: type[Model], names: list[str]) -> str:
-    columns = [model._meta.get_field(n).column for n in names]
+    column_of = {f.name: f.column for f in model._meta.concrete_fields}
+    columns = [column_of[n] for n in names]
     return ", ".join(f"{c} = excluded.{c}" for c in columns)
 
 
@@ -275,4 +276,5 @@ def restitches_queue(*, now: datetime, limit: int = 1000) -> int:
                 SELECT count(*) FROM taken""",
             [limit, now, now],
         )
-        return cursor.fetchone()[0]
+        taken: int = cursor.fetchone()[0]
+        return taken

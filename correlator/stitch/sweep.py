@@ -195,7 +195,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             continue
         trace, turn, browser_span = stitched
         traces.append(trace)
-        if turn is not None:
+        if turn is not None and browser_span is not None:  # made together, from the turn
             turn_rows.append(turn)
             browser_spans.append(browser_span)
     write_stitched(
