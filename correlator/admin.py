@@ -38,7 +38,7 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 
 @admin.register(Trace)
-class TraceAdmin(ReadOnlyAdmin):
+class TraceAdmin(ReadOnlyAdmin[Trace]):
     list_display = [
         "trace_id",
         "app",
@@ -71,7 +71,7 @@ class TraceAdmin(ReadOnlyAdmin):
 
 
 @admin.register(Turn)
-class TurnAdmin(ReadOnlyAdmin):
+class TurnAdmin(ReadOnlyAdmin[Turn]):
     list_display = [
         "span_id",
         "trace",

@@ -22,15 +22,15 @@ def _enc_hook(value: Any) -> Any:
 encode_json = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 
 
-def columns_of(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field]:
+def columns_of(model: type[Model], *, skip: tuple[str, ...] = ("id",)) -> list[Field[Any, Any]]:
     return [f for f in model._meta.concrete_fields if f.column not in skip]
 
 
-def record_of(obj: Model, fields: list[Field]) -> dict[str, Any]:
+def record_of(obj: Model, fields: list[Field[Any, Any]]) -> dict[str, Any]:
     return {f.column: getattr(obj, f.attname) for f in fields}
 
 
-def recordset_of(fields: list[Field], extra: str = "") -> str:
+def recordset_of(fields: list[Field[Any, Any]], extra: str = "") -> str:
     """The column definitions of ``jsonb_to_recordset(…) AS r(…)`` for these fields."""
     typed = ", ".join(f"{f.column} {f.db_type(connection)}" for f in fields)
     return f"{typed}, {extra}" if extra else typed

@@ -26,7 +26,7 @@ def _delete_in_batches(queryset: QuerySet[Model], *, batch: int, budget: int) ->
         ids = list(queryset.values_list("pk", flat=True)[: min(batch, budget - deleted)])
         if not ids:
             break
-        queryset.model.objects.filter(pk__in=ids).delete()
+        queryset.model._default_manager.filter(pk__in=ids).delete()
         deleted += len(ids)
     return deleted
 
@@ -37,7 +37,7 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
     for app in Application.objects.all():
         cutoff = now - timedelta(days=app.retention_days)
         cutoff_ns = int(cutoff.timestamp() * 1e9)
-        plan: list[tuple[str, QuerySet]] = [
+        plan: list[tuple[str, QuerySet[Model]]] = [
             # Stitched traces first (turns go with them), then what they were made of.
             ("traces", Trace.objects.filter(app=app, last_received_at__lt=cutoff)),
             ("spans", Span.objects.filter(app=app, start_ns__lt=cutoff_ns)),
