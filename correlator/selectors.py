@@ -138,11 +138,11 @@ def _with_attribute(
             ]
             * len(values)
         )
-        spans = RawSQL(
+        matching = RawSQL(
             f"SELECT x.trace_id FROM ({contains}) AS x WHERE x.app_id = ANY(%s)",
             [*(json.dumps({key: v}) for v in values), app_ids],
         )
-        return traces.filter(trace_id__in=spans)
+        return traces.filter(trace_id__in=matching)
     # SQLite has no JSON containment (and small tables): the key's value.
     spans = Span.objects.filter(app__in=app_ids).annotate(
         attr_value=KeyTransform(key, "attributes")

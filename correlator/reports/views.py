@@ -43,12 +43,13 @@ def overview(request: HttpRequest) -> HttpResponse:
 def traces(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     filters, errors = forms.trace_filters(request.GET, now=timezone.now())
-    trace_id = forms.trace_id_searched(filters) if app else None
-    if trace_id and selectors.trace_detail(user=request.user, trace_id=trace_id, app_slug=app.slug):
-        # An exact trace id: its page rather than a list of one.
-        return redirect(
-            f"{reverse('reports:trace', args=[trace_id])}?{urlencode({'app': app.slug})}"
-        )
+    trace_id = forms.trace_id_searched(filters)
+    if app is not None and trace_id is not None:
+        if selectors.trace_detail(user=request.user, trace_id=trace_id, app_slug=app.slug):
+            # An exact trace id: its page rather than a list of one.
+            return redirect(
+                f"{reverse('reports:trace', args=[trace_id])}?{urlencode({'app': app.slug})}"
+            )
     cursor = forms.parse_cursor(request.GET.get("cursor", ""))
     rows, next_cursor = (
         traces_page.trace_rows(user=request.user, app=app, filters=filters, cursor=cursor)
