@@ -53,6 +53,19 @@ def placeholders(columns: int, rows: int) -> str:
     return ", ".join([row] * rows)
 
 
+# SQLite allows 32766 parameters a statement; stay well below it.
+PORTABLE_CHUNK = 500
+
+
+def insert_portable(cursor: Any, *, head: str, tail: str, rows: list[list[Any]]) -> None:
+    """``{head} VALUES (…), (…) {tail}`` for ``rows`` (the parameters of each), in
+    multi-row statements of ``PORTABLE_CHUNK`` rows (the portable path)."""
+    for start in range(0, len(rows), PORTABLE_CHUNK):
+        chunk = rows[start : start + PORTABLE_CHUNK]
+        params = [value for row in chunk for value in row]
+        cursor.execute(f"{head} VALUES {placeholders(len(chunk[0]), len(chunk))} {tail}", params)
+
+
 def no_jit(sender: Any, connection: Any, **kwargs: Any) -> None:
     """Every PostgreSQL connection of llmrum plans without JIT (``connection_created``,
     connected in ``RumserverConfig.ready``). llmrum's statements are index probes of

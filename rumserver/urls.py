@@ -16,6 +16,7 @@ urlpatterns = [
     path("healthz", ops_views.healthz, name="healthz"),
     path("metrics", ops_views.metrics, name="prometheus-metrics"),
     path("v1/traces", ingest_views.otlp_traces, name="otlp-traces"),
+    path("v1/metrics", ingest_views.otlp_metrics, name="otlp-metrics"),
     path("api/v1/scores", ingest_views.scores, name="scores"),
     path("api/v1/traces", api.TraceListApi.as_view(), name="trace-list"),
     path("api/v1/traces/<str:trace_id>", api.TraceDetailApi.as_view(), name="trace-detail"),

@@ -12,6 +12,12 @@ OTLP_REQUESTS = Counter(
     "llmrum_otlp_requests", "OTLP/HTTP requests by answer.", ["outcome", "reason"]
 )
 SPANS = Counter("llmrum_spans", "OTLP spans by result.", ["outcome", "reason"])
+OTLP_METRIC_REQUESTS = Counter(
+    "llmrum_otlp_metric_requests", "OTLP/HTTP metrics requests by answer.", ["outcome", "reason"]
+)
+METRIC_POINTS = Counter(
+    "llmrum_metric_points", "OTLP metric data points by result.", ["outcome", "reason"]
+)
 SDK_DROPPED = Counter(
     "llmrum_sdk_dropped_events", "Events browsers dropped from a full queue (as they report)."
 )

@@ -8,15 +8,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+)
 
 from rumserver.applications import IngestApp
 from rumserver.ingest.beacon.parse import parse_batch
 from rumserver.ingest.beacon.store import SessionRow, store_batch
 from rumserver.ingest.beacon.useragent import parse_user_agent
 from rumserver.ingest.hints import hints
+from rumserver.ingest.otlp.metric_store import store_metric_points
+from rumserver.ingest.otlp.metrics import map_metrics
 from rumserver.ingest.otlp.spans import map_request, mark_source
 from rumserver.ingest.otlp.store import store_spans
-from rumserver.ingest.otlp.wire import decode_request
+from rumserver.ingest.otlp.wire import decode_export, decode_request
 from rumserver.ingest.text import storable_text
 
 
@@ -89,5 +94,28 @@ def otlp_ingest(
     return OtlpResult(
         accepted_spans=len(mapped.rows),
         rejected_spans=mapped.rejected_spans,
+        error_message=mapped.error_message,
+    )
+
+
+@dataclass(frozen=True)
+class OtlpMetricsResult:
+    accepted_data_points: int
+    rejected_data_points: int
+    error_message: str
+
+
+def otlp_metrics_ingest(
+    *, app: IngestApp, body: bytes, media_type: str, now: datetime
+) -> OtlpMetricsResult:
+    """Decode an OTLP/HTTP metrics request and store its gauge, sum and histogram
+    points in bulk (all or nothing). Points that cannot be stored (bad times or
+    buckets, kinds not kept) are counted for OTLP's partial success."""
+    request = decode_export(body, media_type, ExportMetricsServiceRequest)
+    mapped = map_metrics(request)
+    store_metric_points(app_id=app.id, rows=mapped.rows, now=now)
+    return OtlpMetricsResult(
+        accepted_data_points=len(mapped.rows),
+        rejected_data_points=mapped.rejected_data_points,
         error_message=mapped.error_message,
     )

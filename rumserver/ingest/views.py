@@ -17,7 +17,7 @@ from rumserver.ingest.otlp import wire as otlp_wire
 from rumserver.ingest.parsers import media_type, read_body
 from rumserver.ingest.ratelimit import Limit, buckets_for, retry_after_seconds
 from rumserver.ingest.scores import score_record
-from rumserver.ingest.services import beacon_ingest, otlp_ingest
+from rumserver.ingest.services import beacon_ingest, otlp_ingest, otlp_metrics_ingest
 from rumserver.roles import BROWSER_OTLP
 
 BEACON_MEDIA_TYPES = ("application/json", "text/plain")
@@ -154,6 +154,18 @@ def _otlp_error(error: IngestError, media_type: str) -> HttpResponse:
     return _with_headers(HttpResponse(body, status=error.status, content_type=wire), error)
 
 
+def _otlp_body(request: HttpRequest, media: str) -> bytes:
+    """An OTLP/HTTP request's body, inflated, within the OTLP limits (415, 400, 413)."""
+    if media not in otlp_wire.MEDIA_TYPES:
+        raise IngestError(415, "Content-Type must be application/x-protobuf or application/json")
+    return read_body(
+        request,
+        max_wire=settings.LLMRUM_OTLP_MAX_WIRE_BYTES,
+        max_body=settings.LLMRUM_OTLP_MAX_BODY_BYTES,
+        allow_empty=True,  # an empty export request is zero bytes of protobuf
+    )
+
+
 @csrf_exempt
 def otlp_traces(request: HttpRequest) -> HttpResponse:
     media = media_type(request)
@@ -172,16 +184,7 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
             app = _bearer_app(request)
             rate = settings.LLMRUM_OTLP_RATE_LIMIT
             _rate_limit(Limit(f"otlp:{app.id}", rate=rate, burst=rate * 2))
-        if media not in otlp_wire.MEDIA_TYPES:
-            raise IngestError(
-                415, "Content-Type must be application/x-protobuf or application/json"
-            )
-        body = read_body(
-            request,
-            max_wire=settings.LLMRUM_OTLP_MAX_WIRE_BYTES,
-            max_body=settings.LLMRUM_OTLP_MAX_BODY_BYTES,
-            allow_empty=True,  # an empty ExportTraceServiceRequest is zero bytes of protobuf
-        )
+        body = _otlp_body(request, media)
         result = otlp_ingest(
             app=app, body=body, media_type=media, now=timezone.now(), source=source
         )
@@ -199,6 +202,40 @@ def otlp_traces(request: HttpRequest) -> HttpResponse:
         counters.SPANS.labels("rejected", "invalid_span").inc(result.rejected_spans)
     payload = otlp_wire.encode_response(
         media, rejected_spans=result.rejected_spans, error_message=result.error_message
+    )
+    return HttpResponse(payload, status=200, content_type=media)
+
+
+@csrf_exempt
+def otlp_metrics(request: HttpRequest) -> HttpResponse:
+    """OTLP/HTTP metrics (a Collector scraping vLLM and DCGM, any SDK's metric exporter):
+    the Bearer ingest token and the answers of ``/v1/traces``."""
+    media = media_type(request)
+    if request.method != "POST":
+        return _otlp_error(IngestError(405, "use POST", allow="POST"), media)
+    try:
+        app = _bearer_app(request)
+        rate = settings.LLMRUM_OTLP_RATE_LIMIT
+        # A bucket of its own: a Collector's metric batches never starve the traces.
+        _rate_limit(Limit(f"otlp-metrics:{app.id}", rate=rate, burst=rate * 2))
+        body = _otlp_body(request, media)
+        result = otlp_metrics_ingest(app=app, body=body, media_type=media, now=timezone.now())
+    except IngestError as error:
+        counters.count_request(counters.OTLP_METRIC_REQUESTS, error.status)
+        return _otlp_error(error, media)
+    except DatabaseError:
+        counters.count_request(counters.OTLP_METRIC_REQUESTS, 503)
+        return _otlp_error(
+            IngestError(503, "storage unavailable, retry later", retry_after=5), media
+        )
+    counters.count_request(counters.OTLP_METRIC_REQUESTS, 200)
+    counters.METRIC_POINTS.labels("accepted", "ok").inc(result.accepted_data_points)
+    if result.rejected_data_points:
+        counters.METRIC_POINTS.labels("rejected", "invalid_point").inc(result.rejected_data_points)
+    payload = otlp_wire.encode_metrics_response(
+        media,
+        rejected_data_points=result.rejected_data_points,
+        error_message=result.error_message,
     )
     return HttpResponse(payload, status=200, content_type=media)
 

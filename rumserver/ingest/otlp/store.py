@@ -14,7 +14,7 @@ from django.db import connection, transaction
 from rumserver.ingest.dirty import MARK_SQL, mark_dirty
 from rumserver.ingest.otlp.spans import SpanRow
 from rumserver.models import Span
-from rumserver.sql import execute_prepared, placeholders
+from rumserver.sql import execute_prepared, insert_portable
 
 _encode = msgspec.json.Encoder().encode
 
@@ -47,9 +47,6 @@ WITH s AS (
 SELECT 1
 """
 
-# SQLite allows 32766 parameters a statement; stay well below it.
-_PORTABLE_CHUNK = 500
-
 
 def store_spans(*, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: datetime) -> None:
     if not rows:
@@ -66,24 +63,23 @@ def store_spans(*, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: 
         _store_portable(app_id=app_id, rows=rows, trace_ids=trace_ids, now=now)
 
 
+def _portable(name: str, value: Any) -> Any:
+    return _encode(value).decode() if name in _JSON_COLUMNS else value
+
+
 def _store_portable(
     *, app_id: int, rows: list[SpanRow], trace_ids: list[str], now: datetime
 ) -> None:
     received = connection.ops.adapt_datetimefield_value(now)
     ordered = sorted(rows, key=lambda r: (r.trace_id, r.span_id))
     with connection.cursor() as cursor:
-        for start in range(0, len(ordered), _PORTABLE_CHUNK):
-            chunk = ordered[start : start + _PORTABLE_CHUNK]
-            params: list[Any] = []
-            for row in chunk:
-                params += [app_id, received]
-                for name, _ in _COLUMNS:
-                    value = getattr(row, name)
-                    params.append(_encode(value).decode() if name in _JSON_COLUMNS else value)
-            cursor.execute(
-                f"INSERT INTO {SPAN_TABLE} (app_id, received_at, {_NAMES}) "
-                f"VALUES {placeholders(len(_COLUMNS) + 2, len(chunk))} "
-                "ON CONFLICT (app_id, trace_id, span_id) DO NOTHING",
-                params,
-            )
+        insert_portable(
+            cursor,
+            head=f"INSERT INTO {SPAN_TABLE} (app_id, received_at, {_NAMES})",
+            tail="ON CONFLICT (app_id, trace_id, span_id) DO NOTHING",
+            rows=[
+                [app_id, received, *(_portable(name, getattr(row, name)) for name, _ in _COLUMNS)]
+                for row in ordered
+            ],
+        )
         mark_dirty(cursor, app_id=app_id, trace_ids=trace_ids, now=now)

@@ -1,7 +1,8 @@
 """OTLP/HTTP on the wire: request bodies in, responses and error statuses out.
 
-Both encodings of ``ExportTraceServiceRequest`` become the same protobuf message,
-so one mapping (``otlp_spans``) serves them. OTLP/JSON is not plain proto3 JSON:
+Both encodings of an export request (``ExportTraceServiceRequest`` on
+``/v1/traces``, ``ExportMetricsServiceRequest`` on ``/v1/metrics``) become the same
+protobuf message, so one mapping per signal serves them. OTLP/JSON is not plain proto3 JSON:
 its ids are hex, not base64, and protobuf's JSON parser would silently read a
 32-character hex id as 24 bytes of base64 garbage, so ids are rewritten to base64
 first (STANDARDS.md §3.3).
@@ -13,10 +14,13 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceResponse,
+)
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
@@ -36,14 +40,21 @@ RESOURCE_EXHAUSTED = 8
 UNAVAILABLE = 14
 
 
+_Request = TypeVar("_Request", bound=Message)
+
+
 def decode_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
+    return decode_export(body, media_type, ExportTraceServiceRequest)
+
+
+def decode_export(body: bytes, media_type: str, message: type[_Request]) -> _Request:
+    """``body`` as an export request of type ``message``, or an IngestError (400)."""
+    name = message.DESCRIPTOR.name
     if media_type == PROTOBUF:
         try:
-            return ExportTraceServiceRequest.FromString(body)
+            return message.FromString(body)
         except (DecodeError, RecursionError, ValueError) as exc:
-            raise IngestError(
-                400, f"body is not a valid ExportTraceServiceRequest: {exc}"
-            ) from None
+            raise IngestError(400, f"body is not a valid {name}: {exc}") from None
     try:
         # Strict UTF-8: json.loads(bytes) would guess UTF-16/32 and let encoded
         # surrogates through ("surrogatepass"). A BOM is tolerated, as before.
@@ -59,12 +70,12 @@ def decode_request(body: bytes, media_type: str) -> ExportTraceServiceRequest:
     except ValueError:  # Python refuses integers of more than 4300 digits
         raise IngestError(400, "body is not valid OTLP/JSON: a number is too long") from None
     if not isinstance(data, dict):
-        raise IngestError(400, "body must be a JSON object (ExportTraceServiceRequest)")
+        raise IngestError(400, f"body must be a JSON object ({name})")
     _hex_ids_to_base64(data, depth=0)
     if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
         raise IngestError(400, "body has a lone UTF-16 surrogate (\\uD800-\\uDFFF escape)")
     try:
-        return json_format.ParseDict(data, ExportTraceServiceRequest(), ignore_unknown_fields=True)
+        return json_format.ParseDict(data, message(), ignore_unknown_fields=True)
     except (json_format.ParseError, RecursionError, ValueError, TypeError) as exc:
         raise IngestError(400, f"body is not a valid OTLP/JSON request: {exc}") from None
     except OverflowError:  # 1e400 reads as infinity, which no integer or enum field takes
@@ -130,12 +141,39 @@ def encode_response(media_type: str, *, rejected_spans: int = 0, error_message: 
     if rejected_spans or error_message:
         response.partial_success.rejected_spans = rejected_spans
         response.partial_success.error_message = error_message
+    return _encode_export_response(
+        media_type, response, {"rejectedSpans": rejected_spans, "errorMessage": error_message}
+    )
+
+
+def encode_metrics_response(
+    media_type: str, *, rejected_data_points: int = 0, error_message: str = ""
+) -> bytes:
+    """``ExportMetricsServiceResponse`` (STANDARDS.md §10.2)."""
+    response = ExportMetricsServiceResponse()
+    if rejected_data_points or error_message:
+        response.partial_success.rejected_data_points = rejected_data_points
+        response.partial_success.error_message = error_message
+    partial: dict[str, int | str] = {
+        "rejectedDataPoints": rejected_data_points,
+        "errorMessage": error_message,
+    }
+    return _encode_export_response(media_type, response, partial)
+
+
+def _encode_export_response(
+    media_type: str, response: Message, partial: dict[str, int | str]
+) -> bytes:
+    """An export response, ``partial_success`` set only when something was refused or
+    there is a warning; in OTLP/JSON its int64 count is a decimal string."""
     if media_type == PROTOBUF:
         return response.SerializeToString()
-    if not (rejected_spans or error_message):
+    if not any(partial.values()):
         return b"{}"
-    partial = {"rejectedSpans": str(rejected_spans), "errorMessage": error_message}
-    return json.dumps({"partialSuccess": partial}).encode()
+    as_json = {
+        key: str(value) if isinstance(value, int) else value for key, value in partial.items()
+    }
+    return json.dumps({"partialSuccess": as_json}).encode()
 
 
 def encode_status(media_type: str, *, code: int, message: str) -> bytes:
