@@ -31,14 +31,14 @@ from correlator.analytics import figures
 from correlator.analytics.exact import GROUP_COLUMNS
 from correlator.epoch import EPOCH
 from correlator.models import Trace, Turn
-from rumserver.models import Application, BrowserSession, Span
+from rumserver.models import Application, BrowserSession, Score, Span
 
 NO_SUCH_APP = "no such application among yours"
 
 # --- answers ---------------------------------------------------------------------
 
 
-class SpanOutput(serializers.Serializer):
+class SpanOutput(serializers.Serializer[Span]):
     span_id = serializers.CharField()
     parent_span_id = serializers.CharField()
     role = serializers.ChoiceField(choices=Span.Role.values)
@@ -55,7 +55,7 @@ class SpanOutput(serializers.Serializer):
         return span.end_ns / 1e6
 
 
-class TurnOutput(serializers.Serializer):
+class TurnOutput(serializers.Serializer[Turn]):
     session_id = serializers.CharField(source="session.session_id")
     conversation_id = serializers.CharField()
     turn_index = serializers.IntegerField(allow_null=True)
@@ -86,7 +86,7 @@ class TurnOutput(serializers.Serializer):
         return turn.model or None  # stored as "" (Django's empty text), never a model's name
 
 
-class _TraceFields(serializers.Serializer):
+class _TraceFields(serializers.Serializer[Trace]):
     """The fields DESIGN.md §7 gives a trace, turn included; spans are the detail's."""
 
     trace_id = serializers.CharField()
@@ -125,7 +125,7 @@ class TraceSummaryOutput(_TraceFields):
     )
 
 
-class ScoreOutput(serializers.Serializer):
+class ScoreOutput(serializers.Serializer[Score]):
     """A score posted for the trace (``POST /api/v1/scores``)."""
 
     name = serializers.CharField()
@@ -142,20 +142,24 @@ class TraceOutput(_TraceFields):
 
     @extend_schema_field(SpanOutput(many=True))
     def get_spans(self, trace: Trace) -> list[dict[str, Any]]:
-        return SpanOutput(selectors.trace_spans(trace), many=True).data
+        # many=True makes a ListSerializer of a list, whose data is a list; drf-stubs type
+        # the call as the single serializer (one instance, data a dict). Also below.
+        spans = selectors.trace_spans(trace)
+        return SpanOutput(spans, many=True).data  # type: ignore[arg-type, return-value]
 
     @extend_schema_field(ScoreOutput(many=True))
     def get_scores(self, trace: Trace) -> list[dict[str, Any]]:
-        return ScoreOutput(selectors.trace_scores(trace), many=True).data
+        scores = selectors.trace_scores(trace)
+        return ScoreOutput(scores, many=True).data  # type: ignore[arg-type, return-value]
 
 
-class ErrorOutput(serializers.Serializer):
+class ErrorOutput(serializers.Serializer[dict[str, Any]]):
     """DRF's answer to a request refused as a whole (401, 404, 406)."""
 
     detail = serializers.CharField()
 
 
-class QueryErrorsOutput(serializers.Serializer):
+class QueryErrorsOutput(serializers.Serializer[dict[str, Any]]):
     """A 400: each query parameter at fault with what is wrong with it. Its schema is
     ``QueryErrorsSchema``'s (a map, which a serializer's fields cannot say)."""
 
@@ -266,7 +270,7 @@ class AttributeField(serializers.CharField):
         return key.strip(), value
 
 
-class TimeRangeInput(serializers.Serializer):
+class TimeRangeInput(serializers.Serializer[dict[str, Any]]):
     since = InstantField(required=False, help_text="ISO 8601, inclusive; years 1970 to 2099.")
     until = InstantField(required=False, help_text="ISO 8601, exclusive; years 1970 to 2099.")
 
@@ -374,7 +378,8 @@ class NewestFirst(CursorPagination):
             return self.page_size
         field = serializers.IntegerField(min_value=1, max_value=self.max_page_size)
         try:
-            return field.run_validation(raw)
+            size: int = field.run_validation(raw)
+            return size
         except ValidationError as error:
             raise ValidationError({self.page_size_query_param: error.detail}) from None
 
@@ -428,7 +433,9 @@ class TraceListApi(APIView):
         traces = selectors.trace_list(user=request.user, app=app, **filters)
         paginator = self.pagination_class()
         page = paginator.paginate_queryset(traces, request, view=self)
-        return paginator.get_paginated_response(TraceSummaryOutput(page, many=True).data)
+        # many=True: a ListSerializer (see TraceOutput.get_spans).
+        rows = TraceSummaryOutput(page, many=True).data  # type: ignore[arg-type]
+        return paginator.get_paginated_response(rows)
 
 
 # --- GET /api/v1/metrics -----------------------------------------------------------
@@ -441,14 +448,14 @@ class MetricsInput(TimeRangeInput):
     group_by = serializers.ChoiceField(choices=list(GROUP_COLUMNS), required=False)
 
 
-class PercentilesOutput(serializers.Serializer):
+class PercentilesOutput(serializers.Serializer[dict[str, Any]]):
     p50 = serializers.FloatField(allow_null=True)
     p75 = serializers.FloatField(allow_null=True)
     p95 = serializers.FloatField(allow_null=True)
     p99 = serializers.FloatField(allow_null=True)
 
 
-class RatesOutput(serializers.Serializer):
+class RatesOutput(serializers.Serializer[dict[str, Any]]):
     stop_rate = serializers.FloatField(allow_null=True)
     regenerate_rate = serializers.FloatField(allow_null=True)
     abandonment_rate = serializers.FloatField(allow_null=True)
@@ -458,7 +465,7 @@ class RatesOutput(serializers.Serializer):
     hallucination_rate = serializers.FloatField(allow_null=True)
 
 
-class MetricsFiguresOutput(serializers.Serializer):
+class MetricsFiguresOutput(serializers.Serializer[dict[str, Any]]):
     """``analytics.exact.summarize``'s figures (documentation only: the view builds the dict)."""
 
     turns = serializers.IntegerField()
