@@ -21,10 +21,12 @@ from correlator.reports.pages import sessions as sessions_page
 from correlator.reports.pages import trace as trace_page
 from correlator.reports.pages import traces as traces_page
 from correlator.reports.pages import vitals as vitals_page
-from rumserver.models import BrowserSession
+from rumserver.models import Application, BrowserSession
 
 
-def _base(request: HttpRequest, page: str, apps: list, app: object, **extra: object) -> dict:
+def _base(
+    request: HttpRequest, page: str, apps: list[Application], app: object, **extra: object
+) -> dict[str, object]:
     return {"page": page, "apps": apps, "app": app, "presets": list(forms.PRESETS), **extra}
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import reduce
 from operator import getitem
-from typing import Any
+from typing import Any, cast
 
 from django.utils.safestring import SafeString
 
@@ -146,7 +146,9 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
 
     def over_time(name: str, *path: str) -> charts.Series:
         """One figure of every point of the series, found by its keys."""
-        return charts.Series(name, [reduce(getitem, path, point) for point in series])
+        return charts.Series(
+            name, [cast("float | None", reduce(getitem, path, point)) for point in series]
+        )
 
     for q in ("p50", "p75", "p95"):
         line(

@@ -13,7 +13,8 @@ from rumserver.models import Application
 
 UNLINKED_LIMIT = 50
 # Which side of an unlinked trace arrived ("both, not linked" when neither is missing).
-SIDES = {
+# Keyed by plain str: a trace's propagation column reads back as one.
+SIDES: dict[str, str] = {
     Trace.Propagation.NO_SERVER_SPANS: "browser only",
     Trace.Propagation.NO_BROWSER_ROOT: "server only",
 }

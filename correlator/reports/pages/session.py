@@ -68,10 +68,10 @@ def session_view(session: BrowserSession) -> dict[str, Any]:
                 "trace_id": turn.trace.trace_id,
             }
         )
-    loose = []
+    loose: list[dict[str, Any]] = []
     for event in events:
-        turn = by_span.get(event.turn_span_id)
-        at = event.ts_ms + (turn.trace.clock_skew_ms if turn else default_skew)
+        its_turn = by_span.get(event.turn_span_id)
+        at = event.ts_ms + (its_turn.trace.clock_skew_ms if its_turn else default_skew)
         item = {
             "kind": event.type,
             "at": at,
@@ -80,8 +80,8 @@ def session_view(session: BrowserSession) -> dict[str, Any]:
             "details": _event_details(event),
             "turn_span_id": event.turn_span_id,
         }
-        if turn is not None:
-            conversations[turn.conversation_id].append(item)
+        if its_turn is not None:
+            conversations[its_turn.conversation_id].append(item)
         else:
             loose.append(item)
     for items in conversations.values():

@@ -103,10 +103,10 @@ def ttft_marks(turn: Turn | None, spans: Sequence[Span]) -> list[tuple[str, floa
     browser = next((s for s in spans if s.role == "browser" and s.span_id == turn.span_id), None)
     if browser is not None and turn.client_ttft_ms is not None:
         marks.append(("client first token", browser.start_ns / 1e6 + turn.client_ttft_ms))
-    gateway = gateway_server_span(spans, turn.span_id)  # type: ignore[arg-type]
+    gateway = gateway_server_span(spans, turn.span_id)
     if gateway is not None and turn.server_ttft_ms is not None:
         marks.append(("server first token", gateway.start_ns / 1e6 + turn.server_ttft_ms))
-    models = model_spans(spans)  # type: ignore[arg-type]
+    models = model_spans(spans)
     if models and turn.model_ttft_ms is not None:
         marks.append(("model first token", models[0].start_ns / 1e6 + turn.model_ttft_ms))
     return marks
