@@ -43,7 +43,7 @@ def visible_applications(user: AbstractBaseUser | AnonymousUser) -> QuerySet[App
         return Application.objects.none()
     if getattr(user, "is_staff", False):
         return Application.objects.all()
-    return Application.objects.filter(members=user)
+    return Application.objects.filter(members__pk=user.pk)
 
 
 def trace_detail(
@@ -408,4 +408,5 @@ def hallucination_scores(*, app_id: int, trace_ids: set[str]) -> list[tuple[str,
                 WHERE x.app_id = %s""",
             [sorted(trace_ids), app_id],
         )
-        return cursor.fetchall()
+        rows: list[tuple[str, datetime, float]] = cursor.fetchall()
+        return rows
