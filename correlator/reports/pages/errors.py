@@ -20,7 +20,7 @@ from correlator.reports.forms import TimeRange
 from correlator.reports.pages.browser_events import range_events
 from rumserver.models import Application, BrowserEvent
 
-ROW_LIMIT = 20_000  # error events read for one page view; the newest are kept
+ROW_LIMIT = 20_000  # error events read for one page view, the newest (~0.3 s of reading)
 GROUP_LIMIT = 100  # groups shown, the most frequent first
 SESSION_LINKS = 5  # sessions linked per group, the latest first
 
