@@ -6,6 +6,10 @@ llmrum_install requirements-dev.txt
 echo "llmrum: ruff"
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+# Strict, over the scope pyproject.toml's [tool.mypy] names (rumserver, correlator and the
+# backend helpers llmrum_django, llmrum_backend, llmrum_asgi; migrations excluded).
+echo "llmrum: mypy"
+.venv/bin/mypy
 echo "llmrum: migrations are committed"
 .venv/bin/python manage.py makemigrations --check --dry-run >/dev/null || {
   echo "llmrum: models changed without a migration: run manage.py makemigrations" >&2
