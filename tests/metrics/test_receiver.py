@@ -403,3 +403,19 @@ def test_a_failing_write_is_503_and_stores_nothing(client):
     assert r.status_code == 503 and r["Retry-After"] == "5"
     assert status_of(r).code == 14
     assert_nothing_stored()
+
+
+def test_a_series_is_its_attributes_whatever_their_order(client, app):
+    def point_with(*pairs: tuple[str, dict]) -> bytes:
+        attributes = [{"key": key, "value": value} for key, value in pairs]
+        return otlp_json(gauge("g", {"timeUnixNano": str(NOW_NS), "asInt": "1",
+                                     "attributes": attributes}))  # fmt: skip
+
+    a_x, a_y, b_2 = (
+        ("a", {"stringValue": "x"}),
+        ("a", {"stringValue": "y"}),
+        ("b", {"intValue": "2"}),
+    )
+    for body in (point_with(a_x, b_2), point_with(b_2, a_x), point_with(a_y, b_2)):
+        assert post(client, body, token=app.ingest_token, content_type=JSON).status_code == 200
+    assert sorted(p.attributes["a"] for p in MetricPoint.objects.all()) == ["x", "y"]

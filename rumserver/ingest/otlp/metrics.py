@@ -125,6 +125,7 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
         raise IngestError(413, f"at most {MAX_DATA_POINTS} data points a request, got {total}")
     mapped = MappedMetrics()
     seen: set[tuple[str, int]] = set()
+    labels = _LabelSets()
     for resource_metrics in request.resource_metrics:
         cut = Cut()
         resource = attributes_of(resource_metrics.resource.attributes, cut)
@@ -155,7 +156,7 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
                     temporality=_temporality(data),
                 )
                 for point in data.data_points:
-                    row, reason = _map_point(point, series)
+                    row, reason = _map_point(point, series, labels)
                     if row is None:
                         mapped.rejected[reason] += 1
                     elif (row.series, row.time_ns) not in seen:
@@ -175,14 +176,30 @@ def _series_key(series: _Series, attributes: dict[str, Any]) -> str:
     return hashlib.blake2b(_canonical(identity), digest_size=16).hexdigest()
 
 
-def _map_point(point: Any, series: _Series) -> tuple[MetricRow | None, str]:
+class _LabelSets:
+    """Point attributes as JSON values, each distinct set mapped once a request: a
+    scrape repeats a handful of label sets (vLLM's ``model_name`` and ``engine``) on
+    every metric, and mapping them is most of a point's cost. The dicts are shared
+    between rows, which only read them."""
+
+    def __init__(self) -> None:
+        self._known: dict[tuple[bytes, ...], dict[str, Any]] = {}
+
+    def of(self, pairs: Any) -> dict[str, Any]:
+        key = tuple(pair.SerializeToString() for pair in pairs)
+        attributes = self._known.get(key)
+        if attributes is None:
+            attributes = self._known[key] = attributes_of(pairs, Cut())
+        return attributes
+
+
+def _map_point(point: Any, series: _Series, labels: _LabelSets) -> tuple[MetricRow | None, str]:
     time_ns, start_ns = point.time_unix_nano, point.start_time_unix_nano
     if not 0 < time_ns <= MAX_INT64 or start_ns > MAX_INT64:
         return None, "missing or out-of-range time"
     if start_ns > time_ns:
         return None, "time_order: start time after the point's time"
-    cut = Cut()
-    attributes = attributes_of(point.attributes, cut)
+    attributes = labels.of(point.attributes)
     row = MetricRow(
         service=series.service,
         instance=series.instance,
