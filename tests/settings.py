@@ -2,7 +2,16 @@
 environment as in production: SQLite and the filesystem broker when unset,
 PostgreSQL and Redis in CI (.ci/run sets DATABASE_URL and CELERY_BROKER_URL)."""
 
-from rumserver.settings import *  # noqa: F403
+import os
+import tempfile
+
+# /metrics counters live in files (prometheus-client's multiprocess mode): a test run
+# keeps its own folder, so that suites run side by side (or a server left running)
+# never count into each other's figures. Set before the settings read it; servers the
+# tests start inherit it.
+os.environ.setdefault("LLMRUM_PROMETHEUS_DIR", tempfile.mkdtemp(prefix="llmrum-test-metrics-"))
+
+from rumserver.settings import *  # noqa: E402, F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["testserver", "127.0.0.1", "localhost"]
