@@ -340,3 +340,31 @@ class MetricPoint(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}@{self.time_ns}"
+
+
+class ModelPrice(models.Model):
+    """What a model's tokens cost an application, in USD per million tokens, from
+    ``in_force_from`` until the next price of the same model. Never updated: a new
+    price is a new row, so turns keep the price of their own time."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, related_name="prices")
+    model = models.CharField(max_length=128, help_text="The turn's model, as stitched.")
+    input_usd_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
+    output_usd_per_mtok = models.DecimalField(max_digits=14, decimal_places=6)
+    cached_input_usd_per_mtok = models.DecimalField(
+        max_digits=14,
+        decimal_places=6,
+        null=True,
+        blank=True,
+        help_text="Cache-read input tokens; empty: they cost the input price.",
+    )
+    in_force_from = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["app", "model", "in_force_from"], name="price_app_model_from")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} from {self.in_force_from:%Y-%m-%d %H:%M}"
