@@ -419,3 +419,10 @@ def test_a_series_is_its_attributes_whatever_their_order(client, app):
     for body in (point_with(a_x, b_2), point_with(b_2, a_x), point_with(a_y, b_2)):
         assert post(client, body, token=app.ingest_token, content_type=JSON).status_code == 200
     assert sorted(p.attributes["a"] for p in MetricPoint.objects.all()) == ["x", "y"]
+
+
+def test_metrics_without_points_refuse_nothing(client, app):
+    body = otlp_json({"name": "s", "summary": {"dataPoints": []}}, {"name": "", "gauge": {}})
+    r = post(client, body, token=app.ingest_token, content_type=JSON)
+    assert r.status_code == 200 and json.loads(r.content) == {}
+    assert_nothing_stored()

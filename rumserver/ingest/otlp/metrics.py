@@ -138,6 +138,8 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
                     continue  # a metric without data has no points to refuse
                 data = getattr(metric, data_kind)
                 kind = _KINDS.get(data_kind)
+                if not data.data_points:
+                    continue  # nothing to store or refuse
                 if kind is None:
                     mapped.rejected[f"{data_kind} is not stored"] += len(data.data_points)
                     continue
