@@ -126,6 +126,11 @@ class Turn(models.Model):
     tokens_source = models.CharField(max_length=16, blank=True, default="")
     model = models.CharField(max_length=128, blank=True, default="")
     model_calls = models.PositiveIntegerField(default=0)
+    cost_nano_usd = models.BigIntegerField(
+        null=True,
+        blank=True,
+        help_text="USD x 1e9 at the model's price at t_send; empty: the model had no price.",
+    )
 
     class Meta:
         indexes = [
@@ -211,6 +216,8 @@ class Rollup(models.Model):
     hallucinated_turns = models.PositiveIntegerField(default=0)
     linked_turns = models.PositiveIntegerField(default=0)
     server_only_traces = models.PositiveIntegerField(default=0)
+    cost_nano_usd = models.BigIntegerField(default=0, help_text="USD x 1e9 of the priced turns.")
+    unpriced_turns = models.PositiveIntegerField(default=0, help_text="Turns with no price.")
     sketches = models.JSONField(default=dict)
     computed_at = models.DateTimeField()
 

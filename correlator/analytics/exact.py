@@ -21,6 +21,7 @@ from correlator import selectors
 from correlator.models import Turn
 from correlator.stitch.rules import nearest_rank
 from rumserver.models import Application
+from rumserver.pricing import usd
 
 QUANTILES = {"p50": 0.5, "p75": 0.75, "p95": 0.95, "p99": 0.99}
 DURATIONS = {
@@ -54,6 +55,7 @@ class TurnRow(NamedTuple):
     tpot_ms: float | None
     input_tokens: int | None
     output_tokens: int | None
+    cost_nano_usd: int | None  # None: the model had no price at the turn's time
     groups: tuple[str, ...] = ()  # the turn's keys for the group_bys asked for
 
 
@@ -64,6 +66,13 @@ def percentiles(values: Sequence[float]) -> dict[str, float | None]:
 def rate(part: int, whole: int) -> float | None:
     """``part`` of ``whole``; None when there is no whole to take a share of."""
     return part / whole if whole else None
+
+
+def cost_figures(cost_nano_usd: int, unpriced_turns: int) -> dict[str, Any]:
+    """What the turns cost, and how many of them had no price (costed at nothing).
+    Both paths sum each turn's stored nano-dollars (``rumserver.pricing``), so the
+    exact answer and the rollups' agree exactly."""
+    return {"cost_usd": usd(cost_nano_usd), "cost_unpriced_turns": unpriced_turns}
 
 
 def first_response_good(
@@ -97,6 +106,11 @@ def summarize(
         out[name] = percentiles(values)
     out["input_tokens"] = sum(t.input_tokens or 0 for t in turns)
     out["output_tokens"] = sum(t.output_tokens or 0 for t in turns)
+    out.update(
+        cost_figures(
+            sum(t.cost_nano_usd or 0 for t in turns), sum(t.cost_nano_usd is None for t in turns)
+        )
+    )
     out["turns_per_session"] = rate(n, len(sessions))
     out["intent_corrections_per_conversation"] = rate(
         sum(t.intent_correction for t in turns), len(conversations)
@@ -141,6 +155,7 @@ TURN_COLUMNS = (
     "tpot_ms",
     "input_tokens",
     "output_tokens",
+    "cost_nano_usd",
 )
 GROUP_COLUMNS = {
     "model": "model",

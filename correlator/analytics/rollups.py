@@ -35,6 +35,7 @@ from correlator.analytics.exact import (
     QUANTILES,
     TURN_COLUMNS,
     TurnRow,
+    cost_figures,
     first_responses,
     latest_hallucination,
     rate,
@@ -71,6 +72,8 @@ COUNTS = (
     "hallucinated_turns",
     "linked_turns",
     "server_only_traces",
+    "cost_nano_usd",
+    "unpriced_turns",
 )
 BATCH_SIZE = 500
 _decode = msgspec.json.Decoder(dict).decode
@@ -141,6 +144,10 @@ def increments_of(
             adds.append(("hallucinated_turns", 1))
     if linked:
         adds.append(("linked_turns", 1))
+    if t.cost_nano_usd is None:
+        adds.append(("unpriced_turns", 1))
+    elif t.cost_nano_usd:
+        adds.append(("cost_nano_usd", t.cost_nano_usd))
     return tuple(adds)
 
 
@@ -213,6 +220,7 @@ class Accumulator:
             out[name] = {label: histogram.quantile(q) for label, q in QUANTILES.items()}
         out["input_tokens"] = c["input_tokens"]
         out["output_tokens"] = c["output_tokens"]
+        out.update(cost_figures(c["cost_nano_usd"], c["unpriced_turns"]))
         out["turns_per_session"] = rate(n, sessions)
         out["intent_corrections_per_conversation"] = rate(c["intent_corrections"], conversations)
         out["rates"] = {

@@ -28,6 +28,8 @@ from correlator.stitch.load import StoredSpan, TurnEvent, load_batch
 from correlator.stitch.rules import (
     ClockSample,
     Skew,
+    TurnMetrics,
+    cached_input,
     estimate_skew,
     gateway_server_span,
     linked_span_ids,
@@ -37,6 +39,7 @@ from correlator.stitch.rules import (
 )
 from correlator.stitch.store import browser_span_record, restitches_queue, write_stitched
 from rumserver.models import DirtyTrace, Span
+from rumserver.pricing import PriceBook, price_book
 from rumserver.roles import role_in_trace, trace_roles
 from rumserver.sql import commit_without_waiting_for_disk
 
@@ -181,6 +184,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
     for event in batch.turns.values():
         if event.data.get("regenerate_of"):
             replaced.add((event.app_id, str(event.data["regenerate_of"])))
+    prices = price_book(app_ids={app_id for app_id, _ in wanted})
     traces, turn_rows, browser_spans = [], [], []
     for key in sorted(wanted):
         stitched = _stitch_one(
@@ -189,6 +193,7 @@ def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
             turn=batch.turns.get(key),
             samples=batch.clock_samples,
             replaced=replaced,
+            prices=prices,
             now=now,
         )
         if stitched is None:
@@ -232,6 +237,7 @@ def _stitch_one(
     turn: TurnEvent | None,
     samples: dict[int, list[ClockSample]],
     replaced: set[tuple[int, str]],
+    prices: PriceBook,
     now: datetime,
 ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None] | None:
     """(trace row, turn row, browser span row), as column -> value dicts for
@@ -276,6 +282,7 @@ def _stitch_one(
         )
         start_ms, end_ms = t_send + skew.ms, max(t_end, t_send) + skew.ms
         browser_span = _browser_span(app_id, trace_id, turn, start_ms, end_ms, skew)
+        metrics = turn_metrics(data, spans, browser_id)
         turn_row = {
             "app_id": app_id,
             "session_id": turn.session_id,
@@ -288,7 +295,8 @@ def _stitch_one(
             "regenerated": (app_id, browser_id) in replaced,
             "regenerate_of": str(data.get("regenerate_of") or ""),
             "intent_correction": bool(data.get("intent_correction")),
-            **turn_metrics(data, spans, browser_id).__dict__,
+            **metrics.__dict__,
+            "cost_nano_usd": _turn_cost(app_id, start_ms, data, metrics, prices),
         }
         trace_start, trace_end = start_ms, max([end_ms, *span_ends])
     else:
@@ -311,6 +319,25 @@ def _stitch_one(
         "roles": roles,
     }
     return trace, turn_row, browser_span
+
+
+def _turn_cost(
+    app_id: int, t_send_ms: float, data: dict[str, Any], metrics: TurnMetrics, prices: PriceBook
+) -> int | None:
+    """The turn's cost at the price of its time, fixed here at stitch (see
+    ``rumserver.pricing``). Storing it is safe because a price only ever starts
+    now: no later price can reach back to a turn already sent, and a re-stitch
+    computes the same figure. Cached input counts only when the token counts came
+    from the same stream usage that says how many were cached."""
+    cached, uncounted = cached_input(data) if metrics.tokens_source == "stream" else (0, 0)
+    return prices.cost_nano_usd(
+        app_id=app_id,
+        model=metrics.model,
+        at_ms=t_send_ms,
+        input_tokens=(metrics.input_tokens or 0) + uncounted,
+        output_tokens=metrics.output_tokens,
+        cached_input_tokens=cached,
+    )
 
 
 def _browser_span(
