@@ -17,6 +17,7 @@ import django_stubs_ext
 
 from rumserver.env import EnvError, env_bool, env_float, env_int, env_list, env_str
 from rumserver.ingest.client_address import parse_networks
+from rumserver.ingest.scrape_targets import parse_scrape_targets
 
 # Lets classes such as ModelAdmin and QuerySet be subscripted at run time (ModelAdmin[Span]),
 # as their type annotations for mypy are.
@@ -245,6 +246,16 @@ CELERY_BEAT_SCHEDULE = {
     },
     "correlator-retention": {"task": "correlator.retention", "schedule": 3600.0},
 }
+# The built-in scraper (DESIGN §10.6): SLUG=URL pairs of Prometheus text endpoints.
+LLMRUM_SCRAPE_TARGETS = parse_scrape_targets(
+    env_list("LLMRUM_SCRAPE_TARGETS", []), setting="LLMRUM_SCRAPE_TARGETS"
+)
+LLMRUM_SCRAPE_INTERVAL_SECONDS = env_float("LLMRUM_SCRAPE_INTERVAL_SECONDS", 15.0, minimum=1.0)
+if LLMRUM_SCRAPE_TARGETS:
+    CELERY_BEAT_SCHEDULE["rumserver-scrape"] = {
+        "task": "rumserver.scrape",
+        "schedule": LLMRUM_SCRAPE_INTERVAL_SECONDS,
+    }
 
 # --- llmrum -----------------------------------------------------------------
 # Beacon limits (DESIGN.md §4).
