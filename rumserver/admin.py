@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.functional import cached_property
 
 from correlator.models import Trace
@@ -24,6 +25,7 @@ from rumserver.models import (
     BrowserEvent,
     BrowserSession,
     DirtyTrace,
+    ModelPrice,
     Score,
     Span,
 )
@@ -107,6 +109,53 @@ class ApplicationMemberAdmin(admin.ModelAdmin[ApplicationMember]):
     list_display = ["application", "user", "created_at"]
     list_select_related = ["application", "user"]
     raw_id_fields = ["user"]
+
+
+class ModelPriceForm(forms.ModelForm[ModelPrice]):
+    class Meta:
+        model = ModelPrice
+        fields = [
+            "app",
+            "model",
+            "input_usd_per_mtok",
+            "output_usd_per_mtok",
+            "cached_input_usd_per_mtok",
+        ]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned: dict[str, Any] = super().clean() or {}
+        for name in ("input_usd_per_mtok", "output_usd_per_mtok", "cached_input_usd_per_mtok"):
+            amount = cleaned.get(name)
+            if amount is not None and amount < 0:
+                self.add_error(name, "A price cannot be negative.")
+        return cleaned
+
+
+@admin.register(ModelPrice)
+class ModelPriceAdmin(admin.ModelAdmin[ModelPrice]):
+    """Prices are added, never edited: a new price starts now and the old one stays
+    for the turns of its time (their cost was fixed when they were stitched)."""
+
+    form = ModelPriceForm
+    list_display = [
+        "app",
+        "model",
+        "input_usd_per_mtok",
+        "output_usd_per_mtok",
+        "cached_input_usd_per_mtok",
+        "in_force_from",
+    ]
+    list_filter = ["app"]
+    list_select_related = ["app"]
+    search_fields = ["model"]
+    ordering = ["app", "model", "-in_force_from"]
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelPrice | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ModelPrice, form: Any, change: bool) -> None:
+        obj.in_force_from = timezone.now()
+        super().save_model(request, obj, form, change)
 
 
 class CappedCountPaginator(Paginator[Model]):

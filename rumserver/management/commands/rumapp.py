@@ -1,4 +1,5 @@
-"""``python manage.py rumapp create|list|rotate-token|grant`` (DESIGN.md §3).
+"""``python manage.py rumapp create|list|rotate-token|grant|price|prices`` (DESIGN.md
+§3, §10.6).
 
 ``create`` and ``rotate-token`` print exactly one compact JSON line on stdout, so
 scripts can read the token (which is shown only this once).
@@ -10,6 +11,7 @@ import json
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.utils import timezone
 
 from rumserver.applications import (
     ApplicationError,
@@ -17,7 +19,8 @@ from rumserver.applications import (
     application_grant,
     application_rotate_token,
 )
-from rumserver.models import Application
+from rumserver.models import Application, ModelPrice
+from rumserver.pricing import PriceError, price_set
 
 
 class Command(BaseCommand):
@@ -42,11 +45,23 @@ class Command(BaseCommand):
         grant = sub.add_parser("grant", help="let a user see an application's data")
         grant.add_argument("slug")
         grant.add_argument("username")
+        price = sub.add_parser(
+            "price",
+            help="put a model's price in force from now (USD per million tokens); "
+            "earlier prices stay for the turns of their time",
+        )
+        price.add_argument("slug")
+        price.add_argument("model", help="the model name as turns report it")
+        price.add_argument("--input", required=True, metavar="USD")
+        price.add_argument("--output", required=True, metavar="USD")
+        price.add_argument("--cached-input", metavar="USD", help="default: the input price")
+        prices = sub.add_parser("prices", help="list an application's prices, newest first")
+        prices.add_argument("slug")
 
     def handle(self, *args: Any, **options: Any) -> None:
         try:
             getattr(self, "_" + options["action"].replace("-", "_"))(options)
-        except ApplicationError as exc:
+        except (ApplicationError, PriceError) as exc:
             raise CommandError(str(exc)) from None
 
     def _line(self, data: dict[str, Any]) -> None:
@@ -85,3 +100,32 @@ class Command(BaseCommand):
     def _grant(self, options: dict[str, Any]) -> None:
         member = application_grant(slug=options["slug"], username=options["username"])
         self.stdout.write(f"{member.user.get_username()} may now see {member.application.slug}")
+
+    def _price(self, options: dict[str, Any]) -> None:
+        price = price_set(
+            slug=options["slug"],
+            model=options["model"],
+            input_usd=options["input"],
+            output_usd=options["output"],
+            cached_input_usd=options["cached_input"],
+            now=timezone.now(),
+        )
+        self.stdout.write(
+            f"{price.model}: input {price.input_usd_per_mtok}, output {price.output_usd_per_mtok}"
+            f", cached input {price.cached_input_usd_per_mtok or price.input_usd_per_mtok}"
+            f" USD per million tokens, in force from {price.in_force_from.isoformat()}"
+        )
+
+    def _prices(self, options: dict[str, Any]) -> None:
+        if not Application.objects.filter(slug=options["slug"]).exists():
+            raise CommandError(f"no application with slug {options['slug']!r}")
+        rows = ModelPrice.objects.filter(app__slug=options["slug"]).order_by(
+            "model", "-in_force_from", "-id"
+        )
+        for row in rows:
+            cached = row.cached_input_usd_per_mtok
+            self.stdout.write(
+                f"{row.model}\tinput={row.input_usd_per_mtok}\toutput={row.output_usd_per_mtok}"
+                f"\tcached_input={'-' if cached is None else cached}"
+                f"\tfrom={row.in_force_from.isoformat()}"
+            )
