@@ -46,6 +46,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "rumserver",
     "correlator",
+    "correlator.alerts",
     "demo",
 ]
 
@@ -245,6 +246,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("LLMRUM_SWEEP_SECONDS", 5.0, minimum=0.5),
     },
     "correlator-retention": {"task": "correlator.retention", "schedule": 3600.0},
+    "alerts-evaluate": {"task": "alerts.evaluate", "schedule": 60.0},
 }
 # The built-in scraper (DESIGN §10.6): SLUG=URL pairs of Prometheus text endpoints.
 LLMRUM_SCRAPE_TARGETS = parse_scrape_targets(
@@ -309,6 +311,18 @@ os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(LLMRUM_PROMETHEUS_DIR))
 Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]).mkdir(parents=True, exist_ok=True)
 # Optional bearer token for /metrics; unset, /metrics is open (keep it off the internet).
 LLMRUM_METRICS_TOKEN = env_str("LLMRUM_METRICS_TOKEN", "")
+
+# Alerts (DESIGN.md §10.6): links in webhooks and e-mails start with this public address
+# of llmrum (e.g. https://rum.example.com); unset, they are paths from the site root.
+LLMRUM_PUBLIC_URL = env_str("LLMRUM_PUBLIC_URL", "")
+# Alert e-mail goes through Django's SMTP backend, configured by Django's own names.
+EMAIL_HOST = env_str("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_TIMEOUT = 10
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "llmrum@localhost")
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.contrib import admin
+
+from correlator.alerts.models import AlertEvent, AlertRule
+
+
+@admin.register(AlertRule)
+class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
+    list_display = ("name", "application", "figure", "operator", "threshold", "state", "enabled")
+    list_filter = ("enabled", "state", "application")
+    list_select_related = ("application",)
+    readonly_fields = ("state", "created_at")
+
+
+@admin.register(AlertEvent)
+class AlertEventAdmin(admin.ModelAdmin[AlertEvent]):
+    list_display = ("rule", "state", "value", "turns", "created_at", "notified_at")
+    list_filter = ("state",)
+    list_select_related = ("rule", "rule__application")
+    raw_id_fields = ("rule",)
+    show_full_result_count = False
+    readonly_fields = [f.name for f in AlertEvent._meta.fields]
