@@ -479,6 +479,13 @@ class MetricsFiguresOutput(serializers.Serializer[dict[str, Any]]):
     tpot_ms = PercentilesOutput()
     input_tokens = serializers.IntegerField()
     output_tokens = serializers.IntegerField()
+    cost_usd = serializers.FloatField(
+        help_text="USD the turns cost, each at its model's price in force at its t_send "
+        "(`rumapp price`); turns of a model with no price then add nothing."
+    )
+    cost_unpriced_turns = serializers.IntegerField(
+        help_text="Turns whose model had no price at their time: left out of cost_usd."
+    )
     turns_per_session = serializers.FloatField(allow_null=True)
     intent_corrections_per_conversation = serializers.FloatField(allow_null=True)
     rates = RatesOutput()

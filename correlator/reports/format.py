@@ -5,6 +5,7 @@ them)."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,17 @@ def fmt_number(value: float | None, digits: int = 2) -> str:
     if isinstance(value, int) or float(value).is_integer():
         return f"{value:,.0f}"
     return f"{value:,.{digits}f}"
+
+
+def fmt_usd(value: float | None) -> str:
+    """Dollars with cents, and below a dollar two significant digits (a turn costs
+    fractions of a cent)."""
+    if value is None:
+        return DASH
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    digits = min(9, max(2, 1 - math.floor(math.log10(abs(value)))))
+    return f"${value:.{digits}f}"
 
 
 def cut_note(limit: int, what: str) -> str:

@@ -12,8 +12,9 @@ from typing import Any, cast
 from django.utils.safestring import SafeString
 
 from correlator.analytics import figures
+from correlator.analytics.exact import rate
 from correlator.reports import charts
-from correlator.reports.format import Figure, fmt_ms, fmt_number, fmt_rate
+from correlator.reports.format import Figure, fmt_ms, fmt_number, fmt_rate, fmt_usd
 from correlator.reports.forms import TimeRange
 from rumserver.models import Application
 
@@ -70,6 +71,7 @@ class Overview:
     rates: list[Figure]
     charts: list[tuple[str, SafeString]]
     groups: list[dict[str, Any]] = field(default_factory=list)
+    costs: list[dict[str, str]] = field(default_factory=list)
     percentiles_note: str = PERCENTILES_EXACT
 
 
@@ -103,6 +105,17 @@ def _group_row(group: dict[str, Any]) -> dict[str, str]:
     }
 
 
+def _cost_row(group: dict[str, Any]) -> dict[str, str]:
+    """A model's cost, its mean per conversation, and its turns with no price."""
+    return {
+        "key": str(group["key"]) or "(unknown)",
+        "turns": fmt_number(group["turns"]),
+        "cost": fmt_usd(group["cost_usd"]),
+        "per_conversation": fmt_usd(rate(group["cost_usd"], group["conversations"])),
+        "unpriced_turns": fmt_number(group["cost_unpriced_turns"]),
+    }
+
+
 def overview(*, app: Application, window: TimeRange) -> Overview:
     """Every figure of the overview, from ``window_breakdown`` (totals and every split
     in one read) and ``window_series`` (the charts) only."""
@@ -125,6 +138,17 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
         ),
         Figure("input_tokens", "Tokens in", fmt_number(totals["input_tokens"])),
         Figure("output_tokens", "Tokens out", fmt_number(totals["output_tokens"])),
+        Figure("cost_usd", "Cost", fmt_usd(totals["cost_usd"])),
+        Figure(
+            "cost_per_conversation",
+            "Cost per conversation",
+            fmt_usd(rate(totals["cost_usd"], totals["conversations"])),
+        ),
+        Figure(
+            "cost_unpriced_turns",
+            "Turns with no price (cost nothing)",
+            fmt_number(totals["cost_unpriced_turns"]),
+        ),
     ]
     latencies = [
         {"key": key, "label": label}
@@ -182,4 +206,7 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
         {"key": key, "label": label, "rows": [_group_row(g) for g in grouped[key]["groups"]]}
         for key, label in GROUPS.items()
     ]
-    return Overview(app, window, cards, latencies, rates, drawn, groups, percentiles_note(totals))
+    costs = [_cost_row(g) for g in models]
+    return Overview(
+        app, window, cards, latencies, rates, drawn, groups, costs, percentiles_note(totals)
+    )
