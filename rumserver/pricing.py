@@ -53,22 +53,23 @@ def price_set(
 ) -> ModelPrice:
     """Put a new price of ``model`` in force from ``now``; earlier prices stay, for
     the turns of their time. Everything is checked before anything is written."""
-    app = Application.objects.filter(slug=slug).first()
-    if app is None:
-        raise PriceError(f"no application with slug {slug!r}")
+    amounts = (
+        price_amount(input_usd, name="input"),
+        price_amount(output_usd, name="output"),
+        None if cached_input_usd is None else price_amount(cached_input_usd, name="cached-input"),
+    )
     model = model.strip()
     if not model or len(model) > 128:
         raise PriceError("the model is its name as turns report it (1-128 characters)")
+    app = Application.objects.filter(slug=slug).first()
+    if app is None:
+        raise PriceError(f"no application with slug {slug!r}")
     return ModelPrice.objects.create(
         app=app,
         model=model,
-        input_usd_per_mtok=price_amount(input_usd, name="input"),
-        output_usd_per_mtok=price_amount(output_usd, name="output"),
-        cached_input_usd_per_mtok=(
-            None
-            if cached_input_usd is None
-            else price_amount(cached_input_usd, name="cached-input")
-        ),
+        input_usd_per_mtok=amounts[0],
+        output_usd_per_mtok=amounts[1],
+        cached_input_usd_per_mtok=amounts[2],
         in_force_from=now,
     )
 
