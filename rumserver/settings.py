@@ -206,6 +206,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Stitched traces, turns and metrics of LLM chat applications.",
     "VERSION": "1",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Two choice sets share the field name "state" (a trace's, an alert rule's).
+    "ENUM_NAME_OVERRIDES": {"AlertRuleStateEnum": "correlator.alerts.models.AlertRule.State"},
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",
         "rumserver.openapi.add_ingest_endpoints",  # POST /api/v1/scores is a plain view

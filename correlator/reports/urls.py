@@ -1,6 +1,7 @@
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from correlator.alerts import views as alerts_views
 from correlator.reports import views
 
 app_name = "reports"
@@ -14,6 +15,7 @@ urlpatterns = [
     path("propagation", views.propagation, name="propagation"),
     path("vitals/", views.vitals, name="vitals"),
     path("errors/", views.errors, name="errors"),
+    path("alerts/", alerts_views.alerts, name="alerts"),
 ]
 
 # Mounted at /accounts/ (LOGIN_URL): the report pages' own login, without the admin.
