@@ -3,16 +3,18 @@ each event is sent once, by webhook and e-mail, linking to its window's traces."
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from urllib.parse import parse_qs, urlparse
 
 import pytest
 from django.contrib.auth.models import User
 from django.core import mail
+from django.db import connection
 from django.utils import timezone
 
 from correlator.alerts.delivery import alert_events_deliver
-from correlator.alerts.evaluate import alert_rules_evaluate
+from correlator.alerts.evaluate import alert_rule_evaluate, alert_rules_evaluate
 from correlator.alerts.models import AlertEvent, AlertRule
 from correlator.alerts.tasks import evaluate
 from tests import factories
@@ -110,3 +112,31 @@ def test_a_claim_left_by_a_dead_worker_is_delivered_once_it_expires(client, webh
     assert alert_events_deliver(now=now + timedelta(seconds=301)) == 1
     assert alert_events_deliver(now=now + timedelta(seconds=900)) == 0
     assert len(webhook.bodies) == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_evaluations_running_at_once_raise_one_event(client):
+    """Four workers evaluate the breached rule at the same moment: the rule's row lock
+    lets one raise the event; the others find it firing."""
+    created = factories.make_app()
+    stitched_turns(client, created, minutes_ago=2, outcome="stopped", n=2)
+    rule = stop_rule(created.application)
+    now = timezone.now()
+    start = threading.Barrier(4)
+    raised: list[object] = []
+
+    def evaluate_once() -> None:
+        try:
+            start.wait()
+            raised.append(alert_rule_evaluate(rule_id=rule.pk, now=now))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=evaluate_once) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(raised) == 4 and sum(event is not None for event in raised) == 1
+    assert AlertEvent.objects.count() == 1
