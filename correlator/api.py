@@ -289,6 +289,16 @@ def _named_application(user: AbstractBaseUser | AnonymousUser, slug: str) -> App
     return app
 
 
+def requested_application(user: AbstractBaseUser | AnonymousUser, slug: str | None) -> Application:
+    """The application ``?app=`` names, or else the caller's only one."""
+    if slug:
+        return _named_application(user, slug)
+    only = list(selectors.visible_applications(user)[:2])
+    if len(only) != 1:
+        raise ValidationError({"app": ["which application? (?app=<slug>)"]})
+    return only[0]
+
+
 # --- GET /api/v1/traces/<trace_id> -------------------------------------------------
 
 
@@ -522,13 +532,7 @@ class MetricsApi(APIView):
         query = MetricsInput(data=request.query_params)
         query.is_valid(raise_exception=True)
         params = query.validated_data
-        if params.get("app"):
-            app = _named_application(request.user, params["app"])
-        else:
-            only = list(selectors.visible_applications(request.user)[:2])
-            if len(only) != 1:
-                raise ValidationError({"app": ["which application? (?app=<slug>)"]})
-            app = only[0]
+        app = requested_application(request.user, params.get("app"))
         since, until = self._window(params.get("since"), params.get("until"))
         body = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()}
         body.update(

@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView
 
 from correlator import api
 from correlator.alerts import api as alerts_api
+from correlator.model_servers import api as model_servers_api
 from correlator.reports import urls as report_urls
 from rumserver.ingest import views as ingest_views
 from rumserver.ops import views as ops_views
@@ -23,6 +24,11 @@ urlpatterns = [
     path("api/v1/traces/<str:trace_id>", api.TraceDetailApi.as_view(), name="trace-detail"),
     path("api/v1/metrics", api.MetricsApi.as_view(), name="metrics"),
     path("api/v1/alert-rules", alerts_api.AlertRulesApi.as_view(), name="alert-rules"),
+    path(
+        "api/v1/model-servers",
+        model_servers_api.ModelServersApi.as_view(),
+        name="model-servers",
+    ),
     path("api/schema/", SpectacularAPIView.as_view(), name="openapi-schema"),
     path("admin/", admin.site.urls),
     path("reports/", include("correlator.reports.urls")),

@@ -2,6 +2,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from correlator.alerts import views as alerts_views
+from correlator.model_servers import views as model_servers_views
 from correlator.reports import views
 
 app_name = "reports"
@@ -15,6 +16,7 @@ urlpatterns = [
     path("propagation", views.propagation, name="propagation"),
     path("vitals/", views.vitals, name="vitals"),
     path("errors/", views.errors, name="errors"),
+    path("model-servers/", model_servers_views.model_servers, name="model_servers"),
     path("alerts/", alerts_views.alerts, name="alerts"),
 ]
 

@@ -122,6 +122,7 @@ def test_the_schema_lists_every_read_operation(api_schema: schemathesis.BaseSche
         "GET /api/v1/traces",
         "GET /api/v1/traces/{trace_id}",
         "GET /api/v1/metrics",
+        "GET /api/v1/model-servers",
         "GET /api/v1/alert-rules",
         "POST /api/v1/alert-rules",
     }
