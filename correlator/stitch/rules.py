@@ -274,14 +274,11 @@ def _usage(turn: dict[str, Any]) -> tuple[int | None, int | None]:
 
 def cached_input(turn: dict[str, Any]) -> tuple[int, int]:
     """(input tokens read from a prompt cache, those of them not in the usage's input
-    count) as the stream's usage says: OpenAI counts cached tokens within
-    ``prompt_tokens`` (``prompt_tokens_details.cached_tokens``), Anthropic reports
-    ``cache_read_input_tokens`` besides ``input_tokens``."""
+    count) as the stream's usage says. The beacon's usage holds flat counts only, so
+    this is Anthropic's ``cache_read_input_tokens``, reported besides
+    ``input_tokens`` (OpenAI's count is nested in ``prompt_tokens_details``, which
+    the SDK does not keep: those turns' input all costs the input price)."""
     usage = turn.get("usage") or {}
-    details = usage.get("prompt_tokens_details")
-    within = details.get("cached_tokens") if isinstance(details, dict) else None
-    if isinstance(within, int) and within > 0:
-        return within, 0
     besides = usage.get("cache_read_input_tokens")
     if isinstance(besides, int) and besides > 0:
         return besides, besides
