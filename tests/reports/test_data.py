@@ -141,7 +141,7 @@ def test_the_trace_page_reads_a_fixed_number_of_queries(stitched: Stitched):
         with CaptureQueriesContext(connection) as queries:
             trace = trace_page.find_trace(user=user, trace_id=golden.trace_id)
             trace_page.trace_view(trace)
-        assert len(queries) == 2, [q["sql"] for q in queries]
+        assert len(queries) == 3, [q["sql"] for q in queries]  # the trace, spans, scores
         assert all("LIMIT" in q["sql"] for q in queries)
 
 
