@@ -4,8 +4,8 @@ Counters are kept by the web processes that count (ingest's are in
 ``rumserver.ingest.counters``) and summed across them through prometheus-client's
 multiprocess files. Figures read from the database at scrape time, so that they hold
 wherever the workers run, come from collectors that other apps register here (the
-correlator's backlog and sweeps: ``correlator.telemetry``), so rumserver imports none
-of them.
+correlator's backlog and sweeps: ``correlator.telemetry``; the RUM histograms and
+turn counters: ``correlator.rum_metrics``), so rumserver imports none of them.
 """
 
 from __future__ import annotations
