@@ -94,6 +94,8 @@ def model_servers_report(*, app: Application, window: forms.TimeRange) -> ModelS
                     unit,
                 )
                 for title, lines, unit in SERVER_CHARTS
+                # Only what this server reports: a DCGM exporter has no requests.
+                if any(v is not None for _, key, _ in lines for v in server[key])
             ],
         )
         for server in answer["servers"]
