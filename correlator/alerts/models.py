@@ -7,7 +7,7 @@ one rule at once, on two workers, raise one event between them."""
 from __future__ import annotations
 
 from django.core.exceptions import ValidationError
-from django.core.validators import MinValueValidator
+from django.core.validators import MinValueValidator, validate_email
 from django.db import models
 
 from correlator.alerts.figures import figure_paths
@@ -19,6 +19,18 @@ def validate_figure(path: str) -> None:
         raise ValidationError(
             f"{path!r} is no figure of the metrics answer; one of: {', '.join(figure_paths())}"
         )
+
+
+def validate_recipients(recipients: object) -> None:
+    if not isinstance(recipients, list) or not all(isinstance(r, str) for r in recipients):
+        raise ValidationError('a list of e-mail addresses, e.g. ["oncall@example.com"]')
+    for address in recipients:
+        try:
+            validate_email(address)
+        except ValidationError:
+            # Its own code: a model error coded "invalid" takes the form field's message
+            # for that code ("Enter a valid JSON.") in the admin.
+            raise ValidationError(f"{address!r} is no e-mail address", code="recipient") from None
 
 
 class AlertRule(models.Model):
@@ -48,7 +60,9 @@ class AlertRule(models.Model):
     webhook_url = models.URLField(
         max_length=2000, blank=True, help_text="Sent a JSON POST (Slack-style text)."
     )
-    email_recipients = models.JSONField(default=list, blank=True, help_text="E-mail addresses.")
+    email_recipients = models.JSONField(
+        default=list, blank=True, validators=[validate_recipients], help_text="E-mail addresses."
+    )
     enabled = models.BooleanField(default=True)
     state = models.CharField(max_length=8, choices=State.choices, default=State.OK)
     created_at = models.DateTimeField(auto_now_add=True)
