@@ -47,6 +47,8 @@ statement a path sends is checked; each path must send from the functions named 
   id, by a span attribute, by a score name) and the sessions index, two pages;
 - the report pages that read browser events: ``/reports/vitals/`` and ``/reports/errors/``
   over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``).
+- ``GET /metrics``'s RUM figures: the day rows by model of every application
+  (``correlator.rum_metrics``).
 
 Not covered: trace lists filtered by a turn's outcome or model with no time range.
 Without statistics PostgreSQL expects a handful of matches and sorts every trace of
@@ -78,6 +80,7 @@ from django.utils import timezone
 from psycopg import sql
 
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.rum_metrics import rum_series
 from correlator.stitch.sweep import sweep_run
 from rumserver import sql as llmrum_sql
 from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Score, Span
@@ -397,7 +400,7 @@ def _load(store: Store) -> None:
     # exact or rollups) is the same whatever the time of day the test runs at.
     for period, dims, turns in (
         ("hour", "'', 'model', 'browser', 'os', 'device'", 60),
-        ("day", "''", 1440),
+        ("day", "'', 'model'", 1440),
     ):
         _fill(
             Rollup,
@@ -755,6 +758,11 @@ def _api_metrics(store: Store) -> None:
         _api_get(store, "/api/v1/metrics", **query, group_by="device")
 
 
+def _rum_metrics(store: Store) -> None:
+    """The RUM figures of ``GET /metrics``: every day row by model, of every application."""
+    assert len(rum_series()) == len(store.apps)
+
+
 def _api_trace_search(store: Store) -> None:
     """The trace list searched by each kind of id, by a span attribute, by a score."""
     slug = store.apps[0].application.slug
@@ -850,6 +858,10 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.analytics.rollups.stored_rows",
             "correlator.analytics.exact.window_turns",
         },
+    ),
+    "GET /metrics: the RUM histograms and turn counters": (
+        _rum_metrics,
+        {"correlator.rum_metrics.rum_series"},
     ),
     "read API: GET /api/v1/traces?q=, attr=, score=": (
         _api_trace_search,
