@@ -4,9 +4,12 @@ rollups are rebuilt or retention runs."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
+import yaml
 from django.utils import timezone
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -18,6 +21,7 @@ from rumserver.models import Application
 from tests import factories
 from tests.factories import batch, turn_event
 
+RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "llmrum.rules.yml"
 HOSTILE_MODEL = 'gpt"}\n# TYPE evil counter\\'
 HOSTILE_SLUG = 'chat"}\nevil 1'
 
@@ -147,3 +151,14 @@ def test_the_figures_never_go_down_across_a_rebuild_or_retention(client, stitche
     retention_run(now=now + timedelta(days=stitched.retention_days + 2))
     assert not Rollup.objects.filter(period=rollups.MINUTE).exists()
     assert rum(samples(client)) == after
+
+
+@pytest.mark.django_db
+def test_the_shipped_alert_rules_name_series_that_metrics_exports(client, stitched):
+    """deploy/prometheus/ is unit-tested by promtool on synthetic series; this pins
+    their names to the ones a real scrape has."""
+    rules = yaml.safe_load(RULES.read_text())["groups"][0]["rules"]
+    names = {n for rule in rules for n in re.findall(r"\bllmrum_\w+", rule["expr"])}
+    assert names == {"llmrum_client_ttft_seconds_bucket", "llmrum_turns_total"}
+    exported = {name for name, _ in samples(client)}
+    assert names <= exported
