@@ -10,7 +10,8 @@ the OTLP path's own mapping, so both paths write the same rows. ``service.name``
 ``service.instance.id`` the endpoint's URL without credentials.
 
 A target that is down, slow or answers garbage is logged and counted
-(``llmrum_scrapes_total{outcome}``) and never stops the others.
+(``llmrum_scrapes_total{outcome}``: ok, down, timeout, invalid, unknown_app,
+store_failed) and never stops the others.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
+from django.db import DatabaseError, transaction
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
@@ -125,7 +127,12 @@ def scrape_store(*, target: ScrapeTarget, text: str, now: datetime) -> int:
         mapped = map_metrics(request)
     except (ValueError, IndexError, TypeError, IngestError) as error:
         raise ScrapeFailed("invalid", str(error) or type(error).__name__) from None
-    store_metric_points(app_id=app_id, rows=mapped.rows, now=now)
+    try:
+        # A savepoint: a write refused for this target leaves the others' usable.
+        with transaction.atomic():
+            store_metric_points(app_id=app_id, rows=mapped.rows, now=now)
+    except DatabaseError as error:
+        raise ScrapeFailed("store_failed", str(error)) from None
     return len(mapped.rows)
 
 

@@ -14,9 +14,11 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from django.db import DataError
 from django.test import override_settings
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from rumserver.ingest import scrape as scrape_module
 from rumserver.ingest.scrape import SCRAPER_SERVICE, scrape_run
 from rumserver.ingest.scrape_targets import ScrapeTarget
 from rumserver.models import MetricPoint
@@ -216,4 +218,24 @@ def test_beat_scrapes_every_interval_only_when_targets_are_set():
     assert settings_in_a_fresh_process(LLMRUM_SCRAPE_TARGETS="").startswith("None ()")
     assert "LLMRUM_SCRAPE_TARGETS wants SLUG=" in settings_in_a_fresh_process(
         LLMRUM_SCRAPE_TARGETS="http://vllm-0:8000/metrics"
+    )
+
+
+@pytest.mark.django_db
+def test_a_write_refused_for_one_target_leaves_the_others_stored(server, monkeypatch):
+    app = factories.make_app().application
+    real_store = scrape_module.store_metric_points
+
+    def store(*, app_id, rows, now):
+        if rows[0].instance.endswith("/dcgm"):
+            raise DataError("value out of range")
+        real_store(app_id=app_id, rows=rows, now=now)
+
+    monkeypatch.setattr(scrape_module, "store_metric_points", store)
+    targets = [ScrapeTarget(app.slug, f"{server}/dcgm"), ScrapeTarget(app.slug, f"{server}/vllm")]
+    result = scrape_run(targets=targets, now=datetime.now(UTC), timeout=5)
+    assert result.failed == {f"{server}/dcgm": "store_failed"}
+    assert (
+        MetricPoint.objects.filter(instance=f"{server}/vllm").count()
+        == result.stored[f"{server}/vllm"]
     )
