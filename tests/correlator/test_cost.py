@@ -13,6 +13,7 @@ from io import StringIO
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.db.models import F
 from django.test import Client
@@ -248,3 +249,25 @@ def test_a_bad_price_exits_non_zero_with_the_reason(tmp_path):
     )  # fmt: skip
     assert done.returncode != 0
     assert "--input: not a number: 'x'" in done.stderr
+
+
+def test_the_admin_adds_prices_from_now_and_never_edits_them():
+    app = factories.make_app("Cost").application
+    client = Client()
+    client.force_login(User.objects.create_superuser("root", password="pw"))
+    form = {"app": app.pk, "model": "gpt-4o", "input_usd_per_mtok": "2.5",
+            "output_usd_per_mtok": "10", "cached_input_usd_per_mtok": ""}  # fmt: skip
+    refused = client.post("/admin/rumserver/modelprice/add/", {**form, "output_usd_per_mtok": "-1"})
+    assert refused.status_code == 200 and "A price cannot be negative." in refused.content.decode()
+    assert not ModelPrice.objects.exists()
+    before = timezone.now()
+    assert client.post("/admin/rumserver/modelprice/add/", form).status_code == 302
+    price = ModelPrice.objects.get()
+    assert price.in_force_from >= before and price.cached_input_usd_per_mtok is None
+    page = client.get(f"/admin/rumserver/modelprice/{price.pk}/change/").content.decode()
+    assert 'name="input_usd_per_mtok"' not in page  # shown read-only
+    client.post(
+        f"/admin/rumserver/modelprice/{price.pk}/change/", {**form, "input_usd_per_mtok": "1"}
+    )
+    price.refresh_from_db()
+    assert price.input_usd_per_mtok == Decimal("2.5")
