@@ -72,51 +72,101 @@ def le_index(sketch_bucket: int, bounds_ms: Sequence[float]) -> int:
     return bisect.bisect_left(bounds_ms, upper)
 
 
+_BOUNDS_MS = {name: [b * 1000 for b in spec[1]] for name, spec in HISTOGRAMS.items()}
+# Per histogram, sketch bucket -> (its le index, its midpoint in ms): a few hundred
+# buckets ever occur, and a year of day rows holds millions of (bucket, count) pairs.
+_BUCKET_MAP: dict[str, dict[int, tuple[int, float]]] = {name: {} for name in HISTOGRAMS}
+
+# One day row's histograms: per histogram, its counts per le bound and its sum in ms.
+RowHistograms = tuple[tuple[list[int], float], ...]
+# This process's conversions, by row id, with the ``computed_at`` they were made from.
+# A day row changes only when a rebuild rewrites it (today's, mostly), so a scrape
+# reads the sketches of the rows rebuilt since the last one, not of a year of days.
+_converted: dict[int, tuple[datetime, RowHistograms]] = {}
+_SKETCH_READ_BATCH = 500
+
+
+def _histograms_of(flats: Sequence[list[int] | None]) -> RowHistograms:
+    out = []
+    for name, flat in zip(HISTOGRAMS, flats, strict=True):
+        bounds, known = _BOUNDS_MS[name], _BUCKET_MAP[name]
+        counts = [0] * (len(bounds) + 1)
+        total_ms = 0.0
+        flat = flat or []
+        for i in range(0, len(flat), 2):
+            index, n = flat[i], flat[i + 1]
+            mapped = known.get(index)
+            if mapped is None:
+                mapped = known[index] = (le_index(index, bounds), bucket_value(index))
+            counts[mapped[0]] += n
+            total_ms += mapped[1] * n
+        out.append((counts, total_ms))
+    return tuple(out)
+
+
 @dataclass
 class _Series:
     """One application and model: outcome counts and, per histogram, counts per
     ``le`` bound (not yet cumulative) and the sum in milliseconds."""
 
     outcomes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(OUTCOMES, 0))
-    buckets: dict[str, list[int]] = field(default_factory=dict)
-    sums_ms: dict[str, float] = field(default_factory=dict)
+    buckets: dict[str, list[int]] = field(
+        default_factory=lambda: {name: [0] * (len(b) + 1) for name, b in _BOUNDS_MS.items()}
+    )
+    sums_ms: dict[str, float] = field(default_factory=lambda: dict.fromkeys(HISTOGRAMS, 0.0))
+
+
+def _convert_stale(computed: dict[int, datetime]) -> bool:
+    """Convert the sketches of the rows (id -> computed_at) this process has not
+    converted at that computed_at; False if one of them is gone meanwhile."""
+    stale = [row_id for row_id, at in computed.items() if _converted.get(row_id, (None,))[0] != at]
+    sketch_fields = [f"sketches__{spec[0]}" for spec in HISTOGRAMS.values()]
+    for lo in range(0, len(stale), _SKETCH_READ_BATCH):
+        batch = Rollup.objects.filter(id__in=stale[lo : lo + _SKETCH_READ_BATCH])
+        for row_id, at, *flats in batch.values_list("id", "computed_at", *sketch_fields):
+            _converted[row_id] = (at, _histograms_of(flats))
+    return all(_converted.get(row_id, (None,))[0] == computed[row_id] for row_id in stale)
 
 
 def rum_series() -> dict[tuple[str, str], _Series]:
     """(application slug, model) -> its figures, summed over every day rollup.
 
-    Two statements: the applications (a small table), then the day rows by model of
-    exactly those applications, so the read walks the rollup's unique index
-    (app, dimension, period, …) instead of scanning every minute row."""
+    The applications (a small table), then the day rows by model of exactly those
+    applications, so the read walks the rollup's unique index (app, dimension,
+    period, …) instead of scanning every minute row; then, by primary key, the
+    histogram sketches of the rows this process has not converted yet."""
     slugs = dict(Application.objects.values_list("id", "slug"))
-    bounds_ms = {name: [b * 1000 for b in spec[1]] for name, spec in HISTOGRAMS.items()}
-    rows = Rollup.objects.filter(
-        app_id__in=list(slugs), dimension="model", period=Rollup.Period.DAY
-    ).values_list(
-        "app_id",
-        "key",
-        "turns",
-        "stopped",
-        "abandoned",
-        "errors",
-        *(f"sketches__{spec[0]}" for spec in HISTOGRAMS.values()),
-    )
+    # A rebuild replaces a row (delete, insert) between the two reads now and then:
+    # read again rather than leave its day out, which would lower the sums once.
+    for _ in range(3):
+        rows = list(
+            Rollup.objects.filter(
+                app_id__in=list(slugs), dimension="model", period=Rollup.Period.DAY
+            ).values_list(
+                "id", "app_id", "key", "turns", "stopped", "abandoned", "errors", "computed_at"
+            )
+        )
+        if _convert_stale({row[0]: row[7] for row in rows}):
+            break
+    for gone in _converted.keys() - {row[0] for row in rows}:
+        _converted.pop(gone, None)
+
     series: dict[tuple[str, str], _Series] = {}
-    for app_id, model, turns, stopped, abandoned, errors, *sketches in rows:
+    for row_id, app_id, model, turns, stopped, abandoned, errors, _ in rows:
         one = series.setdefault((slugs[app_id], model), _Series())
         outcomes = one.outcomes
         outcomes["completed"] += turns - stopped - abandoned - errors
         outcomes["stopped"] += stopped
         outcomes["abandoned"] += abandoned
         outcomes["error"] += errors
-        for name, flat in zip(HISTOGRAMS, sketches, strict=True):
-            bounds = bounds_ms[name]
-            counts = one.buckets.setdefault(name, [0] * (len(bounds) + 1))
-            total_ms = 0.0
-            for i in range(0, len(flat or ()), 2):
-                counts[le_index(flat[i], bounds)] += flat[i + 1]
-                total_ms += bucket_value(flat[i]) * flat[i + 1]
-            one.sums_ms[name] = one.sums_ms.get(name, 0.0) + total_ms
+        converted = _converted.get(row_id)
+        if converted is None:  # replaced three times running: its histograms next scrape
+            continue
+        for name, (counts, total_ms) in zip(HISTOGRAMS, converted[1], strict=True):
+            summed = one.buckets[name]
+            for i, n in enumerate(counts):
+                summed[i] += n
+            one.sums_ms[name] += total_ms
     return series
 
 
@@ -140,7 +190,7 @@ class RumCollector(Collector):
         for name, (_, bounds, help_text) in HISTOGRAMS.items():
             family = HistogramMetricFamily(name, help_text + _BUCKET_NOTE, labels=labels)
             for (slug, model), one in sorted(series.items()):
-                counts = one.buckets.get(name, [0] * (len(bounds) + 1))
+                counts = one.buckets[name]
                 cumulative, running = [], 0
                 for bound, n in zip([*map(str, bounds), "+Inf"], counts, strict=True):
                     running += n

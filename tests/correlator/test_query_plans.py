@@ -861,7 +861,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     ),
     "GET /metrics: the RUM histograms and turn counters": (
         _rum_metrics,
-        {"correlator.rum_metrics.rum_series"},
+        {"correlator.rum_metrics.rum_series", "correlator.rum_metrics._convert_stale"},
     ),
     "read API: GET /api/v1/traces?q=, attr=, score=": (
         _api_trace_search,

@@ -147,6 +147,9 @@ def test_the_figures_never_go_down_across_a_rebuild_or_retention(client, stitche
         labels(app=stitched.slug, model="gpt-4o-mini", outcome="completed"),
     )
     assert after[key] == before[key] + 1
+    # This process converted the day's sketches before: it reads the rebuilt row again.
+    count = ("llmrum_client_ttft_seconds_count", labels(app=stitched.slug, model="gpt-4o-mini"))
+    assert after[count] == before[count] + 1
     # Retention past every turn deletes the minute rows and turns; days stay.
     retention_run(now=now + timedelta(days=stitched.retention_days + 2))
     assert not Rollup.objects.filter(period=rollups.MINUTE).exists()
