@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from django.contrib import admin
+from django.db import models
 
 from correlator.alerts.models import AlertEvent, AlertRule
 
@@ -11,6 +12,8 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
     list_filter = ("enabled", "state", "application")
     list_select_related = ("application",)
     readonly_fields = ("state", "created_at")
+    # A webhook address typed without a scheme is https (Django 6's default; silences 5.x).
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(AlertEvent)
