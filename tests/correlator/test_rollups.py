@@ -203,9 +203,10 @@ def _assert_close(rolled: dict, exact: dict) -> None:
         assert rolled[key] == exact[key], key
     for key in ("sessions", "conversations"):  # exact up to 64, then HyperLogLog
         n, m = exact[key], HLL_REGISTERS
-        # three standard errors of linear counting (what the estimate is at these sizes):
-        # 3.5 at 75, 7.0 at 147; the hashes are of database ids, so any value may come up
-        error = 3 * math.sqrt(m * (math.exp(n / m) - n / m - 1))
+        # four standard errors of linear counting (what the estimate is at these sizes):
+        # 4.7 at 75, 9.3 at 147. The hashes are of database ids, which depend on what ran
+        # before in the same database: three (3.5 at 75) are exceeded in 1 draw of 370.
+        error = 4 * math.sqrt(m * (math.exp(n / m) - n / m - 1))
         assert abs(rolled[key] - n) <= max(1, error), key
     for name in ("client_ttft_ms", "server_ttft_ms", "queue_ms", "tbt_ms", "tpot_ms"):
         for q, value in exact[name].items():
