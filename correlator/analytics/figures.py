@@ -18,7 +18,9 @@ from correlator.analytics import windows
 from correlator.analytics.exact import TurnRow, exact_window
 from correlator.analytics.sketches import RELATIVE_ACCURACY
 from correlator.epoch import EPOCH
-from rumserver.models import Application
+from rumserver.models import Application, BrowserSession
+
+BOT = BrowserSession.Device.BOT
 
 
 def window_metrics(
@@ -50,19 +52,28 @@ def percentile_method(*, sketch: bool) -> dict[str, Any]:
 
 
 def window_breakdown(
-    *, app: Application, since: datetime, until: datetime, group_bys: list[str]
+    *,
+    app: Application,
+    since: datetime,
+    until: datetime,
+    group_bys: list[str],
+    bots: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """``window_metrics`` for each of ``group_bys`` at once: one read of the turns
-    (or of the rollups) for all of them."""
+    (or of the rollups) for all of them. With ``bots`` False the window's totals
+    leave out the turns of sessions whose device class is ``bot``; the groups keep
+    them (rollups split by one key at a time, so a model's row cannot drop them)."""
     if _rolled_up(app, since, until):
         answers = windows.window_breakdown(
-            app_id=app.pk, since=since, until=until, group_bys=group_bys
+            app_id=app.pk, since=since, until=until, group_bys=group_bys, bots=bots
         )
         return {
             key: {**answer, **percentile_method(sketch=True)} for key, answer in answers.items()
         }
-    turns, figures = exact_window(app, since, until, group_bys)
-    whole = {**figures(turns), **percentile_method(sketch=False)}
+    read = group_bys if bots or "device" in group_bys else [*group_bys, "device"]
+    turns, figures = exact_window(app, since, until, read)
+    counted = turns if bots else _without_bots(turns, read.index("device"))
+    whole = {**figures(counted), **percentile_method(sketch=False)}
     out = {}
     for index, group_by in enumerate(group_bys):
         groups: dict[str, list[TurnRow]] = {}
@@ -73,6 +84,10 @@ def window_breakdown(
             "groups": [{"key": key, **figures(rows)} for key, rows in sorted(groups.items())],
         }
     return out
+
+
+def _without_bots(turns: list[TurnRow], device_index: int) -> list[TurnRow]:
+    return [t for t in turns if t.groups[device_index] != BOT]
 
 
 def _rolled_up(app: Application, since: datetime, until: datetime) -> bool:
@@ -103,16 +118,19 @@ def step_bounds(
 
 
 def window_series(
-    *, app: Application, since: datetime, until: datetime, step: timedelta
+    *, app: Application, since: datetime, until: datetime, step: timedelta, bots: bool = True
 ) -> list[dict[str, Any]]:
     """``window_metrics`` (without groups) for each step of [since, until), oldest
     first; each point also has ``since`` and ``until`` (datetimes). Steps are cut at
-    multiples of ``step`` (``step_bounds``); one read serves every point."""
+    multiples of ``step`` (``step_bounds``); one read serves every point. With
+    ``bots`` False, bot turns are left out as in ``window_breakdown``'s totals."""
     points = step_bounds(since, until, step)
     if _rolled_up(app, since, until):
-        figures = windows.series_figures(app_id=app.pk, points=points)
+        figures = windows.series_figures(app_id=app.pk, points=points, bots=bots)
     else:
-        turns, summarize = exact_window(app, since, until)
+        turns, summarize = exact_window(app, since, until, None if bots else ["device"])
+        if not bots:
+            turns = _without_bots(turns, 0)
         figures = []
         for lo, hi in points:
             lo_ms, hi_ms = lo.timestamp() * 1000, hi.timestamp() * 1000

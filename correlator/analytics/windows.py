@@ -32,6 +32,9 @@ from correlator.analytics.rollups import (
     untagged,
 )
 from correlator.models import DirtyRollup, Rollup, Turn
+from rumserver.models import BrowserSession
+
+BOT = BrowserSession.Device.BOT
 
 
 def stale_periods(
@@ -148,6 +151,31 @@ def _window_accumulators(
     return accs
 
 
+def _dimensions(group_bys: Iterable[str], bots: bool) -> list[str]:
+    """The dimensions to read: the whole application, each split asked for, and the
+    device classes when bots are left out of the totals (``_without_bots``)."""
+    out = ["", *group_bys]
+    return out if bots or "device" in out else [*out, "device"]
+
+
+def _without_bots(accs: dict[tuple[str, str], Accumulator]) -> Accumulator:
+    """The whole application's accumulator without bot turns: every device class's but
+    the bot's, merged. Device classes split every turn (unknown is ""), so they add up
+    to the application's turns; the distinct-count sketches merge as a union, so a
+    session counts once as in the whole-application row."""
+    out = Accumulator()
+    for (dimension, key), acc in accs.items():
+        if dimension != "device" or key == BOT:
+            continue
+        for name, n in acc.counts.items():
+            out.counts[name] += n
+        for name, histogram in acc.histograms.items():
+            out.histograms[name].merge(histogram)
+        out.sessions.merge(acc.sessions)
+        out.conversations.merge(acc.conversations)
+    return out
+
+
 def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dict[str, Any]:
     body = (accs.get(("", "")) or Accumulator()).figures()
     body["groups"] = (
@@ -163,12 +191,22 @@ def _body(accs: dict[tuple[str, str], Accumulator], group_by: str | None) -> dic
 
 
 def window_figures(
-    *, app_id: int, since: datetime, until: datetime, group_by: str | None = None
+    *,
+    app_id: int,
+    since: datetime,
+    until: datetime,
+    group_by: str | None = None,
+    bots: bool = True,
 ) -> dict[str, Any]:
     """``figures.window_metrics``'s answer from rollups (and the raw turns of the
-    partial minutes at the edges)."""
-    dimensions = ["", group_by] if group_by else [""]
-    return _body(_window_accumulators(app_id, since, until, dimensions), group_by)
+    partial minutes at the edges); with ``bots`` False the totals leave bot turns out
+    (the groups keep them)."""
+    accs = _window_accumulators(
+        app_id, since, until, _dimensions([group_by] if group_by else [], bots)
+    )
+    if not bots:
+        accs[("", "")] = _without_bots(accs)
+    return _body(accs, group_by)
 
 
 def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
@@ -184,17 +222,22 @@ def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict
 
 
 def window_breakdown(
-    *, app_id: int, since: datetime, until: datetime, group_bys: list[str]
+    *, app_id: int, since: datetime, until: datetime, group_bys: list[str], bots: bool = True
 ) -> dict[str, dict[str, Any]]:
     """``window_figures`` for several ``group_by`` from one read."""
-    accs = _window_accumulators(app_id, since, until, ["", *group_bys])
+    accs = _window_accumulators(app_id, since, until, _dimensions(group_bys, bots))
+    if not bots:
+        accs[("", "")] = _without_bots(accs)
     return {group_by: _body(accs, group_by) for group_by in group_bys}
 
 
-def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> list[dict[str, Any]]:
+def series_figures(
+    *, app_id: int, points: list[tuple[datetime, datetime]], bots: bool = True
+) -> list[dict[str, Any]]:
     """Figures (no groups) for consecutive [from, to) points. The points that are
     whole periods of one size (a chart's steps) are read in one query; the partial
-    ones at the ends like any window."""
+    ones at the ends like any window. Without ``bots``, from the device-class rows
+    but the bot's (``_without_bots``)."""
     period = next(
         (
             p
@@ -215,8 +258,8 @@ def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> l
     if whole:
         starts = [points[i][0] for i in whole]
         rows = Rollup.objects.filter(
+            Q(dimension="") if bots else Q(dimension="device") & ~Q(key=BOT),
             app_id=app_id,
-            dimension="",
             period=period,
             start__gte=starts[0],
             start__lt=points[whole[-1]][1],
@@ -230,7 +273,7 @@ def series_figures(*, app_id: int, points: list[tuple[datetime, datetime]]) -> l
         if i in accs:
             out.append(accs[i].figures())
         else:
-            figures = window_figures(app_id=app_id, since=lo, until=hi)
+            figures = window_figures(app_id=app_id, since=lo, until=hi, bots=bots)
             figures.pop("groups")
             out.append(figures)
     return out
