@@ -23,6 +23,7 @@ from demo.token import demo_token_write
 from rumserver.applications import application_create
 from rumserver.models import BrowserEvent, Span
 from tests.browser.conftest import CHROMIUM
+from tests.chromium import close_quietly, new_context
 
 pytestmark = [
     pytest.mark.browser,
@@ -45,7 +46,7 @@ def demo_app(live_server: Any, settings: Any, tmp_path: Path) -> Any:
 
 @pytest.fixture
 def page(browser: Any, live_server: Any, demo_app: Any) -> Any:
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(20_000)
     errors: list[str] = []
@@ -58,7 +59,7 @@ def page(browser: Any, live_server: Any, demo_app: Any) -> Any:
 
     page.on("console", console)
     yield page
-    context.close()
+    close_quietly(context)
     assert not errors, errors
 
 

@@ -24,6 +24,7 @@ from tests.browser.conftest import (
     FlakyProxy,
     PageServer,
 )
+from tests.chromium import close_quietly, new_context
 
 pytestmark = [
     pytest.mark.browser,
@@ -113,7 +114,7 @@ def page(
     browser: Any, live_server: Any, page_server: PageServer, chat_api: ChatApi, app: Any
 ) -> Iterator[Any]:
     page_server.html["/chat"] = chat_page(live_server.url, app.public_key, chat_api)
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
@@ -121,7 +122,7 @@ def page(
     page.goto(f"{page_server.origin}/chat")
     chat_api.requests.clear()
     yield page
-    context.close()
+    close_quietly(context)
     assert not errors, errors  # the SDK never throws into the page
 
 
@@ -259,7 +260,7 @@ def flaky_page(
     page_server.html["/flaky"] = chat_page(
         live_server.url, app.public_key, chat_api, endpoint=flaky_proxy.url
     )
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors: list[str] = []
@@ -271,7 +272,7 @@ def flaky_page(
 
     page.on("console", on_console)
     yield page, errors
-    context.close()
+    close_quietly(context)
 
 
 def settle(page: Any, app: Any, proxy: FlakyProxy) -> set[str]:

@@ -32,6 +32,7 @@ from tests.browser.conftest import (
     ChatApi,
     PageServer,
 )
+from tests.chromium import close_quietly, new_context
 
 pytestmark = [
     pytest.mark.browser,
@@ -133,13 +134,13 @@ class Tab:
 
 @pytest.fixture
 def tab(browser: Any) -> Iterator[Tab]:
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     page.set_default_timeout(15_000)
     tab = Tab(page)
     page.on("pageerror", lambda error: tab.errors.append(str(error)))
     yield tab
-    context.close()
+    close_quietly(context)
 
 
 def stored(app: Any, kind: str, count: int = 1, timeout: float = 10.0) -> list[dict[str, Any]]:

@@ -17,6 +17,7 @@ from tests import factories
 from tests.browser.conftest import CHROMIUM, PageServer
 from tests.browser.test_reports import log_in, shot
 from tests.browser.test_sdk_page import CONTENT, sdk_page, stored
+from tests.chromium import close_quietly, new_context
 from tests.reports.conftest import XSS_IMG, make_user
 
 pytestmark = [
@@ -34,11 +35,11 @@ def created(live_server: Any, page_server: PageServer, transactional_db: Any) ->
 def context(browser: Any) -> Iterator[Any]:
     """A browser context that records dialogs and page errors (there must be none on
     the report pages)."""
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+    context = new_context(browser, viewport={"width": 1440, "height": 1000})
     context.dialogs = []
     context.on("dialog", lambda dialog: (context.dialogs.append(dialog.message), dialog.dismiss()))
     yield context
-    context.close()
+    close_quietly(context)
 
 
 def report_the_vitals_and_an_error(context: Any, page_server: PageServer, live_url: str,

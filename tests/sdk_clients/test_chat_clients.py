@@ -16,7 +16,7 @@ import pytest
 
 from rumserver.models import BrowserEvent
 from tests import factories
-from tests.chromium import CHROMIUM
+from tests.chromium import CHROMIUM, close_quietly, new_context
 from tests.sdk_clients.conftest import TOKENS, USAGE, ChatSite
 
 pytestmark = [
@@ -59,7 +59,7 @@ def test_a_real_clients_turns_are_stored_as_the_page_saw_them(
 ) -> None:
     app = factories.make_app(origins=[chat_site.origin]).application
     chat_site.html["/chat"] = chat_page(live_server.url, app.public_key)
-    context = browser.new_context()
+    context = new_context(browser)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -68,7 +68,7 @@ def test_a_real_clients_turns_are_stored_as_the_page_saw_them(
     # Three whole answers (the first warms the page's code up), then one stopped.
     seen = [page.evaluate(ask, [client, chat_site.origin, stop]) for stop in (0, 0, 0, STOP_AFTER)]
     turns = stored_turns(app, len(seen))
-    context.close()
+    close_quietly(context)
     assert not errors, errors  # neither the SDK nor the client threw into the page
 
     assert [s["outcome"] for s in seen] == ["completed"] * 3 + ["stopped"]
