@@ -65,8 +65,26 @@ def display_value(value: Any) -> str:
 
 @dataclass
 class Figure:
-    """One labelled value, formatted."""
+    """One labelled value, formatted; ``previous`` is the same figure for the period
+    before (empty when not compared), ``change`` how far it moved."""
 
     key: str
     label: str
     value: str
+    previous: str = ""
+    change: str = ""
+
+
+def change(current: float | None, previous: float | None, *, points: bool = False) -> str:
+    """How far a figure moved from the previous period: "+33%" of the previous value,
+    or for a rate (``points``) "+1.2 pts" of percentage; empty when either is missing
+    (or the previous value is 0: no share of nothing)."""
+    if current is None or previous is None:
+        return ""
+    if points:
+        moved = (current - previous) * 100
+        return "±0 pts" if round(moved, 1) == 0 else f"{moved:+.1f} pts"
+    if previous == 0:
+        return ""
+    moved = (current - previous) / abs(previous) * 100
+    return "±0%" if round(moved) == 0 else f"{moved:+.0f}%"

@@ -116,6 +116,20 @@ def time_range(
     return TimeRange(end_of_minute - length, end_of_minute, preset, step), errors
 
 
+# --- bots ----------------------------------------------------------------------------
+
+BOTS = ("exclude", "include")
+
+
+def bots_included(params: Mapping[str, str]) -> tuple[bool, list[str]]:
+    """Whether the overview's headline figures count bot turns (``bots=include``); by
+    default they do not: a crawler's visits are no user's wait."""
+    value = params.get("bots", "") or "exclude"
+    if value not in BOTS:
+        return False, [f"unknown bots value {value[:64]!r}: include or exclude"]
+    return value == "include", []
+
+
 # --- the trace list's filters and cursor ------------------------------------------
 
 

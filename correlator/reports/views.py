@@ -34,10 +34,16 @@ def _base(
 def overview(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     window, errors = forms.time_range(request.GET, now=timezone.now())
-    report = overview_page.overview(app=app, window=window) if app else None
-    context = _base(request, "overview", apps, app, window=window, errors=errors, report=report)
-    if report is not None:
+    bots, bot_errors = forms.bots_included(request.GET)
+    report = overview_page.overview(app=app, window=window, bots=bots) if app else None
+    context = _base(
+        request, "overview", apps, app, window=window, errors=errors + bot_errors, report=report
+    )
+    if report is not None and app is not None:
         context["percentiles_note"] = report.percentiles_note
+        # The same page with bots counted the other way (the default leaves them out).
+        flipped = {"app": app.slug, **window.query(), **({} if bots else {"bots": "include"})}
+        context["bots_toggle_url"] = f"?{urlencode(flipped)}"
     return render(request, "reports/overview.html", context)
 
 

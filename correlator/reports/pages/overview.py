@@ -1,5 +1,9 @@
 """The overview page: every figure from ``analytics.figures`` (totals and every split
-in one read, and the charts' series), which answers from rollups at scale."""
+in one read, and the charts' series), which answers from rollups at scale.
+
+Headline figures leave bots out unless asked (``bots``), and sit beside the same
+figures of the previous period of equal length (one more rollup read). Every chart
+point, bar and breakdown row links to the trace list of its time bucket and key."""
 
 from __future__ import annotations
 
@@ -8,15 +12,17 @@ from datetime import datetime, timedelta
 from functools import reduce
 from operator import getitem
 from typing import Any, cast
+from urllib.parse import urlencode
 
+from django.urls import reverse
 from django.utils.safestring import SafeString
 
 from correlator.analytics import figures
 from correlator.analytics.exact import rate
 from correlator.reports import charts
-from correlator.reports.format import Figure, fmt_ms, fmt_number, fmt_rate, fmt_usd
+from correlator.reports.format import Figure, change, fmt_ms, fmt_number, fmt_rate, fmt_usd
 from correlator.reports.forms import TimeRange
-from rumserver.models import Application
+from rumserver.models import Application, BrowserSession
 
 GROUPS = {"model": "Model", "browser": "Browser", "os": "OS", "device": "Device class"}
 LATENCIES = [
@@ -51,6 +57,36 @@ RATES = [
 ]
 
 
+# The headline cards: (key, label, the value from a metrics answer, its format).
+CARDS: list[tuple[str, str, Any, Any]] = [
+    ("turns", "Turns", lambda t: t["turns"], fmt_number),
+    ("sessions", "Sessions", lambda t: t["sessions"], fmt_number),
+    ("conversations", "Conversations", lambda t: t["conversations"], fmt_number),
+    ("turns_per_session", "Turns per session", lambda t: t["turns_per_session"], fmt_number),
+    (
+        "intent_corrections",
+        "Intent corrections per conversation",
+        lambda t: t["intent_corrections_per_conversation"],
+        fmt_number,
+    ),
+    ("input_tokens", "Tokens in", lambda t: t["input_tokens"], fmt_number),
+    ("output_tokens", "Tokens out", lambda t: t["output_tokens"], fmt_number),
+    ("cost_usd", "Cost", lambda t: t["cost_usd"], fmt_usd),
+    (
+        "cost_per_conversation",
+        "Cost per conversation",
+        lambda t: rate(t["cost_usd"], t["conversations"]),
+        fmt_usd,
+    ),
+    (
+        "cost_unpriced_turns",
+        "Turns with no price (cost nothing)",
+        lambda t: t["cost_unpriced_turns"],
+        fmt_number,
+    ),
+]
+QUANTILE_COLUMNS = ("p50", "p75", "p95", "p99")
+
 PERCENTILES_EXACT = "percentiles are exact (nearest-rank over every turn)"
 
 
@@ -73,6 +109,9 @@ class Overview:
     groups: list[dict[str, Any]] = field(default_factory=list)
     costs: list[dict[str, str]] = field(default_factory=list)
     percentiles_note: str = PERCENTILES_EXACT
+    previous: TimeRange | None = None  # the period the headline figures are compared with
+    bots: bool = False  # whether the headline figures and charts count bot turns
+    bot_turns: int = 0  # bot turns in the window (the device split's "bot" row)
 
 
 def _x_label(at: datetime, window: TimeRange) -> str:
@@ -81,6 +120,28 @@ def _x_label(at: datetime, window: TimeRange) -> str:
     if window.step >= timedelta(days=1):
         return at.strftime("%b %d")
     return at.strftime("%b %d %H:%M")
+
+
+def traces_url(app: Application, since: datetime, until: datetime, **keys: str) -> str:
+    """The trace list of this application in [since, until) with these filters: where
+    a chart point, bar or breakdown row leads (explicit times, not a preset, so the
+    link keeps its bucket when followed later)."""
+    query = {"app": app.slug, "since": since.isoformat(), "until": until.isoformat(), **keys}
+    return f"{reverse('reports:traces')}?{urlencode(query)}"
+
+
+def _drill_key(group_by: str, key: str) -> dict[str, str] | None:
+    """The trace list filter of a breakdown row; None when the list cannot filter by
+    it (an unknown key is stored empty, which the filters read as no filter)."""
+    if not key or (group_by == "device" and key not in BrowserSession.Device.values):
+        return None
+    return {group_by: key}
+
+
+def previous_period(window: TimeRange) -> TimeRange:
+    """The period of the same length just before ``window``."""
+    length = window.until - window.since
+    return TimeRange(window.since - length, window.since, "", window.step)
 
 
 def _group_row(group: dict[str, Any]) -> dict[str, str]:
@@ -116,57 +177,73 @@ def _cost_row(group: dict[str, Any]) -> dict[str, str]:
     }
 
 
-def overview(*, app: Application, window: TimeRange) -> Overview:
+def _latency_row(
+    key: str, label: str, now: dict[str, Any], before: dict[str, Any]
+) -> dict[str, Any]:
+    """A latency table row: each quantile now, and the previous period's with the change."""
+    row: dict[str, Any] = {"key": key, "label": label, "previous": {}}
+    for q in QUANTILE_COLUMNS:
+        row[q] = fmt_ms(now[key][q])
+        moved = change(now[key][q], before[key][q])
+        row["previous"][q] = fmt_ms(before[key][q]) + (f", {moved}" if moved else "")
+    return row
+
+
+def overview(*, app: Application, window: TimeRange, bots: bool = False) -> Overview:
     """Every figure of the overview, from ``window_breakdown`` (totals and every split
-    in one read) and ``window_series`` (the charts) only."""
+    in one read, and the previous period's totals in another) and ``window_series``
+    (the charts) only. Without ``bots``, the totals and charts leave bot turns out;
+    the splits keep them (their device class is "bot")."""
     grouped = figures.window_breakdown(
-        app=app, since=window.since, until=window.until, group_bys=list(GROUPS)
+        app=app, since=window.since, until=window.until, group_bys=list(GROUPS), bots=bots
     )
     totals = grouped["model"]  # every grouped answer carries the window's totals too
+    previous = previous_period(window)
+    before = figures.window_breakdown(
+        app=app, since=previous.since, until=previous.until, group_bys=["device"], bots=bots
+    )["device"]
     series = figures.window_series(
-        app=app, since=window.since, until=window.until, step=window.step
+        app=app, since=window.since, until=window.until, step=window.step, bots=bots
     )
-    cards = [
-        Figure("turns", "Turns", fmt_number(totals["turns"])),
-        Figure("sessions", "Sessions", fmt_number(totals["sessions"])),
-        Figure("conversations", "Conversations", fmt_number(totals["conversations"])),
-        Figure("turns_per_session", "Turns per session", fmt_number(totals["turns_per_session"])),
+    cards = []
+    for key, label, value_of, fmt in CARDS:
+        now, then = value_of(totals), value_of(before)
+        cards.append(Figure(key, label, fmt(now), fmt(then), change(now, then)))
+    latencies = [_latency_row(key, label, totals, before) for key, label in LATENCIES]
+    rates = [
         Figure(
-            "intent_corrections",
-            "Intent corrections per conversation",
-            fmt_number(totals["intent_corrections_per_conversation"]),
-        ),
-        Figure("input_tokens", "Tokens in", fmt_number(totals["input_tokens"])),
-        Figure("output_tokens", "Tokens out", fmt_number(totals["output_tokens"])),
-        Figure("cost_usd", "Cost", fmt_usd(totals["cost_usd"])),
-        Figure(
-            "cost_per_conversation",
-            "Cost per conversation",
-            fmt_usd(rate(totals["cost_usd"], totals["conversations"])),
-        ),
-        Figure(
-            "cost_unpriced_turns",
-            "Turns with no price (cost nothing)",
-            fmt_number(totals["cost_unpriced_turns"]),
-        ),
+            key,
+            label,
+            fmt_rate(totals["rates"][key]),
+            fmt_rate(before["rates"][key]),
+            change(totals["rates"][key], before["rates"][key], points=True),
+        )
+        for key, label in RATES
     ]
-    latencies = [
-        {"key": key, "label": label}
-        | {q: fmt_ms(totals[key][q]) for q in ("p50", "p75", "p95", "p99")}
-        for key, label in LATENCIES
-    ]
-    rates = [Figure(key, label, fmt_rate(totals["rates"][key])) for key, label in RATES]
 
     labels = [_x_label(point["since"], window) for point in series]
+    point_links = [traces_url(app, point["since"], point["until"]) for point in series]
     drawn: list[tuple[str, SafeString]] = []
 
     def line(title: str, lines: list[charts.Series], unit: str = "ms") -> None:
         drawn.append(
-            (title, charts.line_chart(title=title, x_labels=labels, series=lines, unit=unit))
+            (
+                title,
+                charts.line_chart(
+                    title=title, x_labels=labels, series=lines, unit=unit, links=point_links
+                ),
+            )
         )
 
-    def bars(title: str, bar_labels: list[str], groups: list[charts.Series]) -> None:
-        drawn.append((title, charts.bar_chart(title=title, labels=bar_labels, series=groups)))
+    def bars(
+        title: str, bar_labels: list[str], groups: list[charts.Series], links: list[str]
+    ) -> None:
+        drawn.append(
+            (
+                title,
+                charts.bar_chart(title=title, labels=bar_labels, series=groups, links=links),
+            )
+        )
 
     def over_time(name: str, *path: str) -> charts.Series:
         """One figure of every point of the series, found by its keys."""
@@ -192,8 +269,13 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
         [over_time(label, "rates", key) for key, label in RATE_LINES],
         unit="%",
     )
-    bars("Turns", labels, [over_time("turns", "turns")])
+    bars("Turns", labels, [over_time("turns", "turns")], point_links)
     models = grouped["model"]["groups"]
+
+    def drill(group_by: str, key: object) -> str:
+        keys = _drill_key(group_by, str(key))
+        return traces_url(app, window.since, window.until, **keys) if keys is not None else ""
+
     bars(
         "Tokens in and out per model",
         [str(g["key"]) or "(unknown)" for g in models],
@@ -201,12 +283,29 @@ def overview(*, app: Application, window: TimeRange) -> Overview:
             charts.Series("tokens in", [g["input_tokens"] for g in models]),
             charts.Series("tokens out", [g["output_tokens"] for g in models]),
         ],
+        [drill("model", g["key"]) for g in models],
     )
     groups = [
-        {"key": key, "label": label, "rows": [_group_row(g) for g in grouped[key]["groups"]]}
+        {
+            "key": key,
+            "label": label,
+            "rows": [_group_row(g) | {"url": drill(key, g["key"])} for g in grouped[key]["groups"]],
+        }
         for key, label in GROUPS.items()
     ]
+    bot_turns = sum(g["turns"] for g in grouped["device"]["groups"] if g["key"] == "bot")
     costs = [_cost_row(g) for g in models]
     return Overview(
-        app, window, cards, latencies, rates, drawn, groups, costs, percentiles_note(totals)
+        app,
+        window,
+        cards,
+        latencies,
+        rates,
+        drawn,
+        groups,
+        costs,
+        percentiles_note(totals),
+        previous=previous,
+        bots=bots,
+        bot_turns=bot_turns,
     )
