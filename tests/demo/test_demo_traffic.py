@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
+from datetime import timedelta
+from itertools import pairwise
 
 import pytest
+from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from correlator.models import Trace, Turn
-from rumserver.models import BrowserEvent, BrowserSession, Score, Span
+from demo.model_metrics import _Requests, demo_servers, server_samples
+from demo.simulator import MODELS
+from rumserver.models import (
+    ApplicationMember,
+    BrowserEvent,
+    BrowserSession,
+    Score,
+    Span,
+)
 from tests import factories
 
 TURNS = 300
@@ -102,3 +116,57 @@ def test_a_seed_gives_the_same_traffic_whatever_the_time(db):
 
     assert trace_ids(now) == trace_ids(now + timedelta(hours=7, minutes=13))
     assert trace_ids(now) != trace_ids(now, seed=6)
+
+
+def test_the_demo_servers_state_is_on_the_model_server_answer(filled, client):
+    """demo_traffic also sends its vLLM servers' and GPUs' metrics through the metrics
+    ingest: a new user's model-server page shows each self-hosted model's server."""
+    app, other = filled
+    user = User.objects.create_user("viewer")
+    ApplicationMember.objects.create(application=app, user=user)
+    token = Token.objects.create(user=user).key
+    until = timezone.now()
+    since = until - timedelta(days=1)
+    r = client.get(
+        "/api/v1/model-servers",
+        {"app": app.slug, "since": since.isoformat(), "until": until.isoformat()},
+        HTTP_AUTHORIZATION=f"Token {token}",
+    )
+    assert r.status_code == 200, r.content
+    servers = {s["service"]: s for s in r.json()["servers"]}
+    self_hosted = {f"vllm-{m.name.split('-instruct')[0]}" for m in MODELS if m.self_hosted}
+    assert set(servers) == self_hosted
+    for server in servers.values():
+        running = [v for v in server["requests_running"] if v is not None]
+        assert running and max(running) > 0  # the working day is busy
+        assert all(0 <= v <= 1 for v in server["kv_cache_usage"] if v is not None)
+        assert any(v and v > 0 for v in server["generation_tokens_per_second"])
+        assert any(v and v > 0 for v in server["gpu_utilization_percent"])
+    # Only the chosen application has them.
+    ApplicationMember.objects.create(application=other, user=user)
+    r = client.get(
+        "/api/v1/model-servers",
+        {"app": other.slug, "since": since.isoformat(), "until": until.isoformat()},
+        HTTP_AUTHORIZATION=f"Token {token}",
+    )
+    assert r.status_code == 200 and r.json()["servers"] == [], r.content
+
+
+def test_the_demo_servers_load_includes_the_demos_own_requests(db):
+    """A server's running requests at a scrape count the stored requests running then."""
+    server = demo_servers()[0]
+    start = 1_700_000_000 * 10**9
+    step = 60 * 10**9
+    own = _Requests(runs=[(start + step - 5, start + step + 5)] * 7, waits=[])
+    quiet = random.Random(1)
+    alone = list(
+        server_samples(server, _Requests(), start_ns=start, step_ns=step, count=3, rng=quiet)
+    )
+    again = random.Random(1)
+    loaded = list(server_samples(server, own, start_ns=start, step_ns=step, count=3, rng=again))
+    demand = [s.running + s.waiting for s in loaded]
+    assert demand[1] == alone[1].running + alone[1].waiting + 7
+    assert demand[0] == alone[0].running + alone[0].waiting
+    # Counters only grow; the TTFT histogram is cumulative.
+    assert [s.generation_tokens for s in loaded] == sorted(s.generation_tokens for s in loaded)
+    assert all(sum(a.ttft_counts) <= sum(b.ttft_counts) for a, b in pairwise(loaded))

@@ -17,6 +17,7 @@ from django.db import connection, connections
 from django.utils import timezone
 
 from correlator.stitch.sweep import sweep_backlog, sweep_run
+from demo.model_metrics import send_model_server_metrics
 from demo.token import DEMO_SLUG
 from demo.traffic import TrafficGenerator, TrafficOptions, TrafficResult, relaxed_commits
 from rumserver.applications import application_create
@@ -124,11 +125,13 @@ class Command(BaseCommand):
                 watcher.join(timeout=5)
             stitch_bar.set(backlog)
             stitch_bar.close()
+        # After the stitch: the servers' load includes the demo's own stored requests.
+        metric_points = send_model_server_metrics(app, days=days, now=now, seed=options["seed"])
         outcomes = ", ".join(f"{k} {v}" for k, v in sorted(result.outcomes.items()))
         self.stdout.write(
             f"demo_traffic: {result.turns} turns in {result.sessions} sessions for "
             f"{app.slug!r} ({outcomes}); {result.spans} spans, {result.server_only_traces} "
-            f"server-only traces, {result.scores} scores; ingested in {ingested:.1f} s, "
+            f"server-only traces, {result.scores} scores, {metric_points} model-server metric points; ingested in {ingested:.1f} s, "
             f"{sweep.stitched} traces stitched in {sweep.seconds:.1f} s"
         )
 
