@@ -288,14 +288,11 @@ class Score(models.Model):
         return f"{self.name}={self.value} on {self.trace_id}"
 
 
-class MetricPoint(models.Model):
-    """One OTLP metric data point (gauge, sum or histogram) as received on ``/v1/metrics``.
-
-    A series is one metric of one service instance with one set of attributes; ``series``
-    is a hash of that identity (rumserver.ingest.otlp.metrics), so an exporter's retry of
-    the same point lands once. Values of Prometheus counters and histograms stay as sent
-    (cumulative): rates are taken when read.
-    """
+class MetricSeries(models.Model):
+    """One series of OTLP metric data points: a metric of one service instance with one
+    set of attributes (DESIGN.md §10.6). Made once, when its first point arrives;
+    ``key`` hashes its identity (rumserver.ingest.otlp.metrics), so every web process
+    finds the same row and a retried export the same series."""
 
     class Kind(models.IntegerChoices):
         GAUGE = 1
@@ -303,6 +300,7 @@ class MetricPoint(models.Model):
         HISTOGRAM = 3
 
     app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    key = models.CharField(max_length=32, help_text="Hash of the series identity.")
     service = models.CharField(max_length=128, help_text="Resource service.name.")
     instance = models.CharField(
         max_length=256, blank=True, default="", help_text="Resource service.instance.id."
@@ -310,36 +308,108 @@ class MetricPoint(models.Model):
     name = models.CharField(max_length=256)
     unit = models.CharField(max_length=64, blank=True, default="")
     kind = models.PositiveSmallIntegerField(choices=Kind.choices)
-    series = models.CharField(max_length=32, help_text="Hash of the point's series identity.")
-    time_ns = models.BigIntegerField()
-    start_ns = models.BigIntegerField(default=0, help_text="Start of a sum or histogram.")
-    value = models.FloatField(null=True, blank=True, help_text="Gauge or sum value.")
     monotonic = models.BooleanField(default=False)
     temporality = models.PositiveSmallIntegerField(
         default=0, help_text="OTLP AggregationTemporality: 1 delta, 2 cumulative."
+    )
+    attributes = models.JSONField(default=dict)
+    resource = models.JSONField(default=dict, help_text="As sent with the first point.")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "key"], name="uniq_metric_series"),
+        ]
+        indexes = [
+            # The model-server page: the series of some metrics of an application.
+            models.Index(fields=["app", "name"], name="metric_series_app_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} {self.service}/{self.instance}"
+
+
+class MetricPoint(models.Model):
+    """One OTLP metric data point (gauge, sum or histogram) as received on ``/v1/metrics``,
+    a thin row of its series: its series and time are its key, so an exporter's retry
+    of the same point lands once, and the key also serves a series' time range.
+
+    Values of Prometheus counters and histograms stay as sent (cumulative): rates are
+    taken when read. ``value`` is the float every read uses; a point sent ``as_int``
+    also keeps the exact integer in ``int_value`` (a float holds integers exactly only
+    up to 2**53).
+    """
+
+    # Kept here too: the kinds belong to the points' readers as much as to the series.
+    Kind = MetricSeries.Kind
+
+    pk = models.CompositePrimaryKey("series", "time_ns")
+    # No database foreign key: its check is a trigger per inserted row, the largest
+    # share of a thin row's cost. Series are only deleted with their application, and
+    # Django's cascade deletes the points first.
+    series = models.ForeignKey(
+        MetricSeries, on_delete=models.CASCADE, db_constraint=False, related_name="points"
+    )
+    time_ns = models.BigIntegerField()
+    start_ns = models.BigIntegerField(default=0, help_text="Start of a sum or histogram.")
+    value = models.FloatField(null=True, blank=True, help_text="Gauge or sum value.")
+    int_value = models.BigIntegerField(
+        null=True, blank=True, help_text="The value when sent as an integer."
     )
     count = models.BigIntegerField(null=True, blank=True, help_text="Histogram count.")
     sum = models.FloatField(null=True, blank=True)
     min = models.FloatField(null=True, blank=True)
     max = models.FloatField(null=True, blank=True)
-    bounds = models.JSONField(default=list, help_text="Histogram explicit bounds.")
-    bucket_counts = models.JSONField(default=list, help_text="Per bucket, not cumulative.")
+    bounds = models.JSONField(null=True, blank=True, help_text="Histogram explicit bounds.")
+    bucket_counts = models.JSONField(
+        null=True, blank=True, help_text="Histogram, per bucket, not cumulative."
+    )
     flags = models.PositiveIntegerField(default=0, help_text="1 = no recorded value (stale).")
-    attributes = models.JSONField(default=dict)
-    resource = models.JSONField(default=dict)
-    received_at = models.DateTimeField()
-
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["app", "series", "time_ns"], name="uniq_metric_point"),
-        ]
-        indexes = [
-            # The model-server page: one metric of an application over a time range.
-            models.Index(fields=["app", "name", "time_ns"], name="metric_app_name_time"),
-        ]
 
     def __str__(self) -> str:
-        return f"{self.name}@{self.time_ns}"
+        return f"{self.series_id}@{self.time_ns}"
+
+
+class MetricRollup(models.Model):
+    """The points of one series in one minute or one hour, summed for long ranges
+    (DESIGN.md §10.6): a 7-day read of 15-second samples reads these, not 40,000 points
+    a series. Kept by rumserver.metric_rollups from the points of a period marked in
+    ``MetricDirty``. Only points with a value count. ``increase`` and
+    ``increase_seconds`` cover consecutive points both in the period (a counter reset
+    counts the later value); the first and last point let a reader join periods."""
+
+    pk = models.CompositePrimaryKey("series", "seconds", "start_ns")
+    series = models.ForeignKey(
+        MetricSeries, on_delete=models.CASCADE, db_constraint=False, related_name="rollups"
+    )
+    seconds = models.PositiveSmallIntegerField(help_text="60 or 3600.")
+    start_ns = models.BigIntegerField()
+    samples = models.IntegerField()
+    total = models.FloatField()
+    increase = models.FloatField()
+    increase_seconds = models.FloatField()
+    first_ns = models.BigIntegerField()
+    first_value = models.FloatField()
+    last_ns = models.BigIntegerField()
+    last_value = models.FloatField()
+
+    def __str__(self) -> str:
+        return f"{self.series_id}@{self.start_ns}/{self.seconds}s"
+
+
+class MetricDirty(models.Model):
+    """A minute or hour of an application whose metric points changed since its
+    rollups were made; ingest marks it in the statement that stores the points."""
+
+    pk = models.CompositePrimaryKey("app", "seconds", "start_ns")
+    # A database foreign key, unlike the points': the mark is the part of an ingest
+    # statement that notices a deleted application (series ids are kept in memory).
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    seconds = models.PositiveSmallIntegerField()
+    start_ns = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.app_id}@{self.start_ns}/{self.seconds}s"
 
 
 class ModelPrice(models.Model):

@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.db import connection
+
 from correlator.analytics import figures
-from rumserver.models import Application, MetricPoint
+from rumserver import metric_rollups
+from rumserver.models import Application, MetricPoint, MetricRollup, MetricSeries
 
 
 def _named(*names: str) -> tuple[str, ...]:
@@ -67,82 +70,91 @@ _FIGURE_OF = {name: figure for figure in FIGURES for name in figure.names}
 # How far before the range a counter's previous sample is looked for, so the first
 # step has a rate: a few scrape intervals.
 LOOKBACK = timedelta(minutes=5)
+MINUTE_NS, HOUR_NS = 60 * 1_000_000_000, 3600 * 1_000_000_000
 
 
 def _ns(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
+class _Accumulator:
+    """Per server, figure, series and step: gauge samples (count and total) and
+    counter increases (amount and seconds), fed by points or by rollups in each
+    series' time order."""
+
+    def __init__(self, edges: list[int]) -> None:
+        self.edges = edges
+        # (service, instance) -> figure key -> step -> series -> [a, b]
+        self.by_server: dict[tuple[str, str], dict[str, dict[int, dict[int, list[float]]]]] = (
+            defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
+        )
+        self.series: int | None = None
+        self.last: tuple[int, float] | None = None  # the series' previous sample
+
+    def _add(self, server: tuple[str, str], key: str, at: int, series: int,
+             a: float, b: float) -> None:  # fmt: skip
+        totals = self.by_server[server][key][at].setdefault(series, [0.0, 0.0])
+        totals[0] += a
+        totals[1] += b
+
+    def period(self, row: tuple[Any, ...]) -> None:
+        """One rollup row, or one point as a period of one sample: service, instance,
+        name, series, start, samples, total, increase, seconds, first time and value,
+        last time and value. Periods of a series come in time order; one lies in one
+        step (rollups are only read where that holds)."""
+        (service, instance, name, series, start, samples, total, increase, seconds,
+         first_ns, first, last_ns, last) = row  # fmt: skip
+        if series != self.series:
+            self.series, self.last = series, None
+        figure = _FIGURE_OF[name]
+        at = bisect_right(self.edges, start) - 1  # -1: before the range (a lookback)
+        if figure.kind == "gauge":
+            if at >= 0:
+                self._add((service, instance), figure.key, at, series, samples, total)
+            return
+        if at >= 0:
+            if self.last is not None:
+                before_ns, before = self.last
+                increase += first if first < before else first - before
+                seconds += (first_ns - before_ns) / 1e9
+            self._add((service, instance), figure.key, at, series, increase, seconds)
+        self.last = (last_ns, last)
+
+    def servers(self, steps: int) -> list[dict[str, Any]]:
+        out = []
+        for (service, instance), by_key in sorted(self.by_server.items()):
+            server: dict[str, Any] = {"service": service, "instance": instance}
+            for figure in FIGURES:
+                by_step = by_key.get(figure.key, {})
+                values: list[float | None] = []
+                for i in range(steps):
+                    per_series = [
+                        a / b if figure.kind == "rate" else b / a
+                        for a, b in by_step.get(i, {}).values()
+                        if (b if figure.kind == "rate" else a) > 0
+                    ]
+                    values.append(figure.combine(per_series) if per_series else None)
+                server[figure.key] = values
+            out.append(server)
+        return out
+
+
 def model_server_series(
     *, app: Application, since: datetime, until: datetime, step: timedelta
 ) -> dict[str, Any]:
     """``{"steps": [{"since", "until", "client_ttft_p95_ms", "model_ttft_p95_ms"}],
-    "servers": [{"service", "instance", <figure>: [value | None per step]}]}``."""
+    "servers": [{"service", "instance", <figure>: [value | None per step]}]}``.
+    On PostgreSQL a range of whole minutes reads rollups; otherwise the points."""
     steps = figures.window_series(app=app, since=since, until=until, step=step)
     edges = [_ns(point["since"]) for point in steps] + [_ns(until)]
-    rows = (
-        MetricPoint.objects.filter(
-            app=app,
-            name__in=list(_FIGURE_OF),
-            time_ns__gte=_ns(since - LOOKBACK),
-            time_ns__lt=_ns(until),
-            value__isnull=False,
-        )
-        .order_by("series", "time_ns")
-        .values_list("service", "instance", "name", "series", "time_ns", "value")
-        .iterator(chunk_size=10_000)
-    )
-    # (service, instance) -> figure key -> step -> one value per series
-    per_series: dict[tuple[str, str], dict[str, dict[int, list[float]]]] = defaultdict(
-        lambda: defaultdict(lambda: defaultdict(list))
-    )
-    gauge_samples: dict[tuple[str, int], list[float]] = defaultdict(list)
-    increases: dict[tuple[str, int], list[float]] = defaultdict(lambda: [0.0, 0.0])
-    current: tuple[str, str, str, str] | None = None
-    previous: tuple[int, float] | None = None
-
-    def flush() -> None:
-        if current is None:
-            return
-        server, key = (current[0], current[1]), _FIGURE_OF[current[2]].key
-        for (_, at), samples in gauge_samples.items():
-            per_series[server][key][at].append(_mean(samples))
-        for (_, at), (delta, seconds) in increases.items():
-            if seconds > 0:
-                per_series[server][key][at].append(delta / seconds)
-        gauge_samples.clear()
-        increases.clear()
-
-    first_ns = edges[0]
-    for service, instance, name, series, time_ns, value in rows:
-        if current is None or current[3] != series:
-            flush()
-            current, previous = (service, instance, name, series), None
-        if value is None:
-            continue  # excluded by the query; for the type checker
-        at = bisect_right(edges, time_ns) - 1  # -1: before the range
-        if _FIGURE_OF[name].kind == "gauge":
-            if time_ns >= first_ns:
-                gauge_samples[series, at].append(value)
-            continue
-        if previous is not None and time_ns >= first_ns:
-            before_ns, before = previous
-            increase = value if value < before else value - before
-            totals = increases[series, at]
-            totals[0] += increase
-            totals[1] += (time_ns - before_ns) / 1e9
-        previous = (time_ns, value)
-    flush()
-
-    servers = []
-    for (service, instance), by_key in sorted(per_series.items()):
-        server: dict[str, Any] = {"service": service, "instance": instance}
-        for figure in FIGURES:
-            by_step = by_key.get(figure.key, {})
-            server[figure.key] = [
-                figure.combine(by_step[i]) if by_step.get(i) else None for i in range(len(steps))
-            ]
-        servers.append(server)
+    accumulator = _Accumulator(edges)
+    rows: Iterable[tuple[Any, ...]]
+    if metric_rollups.kept() and not (_ns(since) % MINUTE_NS or _ns(until) % MINUTE_NS):
+        rows = _rollup_rows(app.pk, _ns(since), _ns(until), step)
+    else:
+        rows = _point_rows(app, since, until)
+    for row in rows:
+        accumulator.period(row)
     return {
         "steps": [
             {
@@ -153,5 +165,76 @@ def model_server_series(
             }
             for point in steps
         ],
-        "servers": servers,
+        "servers": accumulator.servers(len(steps)),
     }
+
+
+def _point_rows(app: Application, since: datetime, until: datetime) -> Iterator[tuple[Any, ...]]:
+    """Each point as a period of one sample."""
+    rows = (
+        MetricPoint.objects.filter(
+            series__app=app,
+            series__name__in=list(_FIGURE_OF),
+            time_ns__gte=_ns(since - LOOKBACK),
+            time_ns__lt=_ns(until),
+            value__isnull=False,
+        )
+        .order_by("series_id", "time_ns")
+        .values_list(
+            "series__service", "series__instance", "series__name", "series_id", "time_ns", "value"
+        )
+        .iterator(chunk_size=10_000)
+    )
+    for service, instance, name, series, time_ns, value in rows:
+        yield (service, instance, name, series, time_ns, 1, value, 0.0, 0.0,
+               time_ns, value, time_ns, value)  # fmt: skip
+
+
+_ROLLUP_SQL = f"""
+SELECT s.service, s.instance, s.name, r.series_id, r.start_ns, r.samples, r.total,
+       r.increase, r.increase_seconds, r.first_ns, r.first_value, r.last_ns, r.last_value
+FROM {MetricSeries._meta.db_table} s
+CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[]) AS g(seconds, lo, hi)
+JOIN {MetricRollup._meta.db_table} r
+  ON r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo AND r.start_ns < g.hi
+WHERE s.app_id = %(app)s AND s.name = ANY(%(names)s::text[])
+ORDER BY r.series_id, r.start_ns
+"""
+
+
+def _rollup_rows(app_id: int, since: int, until: int, step: timedelta) -> list[tuple[Any, ...]]:
+    """The rollups covering [since - LOOKBACK, until): hours where a whole hour lies in
+    one step and its rollup is made, minutes elsewhere (the minutes made first)."""
+    metric_rollups.refresh(app_id, metric_rollups.MINUTE)
+    lo = since - _ns_of(LOOKBACK)
+    segments: list[tuple[int, int, int]] = []  # (seconds, from, to)
+    if step >= timedelta(hours=1):
+        first_hour = -(-since // HOUR_NS) * HOUR_NS
+        last_hour = until // HOUR_NS * HOUR_NS
+        marked = metric_rollups.marked(app_id, metric_rollups.HOUR)
+        at = lo
+        for hour in range(first_hour, last_hour, HOUR_NS):
+            if hour not in marked:
+                segments += [(60, at, hour), (3600, hour, hour + HOUR_NS)]
+                at = hour + HOUR_NS
+        segments.append((60, at, until))
+    else:
+        segments.append((60, lo, until))
+    segments = [s for s in segments if s[1] < s[2]]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ROLLUP_SQL,
+            {
+                "app": app_id,
+                "names": list(_FIGURE_OF),
+                "widths": [s[0] for s in segments],
+                "los": [s[1] for s in segments],
+                "his": [s[2] for s in segments],
+            },
+        )
+        rows: list[tuple[Any, ...]] = cursor.fetchall()
+    return rows
+
+
+def _ns_of(length: timedelta) -> int:
+    return int(length.total_seconds()) * 1_000_000_000

@@ -130,10 +130,10 @@ def scrape_store(*, target: ScrapeTarget, text: str, now: datetime) -> int:
     try:
         # A savepoint: a write refused for this target leaves the others' usable.
         with transaction.atomic():
-            store_metric_points(app_id=app_id, rows=mapped.rows, now=now)
+            store_metric_points(app_id=app_id, mapped=mapped, now=now)
     except DatabaseError as error:
         raise ScrapeFailed("store_failed", str(error)) from None
-    return len(mapped.rows)
+    return len(mapped.points)
 
 
 def public_url(url: str) -> str:

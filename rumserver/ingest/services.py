@@ -113,9 +113,9 @@ def otlp_metrics_ingest(
     buckets, kinds not kept) are counted for OTLP's partial success."""
     request = decode_export(body, media_type, ExportMetricsServiceRequest)
     mapped = map_metrics(request)
-    store_metric_points(app_id=app.id, rows=mapped.rows, now=now)
+    store_metric_points(app_id=app.id, mapped=mapped, now=now)
     return OtlpMetricsResult(
-        accepted_data_points=len(mapped.rows),
+        accepted_data_points=len(mapped.points),
         rejected_data_points=mapped.rejected_data_points,
         error_message=mapped.error_message,
     )

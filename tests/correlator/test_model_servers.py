@@ -15,7 +15,8 @@ from rest_framework.authtoken.models import Token
 
 from correlator.analytics import figures
 from correlator.stitch.sweep import sweep_run
-from rumserver.models import MetricPoint
+from rumserver import metric_rollups
+from rumserver.models import MetricPoint, MetricSeries
 from tests import factories
 from tests.correlator.golden import send_beacon
 from tests.reports.conftest import PASSWORD, make_user
@@ -32,13 +33,16 @@ def _ns(at: datetime) -> int:
 
 def put(app: Any, at: datetime, name: str, value: float, *, kind: int = GAUGE,
         instance: str = VLLM, service: str = "vllm", labels: str = "0") -> None:  # fmt: skip
-    series = hashlib.blake2b(f"{service}{instance}{name}{labels}".encode(), digest_size=16)
-    MetricPoint.objects.create(
-        app=app, service=service, instance=instance, name=name, kind=kind,
-        series=series.hexdigest(), time_ns=_ns(at), value=value, monotonic=kind == SUM,
-        temporality=2 if kind == SUM else 0, attributes={"engine": labels},
-        received_at=timezone.now(),
+    """One point of a series, with the marks ingest makes for the rollups."""
+    key = hashlib.blake2b(f"{service}{instance}{name}{labels}".encode(), digest_size=16)
+    series, _ = MetricSeries.objects.get_or_create(
+        app=app, key=key.hexdigest(),
+        defaults={"service": service, "instance": instance, "name": name, "kind": kind,
+                  "monotonic": kind == SUM, "temporality": 2 if kind == SUM else 0,
+                  "attributes": {"engine": labels}, "created_at": timezone.now()},
     )  # fmt: skip
+    MetricPoint.objects.create(series=series, time_ns=_ns(at), value=value)
+    metric_rollups.mark(app.pk, [_ns(at)])
 
 
 @pytest.fixture

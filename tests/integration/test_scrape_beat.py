@@ -33,12 +33,14 @@ def test_beat_scrapes_every_interval_through_the_worker(server, transactional_db
         deadline = time.monotonic() + 60
         times: set[int] = set()
         while len(times) < 2 and time.monotonic() < deadline:
-            running = MetricPoint.objects.filter(app=app, name="vllm:num_requests_running")
+            running = MetricPoint.objects.filter(
+                series__app=app, series__name="vllm:num_requests_running"
+            )
             times = set(running.values_list("time_ns", flat=True))
             time.sleep(0.3)
         assert len(times) >= 2, worker.output()[-4000:]  # two scrapes, one interval apart
         log = worker.wait_for(lambda text: f"scrape of {server}/garbage failed (invalid)" in text)
         assert "rumserver.scrape" in log
-        assert set(running.values_list("instance", flat=True)) == {f"{server}/vllm"}
+        assert set(running.values_list("series__instance", flat=True)) == {f"{server}/vllm"}
     finally:
         worker.stop()

@@ -17,6 +17,7 @@ from opentelemetry.sdk.resources import Resource
 
 from rumserver.models import MetricPoint
 from tests import factories
+from tests.metrics.stored import stored_points
 from tests.metrics.test_receiver import vllm_request
 
 LABELS = {"model_name": "llama-3-8b", "engine": "0"}
@@ -63,7 +64,7 @@ def test_the_sdk_exporter_stores_gauges_sums_and_histograms(live_server, compres
     assert exporter.export(data) is MetricExportResult.SUCCESS
     exporter.shutdown()
 
-    points = {p.name: p for p in MetricPoint.objects.filter(app_id=app.application.pk)}
+    points = {p.name: p for p in stored_points(app_id=app.application.pk)}
     assert set(points) == {
         "vllm.num_requests_waiting", "vllm.generation_tokens",
         "vllm.time_to_first_token",

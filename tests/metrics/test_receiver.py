@@ -18,6 +18,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2
 
 from rumserver.models import Application, MetricPoint
 from tests import factories
+from tests.metrics.stored import stored_point, stored_points
 from tests.otlp.builders import kv
 from tests.otlp.test_receiver import JSON, PB, status_of
 
@@ -83,7 +84,7 @@ def test_a_vllm_scrape_is_stored_with_its_values_bounds_and_attributes(client, a
     r = post(client, vllm_request().SerializeToString(), token=app.ingest_token)
     assert r.status_code == 200 and r["Content-Type"] == PB
     assert r.content == b""  # partial_success unset
-    points = {p.name: p for p in MetricPoint.objects.all()}
+    points = {p.name: p for p in stored_points()}
     assert set(points) == {
         "vllm:num_requests_running", "vllm:kv_cache_usage_perc", "vllm:num_preemptions_total",
         "vllm:time_to_first_token_seconds", "DCGM_FI_DEV_GPU_UTIL",
@@ -201,7 +202,7 @@ def test_otlp_json_gauges_sums_and_histograms(client, app):
     r = post(client, body, token=app.ingest_token, content_type=JSON)
     assert r.status_code == 200 and r["Content-Type"] == JSON
     assert json.loads(r.content) == {}
-    points = {p.name: p for p in MetricPoint.objects.all()}
+    points = {p.name: p for p in stored_points()}
     waiting = points["vllm:num_requests_waiting"]
     assert (waiting.value, waiting.instance, waiting.attributes) == (
         2.0,
@@ -251,9 +252,9 @@ def test_bad_points_are_refused_alone_with_partial_success(client, app):
                    "one bucket count more", "finite and increasing", "summary is not stored",
                    "metric name missing"):  # fmt: skip
         assert reason in partial["errorMessage"]
-    stored = dict(MetricPoint.objects.values_list("name", "flags"))
+    stored = dict(MetricPoint.objects.values_list("series__name", "flags"))
     assert stored == {"ok": 0, "stale": 1}
-    assert MetricPoint.objects.get(name="stale").value is None
+    assert stored_point(name="stale").value is None
 
 
 def test_partial_success_in_protobuf(client, app):
@@ -418,7 +419,7 @@ def test_a_series_is_its_attributes_whatever_their_order(client, app):
     )
     for body in (point_with(a_x, b_2), point_with(b_2, a_x), point_with(a_y, b_2)):
         assert post(client, body, token=app.ingest_token, content_type=JSON).status_code == 200
-    assert sorted(p.attributes["a"] for p in MetricPoint.objects.all()) == ["x", "y"]
+    assert sorted(p.attributes["a"] for p in stored_points()) == ["x", "y"]
 
 
 def test_metrics_without_points_refuse_nothing(client, app):

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
 
 import pytest
 from django.db import DataError
@@ -24,6 +25,7 @@ from rumserver.ingest.scrape_targets import ScrapeTarget
 from rumserver.models import MetricPoint
 from rumserver.tasks import scrape
 from tests import factories
+from tests.metrics.stored import stored_point, stored_points
 
 MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 # vLLM 0.33.0 vllm/v1/metrics/loggers.py: TTFT buckets (STANDARDS.md §10.5).
@@ -111,8 +113,8 @@ def free_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}/metrics"
 
 
-def point(name: str, **filters: object) -> MetricPoint:
-    return MetricPoint.objects.get(name=name, **filters)
+def point(name: str, **filters: object) -> SimpleNamespace:
+    return stored_point(name=name, **filters)
 
 
 @pytest.mark.django_db
@@ -133,7 +135,7 @@ def test_it_stores_vllm_and_dcgm_text_as_the_otlp_path_does(server):
     assert preemptions.kind == MetricPoint.Kind.SUM
     assert (preemptions.value, preemptions.monotonic, preemptions.temporality) == (7.0, True, 2)
     assert point("vllm:prompt_tokens_total").value == 1234.0
-    assert not MetricPoint.objects.filter(name__endswith="_created").exists()
+    assert not MetricPoint.objects.filter(series__name__endswith="_created").exists()
 
     ttft = point("vllm:time_to_first_token_seconds")
     assert ttft.kind == MetricPoint.Kind.HISTOGRAM
@@ -152,7 +154,7 @@ def test_it_stores_vllm_and_dcgm_text_as_the_otlp_path_does(server):
         "gpu-node-1",
     )
     assert point("DCGM_FI_DEV_FB_USED").value == 20210.0
-    assert {p.app_id for p in MetricPoint.objects.all()} == {app.id}
+    assert {p.app_id for p in stored_points()} == {app.id}
 
 
 @pytest.mark.django_db
@@ -189,7 +191,7 @@ def test_down_slow_garbage_and_unknown_targets_are_counted_and_the_others_stored
         f"{server}/vllm": "unknown_app",
     }
     assert result.stored == {f"{server}/dcgm": 2}
-    assert set(MetricPoint.objects.values_list("instance", flat=True)) == {f"{server}/dcgm"}
+    assert set(MetricPoint.objects.values_list("series__instance", flat=True)) == {f"{server}/dcgm"}
 
 
 def settings_in_a_fresh_process(**env: str) -> str:
@@ -226,16 +228,16 @@ def test_a_write_refused_for_one_target_leaves_the_others_stored(server, monkeyp
     app = factories.make_app().application
     real_store = scrape_module.store_metric_points
 
-    def store(*, app_id, rows, now):
-        if rows[0].instance.endswith("/dcgm"):
+    def store(*, app_id, mapped, now):
+        if next(iter(mapped.series))[0][1].endswith("/dcgm"):  # the ref's instance
             raise DataError("value out of range")
-        real_store(app_id=app_id, rows=rows, now=now)
+        real_store(app_id=app_id, mapped=mapped, now=now)
 
     monkeypatch.setattr(scrape_module, "store_metric_points", store)
     targets = [ScrapeTarget(app.slug, f"{server}/dcgm"), ScrapeTarget(app.slug, f"{server}/vllm")]
     result = scrape_run(targets=targets, now=datetime.now(UTC), timeout=5)
     assert result.failed == {f"{server}/dcgm": "store_failed"}
     assert (
-        MetricPoint.objects.filter(instance=f"{server}/vllm").count()
+        MetricPoint.objects.filter(series__instance=f"{server}/vllm").count()
         == result.stored[f"{server}/vllm"]
     )

@@ -1,33 +1,38 @@
-"""From a decoded ``ExportMetricsServiceRequest`` to metric point rows, without the
-database.
+"""From a decoded ``ExportMetricsServiceRequest`` to the series and thin point rows of
+the metric store, without the database.
 
-Gauges, sums and histograms are kept, every name (vLLM's, DCGM's, anyone's) alike,
-with their attributes as JSON values within the span limits. Each data point is
-checked on its own: a point with a bad time or malformed buckets, or of a kind not
-stored (exponential histogram, summary), is refused alone and counted for OTLP's
-partial success. A point's series (service, instance, metric, attributes) is hashed
-into ``series``, the key that makes a retried export land once.
+Gauges, sums and histograms are kept, every name (vLLM's, DCGM's, anyone's) alike.
+Each data point is checked on its own: a point with a bad time or malformed buckets,
+or of a kind not stored (exponential histogram, summary), is refused alone and counted
+for OTLP's partial success. A point names its series by a ``SeriesRef`` (what the
+metric says about it and the raw bytes of its attributes); the store turns refs into
+series ids once per process, so a point costs a few attribute reads and a tuple. The
+series' attributes are mapped to JSON values once a request, for the store to create a
+series it does not know; ``series_key`` hashes a series' identity.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Any
 
 import msgspec
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceRequest,
 )
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from rumserver.ingest.errors import IngestError
 from rumserver.ingest.otlp.spans import MAX_INT64
 from rumserver.ingest.otlp.spans import _attributes as attributes_of
 from rumserver.ingest.otlp.spans import _Cut as Cut
 from rumserver.ingest.otlp.spans import _text as text_of
-from rumserver.models import MetricPoint
+from rumserver.models import MetricSeries
 
 # At most this many data points a request: the Collector's batch processor sends
 # 8192 by default; a whole scrape of vLLM plus DCGM is a few thousand.
@@ -39,42 +44,32 @@ INSTANCE_ID = "service.instance.id"
 NO_RECORDED_VALUE = 1  # DataPointFlags: a staleness marker, no value
 
 # Plain ints: msgspec encodes no Django choices enum.
-GAUGE, SUM, HISTOGRAM = (int(k) for k in MetricPoint.Kind)
+GAUGE, SUM, HISTOGRAM = (int(k) for k in MetricSeries.Kind)
 _KINDS = {"gauge": GAUGE, "sum": SUM, "histogram": HISTOGRAM}
 
 # Attributes in a fixed order, so one series hashes the same whatever order it came in.
 _canonical = msgspec.json.Encoder(order="sorted").encode
 
 
-@dataclass
-class MetricRow:
-    service: str
-    instance: str
-    name: str
-    unit: str
-    kind: int
-    series: str
-    time_ns: int
-    start_ns: int
-    # Non-finite floats travel as "NaN", "Infinity", "-Infinity": JSON has no such
-    # numbers and msgspec would write null; PostgreSQL's float8 reads these strings.
-    value: float | str | None
-    monotonic: bool
-    temporality: int
-    count: int | None
-    sum: float | str | None
-    min: float | str | None
-    max: float | str | None
-    bounds: list[float]
-    bucket_counts: list[int]
-    flags: int
-    attributes: dict[str, Any]
-    resource: dict[str, Any]
+# (service, instance, name, kind, unit, monotonic, temporality): what a metric says
+# about its series; with the serialized attributes of a point, its series.
+Metric = tuple[str, str, str, int, str, bool, int]
+SeriesRef = tuple[Metric, tuple[bytes, ...]]
+# series, time_ns, start_ns, value, int_value, count, sum, min, max, bounds,
+# bucket_counts, flags: the columns of MetricPoint, the series still a ref.
+PointRow = tuple[
+    SeriesRef, int, int, float | None, int | None, int | None, float | None, float | None,
+    float | None, list[float] | None, list[int] | None, int,
+]  # fmt: skip
+_serialize = KeyValue.SerializeToString
 
 
 @dataclass
 class MappedMetrics:
-    rows: list[MetricRow] = field(default_factory=list)
+    points: list[PointRow] = field(default_factory=list)
+    # Each series of the points: the attributes of its first point as sent and its
+    # resource as mapped, for the store to create the series it does not know.
+    series: dict[SeriesRef, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
     rejected: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -87,25 +82,26 @@ class MappedMetrics:
             f"{n} data point(s): {reason}" for reason, n in sorted(self.rejected.items())
         )
 
+    def attributes(self, refs: list[SeriesRef]) -> dict[SeriesRef, dict[str, Any]]:
+        """These series' attributes as JSON values, each distinct set mapped once."""
+        mapped: dict[tuple[bytes, ...], dict[str, Any]] = {}
+        out = {}
+        for ref in refs:
+            pairs = self.series[ref][0]
+            attributes = mapped.get(ref[1])
+            if attributes is None:
+                attributes = mapped[ref[1]] = attributes_of(pairs, Cut())
+            out[ref] = attributes
+        return out
 
-def _float(number: float) -> float | str:
-    if math.isfinite(number):
-        return number
-    return "NaN" if math.isnan(number) else ("Infinity" if number > 0 else "-Infinity")
 
-
-@dataclass(frozen=True)
-class _Series:
-    """What every point of one metric shares."""
-
-    service: str
-    instance: str
-    resource: dict[str, Any]
-    name: str
-    unit: str
-    kind: int
-    monotonic: bool
-    temporality: int
+def series_key(ref: SeriesRef, attributes: dict[str, Any]) -> str:
+    """The series' identity hashed (its attributes in a fixed order, so one series
+    hashes the same whatever order they came in). The migration that made series
+    (rumserver 0012) copies this: keep them alike."""
+    service, instance, name, kind, unit, monotonic, temporality = ref[0]
+    identity = [service, instance, name, kind, unit, monotonic, temporality, attributes]
+    return hashlib.blake2b(_canonical(identity), digest_size=16).hexdigest()
 
 
 def _count_points(request: ExportMetricsServiceRequest) -> int:
@@ -120,12 +116,14 @@ def _count_points(request: ExportMetricsServiceRequest) -> int:
 
 
 def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
-    total = _count_points(request)
-    if total > MAX_DATA_POINTS:
-        raise IngestError(413, f"at most {MAX_DATA_POINTS} data points a request, got {total}")
+    """The request's point rows and series. A point costs a few field reads and a
+    tuple here (a request may hold 50,000): everything a metric's points share is
+    read once, a series' attributes are mapped only if the store does not know it.
+    The same point twice in one request is one row in the database (its key)."""
     mapped = MappedMetrics()
-    seen: set[tuple[str, int]] = set()
-    labels = _LabelSets()
+    rows, series, rejected = mapped.points, mapped.series, mapped.rejected
+    append = rows.append
+    total = 0
     for resource_metrics in request.resource_metrics:
         cut = Cut()
         resource = attributes_of(resource_metrics.resource.attributes, cut)
@@ -137,106 +135,86 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
                 if data_kind is None:
                     continue  # a metric without data has no points to refuse
                 data = getattr(metric, data_kind)
-                kind = _KINDS.get(data_kind)
-                if not data.data_points:
+                points = data.data_points
+                if not points:
                     continue  # nothing to store or refuse
+                total += len(points)
+                if total > MAX_DATA_POINTS:
+                    got = _count_points(request)
+                    raise IngestError(
+                        413, f"at most {MAX_DATA_POINTS} data points a request, got {got}"
+                    )
+                kind = _KINDS.get(data_kind)
                 if kind is None:
-                    mapped.rejected[f"{data_kind} is not stored"] += len(data.data_points)
+                    rejected[f"{data_kind} is not stored"] += len(points)
                     continue
-                if not metric.name or len(metric.name) > MAX_NAME or "\x00" in metric.name:
+                name = metric.name
+                if not name or len(name) > MAX_NAME or "\x00" in name:
                     reason = f"metric name missing or longer than {MAX_NAME} characters"
-                    mapped.rejected[reason] += len(data.data_points)
+                    rejected[reason] += len(points)
                     continue
-                series = _Series(
-                    service=service,
-                    instance=instance,
-                    resource=resource,
-                    name=metric.name,
-                    unit=text_of(metric.unit, cut, 64),
-                    kind=kind,
-                    monotonic=bool(kind == SUM and data.is_monotonic),
-                    temporality=_temporality(data),
-                )
-                for point in data.data_points:
-                    row, reason = _map_point(point, series, labels)
-                    if row is None:
-                        mapped.rejected[reason] += 1
-                    elif (row.series, row.time_ns) not in seen:
-                        # The same point twice in one request: store it once.
-                        seen.add((row.series, row.time_ns))
-                        mapped.rows.append(row)
+                unit = metric.unit
+                if unit:
+                    unit = text_of(unit, cut, 64)
+                if kind == GAUGE:
+                    about: Metric = (service, instance, name, GAUGE, unit, False, 0)
+                else:
+                    temporality = data.aggregation_temporality
+                    about = (
+                        service, instance, name, kind, unit, kind == SUM and data.is_monotonic,
+                        temporality if temporality in (1, 2) else 0,
+                    )  # fmt: skip
+                if kind == HISTOGRAM:
+                    for point in points:
+                        row, reason = _histogram(point, about)
+                        if row is None:
+                            rejected[reason] += 1
+                        else:
+                            append(row)
+                            if row[0] not in series:
+                                series[row[0]] = (point.attributes, resource)
+                    continue
+                for point in points:
+                    time_ns, start_ns = point.time_unix_nano, point.start_time_unix_nano
+                    if not 0 < time_ns <= MAX_INT64:
+                        rejected["missing or out-of-range time"] += 1
+                        continue
+                    if start_ns > time_ns:
+                        rejected[_start_after(start_ns)] += 1
+                        continue
+                    pairs = point.attributes
+                    ref: SeriesRef = (about, tuple(map(_serialize, pairs)))
+                    if ref not in series:
+                        series[ref] = (pairs, resource)
+                    flags = point.flags & 0xFFFF  # the defined ones; the column is int32
+                    value_kind = point.WhichOneof("value")
+                    if value_kind == "as_double":
+                        append((ref, time_ns, start_ns, point.as_double, None,
+                                None, None, None, None, None, None, flags))  # fmt: skip
+                    elif value_kind == "as_int":
+                        number = point.as_int
+                        append((ref, time_ns, start_ns, float(number), number,
+                                None, None, None, None, None, None, flags))  # fmt: skip
+                    elif flags & NO_RECORDED_VALUE:
+                        append((ref, time_ns, start_ns, None, None,
+                                None, None, None, None, None, None, flags))  # fmt: skip
+                    else:
+                        rejected["no value (as_double or as_int)"] += 1
     return mapped
 
 
-def _temporality(data: Any) -> int:
-    value = getattr(data, "aggregation_temporality", 0)  # gauges have none
-    return value if value in (1, 2) else 0
+def _start_after(start_ns: int) -> str:
+    if start_ns > MAX_INT64:
+        return "missing or out-of-range time"
+    return "time_order: start time after the point's time"
 
 
-def _series_key(series: _Series, attributes: dict[str, Any]) -> str:
-    identity = [series.service, series.instance, series.name, attributes]
-    return hashlib.blake2b(_canonical(identity), digest_size=16).hexdigest()
-
-
-class _LabelSets:
-    """Point attributes as JSON values, each distinct set mapped once a request: a
-    scrape repeats a handful of label sets (vLLM's ``model_name`` and ``engine``) on
-    every metric, and mapping them is most of a point's cost. The dicts are shared
-    between rows, which only read them."""
-
-    def __init__(self) -> None:
-        self._known: dict[tuple[bytes, ...], dict[str, Any]] = {}
-
-    def of(self, pairs: Any) -> dict[str, Any]:
-        key = tuple(pair.SerializeToString() for pair in pairs)
-        attributes = self._known.get(key)
-        if attributes is None:
-            attributes = self._known[key] = attributes_of(pairs, Cut())
-        return attributes
-
-
-def _map_point(point: Any, series: _Series, labels: _LabelSets) -> tuple[MetricRow | None, str]:
+def _histogram(point: Any, about: Metric) -> tuple[PointRow | None, str]:
     time_ns, start_ns = point.time_unix_nano, point.start_time_unix_nano
-    if not 0 < time_ns <= MAX_INT64 or start_ns > MAX_INT64:
+    if not 0 < time_ns <= MAX_INT64:
         return None, "missing or out-of-range time"
     if start_ns > time_ns:
-        return None, "time_order: start time after the point's time"
-    attributes = labels.of(point.attributes)
-    row = MetricRow(
-        service=series.service,
-        instance=series.instance,
-        name=series.name,
-        unit=series.unit,
-        kind=series.kind,
-        series=_series_key(series, attributes),
-        time_ns=time_ns,
-        start_ns=start_ns,
-        value=None,
-        monotonic=series.monotonic,
-        temporality=series.temporality,
-        count=None,
-        sum=None,
-        min=None,
-        max=None,
-        bounds=[],
-        bucket_counts=[],
-        flags=point.flags & 0xFFFF,  # the defined flags; the column is 32-bit signed
-        attributes=attributes,
-        resource=series.resource,
-    )
-    if series.kind == HISTOGRAM:
-        return _read_histogram(point, row)
-    value_kind = point.WhichOneof("value")
-    if value_kind == "as_int":
-        row.value = float(point.as_int)
-    elif value_kind == "as_double":
-        row.value = _float(point.as_double)
-    elif not row.flags & NO_RECORDED_VALUE:
-        return None, "no value (as_double or as_int)"
-    return row, ""
-
-
-def _read_histogram(point: Any, row: MetricRow) -> tuple[MetricRow | None, str]:
+        return None, _start_after(start_ns)
     bounds, counts = list(point.explicit_bounds), list(point.bucket_counts)
     if len(counts) > MAX_BUCKETS:
         return None, f"more than {MAX_BUCKETS} histogram buckets"
@@ -244,17 +222,19 @@ def _read_histogram(point: Any, row: MetricRow) -> tuple[MetricRow | None, str]:
         return None, "histogram needs one bucket count more than explicit bounds"
     if not counts and bounds:
         return None, "histogram has explicit bounds but no bucket counts"
-    if not all(math.isfinite(b) for b in bounds) or any(
-        b >= after for b, after in zip(bounds, bounds[1:], strict=False)
+    # Increasing (NaN compares false) with finite ends: all finite.
+    if bounds and not (
+        math.isfinite(bounds[0])
+        and math.isfinite(bounds[-1])
+        and all(map(operator.lt, bounds, islice(bounds, 1, None)))
     ):
         return None, "histogram bounds must be finite and increasing"
-    if point.count > MAX_INT64 or any(c > MAX_INT64 for c in counts):
+    if point.count > MAX_INT64 or (counts and max(counts) > MAX_INT64):
         return None, "histogram count out of range"
-    row.bounds, row.bucket_counts, row.count = bounds, counts, point.count
-    if point.HasField("sum"):
-        row.sum = _float(point.sum)
-    if point.HasField("min"):
-        row.min = _float(point.min)
-    if point.HasField("max"):
-        row.max = _float(point.max)
+    ref: SeriesRef = (about, tuple(map(_serialize, point.attributes)))
+    total = point.sum if point.HasField("sum") else None
+    low = point.min if point.HasField("min") else None
+    high = point.max if point.HasField("max") else None
+    flags = point.flags & 0xFFFF
+    row = (ref, time_ns, start_ns, None, None, point.count, total, low, high, bounds, counts, flags)
     return row, ""
