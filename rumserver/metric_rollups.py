@@ -94,7 +94,9 @@ def refresh_all() -> int:
 
 def mark(app_id: int, times_ns: Iterable[int]) -> None:
     """Mark the minutes and hours of these point times (for points written without
-    the metric store, as tests and the migration do)."""
+    the metric store, as tests do)."""
+    if not kept():
+        return
     starts = {(seconds, t - t % (seconds * NS)) for t in times_ns for seconds in (MINUTE, HOUR)}
     MetricDirty.objects.bulk_create(
         [MetricDirty(app_id=app_id, seconds=s, start_ns=start) for s, start in starts],

@@ -249,6 +249,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "correlator-retention": {"task": "correlator.retention", "schedule": 3600.0},
     "alerts-evaluate": {"task": "alerts.evaluate", "schedule": 60.0},
+    "rumserver-metric-rollups": {"task": "rumserver.metric_rollups", "schedule": 60.0},
 }
 # The built-in scraper (DESIGN §10.6): SLUG=URL pairs of Prometheus text endpoints.
 LLMRUM_SCRAPE_TARGETS = parse_scrape_targets(

@@ -14,9 +14,10 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from correlator.analytics import figures
+from correlator.analytics.model_servers import model_server_series
 from correlator.stitch.sweep import sweep_run
 from rumserver import metric_rollups
-from rumserver.models import MetricPoint, MetricSeries
+from rumserver.models import MetricPoint, MetricRollup, MetricSeries
 from tests import factories
 from tests.correlator.golden import send_beacon
 from tests.reports.conftest import PASSWORD, make_user
@@ -149,3 +150,55 @@ def test_the_page_draws_every_server_and_escapes_a_hostile_service_name(client, 
     assert "Time to first token p95: client and model" in html
     assert 'aria-current="page">Model servers</a>' in html
     assert "Requests running and waiting" in html and "KV-cache and GPU use" in html
+
+
+def test_rollups_answer_as_the_points_do_over_two_days_even_for_a_late_point():
+    """Over 48 hours (one-hour steps) the answer reads hour and minute rollups on
+    PostgreSQL; it equals the answer read from the points (a range that does not start
+    on a minute), also after a point arrives late in an hour already rolled up."""
+    app = factories.make_app("Rolled").application
+    hour = timezone.now().replace(minute=0, second=0, microsecond=0)
+    since = hour - timedelta(hours=48) + timedelta(minutes=7)
+    until = since + timedelta(hours=48)
+    start = since + timedelta(hours=20, seconds=7)  # 3 hours from hh:07:07: 4 clock hours
+    running = MetricSeries.objects.create(
+        app=app, key="r", service="vllm", instance=VLLM, name="vllm:num_requests_running",
+        kind=GAUGE, created_at=timezone.now(),
+    )  # fmt: skip
+    tokens = MetricSeries.objects.create(
+        app=app, key="t", service="vllm", instance=VLLM, name="vllm:generation_tokens_total",
+        kind=SUM, monotonic=True, temporality=2, created_at=timezone.now(),
+    )  # fmt: skip
+    points, total = [], 0.0
+    for i in range(4 * 60 * 3):  # three hours of 15-second samples, a gap in the middle
+        if 300 <= i < 330:
+            continue
+        at = _ns(start + timedelta(seconds=15 * i))
+        total = 5.0 if i == 400 else total + (i % 7)  # a restart at sample 400
+        points += [MetricPoint(series=running, time_ns=at, value=float(i % 11)),
+                   MetricPoint(series=tokens, time_ns=at, value=total)]  # fmt: skip
+    MetricPoint.objects.bulk_create(points)
+    metric_rollups.mark(app.pk, [p.time_ns for p in points])
+    rolls = metric_rollups.kept()  # PostgreSQL: SQLite reads points either way
+    assert (metric_rollups.refresh_all() > 0) == rolls  # what beat runs every minute
+
+    def answers() -> tuple[Any, Any]:
+        step = timedelta(hours=1)
+        rolled = model_server_series(app=app, since=since, until=until, step=step)
+        read = model_server_series(
+            app=app, since=since + timedelta(seconds=1), until=until, step=step
+        )
+        return rolled["servers"], read["servers"]
+
+    rolled, read = answers()
+    assert MetricRollup.objects.filter(series=tokens, seconds=3600).count() == (4 if rolls else 0)
+    assert rolled[0]["requests_running"] == pytest.approx(read[0]["requests_running"])
+    rates = rolled[0]["generation_tokens_per_second"]
+    assert rates == pytest.approx(read[0]["generation_tokens_per_second"])
+    assert sum(r is not None for r in rates) == 4  # hours 20 to 23 of the range
+    late = start + timedelta(hours=1, seconds=5)  # in an hour rolled up already
+    MetricPoint.objects.create(series=running, time_ns=_ns(late), value=1000.0)
+    metric_rollups.mark(app.pk, [_ns(late)])
+    rolled_again, read_again = answers()
+    assert rolled_again[0]["requests_running"] == pytest.approx(read_again[0]["requests_running"])
+    assert rolled_again[0]["requests_running"] != rolled[0]["requests_running"]
