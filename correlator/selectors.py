@@ -77,6 +77,21 @@ def trace_scores(trace: Trace) -> list[Score]:
     return list(scores.order_by("received_at", "id")[:SCORE_LIMIT])
 
 
+def regeneration_links(turn: Turn) -> tuple[str, str]:
+    """(trace id of the turn that regenerated this one, trace id of the turn this one
+    regenerates), each "" when there is none or it is not stitched: one probe each,
+    by the partial index on ``regenerate_of`` and by (app, span id)."""
+    later = ""
+    if turn.regenerated:
+        found = Turn.objects.filter(app_id=turn.app_id, regenerate_of=turn.span_id)
+        later = found.order_by("t_send_ms").values_list("trace__trace_id", flat=True).first() or ""
+    earlier = ""
+    if turn.regenerate_of:
+        found = Turn.objects.filter(app_id=turn.app_id, span_id=turn.regenerate_of)
+        earlier = found.values_list("trace__trace_id", flat=True).first() or ""
+    return later, earlier
+
+
 TRACE_ID = re.compile(r"[0-9a-f]{32}")
 SEARCH_SESSIONS = 1000  # sessions a search's id may name (a user's, a session's)
 

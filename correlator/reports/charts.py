@@ -186,11 +186,18 @@ def line_chart(
             if v is None:
                 pen_down = False
                 continue
-            path.append(f"{'L' if pen_down else 'M'}{_attr(x_of(i))} {_attr(y_of(v))}")
-            points.append(
-                f'<circle cx="{_attr(x_of(i))}" cy="{_attr(y_of(v))}" r="2.5" fill="{colour}">'
-                f"<title>{escape(s.name)}: {escape(number(v, unit))}</title></circle>"
-            )
+            cx, cy = _attr(x_of(i)), _attr(y_of(v))
+            path.append(f"{'L' if pen_down else 'M'}{cx} {cy}")
+            tip = f"<title>{escape(s.name)}: {escape(number(v, unit))}</title>"
+            dot = f'<circle cx="{cx}" cy="{cy}" r="2.5" fill="{colour}">{tip}</circle>'
+            if links:
+                # Painted (fill set) but invisible, so it takes the click.
+                hit = (
+                    f'<circle class="hit" cx="{cx}" cy="{cy}" r="8" fill="{colour}" '
+                    f'fill-opacity="0">{tip}</circle>'
+                )
+                dot = _linked(links, i, hit + dot)
+            points.append(dot)
             pen_down = True
         body.append(f'<g class="series" data-series="{escape(s.name)}">')
         if path:
@@ -212,9 +219,10 @@ def bar_chart(
     unit: str = "",
     width: int = 640,
     height: int = 240,
+    links: Sequence[str] | None = None,
 ) -> SafeString:
     """Grouped vertical bars: one group per label, one bar per series in it, each
-    bar with its value written above."""
+    bar with its value written above; a bar links to ``links[i]`` when given."""
     box = _plot_box(width, height)
     left, right, top, bottom = box
     values = [v for s in series for v in s.values if v is not None]
@@ -223,7 +231,8 @@ def bar_chart(
     slot = (right - left) / groups
     bar = max(2.0, slot * 0.8 / max(len(series), 1))
     body = _y_axis(top, bottom, left, right, ceiling, unit)
-    body += _x_labels(labels, [left + slot * (i + 0.5) for i in range(len(labels))], bottom + 16)
+    xs = [left + slot * (i + 0.5) for i in range(len(labels))]
+    body += _x_labels(labels, xs, bottom + 16, chart_width=width)
     for k, s in enumerate(series):
         colour = PALETTE[k % len(PALETTE)]
         body.append(f'<g class="series" data-series="{escape(s.name)}">')
@@ -235,9 +244,13 @@ def bar_chart(
                 continue  # an empty step: no bar, no "0" label cluttering the axis
             x = left + slot * i + slot * 0.1 + bar * k
             body.append(
-                f'<rect x="{_attr(x)}" y="{_attr(bottom - h)}" width="{_attr(bar)}" '
-                f'height="{_attr(h)}" fill="{colour}"><title>{escape(labels[i])} '
-                f"{escape(s.name)}: {escape(number(v, unit))}</title></rect>"
+                _linked(
+                    links,
+                    i,
+                    f'<rect x="{_attr(x)}" y="{_attr(bottom - h)}" width="{_attr(bar)}" '
+                    f'height="{_attr(h)}" fill="{colour}"><title>{escape(labels[i])} '
+                    f"{escape(s.name)}: {escape(number(v, unit))}</title></rect>",
+                )
             )
             body.append(
                 f'<text x="{_attr(x + bar / 2)}" y="{_attr(bottom - h - 3)}" '
@@ -350,6 +363,89 @@ def _uncertainty(
     return "".join(bands)
 
 
+SEPARATORS = " /:.,_-?&="
+
+
+def time_ticks(span: float, most: int = 5) -> list[float]:
+    """Round ticks from 0 for a time axis fitted to ``span``: a nice step (1, 2, 2.5 or
+    5 times a power of ten) giving at most ``most`` intervals, the last tick the first
+    at or past the span (a 2.9 s trace ends at 3,000 ms, not 5,000)."""
+    if span <= 0 or not math.isfinite(span):
+        return [0.0, 1.0]
+    step = nice_ceiling(span / most)
+    intervals = max(1, math.ceil(span / step - 1e-9))
+    return [step * i for i in range(intervals + 1)]
+
+
+def wrap_label(text: str, chars: int, lines: int = 2) -> list[str]:
+    """``text`` in at most ``lines`` lines of at most ``chars`` characters, broken
+    at a space, else after a slash or other separator, in the line's second half
+    where there is one; a last line that still does not fit ends in an ellipsis
+    (the full text goes in the label's tooltip)."""
+    chars = max(chars, 4)
+    out: list[str] = []
+    rest = text
+    while rest:
+        if len(rest) <= chars:
+            out.append(rest)
+            break
+        if len(out) == lines - 1:
+            out.append(rest[: chars - 1] + "…")
+            break
+        at = rest.rfind(" ", 0, chars + 1)  # a space first: it is dropped at the break
+        if at < chars // 2:
+            at = max(rest.rfind(sep, 0, chars) for sep in SEPARATORS)
+        cut = at + 1 if at >= chars // 2 else chars
+        out.append(rest[:cut].rstrip())
+        rest = rest[cut:].lstrip()
+    return out or [""]
+
+
+@dataclass(frozen=True)
+class MarkLabel:
+    name: str
+    at: float  # epoch ms
+    x: float  # the mark's line
+    text: str
+    anchor: str  # "start": the text right of the line; "end": left of it
+    row: int
+
+    @property
+    def box(self) -> tuple[float, float]:
+        """(left, right) px the text takes, by the character estimate."""
+        width = CHAR_PX * len(self.text)
+        if self.anchor == "start":
+            return self.x + 4, self.x + 4 + width
+        return self.x - 4 - width, self.x - 4
+
+
+def place_mark_labels(
+    marks: Sequence[tuple[str, float]], x_of: Callable[[float], float], t0: float, width: float
+) -> list[MarkLabel]:
+    """Each mark's label (in the order given), placed by time: right of its line
+    unless that would leave the chart (then left of it), in the first row above the
+    axis where it overlaps no label already placed, so close first tokens never
+    write over each other."""
+    placed: dict[int, MarkLabel] = {}
+    for i in sorted(range(len(marks)), key=lambda i: marks[i][1]):
+        name, at = marks[i]
+        x = x_of(at)
+        text = f"{name} {number(at - t0, 'ms')}"
+        anchor = "start" if x + 4 + CHAR_PX * len(text) <= width - 4 else "end"
+        row = 0
+        while True:
+            label = MarkLabel(name, at, x, text, anchor, row)
+            left, right = label.box
+            if all(
+                p.row != row or right + 8 <= p.box[0] or p.box[1] + 8 <= left
+                for p in placed.values()
+            ):
+                break
+            row += 1
+        placed[i] = label
+    return [placed[i] for i in range(len(marks))]  # in the order given (their colours)
+
+
 def waterfall(
     *,
     title: str,
@@ -357,45 +453,57 @@ def waterfall(
     marks: Sequence[tuple[str, float]] = (),
     width: int = 1200,
     row_height: int = 22,
-    label_width: int = 320,
+    label_width: int = 420,
 ) -> SafeString:
-    """Spans on one timeline: a row each, the label indented by depth, the bar
-    coloured by role, its duration written after it; ``marks`` (name, epoch ms) are
-    dashed vertical lines across every row (the first tokens)."""
-    top = 40 + 14 * len(marks)
-    height = top + row_height * max(len(rows), 1) + 10
+    """Spans on one timeline: a row each, the label indented by depth (wrapped to two
+    lines, the full name in its tooltip), the bar coloured by role, its duration
+    written after it; ``marks`` (name, epoch ms) are dashed vertical lines across
+    every row (the first tokens), labelled above the axis. The axis runs from the
+    first start to a round tick just past the last end."""
     left, right = float(label_width), width - 70.0
     times = [r.start_ms for r in rows] + [r.end_ms for r in rows] + [at for _, at in marks]
     t0 = min(times, default=0.0)
-    total = max(max(times, default=0.0) - t0, 1e-6)
-    ceiling = nice_ceiling(total)
+    ticks = time_ticks(max(times, default=0.0) - t0)
+    ceiling = ticks[-1]
 
     def x_of(at: float) -> float:
         return left + (right - left) * (at - t0) / ceiling
 
+    labels = place_mark_labels(marks, x_of, t0, width)
+    label_rows = max((m.row + 1 for m in labels), default=0)
+    top = 40 + 14 * label_rows
+    wrapped = [
+        wrap_label(r.label, int((left - 14 - 14 * min(r.depth, 12)) / CHAR_PX)) for r in rows
+    ]
+    heights = [row_height + 13 * (len(lines) - 1) for lines in wrapped]
+    height = top + max(sum(heights), row_height) + 10
+
     body = []
-    for i in range(5):
-        value = ceiling * i / 4
-        x = left + (right - left) * i / 4
+    for value in ticks:
+        x = x_of(t0 + value)
         body.append(
             f'<line x1="{_attr(x)}" x2="{_attr(x)}" y1="{_attr(top - 6)}" y2="{_attr(height)}" '
             f'stroke="#e5e7eb" stroke-width="1"/>'
         )
         body.append(
-            f'<text x="{_attr(x)}" y="{_attr(top - 10)}" text-anchor="middle" {FONT}>'
-            f"{escape(number(value, 'ms'))}</text>"
+            f'<text class="tick" x="{_attr(x)}" y="{_attr(top - 10)}" text-anchor="middle" '
+            f"{FONT}>{escape(number(value, 'ms'))}</text>"
         )
-    for i, row in enumerate(rows):
-        y = top + row_height * i
+    y = float(top)
+    for row, lines, h in zip(rows, wrapped, heights, strict=True):
         indent = 6 + 14 * min(row.depth, 12)
         colour = "#dc2626" if row.error else ROLE_COLOURS.get(row.role, ROLE_COLOURS["service"])
         x = x_of(row.start_ms)
         w = max(x_of(row.end_ms) - x, 1.5)
         duration = number(row.end_ms - row.start_ms, "ms")
-        label = row.label if len(row.label) <= 44 - 2 * row.depth else row.label[:41] + "…"
+        text = "".join(
+            f'<tspan x="{indent}" y="{_attr(y + 15 + 13 * i)}">{escape(line)}</tspan>'
+            for i, line in enumerate(lines)
+        )
         body.append(
             f'<g class="span-row" data-role="{escape(row.role)}">'
-            f'<text x="{indent}" y="{_attr(y + 15)}" {FONT}>{escape(label)}</text>'
+            f'<text class="span-name" x="{indent}" y="{_attr(y + 15)}" {FONT}>'
+            f"<title>{escape(row.label)}</title>{text}</text>"
             f'<rect x="{_attr(x)}" y="{_attr(y + 4)}" width="{_attr(w)}" '
             f'height="{row_height - 8}" rx="2" fill="{colour}">'
             f"<title>{escape(row.label)} ({escape(row.role)}): {escape(duration)}</title></rect>"
@@ -403,14 +511,16 @@ def waterfall(
             + f'<text x="{_attr(x + w + 4)}" y="{_attr(y + 15)}" {FONT}>{escape(duration)}</text>'
             "</g>"
         )
-    for k, (name, at) in enumerate(marks):
+        y += h
+    for k, label in enumerate(labels):
         colour = MARK_COLOURS[k % len(MARK_COLOURS)]
-        x = x_of(at)
+        text_x = label.x + 4 if label.anchor == "start" else label.x - 4
+        line_top = 16 + 14 * label.row
         body.append(
-            f'<g class="mark" data-mark="{escape(name)}">'
-            f'<line x1="{_attr(x)}" x2="{_attr(x)}" y1="{_attr(16 + 14 * k)}" '
+            f'<g class="mark" data-mark="{escape(label.name)}">'
+            f'<line x1="{_attr(label.x)}" x2="{_attr(label.x)}" y1="{_attr(line_top - 10)}" '
             f'y2="{_attr(height)}" stroke="{colour}" stroke-width="1.5" stroke-dasharray="4 3"/>'
-            f'<text x="{_attr(x + 4)}" y="{_attr(16 + 14 * k + 4)}" {FONT}>'
-            f"{escape(name)} {escape(number(at - t0, 'ms'))}</text></g>"
+            f'<text x="{_attr(text_x)}" y="{_attr(line_top)}" text-anchor="{label.anchor}" '
+            f"{FONT}>{escape(label.text)}</text></g>"
         )
     return _svg(width, height, title, body)

@@ -174,6 +174,10 @@ def test_hostile_span_attributes_render_as_text_and_run_nothing(reports, live_se
     page, base = reports, live_server.url
     make_user("alice", app=stitched.app)
     log_in(page, base, "alice", f"/reports/traces/{stitched.xss.trace_id}")
+    assert page.locator("details.span[open]").count() == 0  # collapsed until clicked
+    summaries = page.locator("details.span summary")
+    for i in range(summaries.count()):
+        summaries.nth(i).click()
     attrs = page.locator("tr.attr")
     assert attrs.filter(has_text="http.route").locator("td").inner_text() == XSS_IMG
     assert attrs.filter(has_text="llmrum.note").locator("td").inner_text() == XSS_SCRIPT

@@ -98,8 +98,115 @@ def test_a_waterfall_places_spans_and_marks_on_one_timeline():
     mark = next(g for g in root.iter(f"{SVG}g") if g.get("data-mark"))
     assert float(mark.find(f"{SVG}line").get("x1")) == pytest.approx(920.0)
     assert "client first token 620 ms" in texts(root)
-    indents = [float(t.get("x")) for t in root.iter(f"{SVG}text") if t.text and ": " in t.text]
-    assert indents[:3] == [6.0, 20.0, 34.0]
+    indents = [float(t.get("x")) for t in root.iter(f"{SVG}text") if t.get("class") == "span-name"]
+    assert indents == [6.0, 20.0, 34.0]
+
+
+def ticks_of(root: ET.Element) -> list[str]:
+    return [t.text or "" for t in root.iter(f"{SVG}text") if t.get("class") == "tick"]
+
+
+@pytest.mark.parametrize(
+    ("span", "ticks"),
+    [
+        (2900, [0, 1000, 2000, 3000]),  # not 5,000 ms for a 2.9 s trace
+        (1820, [0, 500, 1000, 1500, 2000]),
+        (1000, [0, 200, 400, 600, 800, 1000]),
+        (1020, [0, 250, 500, 750, 1000, 1250]),
+        (41, [0, 10, 20, 30, 40, 50]),
+        (0, [0, 1]),
+    ],
+)
+def test_a_time_axis_ends_at_the_round_tick_just_past_the_span(span, ticks):
+    assert charts.time_ticks(span) == pytest.approx(ticks)
+    assert len(ticks) <= 6 and ticks[-1] >= span
+
+
+def test_a_waterfall_of_a_29_second_trace_ends_its_axis_at_3000_ms():
+    rows = [charts.WaterfallRow("browser: POST /chat", 0, "browser", 0.0, 2900.0)]
+    root = parse(charts.waterfall(title="t", rows=rows, width=1370, label_width=300))
+    assert ticks_of(root) == ["0 ms", "1,000 ms", "2,000 ms", "3,000 ms"]
+    bar = next(r for r in root.iter(f"{SVG}rect"))
+    # 2,900 of 3,000 ms on the 1,000 px axis: the bar nearly fills it.
+    assert float(bar.get("width")) == pytest.approx(1000 * 2900 / 3000, abs=0.1)
+
+
+def test_a_long_span_name_wraps_with_the_full_name_in_its_tooltip():
+    name = "browser: POST https://api.example.com/v1/chat/completions?model=" + "x" * 120
+    rows = [
+        charts.WaterfallRow(name, 0, "browser", 0.0, 1000.0),
+        charts.WaterfallRow(f"gateway: {HOSTILE}", 1, "gateway", 10.0, 900.0),
+    ]
+    svg = charts.waterfall(title="t", rows=rows)
+    assert "<img" not in svg
+    root = parse(svg)
+    label, hostile = [t for t in root.iter(f"{SVG}text") if t.get("class") == "span-name"]
+    assert label.find(f"{SVG}title").text == name  # the whole name, on hover
+    lines = [t.text or "" for t in label.iter(f"{SVG}tspan")]
+    assert lines[0] == "browser: POST https://api.example.com/v1/chat/completions?"
+    assert len(lines) == 2 and lines[1].endswith("…") and lines[1].startswith("model=xx")
+    for line in lines:  # each line fits the 420 px name column at 6.6 px a character
+        assert 6 + charts.CHAR_PX * len(line) <= 420 - 8
+    assert [t.text for t in hostile.iter(f"{SVG}tspan")] == [f"gateway: {HOSTILE}"]
+    # The wrapped row is taller: the next row's bar starts below the second line.
+    first, second = [r for r in root.iter(f"{SVG}rect")]
+    assert float(second.get("y")) - float(first.get("y")) == pytest.approx(22 + 13)
+
+
+@pytest.mark.parametrize(
+    ("text", "chars", "lines"),
+    [
+        ("short", 20, ["short"]),
+        (
+            "chat-gateway: POST /v1/chat/completions",
+            20,
+            ["chat-gateway: POST ", "/v1/chat/completions"],
+        ),
+        ("a" * 50, 20, ["a" * 20, "a" * 19 + "…"]),
+    ],
+)
+def test_wrap_label_breaks_after_a_separator_and_cuts_the_last_line(text, chars, lines):
+    assert charts.wrap_label(text, chars) == [line.rstrip() for line in lines]
+
+
+def mark_boxes(root: ET.Element) -> list[tuple[float, float, float]]:
+    """(y, left, right) of each first-token label, by the chart's character estimate."""
+    out = []
+    for g in root.iter(f"{SVG}g"):
+        if g.get("data-mark"):
+            text = g.find(f"{SVG}text")
+            x, width = float(text.get("x")), charts.CHAR_PX * len(text.text or "")
+            left = x if text.get("text-anchor") == "start" else x - width
+            out.append((float(text.get("y")), left, left + width))
+    return out
+
+
+@pytest.mark.parametrize(
+    "marks",
+    [
+        [("client first token", 1620.0), ("server first token", 1550.0),
+         ("model first token", 1530.0)],  # close together: the golden turn's
+        [("client first token", 1995.0), ("server first token", 1990.0)],  # at the end
+        [("client first token", 1100.0), ("server first token", 1900.0)],  # far apart
+    ],
+)  # fmt: skip
+def test_first_token_labels_never_overlap_and_stay_inside_the_chart(marks):
+    rows = [charts.WaterfallRow("browser: POST /chat", 0, "browser", 1000.0, 2000.0)]
+    root = parse(charts.waterfall(title="t", rows=rows, marks=marks, width=1200))
+    boxes = mark_boxes(root)
+    assert len(boxes) == len(marks)
+    for i, (y, left, right) in enumerate(boxes):
+        assert 0 <= left and right <= 1200
+        for y2, left2, right2 in boxes[i + 1 :]:
+            assert y != y2 or right + 8 <= left2 or right2 + 8 <= left
+    # In the order given (each keeps its colour), whatever the order in time.
+    assert [g.get("data-mark") for g in root.iter(f"{SVG}g") if g.get("data-mark")] == [
+        name for name, _ in marks
+    ]
+    # The axis sits below the label rows.
+    assert min(
+        float(t.get("y")) for t in root.iter(f"{SVG}text") if t.get("class") == "tick"
+    ) > max(y for y, _, _ in boxes)
 
 
 @pytest.mark.parametrize(("largest", "top"), [(5, 8), (700, 800), (0.2, 0.2), (0, 1.0), (1, 1)])
@@ -121,3 +228,39 @@ def test_a_waterfall_draws_the_browser_spans_skew_uncertainty_at_both_ends():
     assert (float(start.get("x")), float(start.get("width"))) == pytest.approx((300.0, 50.0))
     assert (float(end.get("x")), float(end.get("width"))) == pytest.approx((1250.0, 100.0))
     assert start.find(f"{SVG}title").text == "clock skew uncertainty ±50 ms"
+
+
+def x_label_boxes(root: ET.Element) -> list[tuple[float, float]]:
+    """(left, right) of each x label, by the chart's character estimate."""
+    out = []
+    for t in root.iter(f"{SVG}text"):
+        if t.get("class") == "x-label":
+            text = "".join(t.itertext()) if t.find(f"{SVG}title") is None else t[0].tail or ""
+            x, width = float(t.get("x")), charts.CHAR_PX * len(text)
+            left = {"middle": x - width / 2, "end": x - width}[t.get("text-anchor")]
+            out.append((left, left + width))
+    return out
+
+
+def test_the_last_time_label_ends_inside_the_chart():
+    labels = ["Dec 01 00:00", "Dec 02 00:00", "Dec 03 00:00", "Dec 04 00:00"]
+    root = parse(charts.line_chart(title="t", x_labels=labels,
+                                   series=[charts.Series("s", [1, 2, 3, 4])]))  # fmt: skip
+    boxes = x_label_boxes(root)
+    assert len(boxes) == 4 and boxes[-1][1] <= 640 and boxes[0][0] >= 0
+
+
+def test_long_model_names_under_bars_are_cut_to_their_slot_with_the_name_on_hover():
+    names = [f"meta-llama/Llama-3.1-{n}B-Instruct-FP8-dynamic" for n in (8, 70, 405)]
+    names += ["gpt-4o-mini", HOSTILE]
+    svg = charts.bar_chart(title="t", labels=names, series=[charts.Series("in", [1] * 5)])
+    assert "<img" not in svg
+    root = parse(svg)
+    boxes = x_label_boxes(root)
+    assert len(boxes) == 5
+    for (_, right), (left, _) in zip(boxes, boxes[1:], strict=False):
+        assert right <= left  # side by side, never over each other
+    shown = [t for t in root.iter(f"{SVG}text") if t.get("class") == "x-label"]
+    assert shown[3].find(f"{SVG}title") is None and shown[3].text == "gpt-4o-mini"
+    assert shown[0].find(f"{SVG}title").text == names[0]  # cut, the full name on hover
+    assert shown[0][0].tail.endswith("…") and shown[4].find(f"{SVG}title").text == HOSTILE

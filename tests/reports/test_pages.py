@@ -195,6 +195,21 @@ def test_the_trace_page_shows_the_waterfall_marks_and_every_attribute(stitched, 
     assert f'href="/reports/sessions/{turn.session_id}"' in html
 
 
+def test_the_trace_page_links_a_regenerated_turn_and_its_regeneration(stitched, alice):
+    client, slug = logged_in(alice), stitched.app.application.slug
+    stopped = client.get(f"/reports/traces/{stitched.stopped.trace_id}").content.decode()
+    later = f"/reports/traces/{stitched.regenerated.trace_id}?app={slug}"
+    assert f'<a class="regenerated-by" href="{later}">regenerated later</a>' in stopped
+    again = client.get(later).content.decode()
+    earlier = f"/reports/traces/{stitched.stopped.trace_id}?app={slug}"
+    assert f'<a class="regenerates" href="{earlier}">regenerates an earlier turn</a>' in again
+
+
+def test_every_spans_attributes_are_collapsed_until_opened(stitched, alice):
+    html = logged_in(alice).get(f"/reports/traces/{stitched.golden.trace_id}").content.decode()
+    assert html.count('<details class="span ') == 4 and "<details open" not in html
+
+
 def test_the_session_page_lists_turns_and_actions_in_order(stitched, alice):
     html = logged_in(alice).get("/reports/sessions/sess-report").content.decode()
     rows = re.findall(r'<tr class="(turn|event \w+)"', html)

@@ -176,6 +176,7 @@ def trace_view(trace: Trace) -> dict[str, Any]:
             Figure("input_tokens", "Tokens in", fmt_number(turn.input_tokens)),
             Figure("output_tokens", "Tokens out", fmt_number(turn.output_tokens)),
         ]
+    regenerated_by, regenerates = selectors.regeneration_links(turn) if turn else ("", "")
     parts = wait_parts(turn) if turn else []
     wait = None
     if turn is not None:
@@ -188,6 +189,8 @@ def trace_view(trace: Trace) -> dict[str, Any]:
         "start": when(trace.start_ms),
         "duration": fmt_ms(trace.end_ms - trace.start_ms),
         "turn_figures": turn_figures,
+        "regenerated_by": regenerated_by,
+        "regenerates": regenerates,
         "waterfall": charts.waterfall(title=f"Trace {trace.trace_id}", rows=rows, marks=marks),
         "wait": wait,
         "wait_parts": [(name, fmt_ms(v)) for name, v in parts],
