@@ -103,6 +103,13 @@ def propagation_health(*, app: Application, since: datetime, until: datetime) ->
     return windows.window_propagation(app_id=app.pk, since=since, until=until)
 
 
+def server_only(*, app: Application, since: datetime, until: datetime) -> dict[str, Any]:
+    """Traces with server spans and no browser root (API clients): how many, the
+    entry's server TTFT, and both by model, from rollups (plus the raw rows of the
+    edge minutes) like ``propagation_health``; percentiles within 1 %."""
+    return windows.window_server_only(app_id=app.pk, since=since, until=until)
+
+
 def step_bounds(
     since: datetime, until: datetime, step: timedelta
 ) -> list[tuple[datetime, datetime]]:

@@ -43,6 +43,9 @@ from correlator.analytics.exact import (
 from correlator.analytics.sketches import HyperLogLog, LogHistogram, bucket_of
 from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.stitch.load import load_batch
+from correlator.stitch.rules import server_only_metrics
+from rumserver.roles import role_in_trace
 from rumserver.sql import commit_without_waiting_for_disk
 
 MINUTE, HOUR, DAY = Rollup.Period.MINUTE, Rollup.Period.HOUR, Rollup.Period.DAY
@@ -56,6 +59,9 @@ PARENT: dict[str, str] = {MINUTE: HOUR, HOUR: DAY}
 CHILD: dict[str, str] = {HOUR: MINUTE, DAY: HOUR}
 # Dimension -> the column of the turn row it splits by ("" is the whole application).
 DIMENSIONS = ("", "model", "browser", "os", "device")
+# Traces with server spans and no browser root (API clients), by model: rows of their
+# own, with no turns, counting ``server_only_traces`` and the entry's server TTFT.
+SERVER_ONLY = "server_only"
 COUNTS = (
     "turns",
     "stopped",
@@ -431,6 +437,53 @@ def server_only_traces(
     return [(start_ms, cause or Trace.Propagation.NO_BROWSER_ROOT) for start_ms, cause in rows]
 
 
+class ServerOnlyTrace(NamedTuple):
+    start_ms: float
+    cause: str
+    model: str
+    server_ttft_ms: float | None
+
+
+def server_only_facts(
+    app_id: int, ranges: list[tuple[datetime, datetime]]
+) -> list[ServerOnlyTrace]:
+    """``server_only_traces`` with each trace's model and server TTFT
+    (``rules.server_only_metrics``), from its spans read by the trace's key as the
+    stitch reads them, with the roles the stitch decided."""
+    if not ranges:
+        return []
+    rows = list(
+        Trace.objects.filter(
+            _sent_within(ranges, "start_ms"),
+            app_id=app_id,
+            propagation=Trace.Propagation.NO_BROWSER_ROOT,
+        ).values_list("trace_id", "start_ms", "propagation_cause", "roles")
+    )
+    if not rows:
+        return []
+    spans = load_batch([(app_id, trace_id) for trace_id, *_ in rows]).spans
+    out = []
+    for trace_id, start_ms, cause, roles in rows:
+        own = spans.get((app_id, trace_id), [])
+        for span in own:
+            span.role = role_in_trace(span, roles or {})
+        ttft, model = server_only_metrics(own)
+        out.append(
+            ServerOnlyTrace(start_ms, cause or Trace.Propagation.NO_BROWSER_ROOT, model, ttft)
+        )
+    return out
+
+
+def count_server_only(trace: ServerOnlyTrace, *, whole: Accumulator, by_model: Accumulator) -> None:
+    """Count a server-only trace in the application's row (with its likely cause) and
+    in its model's ``SERVER_ONLY`` row (with its server TTFT)."""
+    whole.counts["server_only_traces"] += 1
+    whole.unlinked[trace.cause] = whole.unlinked.get(trace.cause, 0) + 1
+    by_model.counts["server_only_traces"] += 1
+    if trace.server_ttft_ms is not None:
+        by_model.histograms["server_ttft_ms"].add(trace.server_ttft_ms)
+
+
 def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: datetime) -> None:
     """Replace these periods' rows: minutes from their turns (one query for the
     batch), longer periods from the rows of the period below."""
@@ -440,10 +493,13 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         facts = turn_facts(app_id=app_id, ranges=ranges)
         for group, members in _grouped(facts, DIMENSIONS, minute=True).items():
             accs[group].add_all(members)
-        for start_ms, cause in server_only_traces(app_id, ranges):
-            acc = accs[(minute_of(start_ms), "", "")]
-            acc.counts["server_only_traces"] += 1
-            acc.unlinked[cause] = acc.unlinked.get(cause, 0) + 1
+        for trace in server_only_facts(app_id, ranges):
+            minute = minute_of(trace.start_ms)
+            count_server_only(
+                trace,
+                whole=accs[(minute, "", "")],
+                by_model=accs[(minute, SERVER_ONLY, trace.model)],
+            )
     else:
         covered = Q()
         for lo, hi in ranges:

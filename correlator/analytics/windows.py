@@ -14,6 +14,7 @@ from typing import Any
 
 from django.db.models import Q, Sum
 
+from correlator.analytics.exact import QUANTILES
 from correlator.analytics.rollups import (
     CHILD,
     DAY,
@@ -21,16 +22,20 @@ from correlator.analytics.rollups import (
     LENGTH,
     MINUTE,
     PARENT,
+    SERVER_ONLY,
     Accumulator,
     accumulate,
     ceil,
+    count_server_only,
     floor,
     joined,
+    server_only_facts,
     server_only_traces,
     stored_rows,
     turn_facts,
     untagged,
 )
+from correlator.analytics.sketches import LogHistogram
 from correlator.models import DirtyRollup, Rollup, Turn
 from rumserver.models import BrowserSession
 
@@ -143,7 +148,17 @@ def _window_accumulators(
         rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
         for (dimension, key), counts, sketches in stored_rows(rows, "dimension", "key"):
             accs[(dimension, key)].merge(counts=counts, sketches=sketches)
-    accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
+    accumulate(
+        turn_facts(app_id=app_id, ranges=raw),
+        [d for d in dimensions if d != SERVER_ONLY],
+        into=accs,
+    )
+    if SERVER_ONLY in dimensions:  # their spans too, for the model and server TTFT
+        for trace in server_only_facts(app_id, raw):
+            count_server_only(
+                trace, whole=accs[("", "")], by_model=accs[(SERVER_ONLY, trace.model)]
+            )
+        return accs
     for _, cause in server_only_traces(app_id, raw):
         acc = accs[("", "")]
         acc.counts["server_only_traces"] += 1
@@ -219,6 +234,36 @@ def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict
         "server_only_traces": acc.counts["server_only_traces"],
         "unlinked_by_cause": dict(sorted(acc.unlinked.items(), key=lambda kv: (-kv[1], kv[0]))),
     }
+
+
+def window_server_only(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
+    """Traffic with server spans and no browser root (API clients): ``{"traces",
+    "server_ttft_ms": {p50, …}, "groups": [{"key": model, "traces", "server_ttft_ms"}]}``.
+    The count is the application rows' (kept since rollups began); the TTFT and the
+    split by model come from the ``SERVER_ONLY`` rows (rebuilt periods only)."""
+    accs = _window_accumulators(app_id, since, until, ["", SERVER_ONLY])
+    whole, ttft = accs.get(("", "")) or Accumulator(), LogHistogram()
+    groups = []
+    for (dimension, key), acc in sorted(accs.items()):
+        if dimension != SERVER_ONLY:
+            continue
+        ttft.merge(acc.histograms["server_ttft_ms"])
+        groups.append(
+            {
+                "key": key,
+                "traces": acc.counts["server_only_traces"],
+                "server_ttft_ms": _quantiles(acc.histograms["server_ttft_ms"]),
+            }
+        )
+    return {
+        "traces": whole.counts["server_only_traces"],
+        "server_ttft_ms": _quantiles(ttft),
+        "groups": groups,
+    }
+
+
+def _quantiles(histogram: LogHistogram) -> dict[str, float | None]:
+    return {label: histogram.quantile(q) for label, q in QUANTILES.items()}
 
 
 def window_breakdown(

@@ -7,12 +7,13 @@ idempotent.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from rumserver.roles import SPAN_KIND_SERVER
+from rumserver.roles import GATEWAY, SPAN_KIND_SERVER
 
 GATEWAY_TTFT_PRIORITY = (
     "gen_ai.response.time_to_first_chunk",
@@ -38,6 +39,9 @@ class SpanLike(Protocol):
     output_tokens: int | None
     request_model: str
     response_model: str
+
+
+_SpanT = TypeVar("_SpanT", bound=SpanLike)
 
 
 # --- clock skew ---------------------------------------------------------------
@@ -373,6 +377,29 @@ def turn_metrics(
         model=model[:128],
         model_calls=len(models),
     )
+
+
+def server_only_metrics(spans: Sequence[_SpanT]) -> tuple[float | None, str]:
+    """(server TTFT in ms, model) of a trace with server spans and no browser root,
+    such as an API client's call. With no gateway among its services (the gateway is
+    the service a browser called), the entry service, whose server span has no parent
+    in the trace, stands for it, whatever its role (a client may call a model server
+    directly): TTFT then comes from the same attributes and events as a browser
+    turn's (``server_ttft``); the model as ``turn_metrics`` finds it."""
+    seen: Sequence[_SpanT] = spans
+    if not any(s.role == GATEWAY for s in spans):
+        ids = {s.span_id for s in spans}
+        entry = {
+            s.service for s in spans if s.kind == SPAN_KIND_SERVER and s.parent_span_id not in ids
+        }
+        seen = [_as_gateway(s) if s.service in entry else s for s in spans]
+    return turn_metrics({}, seen, "").server_ttft_ms, turn_metrics({}, spans, "").model
+
+
+def _as_gateway(span: _SpanT) -> _SpanT:
+    seen = copy.copy(span)  # the caller's span keeps its role
+    seen.role = GATEWAY
+    return seen
 
 
 def propagation_cause(
