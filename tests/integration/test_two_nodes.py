@@ -11,7 +11,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,12 +40,22 @@ def cluster_env(redis_port: int, **overrides: str) -> dict[str, str]:
     }
 
 
-def start_beat(env: dict[str, str], tmp_path: Path) -> Process:
-    args = [sys.executable, "-m", "celery", "-A", "rumserver", "beat", "--loglevel", "INFO",
-            "--schedule", str(tmp_path / "celerybeat-schedule")]  # fmt: skip
-    beat = Process(args, subprocess_env(**env), tmp_path / "beat.log")
-    beat.wait_for(lambda text: "beat: Starting" in text, timeout=60)
-    return beat
+@pytest.fixture
+def start_beat(transactional_db: Any, tmp_path: Path) -> Iterator[Callable[..., Process]]:
+    """The one beat of the deployment; stopped after the test."""
+    started: list[Process] = []
+
+    def start(**env: str) -> Process:
+        args = [sys.executable, "-m", "celery", "-A", "rumserver", "beat", "--loglevel", "INFO",
+                "--schedule", str(tmp_path / "celerybeat-schedule")]  # fmt: skip
+        beat = Process(args, subprocess_env(**env), tmp_path / "beat.log")
+        started.append(beat)
+        beat.wait_for(lambda text: "beat: Starting" in text, timeout=60)
+        return beat
+
+    yield start
+    for beat in started:
+        beat.stop()
 
 
 def stitched_by(worker: Process) -> list[int]:
@@ -70,10 +80,11 @@ def send_turn(nodes: list[str], app: Any, golden: GoldenTurn, first: int) -> Non
 
 
 def test_two_nodes_and_two_workers_stitch_every_trace_once(
+    # Redis first, so that it stops last, after the processes that use it.
+    private_redis: Callable[[], Process],  # noqa: F811
     start_web: Callable[..., str],
     start_worker: Callable[..., Process],
-    private_redis: Callable[[], Process],  # noqa: F811
-    tmp_path: Path,
+    start_beat: Callable[..., Process],
 ) -> None:
     redis = private_redis()
     env = cluster_env(
@@ -86,7 +97,7 @@ def test_two_nodes_and_two_workers_stitch_every_trace_once(
     )
     nodes = [start_web(**env), start_web(**env)]
     workers = [start_worker(**env), start_worker(**env)]
-    beat = start_beat(env, tmp_path)
+    beat = start_beat(**env)
     created = factories.make_app()
     goldens: list[GoldenTurn] = []
 
@@ -161,8 +172,8 @@ BROWSERS = [f"198.51.100.{n}" for n in range(1, 5)]
 
 
 def test_two_nodes_hold_one_rate_limit_between_them(
-    start_web: Callable[..., str],
     private_redis: Callable[[], Process],  # noqa: F811
+    start_web: Callable[..., str],
 ) -> None:
     redis = private_redis()
     env = cluster_env(
