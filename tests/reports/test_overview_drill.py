@@ -19,7 +19,9 @@ from correlator.analytics import rollups
 from correlator.models import Turn
 from correlator.reports import charts
 from correlator.reports.format import change
+from correlator.stitch.sweep import sweep_run
 from rumserver.models import BrowserSession
+from tests.correlator.test_rollups_server_only import api_call
 from tests.reports.conftest import XSS_IMG, Stitched
 from tests.reports.test_charts import HOSTILE, SVG
 
@@ -203,3 +205,22 @@ def test_an_unknown_bots_value_is_said_and_bots_stay_out(stitched: Stitched, ali
     html = r.content.decode()
     assert "unknown bots value" in html and "&lt;b&gt;all" in html and "<b>all" not in html
     assert card(html, "turns").startswith("4 Turns")
+
+
+def test_server_only_traffic_has_its_own_section(stitched: Stitched, alice, client):
+    """The fixture's lone gateway trace (no model, no TTFT) and an API client's call
+    with a hostile model name: counted, timed and split by model, escaped."""
+    api_call(client, stitched.app.ingest_token, model=XSS_IMG, ttft_s=0.7,
+             at_ns=int((stitched.golden.t0 + 60_000) * 1e6))  # fmt: skip
+    sweep_run(now=timezone.now(), finalize_all=True)
+    html = logged_in(alice).get(f"/reports/?app={stitched.app.application.slug}").content.decode()
+    assert card(html, "server_only_traces") == "2 Server-only traces"
+    p50 = re.match(r"([\d,]+) ms", card(html, "server_only_ttft_p50"))
+    assert p50 and float(p50.group(1).replace(",", "")) == pytest.approx(700, rel=0.01)
+    table = re.search(r'id="server-only-models">(.*?)</table>', html, re.S)
+    assert table
+    rows = re.findall(r'<th scope="row">(.*?)</th><td class="traces">(\d+)</td>', table.group(1))
+    assert rows == [("(unknown)", "1"), ("&lt;img src=x onerror=alert(1)&gt;", "1")]
+    assert XSS_IMG not in html and "<img" not in html
+    # The turn figures leave them out: five turns as before.
+    assert card(html, "turns").startswith("5 Turns")

@@ -112,6 +112,7 @@ class Overview:
     previous: TimeRange | None = None  # the period the headline figures are compared with
     bots: bool = False  # whether the headline figures and charts count bot turns
     bot_turns: int = 0  # bot turns in the window (the device split's "bot" row)
+    server_only: dict[str, Any] = field(default_factory=dict)  # ``server_only_section``
 
 
 def _x_label(at: datetime, window: TimeRange) -> str:
@@ -174,6 +175,30 @@ def _cost_row(group: dict[str, Any]) -> dict[str, str]:
         "cost": fmt_usd(group["cost_usd"]),
         "per_conversation": fmt_usd(rate(group["cost_usd"], group["conversations"])),
         "unpriced_turns": fmt_number(group["cost_unpriced_turns"]),
+    }
+
+
+def server_only_section(app: Application, window: TimeRange) -> dict[str, Any]:
+    """Traffic with no browser root (API clients, server-to-server calls), formatted:
+    how many traces, the entry's server TTFT p50 and p95, and both by model; with the
+    propagation page of the window, which lists them."""
+    answer = figures.server_only(app=app, since=window.since, until=window.until)
+    query = urlencode({"app": app.slug, **window.query()})
+    return {
+        "count": answer["traces"],
+        "traces": fmt_number(answer["traces"]),
+        "p50": fmt_ms(answer["server_ttft_ms"]["p50"]),
+        "p95": fmt_ms(answer["server_ttft_ms"]["p95"]),
+        "rows": [
+            {
+                "key": str(g["key"]) or "(unknown)",
+                "traces": fmt_number(g["traces"]),
+                "p50": fmt_ms(g["server_ttft_ms"]["p50"]),
+                "p95": fmt_ms(g["server_ttft_ms"]["p95"]),
+            }
+            for g in answer["groups"]
+        ],
+        "url": f"{reverse('reports:propagation')}?{query}",
     }
 
 
@@ -308,4 +333,5 @@ def overview(*, app: Application, window: TimeRange, bots: bool = False) -> Over
         previous=previous,
         bots=bots,
         bot_turns=bot_turns,
+        server_only=server_only_section(app, window),
     )
