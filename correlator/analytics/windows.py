@@ -29,9 +29,9 @@ from correlator.analytics.rollups import (
     count_server_only,
     floor,
     joined,
+    read_rows,
     server_only_facts,
     server_only_traces,
-    stored_rows,
     turn_facts,
     untagged,
 )
@@ -146,8 +146,8 @@ def _window_accumulators(
     accs: dict[tuple[str, str], Accumulator] = defaultdict(Accumulator)
     if ranges:
         rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
-        for (dimension, key), counts, sketches in stored_rows(rows, "dimension", "key"):
-            accs[(dimension, key)].merge(counts=counts, sketches=sketches)
+        for (dimension, key), counts, packed in read_rows(rows, "dimension", "key"):
+            accs[(dimension, key)].merge_packed(counts=counts, packed=packed)
     accumulate(
         turn_facts(app_id=app_id, ranges=raw),
         [d for d in dimensions if d != SERVER_ONLY],
@@ -309,10 +309,10 @@ def series_figures(
             start__gte=starts[0],
             start__lt=points[whole[-1]][1],
         )
-        for (start,), counts, sketches in stored_rows(rows, "start"):
+        for (start,), counts, packed in read_rows(rows, "start"):
             at = bisect_right(starts, start) - 1
             if at >= 0 and start < points[whole[at]][1]:
-                accs[whole[at]].merge(counts=counts, sketches=sketches)
+                accs[whole[at]].merge_packed(counts=counts, packed=packed)
     out = []
     for i, (lo, hi) in enumerate(points):
         if i in accs:
