@@ -70,6 +70,19 @@ USER_AGENTS: tuple[tuple[str, float, tuple[float, float]], ...] = (
 
 # Sessions per hour of the (UTC) day: a working-day peak over a quiet night.
 HOUR_WEIGHTS = [0.25 + 0.75 * math.exp(-(((h + 0.5 - 14) / 4.5) ** 2)) for h in range(24)]
+# The chat page's own bugs (message, top frames (function, column), weight), in one
+# session in PAGE_ERROR_RATE: the errors page groups them by message and top frame.
+PAGE_ERROR_RATE = 0.04
+PAGE_ERRORS: tuple[tuple[str, tuple[tuple[str, int], ...], float], ...] = (
+    ("TypeError: Cannot read properties of undefined (reading 'content')",
+     (("renderDelta", 48213), ("onChunk", 47102), ("Stream.read", 12877)), 0.45),
+    ("ResizeObserver loop completed with undelivered notifications.",
+     (("scrollToBottom", 51090), ("ResizeObserver.observe", 50811)), 0.3),
+    ("SyntaxError: Unexpected end of JSON input",
+     (("JSON.parse", 1), ("parseEvent", 46650), ("onChunk", 47102)), 0.15),
+    ("ChunkLoadError: Loading chunk 412 failed.",
+     (("requireEnsure", 2290), ("openSettings", 60144)), 0.1),
+)  # fmt: skip
 # Smaller (faster) models make things up more often: the share of scored answers an
 # evaluator flags (hallucination score >= 0.5).
 HALLUCINATION_RATE = {m.name: 0.05 + 0.07 * (m.tpot_s < 0.035) for m in MODELS}
@@ -269,6 +282,9 @@ class TrafficGenerator:
         self.ingest_app = found
         self.options = options
         self.rng = random.Random(options.seed)
+        # Page errors draw from their own stream, so adding them left the traffic of a
+        # seed as it was.
+        self.error_rng = random.Random(None if options.seed is None else f"{options.seed}-errors")
         self.now = now
         self.now_ms = now.timestamp() * 1000
         origins = [o for o in app.allowed_origins or [] if o not in ("*", "null") and "*" not in o]
@@ -383,6 +399,7 @@ class TrafficGenerator:
             if outcome == "abandoned":
                 break  # the user left
         assert previous is not None
+        events += self._page_errors(turns, skew)
         end = max(turn.end_ms for turn in turns) + rng.uniform(50, 1500)
         batch = {
             "v": 1,
@@ -395,6 +412,22 @@ class TrafficGenerator:
         }
         meta = {"ua": ua, "received_ms": end + rtt / 2}
         return {"batch": batch, **meta}, turns, spans, scores
+
+    def _page_errors(self, turns: list[_Turn], skew: float) -> list[dict[str, Any]]:
+        """Now and then one of the chat page's own JavaScript errors, while a turn
+        streams: the same few bugs in many sessions, as a real page has them."""
+        rng = self.error_rng
+        if rng.random() >= PAGE_ERROR_RATE:
+            return []
+        message, frames = rng.choices(PAGE_ERRORS, weights=[e[2] for e in PAGE_ERRORS])[0][:2]
+        turn = rng.choice(turns)
+        bundle = f"{self.origin}/assets/chat-4f2a91c.js"
+        stack = "\n".join(f"    at {function} ({bundle}:1:{column})" for function, column in frames)
+        return [{
+            "id": _hex(rng, 16), "type": "error", "ts": turn.end_ms - skew - rng.uniform(0, 200),
+            "message": message, "stack": f"{message}\n{stack}", "source": bundle,
+            "lineno": 1, "colno": frames[0][1],
+        }]  # fmt: skip
 
     def _action(self, name: str, ts: float, turn: _Turn) -> dict[str, Any]:
         return {"id": _hex(self.rng, 16), "type": "action", "ts": ts, "name": name,

@@ -11,6 +11,7 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.management import CommandError, call_command
 from django.utils import timezone
+from django.utils.html import escape
 from rest_framework.authtoken.models import Token
 
 from correlator.models import Trace, Turn
@@ -170,3 +171,18 @@ def test_the_demo_servers_load_includes_the_demos_own_requests(db):
     # Counters only grow; the TTFT histogram is cumulative.
     assert [s.generation_tokens for s in loaded] == sorted(s.generation_tokens for s in loaded)
     assert all(sum(a.ttft_counts) <= sum(b.ttft_counts) for a, b in pairwise(loaded))
+
+
+def test_the_pages_own_errors_are_on_the_errors_page(filled, client):
+    """A few sessions hit one of the chat page's bugs: the errors page groups them."""
+    app, _ = filled
+    errors = BrowserEvent.objects.filter(app=app, type="error")
+    assert errors.exists()
+    user = User.objects.create_user("viewer", password="pw-123456789")
+    ApplicationMember.objects.create(application=app, user=user)
+    client.force_login(user)
+    r = client.get("/reports/errors/", {"app": app.slug, "range": "7d"})
+    assert r.status_code == 200
+    page = r.content.decode()
+    for message in {e.data["message"] for e in errors}:
+        assert escape(message) in page
