@@ -4,6 +4,7 @@ that the ingest endpoints make on every request."""
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import threading
 import time
@@ -23,6 +24,24 @@ INGEST_TOKEN_PREFIX = "it_"
 
 class ApplicationError(ValueError):
     pass
+
+
+def sdk_snippet(base_url: str, public_key: str) -> str:
+    """What a chat page pastes to be recorded: the SDK from this server and its
+    ``init``. ``chatUrls`` is in it because its default is empty: the SDK would time no
+    request, and a newcomer who pasted a snippet without it would record no turns;
+    the two usual chat API paths are a start the comment says to adapt."""
+    endpoint, key = json.dumps(base_url), json.dumps(public_key)
+    return (
+        f'<script src="{base_url}/static/llmrum/llmrum.min.js"></script>\n'
+        "<script>llmrum.init({\n"
+        f"  endpoint: {endpoint},\n"
+        f"  key: {key},\n"
+        "  // which requests are chat turns: your chat API's URLs (a string matches anywhere\n"
+        "  // in the URL, a RegExp is tried on it); none by default\n"
+        '  chatUrls: [/\\/v1\\/chat\\/completions/, "/api/chat"],\n'
+        "});</script>"
+    )
 
 
 def token_hash(token: str) -> str:

@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+from rumserver.applications import sdk_snippet
 from tests import factories
 from tests.integration.conftest import ROOT, free_port, http
 
@@ -50,10 +51,9 @@ def test_serve_runs_web_worker_and_beat_on_the_embedded_default(tmp_path: Path):
         keys = json.loads(re.search(r'\{"slug": "demo".*\}', text).group(0))
         assert keys["public_key"].startswith("pk_") and keys["ingest_token"].startswith("it_")
         assert re.search(r"created the admin user: admin / \S+", text)
-        assert (
-            f'llmrum.init({{ endpoint: "http://127.0.0.1:{port}", key: "{keys["public_key"]}"'
-            in text
-        )
+        # The snippet to paste names chatUrls (empty by default: no turn would be timed).
+        assert sdk_snippet(f"http://127.0.0.1:{port}", keys["public_key"]) in text
+        assert "chatUrls: [" in text
 
         status, _, body = http("GET", f"http://127.0.0.1:{port}/healthz")
         assert status == 200, body

@@ -24,7 +24,7 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandParser
 
-from rumserver.applications import application_create
+from rumserver.applications import application_create, sdk_snippet
 from rumserver.env import env_bool
 from rumserver.models import Application
 from rumserver.signals import serve_starting
@@ -145,10 +145,7 @@ class Command(BaseCommand):
         return False
 
     def _banner(self, base_url: str, public_key: str, *, demo: bool = False) -> None:
-        snippet = (
-            f'<script src="{base_url}/static/llmrum/llmrum.min.js"></script>\n'
-            f'<script>llmrum.init({{ endpoint: "{base_url}", key: "{public_key}" }});</script>'
-        )
+        snippet = sdk_snippet(base_url, public_key)
         demo_line = (
             f"Demo chat: {base_url}/demo/ (then the reports: {base_url}/reports/); a week of "
             "generated traffic: .venv/bin/python manage.py demo_traffic --turns 10000\n"
