@@ -12,12 +12,17 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from django.db import connection
+from django.db.models import BigIntegerField, F
+from django.db.models.expressions import Expression, RawSQL
 from django.db.models.fields.json import KT
 from django.utils.safestring import SafeString
 
+from correlator.epoch import datetime_of
 from correlator.reports import charts
 from correlator.reports.format import DASH, cut_note, fmt_number
 from correlator.reports.forms import TimeRange
@@ -39,8 +44,7 @@ VITALS: dict[str, tuple[str, str, float, float]] = {
 P75 = 0.75
 
 
-@dataclass(frozen=True)
-class VitalSample:
+class VitalSample(NamedTuple):  # a tuple: 20,000 of them are made for one page view
     name: str
     value: float
     path: str
@@ -48,6 +52,7 @@ class VitalSample:
     received_at: datetime
 
 
+@lru_cache(maxsize=4096)  # a page load reports up to five vitals from one URL
 def page_path(url: str) -> str:
     """The path of a page URL, without its query and fragment (which carry ids and
     tokens, and would split one page into thousands)."""
@@ -62,17 +67,33 @@ def vital_samples(*, app: Application, window: TimeRange) -> tuple[list[VitalSam
     """The range's vital reports, newest first, and whether ``ROW_LIMIT`` cut them."""
     rows = list(
         range_events(app=app, type=BrowserEvent.Type.VITAL, window=window).values_list(
-            "name", KT("data__value"), KT("data__page_url"), "session__device_class", "received_at"
+            "name", KT("data__value"), KT("data__page_url"), "session__device_class", _received()
         )[: ROW_LIMIT + 1]
     )
     samples = []
+    as_datetime = datetime_of if connection.vendor == "postgresql" else None
     for name, value, url, device, received_at in rows[:ROW_LIMIT]:
         try:
             number = float(value)
         except (TypeError, ValueError):
             continue
+        if as_datetime is not None:
+            received_at = as_datetime(received_at)
         samples.append(VitalSample(name, number, page_path(url or ""), device, received_at))
     return samples, len(rows) > ROW_LIMIT
+
+
+def _received() -> Expression | F:
+    """The receive time, on PostgreSQL as integer microseconds since the epoch (exact):
+    parsing 20,000 timestamps as text was a fifth of the page."""
+    if connection.vendor != "postgresql":
+        return F("received_at")
+    table = BrowserEvent._meta.db_table
+    return RawSQL(
+        f'(extract(epoch FROM "{table}"."received_at") * 1000000)::bigint',
+        [],
+        output_field=BigIntegerField(),
+    )
 
 
 def p75(values: list[float]) -> float | None:
@@ -137,7 +158,10 @@ def over_time(samples: list[VitalSample], window: TimeRange) -> dict[str, list[c
         if s.name not in buckets:
             continue
         i = min(int((s.received_at - window.since) / window.step), steps - 1)
-        lines = buckets[s.name].setdefault(s.device or "(unknown)", [[] for _ in range(steps)])
+        devices, device = buckets[s.name], s.device or "(unknown)"
+        lines = devices.get(device)
+        if lines is None:
+            lines = devices[device] = [[] for _ in range(steps)]
         lines[i].append(s.value)
     return {
         name: [
