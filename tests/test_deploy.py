@@ -185,6 +185,9 @@ def test_each_roles_values_start_llmrums_settings(service_role: str, tmp_path: P
     assert loaded["cache"] == "django.core.cache.backends.redis.RedisCache"
     assert loaded["broker"] == "redis://redis:6379/0"
     assert "localhost" in loaded["hosts"]
+    # The image's HEALTHCHECK asks 127.0.0.1:8000: Django must allow that Host.
+    assert "urlopen('http://127.0.0.1:8000/healthz'" in (ROOT / "Dockerfile").read_text()
+    assert "127.0.0.1" in loaded["hosts"]
     assert loaded["trusted"] == (["172.30.0.10/32"] if service_role == "web" else [])
 
 
