@@ -2,8 +2,9 @@
 
 Runs the README's run command (``manage.py serve``) on a fresh embedded store in a
 temporary directory, fills it with ``demo_traffic``, chats on /demo/ in headless
-Chromium (send, stop, regenerate), then logs in and photographs the overview and
-the waterfall of the chat's regenerated turn into ``docs/screenshots/``.
+Chromium (send, stop, regenerate), then logs in and photographs the overview, the
+trace list a chart point drills down to, the waterfall of the chat's regenerated turn, a
+session, the errors page and the model-server page into ``docs/screenshots/``.
 
     .venv/bin/python scripts/readme_screenshots.py [--turns 3000] [--port 8765]
 """
@@ -26,6 +27,7 @@ OUT = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 PASSWORD = "screenshots-123"
+SHOTS = ("demo", "overview", "drilldown", "waterfall", "session", "errors", "model-servers")
 
 
 def manage(env: dict[str, str], *args: str) -> None:
@@ -111,10 +113,21 @@ def main() -> None:
             time.sleep(12)  # beat's sweep stitches the chat (every 5 s) and rebuilds rollups
             page.goto(f"{base}/reports/?app=demo&range=7d")
             page.screenshot(path=str(OUT / "overview.png"))
+            # Drill-down: a point of the client TTFT chart opens the trace list of its hour.
+            page.locator("a.drill").first.click()
+            page.wait_for_load_state()
+            page.screenshot(path=str(OUT / "drilldown.png"))
             page.goto(f"{base}{trace_url}")
             page.screenshot(path=str(OUT / "waterfall.png"))
+            page.goto(f"{base}/reports/sessions/?app=demo")
+            page.locator("table a[href*='/reports/sessions/']").first.click()
+            page.wait_for_load_state()
+            page.screenshot(path=str(OUT / "session.png"))
+            for name, path in (("errors", "errors/"), ("model-servers", "model-servers/")):
+                page.goto(f"{base}/reports/{path}?app=demo&range=24h")
+                page.screenshot(path=str(OUT / f"{name}.png"))
             browser.close()
-        for name in ("demo", "overview", "waterfall"):
+        for name in SHOTS:
             print(OUT / f"{name}.png")
     finally:
         os.killpg(serve.pid, signal.SIGTERM)
