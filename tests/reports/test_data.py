@@ -98,31 +98,41 @@ def test_values_are_formatted_for_reading(value, ms, rate):
 
 @pytest.mark.django_db
 def test_the_overview_reads_only_the_metrics_functions(stitched: Stitched, monkeypatch):
-    """Every figure comes from window_breakdown / window_series (rollups at scale): with
-    those answering from memory, the overview makes no query of its own."""
+    """Every figure comes from window_breakdown / window_series / server_only (rollups
+    at scale): with those answering from memory, the overview makes no query of its
+    own. Bots are left out by default; the previous period is one more breakdown."""
     window, _ = forms.time_range({"range": "24h"}, now=datetime.now(tz=UTC))
     app = stitched.app.application
     answers = figures.window_breakdown(app=app, since=window.since, until=window.until,
                                        group_bys=list(overview_page.GROUPS))  # fmt: skip
     series = figures.window_series(app=app, since=window.since, until=window.until,
                                    step=window.step)  # fmt: skip
+    server_only = figures.server_only(app=app, since=window.since, until=window.until)
     calls = []
 
-    def fake_breakdown(*, app, since, until, group_bys):
-        calls.append(("window_breakdown", tuple(group_bys), since, until))
+    def fake_breakdown(*, app, since, until, group_bys, bots):
+        calls.append(("window_breakdown", tuple(group_bys), since, until, bots))
         return answers
 
-    def fake_series(*, app, since, until, step):
-        calls.append(("window_series", step, since, until))
+    def fake_series(*, app, since, until, step, bots):
+        calls.append(("window_series", step, since, until, bots))
         return series
+
+    def fake_server_only(*, app, since, until):
+        calls.append(("server_only", since, until))
+        return server_only
 
     monkeypatch.setattr(figures, "window_breakdown", fake_breakdown)
     monkeypatch.setattr(figures, "window_series", fake_series)
+    monkeypatch.setattr(figures, "server_only", fake_server_only)
     with CaptureQueriesContext(connection) as queries:
         report = overview_page.overview(app=app, window=window)
     assert len(queries) == 0
-    assert ("window_breakdown", tuple(overview_page.GROUPS), window.since, window.until) in calls
-    assert ("window_series", timedelta(hours=1), window.since, window.until) in calls
+    groups, day = tuple(overview_page.GROUPS), timedelta(days=1)
+    assert ("window_breakdown", groups, window.since, window.until, False) in calls
+    assert ("window_breakdown", ("device",), window.since - day, window.since, False) in calls
+    assert ("window_series", timedelta(hours=1), window.since, window.until, False) in calls
+    assert ("server_only", window.since, window.until) in calls
     assert len(series) == len(figures.step_bounds(window.since, window.until, window.step))
     cards = {f.key: f.value for f in report.cards}
     assert cards["turns"] == "5" and cards["input_tokens"] == "3,248"
