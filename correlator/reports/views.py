@@ -21,6 +21,7 @@ from correlator.reports.pages import sessions as sessions_page
 from correlator.reports.pages import trace as trace_page
 from correlator.reports.pages import traces as traces_page
 from correlator.reports.pages import vitals as vitals_page
+from correlator.reports.pages.getting_started import getting_started
 from rumserver.models import Application, BrowserSession
 
 
@@ -41,6 +42,8 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
     if report is not None and app is not None:
         context["percentiles_note"] = report.percentiles_note
+        base_url = request.build_absolute_uri("/").rstrip("/")
+        context["getting_started"] = getting_started(app=app, base_url=base_url)
         # The same page with bots counted the other way (the default leaves them out).
         flipped = {"app": app.slug, **window.query(), **({} if bots else {"bots": "include"})}
         context["bots_toggle_url"] = f"?{urlencode(flipped)}"

@@ -11,7 +11,8 @@ from django.test import Client
 
 from correlator.models import Trace, Turn
 from rumserver.csp import POLICY
-from rumserver.models import BrowserSession
+from rumserver.models import ApplicationMember, BrowserSession
+from tests import factories
 from tests.reports.conftest import XSS_IMG, XSS_SCRIPT, Stitched, make_user
 
 pytestmark = pytest.mark.django_db
@@ -193,6 +194,20 @@ def test_the_trace_page_shows_the_waterfall_marks_and_every_attribute(stitched, 
     assert event and 540 <= float(event.group(1)) <= 580  # 560 ms after the browser sent
     turn = Turn.objects.get(span_id=stitched.golden.browser_span)
     assert f'href="/reports/sessions/{turn.session_id}"' in html
+
+
+def test_an_application_with_no_data_yet_shows_the_snippet_to_paste(stitched, alice):
+    empty = factories.make_app(XSS_IMG).application
+    ApplicationMember.objects.create(application=empty, user=alice)
+    client = logged_in(alice)
+    html = client.get(f"/reports/?app={empty.slug}").content.decode()
+    assert 'id="getting-started"' in html and XSS_IMG not in html  # the name escaped
+    assert f"key: &quot;{empty.public_key}&quot;" in html
+    assert "chatUrls: [/\\/v1\\/chat\\/completions/, &quot;/api/chat&quot;]" in html
+    assert "endpoint: &quot;http://testserver&quot;" in html
+    # Once a browser has reported, the hint is gone.
+    with_data = client.get(f"/reports/?app={stitched.app.application.slug}").content.decode()
+    assert 'id="getting-started"' not in with_data
 
 
 def test_the_trace_page_links_a_regenerated_turn_and_its_regeneration(stitched, alice):
