@@ -137,6 +137,11 @@ CACHES = {
 LLMRUM_TRUSTED_PROXIES = parse_networks(
     env_list("LLMRUM_TRUSTED_PROXIES", []), setting="LLMRUM_TRUSTED_PROXIES"
 )
+# Alert webhooks go to public addresses only, and to internal ones in these networks
+# (correlator.alerts.webhook_guard: no request forgery into the deployment's network).
+LLMRUM_WEBHOOK_ALLOWED_NETWORKS = parse_networks(
+    env_list("LLMRUM_WEBHOOK_ALLOWED_NETWORKS", []), setting="LLMRUM_WEBHOOK_ALLOWED_NETWORKS"
+)
 
 # --- Auth, i18n, static ---------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [

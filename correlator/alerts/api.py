@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from correlator import selectors
 from correlator.alerts.figures import figure_paths
 from correlator.alerts.models import AlertRule
+from correlator.alerts.webhook_guard import literal_address_refused
 from correlator.api import (
     _WWW_AUTHENTICATE,
     NO_SUCH_APP,
@@ -67,6 +68,12 @@ class AlertRuleInput(serializers.Serializer[dict[str, Any]]):
         child=serializers.EmailField(), max_length=20, required=False, default=list
     )
     enabled = serializers.BooleanField(default=True)
+
+    def validate_webhook_url(self, value: str) -> str:
+        refused = literal_address_refused(value) if value else None
+        if refused:
+            raise serializers.ValidationError(refused)
+        return value
 
 
 class BodyErrorsOutput(serializers.Serializer[dict[str, Any]]):

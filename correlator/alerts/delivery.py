@@ -23,6 +23,7 @@ from django.db.models import Q
 
 from correlator.alerts.links import window_traces_url
 from correlator.alerts.models import AlertEvent
+from correlator.alerts.webhook_guard import guarded_opener
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +102,11 @@ def _webhook_send(url: str, message: dict[str, Any]) -> bool:
         method="POST",
     )
     try:
-        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
+        with guarded_opener().open(request, timeout=WEBHOOK_TIMEOUT_SECONDS) as response:
             response.read(1024)
         return True
-    except (OSError, ValueError) as error:  # URLError, HTTPError and timeouts are OSErrors
+    # URLError, HTTPError (a redirect too), timeouts and a refused address are OSErrors.
+    except (OSError, ValueError) as error:
         logger.warning("alert %s: webhook %s failed: %s", message["event_id"], url, error)
         return False
 

@@ -11,6 +11,7 @@ from django.core.validators import MinValueValidator, validate_email
 from django.db import models
 
 from correlator.alerts.figures import figure_paths
+from correlator.alerts.webhook_guard import literal_address_refused
 from rumserver.models import Application
 
 
@@ -69,6 +70,12 @@ class AlertRule(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.figure} {self.operator} {self.threshold:g})"
+
+    def clean(self) -> None:
+        # Not a field validator: the allowed networks are a setting, not the schema's.
+        refused = literal_address_refused(self.webhook_url) if self.webhook_url else None
+        if refused:
+            raise ValidationError({"webhook_url": refused})
 
     def breached(self, value: float) -> bool:
         return value > self.threshold if self.operator == ">" else value < self.threshold

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -48,6 +49,13 @@ def failing_webhook() -> Iterator[WebhookReceiver]:
     receiver = WebhookReceiver(status=500)
     yield receiver
     receiver.close()
+
+
+@pytest.fixture(autouse=True)
+def _local_webhooks_allowed(settings: Any) -> None:
+    """The receivers here listen on 127.0.0.1, an internal address: allowed as an
+    operator would allow their own network (test_webhook_guard takes it away)."""
+    settings.LLMRUM_WEBHOOK_ALLOWED_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"),)
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ from typing import Any
 
 
 class WebhookReceiver:
-    def __init__(self, status: int = 200) -> None:
+    def __init__(self, status: int = 200, location: str = "") -> None:
         self.bodies: list[dict[str, Any]] = []
         self.status = status
         receiver = self
@@ -20,6 +20,8 @@ class WebhookReceiver:
                 length = int(self.headers.get("Content-Length", 0))
                 receiver.bodies.append(json.loads(self.rfile.read(length)))
                 self.send_response(receiver.status)
+                if location:  # a redirect
+                    self.send_header("Location", location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

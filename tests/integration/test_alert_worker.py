@@ -22,6 +22,10 @@ from tests.integration.conftest import Process
 pytestmark = [pytest.mark.postgres, pytest.mark.broker]
 
 
+# The local receiver is on 127.0.0.1: allowed, as an operator allows their network.
+LOCAL_WEBHOOKS = {"LLMRUM_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.0/8"}
+
+
 def evaluated(worker: Process, times: int) -> None:
     """Queue ``alerts.evaluate`` (as beat does) and wait until the worker ran it ``times``
     times in all."""
@@ -47,14 +51,14 @@ def test_a_restarted_worker_sends_each_event_once(start_worker):
         # A worker committed the firing event and died before sending it.
         assert len(alert_rules_evaluate(now=timezone.now()).events) == 1
 
-        worker = start_worker()
+        worker = start_worker(**LOCAL_WEBHOOKS)
         evaluated(worker, 1)
         assert [b["state"] for b in receiver.bodies] == ["firing"]
         evaluated(worker, 2)  # still breached: nothing new
         worker.proc.send_signal(signal.SIGKILL)  # no warm shutdown
         worker.stop()
 
-        worker = start_worker()
+        worker = start_worker(**LOCAL_WEBHOOKS)
         evaluated(worker, 1)
         evaluated(worker, 2)
         assert [b["state"] for b in receiver.bodies] == ["firing"]
@@ -63,7 +67,7 @@ def test_a_restarted_worker_sends_each_event_once(start_worker):
         stitched_turns(client, created, minutes_ago=1, outcome="completed", n=8)  # cleared
         evaluated(worker, 3)
         worker.stop()
-        worker = start_worker()
+        worker = start_worker(**LOCAL_WEBHOOKS)
         evaluated(worker, 1)
         time.sleep(0.5)  # a stray duplicate delivery would land now
         assert [b["state"] for b in receiver.bodies] == ["firing", "resolved"]
