@@ -855,7 +855,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
         {
             "correlator.analytics.windows.window_turn_count",
             "correlator.analytics.windows.stale_periods",
-            "correlator.analytics.rollups.stored_rows",
+            "correlator.analytics.rollups.read_rows",
             "correlator.analytics.exact.window_turns",
         },
     ),
