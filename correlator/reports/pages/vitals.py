@@ -16,17 +16,13 @@ from functools import lru_cache
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from django.db import connection
-from django.db.models import BigIntegerField, F
-from django.db.models.expressions import Expression, RawSQL
 from django.db.models.fields.json import KT
 from django.utils.safestring import SafeString
 
-from correlator.epoch import datetime_of
 from correlator.reports import charts
 from correlator.reports.format import DASH, cut_note, fmt_number
 from correlator.reports.forms import TimeRange
-from correlator.reports.pages.browser_events import range_events
+from correlator.reports.pages.browser_events import range_events, received
 from correlator.reports.pages.overview import _x_label as x_label
 from correlator.stitch.rules import nearest_rank
 from rumserver.models import Application, BrowserEvent
@@ -65,35 +61,22 @@ def page_path(url: str) -> str:
 
 def vital_samples(*, app: Application, window: TimeRange) -> tuple[list[VitalSample], bool]:
     """The range's vital reports, newest first, and whether ``ROW_LIMIT`` cut them."""
+    when, as_datetime = received()
     rows = list(
         range_events(app=app, type=BrowserEvent.Type.VITAL, window=window).values_list(
-            "name", KT("data__value"), KT("data__page_url"), "session__device_class", _received()
+            "name", KT("data__value"), KT("data__page_url"), "session__device_class", when
         )[: ROW_LIMIT + 1]
     )
     samples = []
-    as_datetime = datetime_of if connection.vendor == "postgresql" else None
     for name, value, url, device, received_at in rows[:ROW_LIMIT]:
         try:
             number = float(value)
         except (TypeError, ValueError):
             continue
-        if as_datetime is not None:
-            received_at = as_datetime(received_at)
-        samples.append(VitalSample(name, number, page_path(url or ""), device, received_at))
+        samples.append(
+            VitalSample(name, number, page_path(url or ""), device, as_datetime(received_at))
+        )
     return samples, len(rows) > ROW_LIMIT
-
-
-def _received() -> Expression | F:
-    """The receive time, on PostgreSQL as integer microseconds since the epoch (exact):
-    parsing 20,000 timestamps as text was a fifth of the page."""
-    if connection.vendor != "postgresql":
-        return F("received_at")
-    table = BrowserEvent._meta.db_table
-    return RawSQL(
-        f'(extract(epoch FROM "{table}"."received_at") * 1000000)::bigint',
-        [],
-        output_field=BigIntegerField(),
-    )
 
 
 def p75(values: list[float]) -> float | None:
