@@ -9,6 +9,7 @@ from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import Model, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.urls import reverse_lazy
 from django.utils import timezone
 from django.utils.functional import cached_property
 
@@ -32,6 +33,21 @@ from rumserver.models import (
 from rumserver.roles import role_in_trace
 
 _ModelT = TypeVar("_ModelT", bound=Model)
+
+# "View site" opens the reports (the default "/" redirects there too).
+# (Lazy: the URLs are not loaded yet when the admin modules are imported.)
+admin.site.site_url = cast("str", reverse_lazy("reports:overview"))
+admin.site.site_header = admin.site.site_title = "llmrum administration"
+
+
+def rounded(value: float | None) -> str:
+    """A float for a change list: at most two decimals (1,234.57, 0.83), three
+    significant digits below 0.01; "-" for none."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 0.01:
+        return f"{value:,.2f}".rstrip("0").rstrip(".")
+    return f"{value:.3g}"
 
 
 class MemberInline(admin.TabularInline[ApplicationMember, Application]):
@@ -230,8 +246,12 @@ class DirtyTraceAdmin(ReadOnlyAdmin[DirtyTrace]):
 
 @admin.register(Score)
 class ScoreAdmin(ReadOnlyAdmin[Score]):
-    list_display = ["trace_id", "name", "value", "app", "received_at"]
+    list_display = ["trace_id", "name", "shown_value", "app", "received_at"]
     list_filter = ["name"]
     list_select_related = ["app"]
     search_fields = ["trace_id__exact"]
     raw_id_fields = ["app"]
+
+    @admin.display(description="value", ordering="value")
+    def shown_value(self, score: Score) -> str:
+        return rounded(score.value)

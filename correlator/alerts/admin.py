@@ -4,6 +4,7 @@ from django.contrib import admin
 from django.db import models
 
 from correlator.alerts.models import AlertEvent, AlertRule
+from rumserver.admin import rounded
 
 
 @admin.register(AlertRule)
@@ -18,9 +19,14 @@ class AlertRuleAdmin(admin.ModelAdmin[AlertRule]):
 
 @admin.register(AlertEvent)
 class AlertEventAdmin(admin.ModelAdmin[AlertEvent]):
-    list_display = ("rule", "state", "value", "turns", "created_at", "notified_at")
+    list_display = ("rule", "state", "shown_value", "turns", "created_at", "notified_at")
     list_filter = ("state",)
+    ordering = ("-created_at", "-id")
     list_select_related = ("rule", "rule__application")
     raw_id_fields = ("rule",)
     show_full_result_count = False
     readonly_fields = [f.name for f in AlertEvent._meta.fields]
+
+    @admin.display(description="value", ordering="value")
+    def shown_value(self, event: AlertEvent) -> str:
+        return rounded(event.value)

@@ -9,9 +9,11 @@ import re
 import pytest
 from django.contrib.auth.models import User
 from django.test import Client
+from django.utils import timezone
 
+from correlator import admin as correlator_admin
 from correlator.models import Trace, Turn
-from rumserver.models import Application
+from rumserver.models import Application, Score
 from tests.reports.conftest import Stitched
 
 pytestmark = pytest.mark.django_db
@@ -109,3 +111,49 @@ def test_big_change_lists_neither_count_nor_scan_every_row(admin_client, stitche
     r = admin_client.get("/admin/correlator/trace/")
     assert r.context["cl"].result_count == 4  # capped at CAP + 1, not all 6
     assert len(r.context["cl"].result_list) == 6  # the page itself is complete
+
+
+def listed(response) -> list:
+    return list(response.context["cl"].result_list)
+
+
+def test_stitched_lists_are_newest_first_by_time_with_rounded_figures(admin_client, stitched):
+    traces = listed(admin_client.get("/admin/correlator/trace/"))
+    by_time = list(Trace.objects.order_by("-start_ms", "-id"))
+    assert traces == by_time and len(traces) == 6
+    Turn.objects.filter(span_id=stitched.golden.browser_span).update(
+        client_ttft_ms=620.123456, server_ttft_ms=0.004567
+    )
+    r = admin_client.get("/admin/correlator/turn/")
+    assert listed(r) == list(Turn.objects.order_by("-t_send_ms", "-id"))
+    page = r.content.decode()
+    assert '<td class="field-client_ttft">620.12</td>' in page and "620.123456" not in page
+    assert '<td class="field-server_ttft">0.00457</td>' in page
+
+
+def test_score_values_are_rounded_in_their_list(admin_client, stitched):
+    app = stitched.app.application
+    Score.objects.create(app=app, trace_id=stitched.golden.trace_id, name="relevance",
+                         value=0.833333333, received_at=timezone.now())  # fmt: skip
+    page = admin_client.get("/admin/rumserver/score/").content.decode()
+    assert '<td class="field-shown_value">0.83</td>' in page
+
+
+def test_an_unnarrowed_list_orders_only_the_newest_rows_and_a_filter_sees_all(
+    admin_client, stitched, monkeypatch
+):
+    monkeypatch.setattr(correlator_admin, "RECENT_ROWS", 2)
+    newest_two = list(Trace.objects.order_by("-id")[:2])
+    shown = listed(admin_client.get("/admin/correlator/trace/"))
+    assert sorted(shown, key=lambda t: (-t.start_ms, -t.id)) == shown
+    assert set(shown) == set(newest_two)
+    assert len(listed(admin_client.get("/admin/correlator/trace/", {"state": "final"}))) == 6
+    oldest = Trace.objects.order_by("id").first()
+    assert admin_client.get(f"/admin/correlator/trace/{oldest.pk}/change/").status_code == 200
+
+
+def test_the_admins_view_site_opens_the_reports(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert '<a href="/reports/">View site</a>' in page
+    r = Client().get("/")
+    assert (r.status_code, r["Location"]) == (302, "/reports/")
