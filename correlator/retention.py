@@ -1,15 +1,24 @@
-"""Deleting raw and stitched data past each application's retention days, in
-bounded batches so a large purge never holds long locks or one huge transaction."""
+"""Deleting raw and stitched data past each application's retention days.
+
+On PostgreSQL the raw tables are day partitions (rumserver.partitions): the days
+older than the longest retention in force (every application's ``retention_days``,
+capped by ``LLMRUM_RETENTION_DAYS`` when set) are dropped whole, one ``DROP TABLE``
+a day, without reading a row. What an application with a shorter retention keeps
+too long within the kept days, and everything on SQLite, is deleted row by row in
+bounded batches, so a large purge never holds long locks or one huge transaction.
+Rollups of hours and days are never touched here."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import Model, QuerySet
 
 from correlator.models import DirtyRollup, Rollup, Trace
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
+from rumserver.partitions import partitions_drop_before
 
 BATCH = 5_000
 
@@ -17,6 +26,23 @@ BATCH = 5_000
 @dataclass
 class RetentionResult:
     deleted: dict[str, int] = field(default_factory=dict)
+    dropped: list[str] = field(default_factory=list)  # day partitions
+
+
+def retention_days(app: Application) -> int:
+    """The application's retention, capped by LLMRUM_RETENTION_DAYS when that is set."""
+    cap: int = settings.LLMRUM_RETENTION_DAYS
+    return min(app.retention_days, cap) if cap else app.retention_days
+
+
+def partition_cutoff(*, now: datetime, apps: list[Application]) -> date:
+    """The first day kept whole: days before it are past every application's retention."""
+    cap: int = settings.LLMRUM_RETENTION_DAYS
+    keep = max(
+        (retention_days(a) for a in apps), default=cap or settings.LLMRUM_DEFAULT_RETENTION_DAYS
+    )
+    # A day partition goes once all of it is older than the cut: its end <= now - keep.
+    return (now - timedelta(days=keep)).date()
 
 
 def _delete_in_batches(queryset: QuerySet[Model], *, batch: int, budget: int) -> int:
@@ -34,8 +60,10 @@ def _delete_in_batches(queryset: QuerySet[Model], *, batch: int, budget: int) ->
 def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000) -> RetentionResult:
     """One pass over every application; what the budget leaves goes next time."""
     result = RetentionResult()
-    for app in Application.objects.all():
-        cutoff = now - timedelta(days=app.retention_days)
+    apps = list(Application.objects.all())
+    result.dropped = partitions_drop_before(partition_cutoff(now=now, apps=apps))
+    for app in apps:
+        cutoff = now - timedelta(days=retention_days(app))
         cutoff_ns = int(cutoff.timestamp() * 1e9)
         plan: list[tuple[str, QuerySet[Model]]] = [
             # Stitched traces first (turns go with them), then what they were made of.

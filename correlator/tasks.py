@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from correlator.retention import retention_run
 from correlator.stitch.sweep import sweep_run
+from rumserver.partitions import partitions_ensure
 
 logger = logging.getLogger(__name__)
 
@@ -34,4 +35,12 @@ def sweep(**kwargs: Any) -> None:
 @shared_task(name="correlator.retention", ignore_result=True)
 def retention(**kwargs: Any) -> None:
     result = retention_run(now=timezone.now())
-    logger.info("retention: deleted %s", result.deleted)
+    logger.info("retention: deleted %s, dropped %s", result.deleted, result.dropped)
+
+
+@shared_task(name="correlator.partitions", ignore_result=True)
+def partitions(**kwargs: Any) -> None:
+    """The day partitions of the coming days (PostgreSQL; nothing elsewhere)."""
+    made = partitions_ensure()
+    if made:
+        logger.info("partitions: made %s", made)

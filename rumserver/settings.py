@@ -253,6 +253,7 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_float("LLMRUM_SWEEP_SECONDS", 5.0, minimum=0.5),
     },
     "correlator-retention": {"task": "correlator.retention", "schedule": 3600.0},
+    "correlator-partitions": {"task": "correlator.partitions", "schedule": 3600.0},
     "alerts-evaluate": {"task": "alerts.evaluate", "schedule": 60.0},
     "rumserver-metric-rollups": {"task": "rumserver.metric_rollups", "schedule": 60.0},
 }
@@ -302,6 +303,12 @@ LLMRUM_ROLLUP_SETTLE_SECONDS = env_int("LLMRUM_ROLLUP_SETTLE_SECONDS", 30, minim
 # within 1 %, distinct counts within about 2 %); smaller windows are exact.
 LLMRUM_METRICS_EXACT_TURNS = env_int("LLMRUM_METRICS_EXACT_TURNS", 2_000, minimum=0)
 LLMRUM_DEFAULT_RETENTION_DAYS = env_int("LLMRUM_DEFAULT_RETENTION_DAYS", 30, minimum=1)
+# The most days any raw data is kept, whatever an application's retention_days says;
+# 0: the longest application retention decides. Day partitions older than the
+# retention in force are dropped whole (PostgreSQL; rumserver.partitions).
+LLMRUM_RETENTION_DAYS = env_int("LLMRUM_RETENTION_DAYS", 0, minimum=0)
+# Day partitions made ahead of today by beat and at migrate (PostgreSQL).
+LLMRUM_PARTITION_DAYS_AHEAD = env_int("LLMRUM_PARTITION_DAYS_AHEAD", 7, minimum=1)
 # The demo chat at /demo/ (README: "Demo"): on by default only in the embedded default
 # (no DATABASE_URL); `manage.py serve` turns it on unless LLMRUM_DEMO=0.
 LLMRUM_DEMO = env_bool("LLMRUM_DEMO", not os.environ.get("DATABASE_URL"))

@@ -80,7 +80,24 @@ WITH t AS (
     SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({recordset_of(span_cols)})
     ORDER BY r.trace_id, r.span_id
-    ON CONFLICT (app_id, trace_id, span_id) DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
+    ON CONFLICT (app_id, trace_id, span_id, start_ns)
+    DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
+), moved_spans AS (
+    -- Spans are day partitions by start_ns (rumserver.partitions), so it ends their
+    -- unique key, and a browser span stitched again with another clock skew is
+    -- inserted above at its new start: its row at the old start goes here (disjoint
+    -- from the rows the upsert touches, which have the new start).
+    DELETE FROM {Span._meta.db_table} x WHERE x.id = ANY(ARRAY(
+        SELECT o.id
+        FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
+                                                       span_id text, start_ns bigint)
+        CROSS JOIN LATERAL (
+            SELECT id, start_ns FROM {Span._meta.db_table}
+            WHERE app_id = r.app_id AND trace_id = r.trace_id AND span_id = r.span_id
+              AND start_ns <> r.start_ns
+            OFFSET 0
+        ) AS o
+    ))
 ), redo AS (
     -- The earlier turns a turn of this batch regenerates, not flagged yet: their
     -- traces are stitched again once this commits (so that stitch sees this batch's

@@ -82,8 +82,32 @@ _EVENT_ON_CONFLICT = f"""
     WHERE {EVENT_TABLE}.type = 'vital' AND excluded.type = 'vital'
 """
 
+# PostgreSQL: events are day partitions by ts_ms (rumserver.partitions), so their
+# unique key ends with ts_ms. A retried batch repeats each event's ts_ms and still
+# lands once; a vital reported again has a new ts_ms (perhaps another day): ``v``
+# deletes its earlier row (one probe of the key a partition, for vitals only) and the
+# new one is inserted; the same vital with the same time is updated as above.
+_PG_EVENT_ON_CONFLICT = f"""
+    ON CONFLICT (app_id, event_id, ts_ms) DO UPDATE SET
+        sent_at_ms = excluded.sent_at_ms, received_at = excluded.received_at,
+        data = excluded.data, truncated = excluded.truncated
+    WHERE {EVENT_TABLE}.type = 'vital' AND excluded.type = 'vital'
+"""
+
 _POSTGRES_SQL = f"""
-WITH s AS (
+WITH v AS (
+    DELETE FROM {EVENT_TABLE} x WHERE x.id = ANY(ARRAY(
+        SELECT o.id
+        FROM jsonb_to_recordset(%(events)s::jsonb) AS r(event_id text, type text, ts_ms float8)
+        CROSS JOIN LATERAL (
+            SELECT id, ts_ms FROM {EVENT_TABLE}
+            WHERE app_id = %(app)s::bigint AND event_id = r.event_id AND type = 'vital'
+              AND ts_ms <> r.ts_ms
+            OFFSET 0
+        ) AS o
+        WHERE r.type = 'vital'
+    ))
+), s AS (
     INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS})
     VALUES (%(app)s::bigint, %(session_id)s, %(started)s::float8, %(now)s::timestamptz,
             %(now)s::timestamptz, %(user_id)s, %(sdk)s, %(ua)s, %(browser)s, %(browser_version)s,
@@ -98,7 +122,7 @@ WITH s AS (
         event_id text, type text, name text, ts_ms float8, trace_id text, span_id text,
         turn_span_id text, truncated boolean, data jsonb)
     ORDER BY r.event_id
-    {_EVENT_ON_CONFLICT}
+    {_PG_EVENT_ON_CONFLICT}
 ), d AS ({MARK_SQL})
 SELECT id FROM s
 """

@@ -42,7 +42,9 @@ WITH s AS (
     SELECT %(app)s::bigint, %(now)s::timestamptz, {", ".join(f"r.{n}" for n, _ in _COLUMNS)}
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r({", ".join(f"{n} {t}" for n, t in _COLUMNS)})
     ORDER BY r.trace_id, r.span_id
-    ON CONFLICT (app_id, trace_id, span_id) DO NOTHING
+    -- start_ns: spans are day partitions by it (rumserver.partitions), so it ends the
+    -- unique key there; a retry repeats it and still lands once.
+    ON CONFLICT (app_id, trace_id, span_id, start_ns) DO NOTHING
 ), d AS ({MARK_SQL})
 SELECT 1
 """

@@ -1,0 +1,274 @@
+"""Day partitions of browser events and spans on PostgreSQL (DESIGN.md §10.7,
+rumserver.partitions): a retry still lands once, strays go to the default partition
+and are still stitched, partitions are made ahead idempotently, retention drops a
+day in one statement, and the migration converts a populated database in place.
+
+SQLite keeps plain tables: these tests need PostgreSQL and skip elsewhere (saying so).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from correlator import tasks
+from correlator.models import Rollup, Trace, Turn
+from correlator.retention import retention_run
+from correlator.stitch.sweep import sweep_run
+from rumserver.models import Application, BrowserEvent, BrowserSession, Span
+from rumserver.partitions import TABLES, day_partitions, partitions_ensure
+from tests import factories
+from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
+
+pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
+
+DAY_MS = 86_400_000
+EVENTS = "rumserver_browserevent"
+SPANS = "rumserver_span"
+
+
+def _ms(day: date, hours: float = 0.0) -> float:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp() * 1000 + hours * 3.6e6
+
+
+def _partition_of(model: Any, **lookup: Any) -> list[str]:
+    """The partition (table) each matching row is stored in."""
+    table = model._meta.db_table
+    where = " AND ".join(f"{column} = %s" for column in lookup)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT tableoid::regclass::text FROM {table} WHERE {where} ORDER BY id",
+            list(lookup.values()),
+        )
+        return [name for (name,) in cursor.fetchall()]
+
+
+def _exists(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [table])
+        return bool(cursor.fetchone()[0])
+
+
+def _post(client: Any, key: str, body: dict[str, Any]) -> None:
+    send_beacon(client, key, body)
+
+
+def test_an_event_retried_across_midnight_lands_once(client: Any) -> None:
+    """Sent at 23:59:59.9 UTC and retried after midnight with the same time: one row,
+    in the partition of its own day. A vital reported again after midnight (new time,
+    same id) replaces its earlier value, in the new day's partition."""
+    today = datetime.now(UTC).date()
+    created = factories.make_app()
+    key = created.application.public_key
+    before_midnight = _ms(today) - 100
+    turn = factories.turn_event(ts=before_midnight)
+    vital = {
+        "type": "vital", "id": "v1-123", "ts": before_midnight, "name": "CLS",
+        "value": 0.05, "delta": 0.05, "rating": "good", "navigation_type": "navigate",
+    }  # fmt: skip
+    _post(client, key, factories.batch([turn, vital]))
+    _post(client, key, factories.batch([turn, vital]))  # the retry, after midnight
+    yesterday = f"{EVENTS}_p{today - timedelta(days=1):%Y%m%d}"
+    assert _partition_of(BrowserEvent, event_id=turn["id"]) == [yesterday]
+    assert _partition_of(BrowserEvent, event_id="v1-123") == [yesterday]
+    later = {**vital, "ts": _ms(today) + 5_000, "value": 0.2, "delta": 0.15}
+    _post(client, key, factories.batch([later]))
+    assert _partition_of(BrowserEvent, event_id="v1-123") == [f"{EVENTS}_p{today:%Y%m%d}"]
+    assert BrowserEvent.objects.get(event_id="v1-123").data["value"] == 0.2
+    assert BrowserEvent.objects.count() == 2
+
+
+def test_a_far_off_event_goes_to_the_default_partition_and_is_stitched(client: Any) -> None:
+    """A browser clock five years ahead: its events land in the default partition (no
+    day partition that far), its server spans in today's; the stitch still finds the
+    turn event by its trace and makes the turn, its browser span at server time."""
+    created = factories.make_app()
+    five_years = 5 * 365 * DAY_MS
+    golden = GoldenTurn(
+        t0=time.time() * 1000 - 5_000, browser_offset_ms=five_years, server_timing=True
+    )
+    send_beacon(client, created.application.public_key, golden.beacon())
+    send_otlp(client, created.ingest_token, golden.gateway_request())
+    assert _partition_of(BrowserEvent, trace_id=golden.trace_id) == [f"{EVENTS}_default"]
+    sweep_run(now=timezone.now(), finalize_all=True)
+    trace = Trace.objects.get(trace_id=golden.trace_id)
+    turn = Turn.objects.get(trace=trace)
+    assert trace.linked and turn.outcome == "completed"
+    # Corrected onto the server's clock: the browser span is today's, not in 5 years.
+    assert abs(turn.t_send_ms - golden.t0) < 1_000
+    today = datetime.now(UTC).date()
+    browser_span = Span.objects.filter(trace_id=golden.trace_id, span_id=golden.browser_span)
+    assert browser_span.count() == 1
+    assert _partition_of(Span, trace_id=golden.trace_id, span_id=golden.browser_span)[0] in {
+        f"{SPANS}_p{day:%Y%m%d}" for day in (today - timedelta(days=1), today)
+    }
+
+
+def test_a_new_day_partition_takes_its_rows_from_the_default_partition(client: Any) -> None:
+    """An event 40 days ahead waits in the default partition; making that day's
+    partition later moves it there (attaching would fail on it otherwise)."""
+    created = factories.make_app()
+    ahead = datetime.now(UTC).date() + timedelta(days=40)
+    event = factories.turn_event(ts=_ms(ahead, 12))
+    _post(client, created.application.public_key, factories.batch([event]))
+    assert _partition_of(BrowserEvent, event_id=event["id"]) == [f"{EVENTS}_default"]
+    made = partitions_ensure([ahead])
+    assert f"{EVENTS}_p{ahead:%Y%m%d}" in made
+    assert _partition_of(BrowserEvent, event_id=event["id"]) == [f"{EVENTS}_p{ahead:%Y%m%d}"]
+    # Its retry lands once in its new partition.
+    _post(client, created.application.public_key, factories.batch([event]))
+    assert BrowserEvent.objects.filter(event_id=event["id"]).count() == 1
+
+
+def test_beat_makes_the_partitions_ahead_twice_without_harm(settings: Any) -> None:
+    """The beat task makes yesterday to LLMRUM_PARTITION_DAYS_AHEAD days on, for both
+    tables; run again, it makes nothing and fails on nothing."""
+    settings.LLMRUM_PARTITION_DAYS_AHEAD = 12
+    today = datetime.now(UTC).date()
+    wanted = {today + timedelta(days=d) for d in range(-1, 13)}
+    with connection.cursor() as cursor:
+        before = {spec.table: set(day_partitions(cursor, spec)) for spec in TABLES}
+    tasks.partitions()
+    with connection.cursor() as cursor:
+        after = {spec.table: set(day_partitions(cursor, spec)) for spec in TABLES}
+    for spec in TABLES:
+        assert after[spec.table] >= wanted
+        assert after[spec.table] - before[spec.table] == wanted - before[spec.table]
+    assert partitions_ensure(sorted(wanted)) == []  # the second run: nothing to do
+    tasks.partitions()
+    with connection.cursor() as cursor:
+        assert {spec.table: set(day_partitions(cursor, spec)) for spec in TABLES} == after
+
+
+def test_retention_drops_a_day_in_one_statement_and_keeps_rollups(client: Any) -> None:
+    """Ten-day retention: a day twelve days old goes as one DROP TABLE per table,
+    without a row read; the kept day's rows stay; rollups, of either day, are kept."""
+    created = factories.make_app()
+    app = created.application
+    Application.objects.filter(pk=app.pk).update(retention_days=10)
+    today = datetime.now(UTC).date()
+    old_day, kept_day = today - timedelta(days=12), today - timedelta(days=3)
+    partitions_ensure([old_day, kept_day])
+    for day in (old_day, kept_day):
+        golden = GoldenTurn(t0=_ms(day, 12), session=f"s-{day}")
+        send_beacon(client, app.public_key, golden.beacon())
+        send_otlp(client, created.ingest_token, golden.gateway_request())
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        for period, at in (("day", start), ("hour", start + timedelta(hours=12))):
+            Rollup.objects.create(
+                app=app, period=period, start=at, turns=7, computed_at=timezone.now()
+            )
+    rollups = list(Rollup.objects.order_by("id").values())
+    old_tables = [f"{t}_p{old_day:%Y%m%d}" for t in (EVENTS, SPANS)]
+    assert all(_exists(t) for t in old_tables)
+    kept_ns = int(_ms(kept_day) * 1e6)
+    kept = (
+        BrowserEvent.objects.filter(ts_ms__gte=_ms(kept_day)).count(),
+        Span.objects.filter(start_ns__gte=kept_ns).count(),
+    )
+    assert Span.objects.filter(start_ns__lt=kept_ns).exists()
+    with connection.cursor() as cursor:
+        # The foreign-key checks of the rows inserted above, deferred to the test's
+        # commit, would keep their tables from being dropped in this transaction
+        # (beat's retention runs in a transaction of its own).
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    with CaptureQueriesContext(connection) as queries:
+        result = retention_run(now=timezone.now())
+    assert set(old_tables) <= set(result.dropped)
+    assert not any(_exists(t) for t in old_tables)
+    for table in old_tables:
+        touching = [q["sql"] for q in queries.captured_queries if table in q["sql"]]
+        assert touching == [f'DROP TABLE "{table}"']
+    assert _exists(f"{EVENTS}_p{kept_day:%Y%m%d}") and _exists(f"{SPANS}_p{kept_day:%Y%m%d}")
+    assert BrowserEvent.objects.filter(ts_ms__lt=_ms(kept_day)).count() == 0
+    assert BrowserEvent.objects.filter(ts_ms__gte=_ms(kept_day)).count() == kept[0] > 0
+    assert Span.objects.filter(start_ns__lt=kept_ns).count() == 0
+    assert Span.objects.filter(start_ns__gte=kept_ns).count() == kept[1] > 0
+    assert list(Rollup.objects.order_by("id").values()) == rollups
+
+
+def _partitioned(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = to_regclass(%s)", [table])
+        return cursor.fetchone()[0] == "p"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_converts_a_populated_database(client: Any) -> None:
+    """Back to the plain tables, rows stored there, forward again: every row is kept
+    (ids too), each in its day's partition or the default one, and keys still drop
+    a retry."""
+    executor = MigrationExecutor(connection)
+    before = [("correlator", "0012_rollups_count_old_turns_unpriced")]
+    latest = executor.loader.graph.leaf_nodes()
+    executor.migrate(before)
+    try:
+        assert not _partitioned(EVENTS) and not _partitioned(SPANS)
+        # Stored by the ORM: ingest's statements name the partitioned tables' keys.
+        created = factories.make_app()
+        app = created.application
+        today = datetime.now(UTC).date()
+        days = [today - timedelta(days=d) for d in (0, 2, 30)]
+        events = [factories.turn_event(ts=_ms(day, 6)) for day in days]
+        events.append(factories.turn_event(ts=_ms(date(2001, 1, 1))))  # a stray
+        now = timezone.now()
+        session = BrowserSession.objects.create(
+            app=app, session_id="sess-alice", first_seen_at=now, last_seen_at=now
+        )
+        for event in events:
+            BrowserEvent.objects.create(
+                app=app, session=session, event_id=event["id"], type="turn",
+                ts_ms=event["ts"], sent_at_ms=event["ts"], received_at=now, data=event,
+                trace_id=event["trace_id"], span_id=event["span_id"],
+            )  # fmt: skip
+        for n in range(3):
+            Span.objects.create(
+                app=app, trace_id=events[1]["trace_id"], span_id=f"{n:016x}", name="s",
+                start_ns=int(_ms(days[1], 9) * 1e6), end_ns=int(_ms(days[1], 10) * 1e6),
+                received_at=now,
+            )  # fmt: skip
+        rows = {
+            EVENTS: sorted(BrowserEvent.objects.values_list("id", "event_id", "ts_ms")),
+            SPANS: sorted(Span.objects.values_list("id", "span_id", "start_ns")),
+        }
+        assert len(rows[EVENTS]) == 4 and len(rows[SPANS]) == 3
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(latest)
+    assert _partitioned(EVENTS) and _partitioned(SPANS)
+    assert sorted(BrowserEvent.objects.values_list("id", "event_id", "ts_ms")) == rows[EVENTS]
+    assert sorted(Span.objects.values_list("id", "span_id", "start_ns")) == rows[SPANS]
+    for event, day in zip(events, days, strict=False):
+        assert _partition_of(BrowserEvent, event_id=event["id"]) == [f"{EVENTS}_p{day:%Y%m%d}"]
+    assert _partition_of(BrowserEvent, event_id=events[-1]["id"]) == [f"{EVENTS}_default"]
+    # The keys hold: a retry lands once, a new row gets a fresh id.
+    _post(client, created.application.public_key, factories.batch(events))
+    assert BrowserEvent.objects.count() == 4
+    fresh = factories.turn_event()
+    _post(client, created.application.public_key, factories.batch([fresh]))
+    assert BrowserEvent.objects.get(event_id=fresh["id"]).id > max(r[0] for r in rows[EVENTS])
+
+
+def test_reads_by_time_read_only_their_days() -> None:
+    """A read bounded by time (spans of an hour, events of a day) is pruned to the
+    partitions of those days."""
+    today = datetime.now(UTC).date()
+    app = factories.make_app().application
+    cases = [
+        (Span.objects.filter(app=app, start_ns__gte=int(_ms(today) * 1e6),
+                             start_ns__lt=int(_ms(today, 1) * 1e6)), SPANS),
+        (BrowserEvent.objects.filter(app=app, ts_ms__gte=_ms(today), ts_ms__lt=_ms(today, 24)),
+         EVENTS),
+    ]  # fmt: skip
+    for queryset, table in cases:
+        plan = queryset.explain()
+        scanned = set(re.findall(rf" on ({table}_\w+)", plan))
+        assert scanned == {f"{table}_p{today:%Y%m%d}"}, plan
