@@ -148,17 +148,7 @@ def _window_accumulators(
         rows = Rollup.objects.filter(_rows_filter(app_id, ranges, dimensions))
         for (dimension, key), counts, packed in read_rows(rows, "dimension", "key"):
             accs[(dimension, key)].merge_packed(counts=counts, packed=packed)
-    accumulate(
-        turn_facts(app_id=app_id, ranges=raw),
-        [d for d in dimensions if d != SERVER_ONLY],
-        into=accs,
-    )
-    if SERVER_ONLY in dimensions:  # their spans too, for the model and server TTFT
-        for trace in server_only_facts(app_id, raw):
-            count_server_only(
-                trace, whole=accs[("", "")], by_model=accs[(SERVER_ONLY, trace.model)]
-            )
-        return accs
+    accumulate(turn_facts(app_id=app_id, ranges=raw), dimensions, into=accs)
     for _, cause in server_only_traces(app_id, raw):
         acc = accs[("", "")]
         acc.counts["server_only_traces"] += 1
@@ -167,10 +157,12 @@ def _window_accumulators(
 
 
 def _dimensions(group_bys: Iterable[str], bots: bool) -> list[str]:
-    """The dimensions to read: the whole application, each split asked for, and the
-    device classes when bots are left out of the totals (``_without_bots``)."""
-    out = ["", *group_bys]
-    return out if bots or "device" in out else [*out, "device"]
+    """The dimensions to read: the whole application and each split asked for; when
+    bots are left out, the device classes instead of the whole application, whose
+    totals they give (``_without_bots``): its rows would be read for nothing."""
+    if bots:
+        return ["", *group_bys]
+    return [*group_bys] if "device" in group_bys else [*group_bys, "device"]
 
 
 def _without_bots(accs: dict[tuple[str, str], Accumulator]) -> Accumulator:
@@ -239,14 +231,24 @@ def window_propagation(*, app_id: int, since: datetime, until: datetime) -> dict
 def window_server_only(*, app_id: int, since: datetime, until: datetime) -> dict[str, Any]:
     """Traffic with server spans and no browser root (API clients): ``{"traces",
     "server_ttft_ms": {p50, …}, "groups": [{"key": model, "traces", "server_ttft_ms"}]}``.
-    The count is the application rows' (kept since rollups began); the TTFT and the
-    split by model come from the ``SERVER_ONLY`` rows (rebuilt periods only)."""
-    accs = _window_accumulators(app_id, since, until, ["", SERVER_ONLY])
-    whole, ttft = accs.get(("", "")) or Accumulator(), LogHistogram()
+    The count is the application rows' column (kept since rollups began; summed, no
+    sketch read); the TTFT and the split by model come from the ``SERVER_ONLY`` rows
+    (rebuilt periods only); the raw edges from the traces and their spans."""
+    ranges, raw = window_plan(since, until, stale_periods(app_id=app_id, since=since, until=until))
+    by_model: dict[str, Accumulator] = defaultdict(Accumulator)
+    edges = Accumulator()
+    traces = 0
+    if ranges:
+        rows = Rollup.objects.filter(_rows_filter(app_id, ranges, [SERVER_ONLY]))
+        for (key,), counts, packed in read_rows(rows, "key"):
+            by_model[key].merge_packed(counts=counts, packed=packed)
+        whole = Rollup.objects.filter(_rows_filter(app_id, ranges, [""]))
+        traces = whole.aggregate(n=Sum("server_only_traces"))["n"] or 0
+    for trace in server_only_facts(app_id, raw):
+        count_server_only(trace, whole=edges, by_model=by_model[trace.model])
+    ttft = LogHistogram()
     groups = []
-    for (dimension, key), acc in sorted(accs.items()):
-        if dimension != SERVER_ONLY:
-            continue
+    for key, acc in sorted(by_model.items()):
         ttft.merge(acc.histograms["server_ttft_ms"])
         groups.append(
             {
@@ -256,7 +258,7 @@ def window_server_only(*, app_id: int, since: datetime, until: datetime) -> dict
             }
         )
     return {
-        "traces": whole.counts["server_only_traces"],
+        "traces": traces + edges.counts["server_only_traces"],
         "server_ttft_ms": _quantiles(ttft),
         "groups": groups,
     }
