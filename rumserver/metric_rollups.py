@@ -32,14 +32,18 @@ SELECT series_id, %(seconds)s, start_ns, count(*), sum(value),
        min(time_ns), (array_agg(value ORDER BY time_ns))[1],
        max(time_ns), (array_agg(value ORDER BY time_ns DESC))[1]
 FROM (
-    SELECT p.series_id, d.start_ns, p.time_ns, p.value,
+    SELECT p.series_id, p.time_ns - p.time_ns %% %(width)s AS start_ns, p.time_ns, p.value,
            lag(p.time_ns) OVER w AS before_ns, lag(p.value) OVER w AS before
-    FROM {MetricSeries._meta.db_table} s
-    CROSS JOIN unnest(%(starts)s::bigint[]) AS d(start_ns)
-    JOIN {MetricPoint._meta.db_table} p
-      ON p.series_id = s.id AND p.time_ns >= d.start_ns AND p.time_ns < d.start_ns + %(width)s
-    WHERE s.app_id = %(app)s AND p.value IS NOT NULL
-    WINDOW w AS (PARTITION BY p.series_id, d.start_ns ORDER BY p.time_ns)
+    FROM unnest(%(los)s::bigint[], %(his)s::bigint[]) AS g(lo, hi)
+    -- The points of each range (the key leads with the time), behind a fence so
+    -- that no plan reads the points once a series; then the application's.
+    CROSS JOIN LATERAL (
+        SELECT p.series_id, p.time_ns, p.value FROM {MetricPoint._meta.db_table} p
+        WHERE p.time_ns >= g.lo AND p.time_ns < g.hi AND p.value IS NOT NULL
+        OFFSET 0
+    ) AS p
+    WHERE p.series_id = ANY(%(series)s::bigint[])
+    WINDOW w AS (PARTITION BY p.series_id, p.time_ns - p.time_ns %% %(width)s ORDER BY p.time_ns)
 ) AS points
 GROUP BY series_id, start_ns
 ON CONFLICT (series_id, seconds, start_ns) DO UPDATE SET
@@ -70,11 +74,32 @@ def refresh(app_id: int, seconds: int) -> int:
         cursor.execute(_TAKE_SQL, {"app": app_id, "seconds": seconds})
         starts = sorted(row[0] for row in cursor.fetchall())
         if starts:
+            # Runs of consecutive periods as ranges: one index range a series and run
+            # (a range a period would make the planner join every point to every period).
+            runs = _runs(starts, seconds * NS)
             cursor.execute(
                 _REFRESH_SQL,
-                {"app": app_id, "seconds": seconds, "starts": starts, "width": seconds * NS},
+                {
+                    "series": list(
+                        MetricSeries.objects.filter(app_id=app_id).values_list("id", flat=True)
+                    ),
+                    "seconds": seconds,
+                    "width": seconds * NS,
+                    "los": [lo for lo, _ in runs],
+                    "his": [hi for _, hi in runs],
+                },
             )
     return len(starts)
+
+
+def _runs(starts: list[int], width: int) -> list[tuple[int, int]]:
+    runs: list[tuple[int, int]] = []
+    for start in starts:
+        if runs and runs[-1][1] == start:
+            runs[-1] = (runs[-1][0], start + width)
+        else:
+            runs.append((start, start + width))
+    return runs
 
 
 def marked(app_id: int, seconds: int) -> set[int]:

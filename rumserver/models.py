@@ -331,8 +331,10 @@ class MetricSeries(models.Model):
 
 class MetricPoint(models.Model):
     """One OTLP metric data point (gauge, sum or histogram) as received on ``/v1/metrics``,
-    a thin row of its series: its series and time are its key, so an exporter's retry
-    of the same point lands once, and the key also serves a series' time range.
+    a thin row of its series: its time and series are its key, so an exporter's retry
+    of the same point lands once. Time first: the points of one request (one scrape
+    time) go into a few neighbouring index pages instead of one page a series, and
+    every read is a time range (rollups of a minute or an hour, a range of points).
 
     Values of Prometheus counters and histograms stay as sent (cumulative): rates are
     taken when read. ``value`` is the float every read uses; a point sent ``as_int``
@@ -343,12 +345,17 @@ class MetricPoint(models.Model):
     # Kept here too: the kinds belong to the points' readers as much as to the series.
     Kind = MetricSeries.Kind
 
-    pk = models.CompositePrimaryKey("series", "time_ns")
-    # No database foreign key: its check is a trigger per inserted row, the largest
-    # share of a thin row's cost. Series are only deleted with their application, and
-    # Django's cascade deletes the points first.
+    pk = models.CompositePrimaryKey("time_ns", "series")
+    # No database foreign key nor index of its own: the key's check is a trigger per
+    # inserted row and an index one more page a row, the largest shares of a thin
+    # row's cost. Series are only deleted with their application, and Django's
+    # cascade deletes the points first.
     series = models.ForeignKey(
-        MetricSeries, on_delete=models.CASCADE, db_constraint=False, related_name="points"
+        MetricSeries,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="points",
     )
     time_ns = models.BigIntegerField()
     start_ns = models.BigIntegerField(default=0, help_text="Start of a sum or histogram.")
@@ -379,8 +386,12 @@ class MetricRollup(models.Model):
     counts the later value); the first and last point let a reader join periods."""
 
     pk = models.CompositePrimaryKey("series", "seconds", "start_ns")
-    series = models.ForeignKey(
-        MetricSeries, on_delete=models.CASCADE, db_constraint=False, related_name="rollups"
+    series = models.ForeignKey(  # the key leads with the series: no index of its own
+        MetricSeries,
+        on_delete=models.CASCADE,
+        db_constraint=False,
+        db_index=False,
+        related_name="rollups",
     )
     seconds = models.PositiveSmallIntegerField(help_text="60 or 3600.")
     start_ns = models.BigIntegerField()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,34 +91,31 @@ class _Accumulator:
         self.series: int | None = None
         self.last: tuple[int, float] | None = None  # the series' previous sample
 
-    def _add(self, server: tuple[str, str], key: str, at: int, series: int,
-             a: float, b: float) -> None:  # fmt: skip
+    def add(self, server: tuple[str, str], key: str, at: int, series: int,
+            a: float, b: float) -> None:  # fmt: skip
+        """Into one series' step: samples and their total (a gauge), or an increase
+        and its seconds (a counter)."""
         totals = self.by_server[server][key][at].setdefault(series, [0.0, 0.0])
         totals[0] += a
         totals[1] += b
 
-    def period(self, row: tuple[Any, ...]) -> None:
-        """One rollup row, or one point as a period of one sample: service, instance,
-        name, series, start, samples, total, increase, seconds, first time and value,
-        last time and value. Periods of a series come in time order; one lies in one
-        step (rollups are only read where that holds)."""
-        (service, instance, name, series, start, samples, total, increase, seconds,
-         first_ns, first, last_ns, last) = row  # fmt: skip
+    def point(self, service: str, instance: str, name: str, series: int, time_ns: int,
+              value: float) -> None:  # fmt: skip
+        """One point; a series' points come in time order."""
         if series != self.series:
             self.series, self.last = series, None
         figure = _FIGURE_OF[name]
-        at = bisect_right(self.edges, start) - 1  # -1: before the range (a lookback)
+        at = bisect_right(self.edges, time_ns) - 1  # -1: before the range (a lookback)
         if figure.kind == "gauge":
             if at >= 0:
-                self._add((service, instance), figure.key, at, series, samples, total)
+                self.add((service, instance), figure.key, at, series, 1, value)
             return
-        if at >= 0:
-            if self.last is not None:
-                before_ns, before = self.last
-                increase += first if first < before else first - before
-                seconds += (first_ns - before_ns) / 1e9
-            self._add((service, instance), figure.key, at, series, increase, seconds)
-        self.last = (last_ns, last)
+        if at >= 0 and self.last is not None:
+            before_ns, before = self.last
+            increase = value if value < before else value - before
+            self.add((service, instance), figure.key, at, series, increase,
+                     (time_ns - before_ns) / 1e9)  # fmt: skip
+        self.last = (time_ns, value)
 
     def servers(self, steps: int) -> list[dict[str, Any]]:
         out = []
@@ -148,13 +145,14 @@ def model_server_series(
     steps = figures.window_series(app=app, since=since, until=until, step=step)
     edges = [_ns(point["since"]) for point in steps] + [_ns(until)]
     accumulator = _Accumulator(edges)
-    rows: Iterable[tuple[Any, ...]]
     if metric_rollups.kept() and not (_ns(since) % MINUTE_NS or _ns(until) % MINUTE_NS):
-        rows = _rollup_rows(app.pk, _ns(since), _ns(until), step)
+        for service, instance, name, series, at, *sums in _rollup_steps(app.pk, edges, step):
+            figure = _FIGURE_OF[name]
+            a, b = sums[:2] if figure.kind == "gauge" else sums[2:]
+            accumulator.add((service, instance), figure.key, at, series, a, b)
     else:
-        rows = _point_rows(app, since, until)
-    for row in rows:
-        accumulator.period(row)
+        for row in _point_rows(app, since, until):
+            accumulator.point(*row)
     return {
         "steps": [
             {
@@ -170,11 +168,14 @@ def model_server_series(
 
 
 def _point_rows(app: Application, since: datetime, until: datetime) -> Iterator[tuple[Any, ...]]:
-    """Each point as a period of one sample."""
-    rows = (
+    return (
         MetricPoint.objects.filter(
-            series__app=app,
-            series__name__in=list(_FIGURE_OF),
+            # Ids, not a join: the points' key leads with the time.
+            series_id__in=list(
+                MetricSeries.objects.filter(app=app, name__in=list(_FIGURE_OF)).values_list(
+                    "id", flat=True
+                )
+            ),
             time_ns__gte=_ns(since - LOOKBACK),
             time_ns__lt=_ns(until),
             value__isnull=False,
@@ -185,30 +186,54 @@ def _point_rows(app: Application, since: datetime, until: datetime) -> Iterator[
         )
         .iterator(chunk_size=10_000)
     )
-    for service, instance, name, series, time_ns, value in rows:
-        yield (service, instance, name, series, time_ns, 1, value, 0.0, 0.0,
-               time_ns, value, time_ns, value)  # fmt: skip
 
 
+# Per series and step, from the rollups of the segments (the lookback first): gauge
+# samples and total; counter increases and seconds, those inside each period and
+# those from the period before (its last sample to this one's first), as the points
+# would give them. Step -1 (the lookback) only lends its last sample.
 _ROLLUP_SQL = f"""
-SELECT s.service, s.instance, s.name, r.series_id, r.start_ns, r.samples, r.total,
-       r.increase, r.increase_seconds, r.first_ns, r.first_value, r.last_ns, r.last_value
-FROM {MetricSeries._meta.db_table} s
-CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[]) AS g(seconds, lo, hi)
-JOIN {MetricRollup._meta.db_table} r
-  ON r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo AND r.start_ns < g.hi
-WHERE s.app_id = %(app)s AND s.name = ANY(%(names)s::text[])
-ORDER BY r.series_id, r.start_ns
+SELECT s.service, s.instance, s.name, steps.*
+FROM (
+    SELECT series_id, at, sum(samples), sum(total),
+           sum(increase) + coalesce(sum(CASE WHEN first_value < before THEN first_value
+                                             ELSE first_value - before END), 0),
+           sum(increase_seconds)
+           + coalesce(sum((first_ns - before_ns)::float8 / 1e9::float8), 0)
+    FROM (
+        SELECT r.series_id, r.samples, r.total, r.increase, r.increase_seconds, r.first_ns,
+               r.first_value, width_bucket(r.start_ns, %(edges)s::bigint[]) - 1 AS at,
+               lag(r.last_ns) OVER w AS before_ns, lag(r.last_value) OVER w AS before
+        FROM unnest(%(series)s::bigint[]) AS s(id)
+        CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[])
+            AS g(seconds, lo, hi)
+        -- OFFSET 0 fences the lateral read: one index range a series and segment,
+        -- whatever the statistics say (a hash join would read every rollup).
+        CROSS JOIN LATERAL (
+            SELECT * FROM {MetricRollup._meta.db_table} r
+            WHERE r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo
+              AND r.start_ns < g.hi
+            OFFSET 0
+        ) AS r
+        WINDOW w AS (PARTITION BY r.series_id ORDER BY r.start_ns)
+    ) AS periods
+    WHERE at >= 0
+    GROUP BY series_id, at
+) AS steps
+JOIN {MetricSeries._meta.db_table} s ON s.id = steps.series_id
 """
 
 
-def _rollup_rows(app_id: int, since: int, until: int, step: timedelta) -> list[tuple[Any, ...]]:
-    """The rollups covering [since - LOOKBACK, until): hours where a whole hour lies in
-    one step and its rollup is made, minutes elsewhere (the minutes made first)."""
+def _rollup_steps(app_id: int, edges: list[int], step: timedelta) -> list[tuple[Any, ...]]:
+    """Per series and step (service, instance, name, series, step, samples, total,
+    increase, seconds) from the rollups covering [since - LOOKBACK, until): hours where
+    a whole hour lies in one step and its rollup is made, minutes elsewhere (the
+    minutes made first)."""
+    since, until = edges[0], edges[-1]
     metric_rollups.refresh(app_id, metric_rollups.MINUTE)
     lo = since - _ns_of(LOOKBACK)
     segments: list[tuple[int, int, int]] = []  # (seconds, from, to)
-    if step >= timedelta(hours=1):
+    if step >= timedelta(hours=1):  # steps of whole hours: each hour in one step
         first_hour = -(-since // HOUR_NS) * HOUR_NS
         last_hour = until // HOUR_NS * HOUR_NS
         marked = metric_rollups.marked(app_id, metric_rollups.HOUR)
@@ -220,13 +245,23 @@ def _rollup_rows(app_id: int, since: int, until: int, step: timedelta) -> list[t
         segments.append((60, at, until))
     else:
         segments.append((60, lo, until))
-    segments = [s for s in segments if s[1] < s[2]]
+    # Adjacent segments of one width as one range: one index range a series each.
+    merged: list[tuple[int, int, int]] = []
+    for width, start, end in segments:
+        if start >= end:
+            continue
+        if merged and merged[-1][0] == width and merged[-1][2] == start:
+            merged[-1] = (width, merged[-1][1], end)
+        else:
+            merged.append((width, start, end))
+    segments = merged
+    series = MetricSeries.objects.filter(app_id=app_id, name__in=list(_FIGURE_OF))
     with connection.cursor() as cursor:
         cursor.execute(
             _ROLLUP_SQL,
             {
-                "app": app_id,
-                "names": list(_FIGURE_OF),
+                "series": list(series.values_list("id", flat=True)),
+                "edges": edges,
                 "widths": [s[0] for s in segments],
                 "los": [s[1] for s in segments],
                 "his": [s[2] for s in segments],

@@ -137,8 +137,8 @@ class Migration(migrations.Migration):
                 (
                     "pk",
                     models.CompositePrimaryKey(
-                        "series",
                         "time_ns",
+                        "series",
                         blank=True,
                         editable=False,
                         primary_key=True,
@@ -149,6 +149,7 @@ class Migration(migrations.Migration):
                     "series",
                     models.ForeignKey(
                         db_constraint=False,
+                        db_index=False,
                         on_delete=django.db.models.deletion.CASCADE,
                         related_name="points",
                         to="rumserver.metricseries",
@@ -213,6 +214,7 @@ class Migration(migrations.Migration):
                     "series",
                     models.ForeignKey(
                         db_constraint=False,
+                        db_index=False,
                         on_delete=django.db.models.deletion.CASCADE,
                         related_name="rollups",
                         to="rumserver.metricseries",

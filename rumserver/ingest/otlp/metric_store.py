@@ -29,15 +29,26 @@ SERIES_TABLE = MetricSeries._meta.db_table
 DIRTY_TABLE = MetricDirty._meta.db_table
 MINUTE_NS, HOUR_NS = 60 * 10**9, 3600 * 10**9
 
-# (column, PostgreSQL array type), in PointRow order after the series.
+# (column, PostgreSQL array type): the key in its index order, then PointRow's order.
 _COLUMNS = (
-    ("series_id", "bigint"), ("time_ns", "bigint"), ("start_ns", "bigint"),
+    ("time_ns", "bigint"), ("series_id", "bigint"), ("start_ns", "bigint"),
     ("value", "float8"), ("int_value", "bigint"), ("count", "bigint"), ("sum", "float8"),
     ("min", "float8"), ("max", "float8"), ("bounds", "jsonb"), ("bucket_counts", "jsonb"),
     ("flags", "integer"),
 )  # fmt: skip
 _NAMES = ", ".join(name for name, _ in _COLUMNS)
-_CONFLICT = "ON CONFLICT (series_id, time_ns) DO NOTHING"
+_CONFLICT = "ON CONFLICT (time_ns, series_id) DO NOTHING"
+
+# A column travels as one text value, split by the server: psycopg would dump a list
+# item by item in Python. Python's str() of an int or float reads back exactly (nan
+# and inf included); "None" is NULL. JSON lists of numbers hold no ";".
+_NULL = "None"
+
+
+def _column(name: str, kind: str) -> str:
+    separator = ";" if kind == "jsonb" else ","
+    return f"string_to_array(%({name})s, '{separator}', '{_NULL}')::{kind}[]"
+
 
 _POSTGRES_SQL = f"""
 WITH dirty AS (
@@ -47,7 +58,7 @@ WITH dirty AS (
     ON CONFLICT DO NOTHING
 )
 INSERT INTO {POINT_TABLE} ({_NAMES})
-SELECT * FROM unnest({", ".join(f"%({n})s::{t}[]" for n, t in _COLUMNS)})
+SELECT * FROM unnest({", ".join(_column(n, t) for n, t in _COLUMNS)})
 {_CONFLICT}
 """
 
@@ -97,7 +108,7 @@ def store_metric_points(*, app_id: int, mapped: MappedMetrics, now: datetime) ->
     ids = _series_ids(app_id, mapped, now)
     # Sorted by the key, so concurrent requests with the same points take their
     # index locks in one order (no deadlock between two retries of one export).
-    rows = sorted((ids[row[0]], *row[1:]) for row in mapped.points)
+    rows = sorted((row[1], ids[row[0]], *row[2:]) for row in mapped.points)
     if connection.vendor == "postgresql":
         execute_prepared(_POSTGRES_SQL, _postgres_params(app_id, rows))
         return
@@ -113,12 +124,13 @@ def store_metric_points(*, app_id: int, mapped: MappedMetrics, now: datetime) ->
 
 def _postgres_params(app_id: int, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
     columns = list(zip(*rows, strict=True))
-    params: dict[str, Any] = {
-        name: list(column) for (name, _), column in zip(_COLUMNS, columns, strict=True)
-    }
-    for name in ("bounds", "bucket_counts"):
-        params[name] = [None if v is None else _encode(v).decode() for v in params[name]]
-    minutes = {t - t % MINUTE_NS for t in params["time_ns"]}
+    params: dict[str, Any] = {}
+    for (name, kind), column in zip(_COLUMNS, columns, strict=True):
+        if kind == "jsonb":
+            params[name] = ";".join(_NULL if v is None else _encode(v).decode() for v in column)
+        else:
+            params[name] = ",".join(map(str, column))
+    minutes = {t - t % MINUTE_NS for t in columns[0]}
     hours = {t - t % HOUR_NS for t in minutes}
     params["app"] = app_id
     params["dirty_seconds"] = [60] * len(minutes) + [3600] * len(hours)
