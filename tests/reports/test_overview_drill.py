@@ -142,6 +142,8 @@ def test_the_turns_bars_and_every_breakdown_row_link_to_their_traces(stitched: S
     assert links(chart(html, "Turns"))
     model_links = links(chart(html, "Tokens in and out per model"))
     assert any(parse_qs(urlsplit(h).query).get("model") == [XSS_IMG] for h in model_links)
+    cost = re.search(r'id="cost">(.*?)</table>', html, re.S)
+    assert cost and "model=meta-llama%2FLlama-3.1-8B" in cost.group(1)
     rows = re.findall(r'<tr><th scope="row"><a href="([^"]+)">', html)
     queries = [parse_qs(urlsplit(unescape(h)).query) for h in rows]
     assert any(q.get("model") == ["meta-llama/Llama-3.1-8B"] for q in queries)

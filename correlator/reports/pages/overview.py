@@ -319,7 +319,7 @@ def overview(*, app: Application, window: TimeRange, bots: bool = False) -> Over
         for key, label in GROUPS.items()
     ]
     bot_turns = sum(g["turns"] for g in grouped["device"]["groups"] if g["key"] == "bot")
-    costs = [_cost_row(g) for g in models]
+    costs = [_cost_row(g) | {"url": drill("model", g["key"])} for g in models]
     return Overview(
         app,
         window,
