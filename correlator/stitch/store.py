@@ -82,22 +82,35 @@ WITH t AS (
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id, start_ns)
     DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
-), moved_spans AS (
+), stale_spans AS (
     -- Spans are day partitions by start_ns (rumserver.partitions), so it ends their
     -- unique key, and a browser span stitched again with another clock skew is
-    -- inserted above at its new start: its row at the old start goes here (disjoint
-    -- from the rows the upsert touches, which have the new start).
-    DELETE FROM {Span._meta.db_table} x WHERE x.id = ANY(ARRAY(
-        SELECT o.id
-        FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
-                                                       span_id text, start_ns bigint)
-        CROSS JOIN LATERAL (
-            SELECT id, start_ns FROM {Span._meta.db_table}
-            WHERE app_id = r.app_id AND trace_id = r.trace_id AND span_id = r.span_id
-              AND start_ns <> r.start_ns
-            OFFSET 0
-        ) AS o
-    ))
+    -- inserted above at its new start. Its row at the old start is found here: a
+    -- browser span starts at its turn's send, so the old start is the stored turn's
+    -- (read before this statement's writes), and only a turn that moved probes the
+    -- spans, in the partition of that start.
+    SELECT o.id
+    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
+                                                   span_id text, start_ns bigint)
+    CROSS JOIN LATERAL (
+        SELECT id FROM {Trace._meta.db_table}
+        WHERE app_id = r.app_id AND trace_id = r.trace_id OFFSET 0
+    ) AS k
+    CROSS JOIN LATERAL (
+        SELECT round(t_send_ms * 1e6)::bigint AS ns FROM {Turn._meta.db_table}
+        WHERE trace_id = k.id OFFSET 0
+    ) AS f
+    CROSS JOIN LATERAL (
+        SELECT id FROM {Span._meta.db_table}
+        WHERE app_id = r.app_id AND trace_id = r.trace_id AND span_id = r.span_id
+          AND start_ns BETWEEN f.ns - 1 AND f.ns + 1 AND start_ns <> r.start_ns
+        OFFSET 0
+    ) AS o
+    WHERE f.ns <> r.start_ns
+), moved_spans AS (
+    -- Skipped whole (a one-time filter) when nothing moved, the usual case.
+    DELETE FROM {Span._meta.db_table} x
+    WHERE EXISTS (SELECT 1 FROM stale_spans) AND x.id = ANY(ARRAY(SELECT id FROM stale_spans))
 ), redo AS (
     -- The earlier turns a turn of this batch regenerates, not flagged yet: their
     -- traces are stitched again once this commits (so that stitch sees this batch's

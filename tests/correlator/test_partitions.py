@@ -272,3 +272,20 @@ def test_reads_by_time_read_only_their_days() -> None:
         plan = queryset.explain()
         scanned = set(re.findall(rf" on ({table}_\w+)", plan))
         assert scanned == {f"{table}_p{today:%Y%m%d}"}, plan
+
+
+def test_a_browser_span_moved_by_a_new_clock_skew_is_kept_once(client: Any) -> None:
+    """Stitched first from the beacon alone, then again once the gateway's span
+    arrives and tightens the clock skew: the browser span moves (another start, maybe
+    another day's partition) and its row at the old start goes."""
+    created = factories.make_app()
+    golden = GoldenTurn(t0=time.time() * 1000 - 5_000, browser_offset_ms=-2 * DAY_MS)
+    send_beacon(client, created.application.public_key, golden.beacon())
+    sweep_run(now=timezone.now())
+    spans = Span.objects.filter(trace_id=golden.trace_id, span_id=golden.browser_span)
+    first = list(spans.values_list("start_ns", flat=True))
+    send_otlp(client, created.ingest_token, golden.gateway_request())
+    sweep_run(now=timezone.now())
+    turn = Turn.objects.get(trace__trace_id=golden.trace_id)
+    assert len(first) == 1 and spans.count() == 1
+    assert spans.get().start_ns == round(turn.t_send_ms * 1e6) != first[0]

@@ -85,8 +85,10 @@ _EVENT_ON_CONFLICT = f"""
 # PostgreSQL: events are day partitions by ts_ms (rumserver.partitions), so their
 # unique key ends with ts_ms. A retried batch repeats each event's ts_ms and still
 # lands once; a vital reported again has a new ts_ms (perhaps another day): ``v``
-# deletes its earlier row (one probe of the key a partition, for vitals only) and the
-# new one is inserted; the same vital with the same time is updated as above.
+# deletes its earlier row and the new one is inserted; the same vital with the same
+# time is updated as above. The earlier row is looked for within a day of the new one
+# (a page's metric is reported again while the page is open), so in the partitions of
+# those days only.
 _PG_EVENT_ON_CONFLICT = f"""
     ON CONFLICT (app_id, event_id, ts_ms) DO UPDATE SET
         sent_at_ms = excluded.sent_at_ms, received_at = excluded.received_at,
@@ -94,19 +96,24 @@ _PG_EVENT_ON_CONFLICT = f"""
     WHERE {EVENT_TABLE}.type = 'vital' AND excluded.type = 'vital'
 """
 
+_VITAL_WINDOW_MS = 86_400_000
+
 _POSTGRES_SQL = f"""
-WITH v AS (
-    DELETE FROM {EVENT_TABLE} x WHERE x.id = ANY(ARRAY(
-        SELECT o.id
-        FROM jsonb_to_recordset(%(events)s::jsonb) AS r(event_id text, type text, ts_ms float8)
-        CROSS JOIN LATERAL (
-            SELECT id, ts_ms FROM {EVENT_TABLE}
-            WHERE app_id = %(app)s::bigint AND event_id = r.event_id AND type = 'vital'
-              AND ts_ms <> r.ts_ms
-            OFFSET 0
-        ) AS o
-        WHERE r.type = 'vital'
-    ))
+WITH stale_vitals AS (
+    SELECT o.id
+    FROM jsonb_to_recordset(%(events)s::jsonb) AS r(event_id text, type text, ts_ms float8)
+    CROSS JOIN LATERAL (
+        SELECT id FROM {EVENT_TABLE}
+        WHERE app_id = %(app)s::bigint AND event_id = r.event_id AND type = 'vital'
+          AND ts_ms > r.ts_ms - {_VITAL_WINDOW_MS} AND ts_ms < r.ts_ms + {_VITAL_WINDOW_MS}
+          AND ts_ms <> r.ts_ms
+        OFFSET 0
+    ) AS o
+    WHERE r.type = 'vital'
+), v AS (
+    -- Skipped whole (a one-time filter) when no vital was reported again.
+    DELETE FROM {EVENT_TABLE} x
+    WHERE EXISTS (SELECT 1 FROM stale_vitals) AND x.id = ANY(ARRAY(SELECT id FROM stale_vitals))
 ), s AS (
     INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS})
     VALUES (%(app)s::bigint, %(session_id)s, %(started)s::float8, %(now)s::timestamptz,
