@@ -19,7 +19,7 @@ from django.db.models.fields.json import KT
 
 from correlator.reports.format import cut_note, when
 from correlator.reports.forms import TimeRange
-from correlator.reports.pages.browser_events import range_events, received
+from correlator.reports.pages.browser_events import range_events, received, session_values
 from rumserver.models import Application, BrowserEvent
 
 ROW_LIMIT = 20_000  # error events read for one page view, the newest (~0.3 s of reading)
@@ -99,20 +99,18 @@ def error_rows(*, app: Application, window: TimeRange) -> tuple[list[ErrorRow], 
             KT("data__colno"),
             when,
             "session_id",
-            "session__session_id",
         )[: ROW_LIMIT + 1]
     )
+    session_ids = session_values((row[-1] for row in rows[:ROW_LIMIT]), "session_id")
     out = [
         ErrorRow(
             message or "",
             top_frame(stack, source, _int(lineno), _int(colno)),
             as_datetime(received_at),
             session_pk,
-            session_id,
+            session_ids.get(session_pk, ""),
         )
-        for message, stack, source, lineno, colno, received_at, session_pk, session_id in rows[
-            :ROW_LIMIT
-        ]
+        for message, stack, source, lineno, colno, received_at, session_pk in rows[:ROW_LIMIT]
     ]
     return out, cut_note(ROW_LIMIT, "errors") if len(rows) > ROW_LIMIT else ""
 

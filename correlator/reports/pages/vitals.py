@@ -22,7 +22,7 @@ from django.utils.safestring import SafeString
 from correlator.reports import charts
 from correlator.reports.format import DASH, cut_note, fmt_number
 from correlator.reports.forms import TimeRange
-from correlator.reports.pages.browser_events import range_events, received
+from correlator.reports.pages.browser_events import range_events, received, session_values
 from correlator.reports.pages.overview import _x_label as x_label
 from correlator.stitch.rules import nearest_rank
 from rumserver.models import Application, BrowserEvent
@@ -64,11 +64,13 @@ def vital_samples(*, app: Application, window: TimeRange) -> tuple[list[VitalSam
     when, as_datetime = received()
     rows = list(
         range_events(app=app, type=BrowserEvent.Type.VITAL, window=window).values_list(
-            "name", KT("data__value"), KT("data__page_url"), "session__device_class", when
+            "name", KT("data__value"), KT("data__page_url"), "session_id", when
         )[: ROW_LIMIT + 1]
     )
+    devices = session_values((row[3] for row in rows[:ROW_LIMIT]), "device_class")
     samples = []
-    for name, value, url, device, received_at in rows[:ROW_LIMIT]:
+    for name, value, url, session_pk, received_at in rows[:ROW_LIMIT]:
+        device = devices.get(session_pk, "")
         try:
             number = float(value)
         except (TypeError, ValueError):
