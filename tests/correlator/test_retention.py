@@ -59,3 +59,21 @@ def test_the_retention_command_runs(capsys):
         "0 traces, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups, 0 rollup marks"
         in capsys.readouterr().out
     )
+
+
+def test_llmrum_retention_days_caps_every_application(client, settings):
+    """LLMRUM_RETENTION_DAYS is the most any raw data is kept: an application asking
+    for 30 days keeps 5 when it is 5 (dropped by day on PostgreSQL, row by row else)."""
+    settings.LLMRUM_RETENTION_DAYS = 5
+    created = factories.make_app()
+    assert created.application.retention_days == 30
+    golden = GoldenTurn(t0=time.time() * 1000 - 2000)
+    send_beacon(client, created.application.public_key, golden.beacon())
+    send_otlp(client, created.ingest_token, golden.gateway_request())
+    sweep_run(now=timezone.now(), finalize_all=True)
+    stored = (Trace.objects.count(), BrowserEvent.objects.count(), Span.objects.count())
+    assert stored[0] == stored[1] == 1 and stored[2] >= 3
+    retention_run(now=timezone.now() + timedelta(days=4))
+    assert (Trace.objects.count(), BrowserEvent.objects.count(), Span.objects.count()) == stored
+    retention_run(now=timezone.now() + timedelta(days=7))
+    assert (Trace.objects.count(), BrowserEvent.objects.count(), Span.objects.count()) == (0, 0, 0)

@@ -18,3 +18,5 @@ class Command(BaseCommand):
         self.stdout.write(
             ", ".join(f"{n} {what}" for what, n in result.deleted.items()) or "nothing"
         )
+        if result.dropped:  # whole day partitions (PostgreSQL)
+            self.stdout.write(f"dropped {len(result.dropped)}: {', '.join(result.dropped)}")
