@@ -427,3 +427,17 @@ def test_metrics_without_points_refuse_nothing(client, app):
     r = post(client, body, token=app.ingest_token, content_type=JSON)
     assert r.status_code == 200 and json.loads(r.content) == {}
     assert_nothing_stored()
+
+
+def test_an_integer_point_keeps_its_exact_value_beyond_what_a_float_holds(client, app):
+    big = 2**53 + 1  # a float rounds it to 2**53
+    body = otlp_json(
+        {"name": "requests", "sum": {"isMonotonic": True, "aggregationTemporality": 2,
+                                     "dataPoints": [{"timeUnixNano": str(NOW_NS),
+                                                     "asInt": str(big)}]}},
+        gauge("ratio", {"timeUnixNano": str(NOW_NS), "asDouble": 0.5}),
+    )  # fmt: skip
+    assert post(client, body, token=app.ingest_token, content_type=JSON).status_code == 200
+    requests, ratio = stored_point(name="requests"), stored_point(name="ratio")
+    assert (requests.int_value, requests.value) == (big, float(big))
+    assert (ratio.int_value, ratio.value) == (None, 0.5)
