@@ -46,7 +46,8 @@ statement a path sends is checked; each path must send from the functions named 
 - the trace search (``GET /api/v1/traces`` by a trace, session, conversation and user
   id, by a span attribute, by a score name) and the sessions index, two pages;
 - the report pages that read browser events: ``/reports/vitals/`` and ``/reports/errors/``
-  over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``).
+  over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``), and
+  the sessions they name, by key (``.browser_events.session_values``).
 - ``GET /metrics``'s RUM figures: the day rows by model of every application
   (``correlator.rum_metrics``).
 
@@ -905,6 +906,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
         {
             "correlator.reports.pages.vitals.vital_samples",
             "correlator.reports.pages.errors.error_rows",
+            "correlator.reports.pages.browser_events.session_values",
         },
     ),
 }
