@@ -57,8 +57,10 @@ EPOCH = date(1970, 1, 1)
 # indexes is a lock held to the migration's commit: a year of days needs
 # PostgreSQL's max_locks_per_transaction above its default of 64 (README, Partitions).
 CONVERT_DAYS_BACK = 400
-# How long partition DDL waits for a lock before giving up until the next beat.
-LOCK_TIMEOUT = "5s"
+# How long partition DDL waits for a lock before giving up until the next beat (made
+# days ahead, dropped hourly: a later try costs nothing). Short, because a DDL waiting
+# on the parent or the default partition makes every query after it wait too.
+LOCK_TIMEOUT = "1s"
 
 
 @dataclass(frozen=True)
