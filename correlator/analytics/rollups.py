@@ -593,10 +593,11 @@ class PackedRow:
 # another row), with the ``computed_at`` they were packed from. A
 # row changes only when a rebuild replaces it (the newest minutes, hours and days,
 # mostly), so a report reads the sketches of the rows rebuilt since it last ran, not
-# of every day, hour and minute of its window; at most ``PACKED_ROWS`` are kept (a
-# row is a few kilobytes), all dropped when full.
+# of every day, hour and minute of its window; at most ``PACKED_ROWS`` are kept (a day
+# or hour row is about 10 KB, a minute's 1-5 KB: at most 100 MB; a 30-day overview with
+# its previous period reads about 3,600), all dropped when full.
 _packed: dict[int, tuple[datetime, PackedRow]] = {}
-PACKED_ROWS = 20_000
+PACKED_ROWS = 10_000
 _SKETCH_READ_BATCH = 500
 
 
