@@ -65,6 +65,7 @@ def test_an_event_retried_across_midnight_lands_once(client: Any) -> None:
     """Sent at 23:59:59.9 UTC and retried after midnight with the same time: one row,
     in the partition of its own day. A vital reported again after midnight (new time,
     same id) replaces its earlier value, in the new day's partition."""
+    partitions_ensure()  # yesterday and today, even if migrate ran before midnight
     today = datetime.now(UTC).date()
     created = factories.make_app()
     key = created.application.public_key
@@ -90,6 +91,7 @@ def test_a_far_off_event_goes_to_the_default_partition_and_is_stitched(client: A
     """A browser clock five years ahead: its events land in the default partition (no
     day partition that far), its server spans in today's; the stitch still finds the
     turn event by its trace and makes the turn, its browser span at server time."""
+    partitions_ensure()
     created = factories.make_app()
     five_years = 5 * 365 * DAY_MS
     golden = GoldenTurn(
@@ -260,6 +262,7 @@ def test_the_migration_converts_a_populated_database(client: Any) -> None:
 def test_reads_by_time_read_only_their_days() -> None:
     """A read bounded by time (spans of an hour, events of a day) is pruned to the
     partitions of those days."""
+    partitions_ensure()
     today = datetime.now(UTC).date()
     app = factories.make_app().application
     cases = [
