@@ -188,33 +188,42 @@ def _point_rows(app: Application, since: datetime, until: datetime) -> Iterator[
     )
 
 
-# Per series and step, from the rollups of the segments (the lookback first): gauge
-# samples and total; counter increases and seconds, those inside each period and
-# those from the period before (its last sample to this one's first), as the points
-# would give them. Step -1 (the lookback) only lends its last sample.
+# The rollups of one series in the segments: an index range each, behind a fence so
+# that no plan reads every rollup (a hash join would, whatever the statistics say).
+_PERIODS = f"""
+    FROM unnest(%({{ids}})s::bigint[]) AS s(id)
+    CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[])
+        AS g(seconds, lo, hi)
+    CROSS JOIN LATERAL (
+        SELECT * FROM {MetricRollup._meta.db_table} r
+        WHERE r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo
+          AND r.start_ns < g.hi
+        OFFSET 0
+    ) AS r
+"""
+_STEP = "width_bucket(r.start_ns, %(edges)s::bigint[]) - 1"
+# Per series and step: gauge samples and total; counter increases and seconds, those
+# inside each period and those from the period before (its last sample to this one's
+# first), as the points would give them. Step -1 (the lookback) only lends a counter
+# its last sample.
 _ROLLUP_SQL = f"""
 SELECT s.service, s.instance, s.name, steps.*
 FROM (
-    SELECT series_id, at, sum(samples), sum(total),
+    SELECT r.series_id, {_STEP} AS at, sum(r.samples), sum(r.total), 0.0, 0.0
+    {_PERIODS.format(ids="gauges")}
+    WHERE r.start_ns >= %(since)s
+    GROUP BY 1, 2
+    UNION ALL
+    SELECT series_id, at, 0, 0.0,
            sum(increase) + coalesce(sum(CASE WHEN first_value < before THEN first_value
                                              ELSE first_value - before END), 0),
            sum(increase_seconds)
            + coalesce(sum((first_ns - before_ns)::float8 / 1e9::float8), 0)
     FROM (
-        SELECT r.series_id, r.samples, r.total, r.increase, r.increase_seconds, r.first_ns,
-               r.first_value, width_bucket(r.start_ns, %(edges)s::bigint[]) - 1 AS at,
-               lag(r.last_ns) OVER w AS before_ns, lag(r.last_value) OVER w AS before
-        FROM unnest(%(series)s::bigint[]) AS s(id)
-        CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[])
-            AS g(seconds, lo, hi)
-        -- OFFSET 0 fences the lateral read: one index range a series and segment,
-        -- whatever the statistics say (a hash join would read every rollup).
-        CROSS JOIN LATERAL (
-            SELECT * FROM {MetricRollup._meta.db_table} r
-            WHERE r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo
-              AND r.start_ns < g.hi
-            OFFSET 0
-        ) AS r
+        SELECT r.series_id, r.increase, r.increase_seconds, r.first_ns, r.first_value,
+               {_STEP} AS at, lag(r.last_ns) OVER w AS before_ns,
+               lag(r.last_value) OVER w AS before
+        {_PERIODS.format(ids="counters")}
         WINDOW w AS (PARTITION BY r.series_id ORDER BY r.start_ns)
     ) AS periods
     WHERE at >= 0
@@ -256,11 +265,16 @@ def _rollup_steps(app_id: int, edges: list[int], step: timedelta) -> list[tuple[
             merged.append((width, start, end))
     segments = merged
     series = MetricSeries.objects.filter(app_id=app_id, name__in=list(_FIGURE_OF))
+    ids: dict[str, list[int]] = {"gauge": [], "rate": []}
+    for series_id, name in series.values_list("id", "name"):
+        ids[_FIGURE_OF[name].kind].append(series_id)
     with connection.cursor() as cursor:
         cursor.execute(
             _ROLLUP_SQL,
             {
-                "series": list(series.values_list("id", flat=True)),
+                "gauges": ids["gauge"],
+                "counters": ids["rate"],
+                "since": since,
                 "edges": edges,
                 "widths": [s[0] for s in segments],
                 "los": [s[1] for s in segments],
