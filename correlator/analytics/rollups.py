@@ -479,7 +479,9 @@ def server_only_facts(
     )
     if not rows:
         return []
-    spans = load_batch([(app_id, trace_id) for trace_id, *_ in rows]).spans
+    # Each trace's own time: its spans are read from the days around it only.
+    windows = {(app_id, trace_id): (start_ms, start_ms) for trace_id, start_ms, *_ in rows}
+    spans = load_batch(list(windows), windows).spans
     out = []
     for trace_id, start_ms, cause, roles in rows:
         own = spans.get((app_id, trace_id), [])

@@ -7,6 +7,17 @@ integer microseconds, the turn event as JSON text decoded with msgspec. Django's
 row conversion (a timezone-aware datetime per timestamp, ``json.loads`` per event)
 was most of a worker's CPU in bench/stitch. Elsewhere (SQLite, the embedded default)
 the ORM reads the same rows into the same shapes.
+
+Day partitions (``rumserver.partitions``): an index probe by trace or session alone
+reads every day's index, tens to hundreds of them. So the sweep gives each trace a
+window of server time (when its data arrived, and where its stitched trace lies), and
+each probe is bounded to it by the partition key: PostgreSQL reads the few days it
+covers (and the default partition). The window is widened by ``WINDOW_SLACK_MS``: a
+browser's ``ts`` is on its own clock, up to ``MAX_SKEW_MS`` off (further off is no sane
+clock, and such events are found by the unbounded probe below). A trace whose probe
+finds nothing in its window (an API client's trace has no turn, a browser-only trace
+no spans, a clock days off) is probed again unbounded: correct whatever the window,
+fast for the traces that are where they should be.
 """
 
 from __future__ import annotations
@@ -21,6 +32,7 @@ from django.db import connection
 from django.db.models.fields.json import KT
 
 from correlator.epoch import epoch_us
+from correlator.models import Trace
 from correlator.stitch.rules import MAX_SKEW_MS, ClockSample, beacon_sample, server_timing_sample
 from rumserver.models import BrowserEvent, BrowserSession, Span
 from rumserver.roles import PINNED, SOURCE
@@ -96,6 +108,11 @@ _SPAN_COLUMNS = (
 )
 _decode_event = msgspec.json.Decoder(dict).decode
 
+# Server epoch ms (lo, hi) a trace's raw rows are looked for in; None: anywhere.
+Window = tuple[float, float]
+Windows = dict[tuple[int, str], Window]
+WINDOW_SLACK_MS = MAX_SKEW_MS + 3_600_000
+
 
 def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:
     """The resource attributes ``rumserver.roles`` reads."""
@@ -105,20 +122,72 @@ def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:
     return resource
 
 
-def load_batch(keys: list[tuple[int, str]]) -> Batch:
-    """The raw rows of these (app id, trace id) traces."""
+def load_batch(keys: list[tuple[int, str]], windows: Windows | None = None) -> Batch:
+    """The raw rows of these (app id, trace id) traces; ``windows``: where in time each
+    trace's data arrived (server epoch ms), so that only those days are read."""
     keys = sorted(set(keys))
-    if connection.vendor == "postgresql":
-        batch = Batch(spans=_pg_spans(keys), turns=_pg_turns(keys))
-    else:
+    if connection.vendor != "postgresql":
         batch = Batch(spans=_orm_spans(keys), turns=_orm_turns(keys))
-    batch.clock_samples = load_clock_samples({t.session_id for t in batch.turns.values()})
+        batch.clock_samples = load_clock_samples({t.session_id for t in batch.turns.values()})
+        return batch
+    bounds = _bounds(keys, windows) if windows is not None else None
+    batch = Batch(spans=_pg_spans(keys, bounds), turns=_pg_turns(keys, bounds))
+    if bounds is not None:  # what the window missed, anywhere
+        batch.spans.update(_pg_spans([k for k in keys if k not in batch.spans], None))
+        batch.turns.update(_pg_turns([k for k in keys if k not in batch.turns], None))
+    # A session's samples around its turns, on the browser's clock like the turns.
+    sessions: dict[int, Window] = {}
+    for turn in batch.turns.values():
+        at = float(turn.data.get("ts") or turn.data.get("t_send") or 0.0)
+        lo, hi = sessions.get(turn.session_id, (at, at))
+        sessions[turn.session_id] = (min(lo, at), max(hi, at))
+    batch.clock_samples = _pg_samples(sorted(sessions), sessions if bounds is not None else None)
     return batch
+
+
+def _bounds(keys: list[tuple[int, str]], windows: Windows) -> dict[tuple[int, str], Window]:
+    """Each key's window widened by the slack, and by its stitched trace's own span of
+    time when it has one (late data re-stitches a trace stitched days ago)."""
+    bounds = {key: windows.get(key, (0.0, 0.0)) for key in keys}
+    rows = fetch_prepared(
+        f"SELECT t.app_id, t.trace_id, t.start_ms, t.end_ms FROM {_KEYS} "
+        f"CROSS JOIN LATERAL (SELECT * FROM {Trace._meta.db_table} "
+        "WHERE app_id = k.app_id AND trace_id = k.trace_id) AS t",
+        _key_params(keys),
+    )
+    for app_id, trace_id, start_ms, end_ms in rows:
+        lo, hi = bounds[(app_id, trace_id)]
+        bounds[(app_id, trace_id)] = (min(lo, start_ms), max(hi, end_ms))
+    return {key: (lo - WINDOW_SLACK_MS, hi + WINDOW_SLACK_MS) for key, (lo, hi) in bounds.items()}
+
+
+def _bound_params(
+    keys: list[tuple[int, str]], bounds: dict[tuple[int, str], Window] | None, scale: float
+) -> dict[str, Any]:
+    """The keys, and each one's window in the partition key's unit (``scale`` a ms);
+    an unbounded probe gets the whole range of the column type."""
+    params: dict[str, Any] = dict(_key_params(keys))
+    if bounds is None:
+        params["lo"], params["hi"] = [_MIN] * len(keys), [_MAX] * len(keys)
+    else:
+        params["lo"] = [int(bounds[key][0] * scale) for key in keys]
+        params["hi"] = [int(bounds[key][1] * scale) for key in keys]
+    return params
+
+
+# Outside any partition's range: the default partition and every day alike.
+_MIN, _MAX = -(2**62), 2**62
 
 
 # -- PostgreSQL ------------------------------------------------------------------------
 
 _KEYS = "unnest(%(apps)s::bigint[], %(traces)s::text[]) AS k(app_id, trace_id)"
+# The keys with each one's window (``_bound_params``): a probe's ``k.lo``/``k.hi`` prune
+# the day partitions at run time, a trace at a time.
+_BOUNDED_KEYS = (
+    "unnest(%(apps)s::bigint[], %(traces)s::text[], %(lo)s::bigint[], %(hi)s::bigint[]) "
+    "AS k(app_id, trace_id, lo, hi)"
+)
 _US = "(extract(epoch FROM {0}) * 1000000)::bigint"
 
 
@@ -126,7 +195,11 @@ def _key_params(keys: list[tuple[int, str]]) -> dict[str, list[int] | list[str]]
     return {"apps": [app for app, _ in keys], "traces": [trace for _, trace in keys]}
 
 
-def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredSpan]]:
+def _pg_spans(
+    keys: list[tuple[int, str]], bounds: dict[tuple[int, str], Window] | None
+) -> dict[tuple[int, str], list[StoredSpan]]:
+    if not keys:
+        return {}
     select = ", ".join(
         _US.format("s.received_at") if c == "received_at" else f"s.{c}" for c in _SPAN_COLUMNS
     )
@@ -135,10 +208,11 @@ def _pg_spans(keys: list[tuple[int, str]]) -> dict[tuple[int, str], list[StoredS
     # a cost that grew with the table until the plan changed.
     rows = fetch_prepared(
         f"SELECT {select}, s.resource ->> 'llmrum.role', s.resource ->> 'llmrum.source' "
-        f"FROM {_KEYS} CROSS JOIN LATERAL (SELECT * FROM {Span._meta.db_table} "
+        f"FROM {_BOUNDED_KEYS} CROSS JOIN LATERAL (SELECT * FROM {Span._meta.db_table} "
         "WHERE app_id = k.app_id AND trace_id = k.trace_id "
+        "AND start_ns >= k.lo AND start_ns < k.hi "
         f"AND role <> '{Span.Role.BROWSER.value}' ORDER BY span_id) AS s",
-        _key_params(keys),
+        _bound_params(keys, bounds, 1_000_000),
     )
     out: dict[tuple[int, str], list[StoredSpan]] = defaultdict(list)
     for *columns, pinned_role, source in rows:
@@ -163,7 +237,11 @@ _STITCHED_PART = (
 )
 
 
-def _pg_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
+def _pg_turns(
+    keys: list[tuple[int, str]], bounds: dict[tuple[int, str], Window] | None
+) -> dict[tuple[int, str], TurnEvent]:
+    if not keys:
+        return {}
     # Each trace's first turn event by a probe of the trace id index alone: the
     # application and type are tested above the OFFSET 0 fence, where no index can
     # take them. Without statistics ``app_id = …`` looks as selective as the trace id,
@@ -175,12 +253,12 @@ def _pg_turns(keys: list[tuple[int, str]]) -> dict[tuple[int, str], TurnEvent]:
         f"SELECT e.app_id, e.trace_id, e.span_id, "
         f"e.session_id, {_US.format('e.received_at')}, ({_STITCHED_PART})::text, "
         f"(SELECT b.session_id FROM {BrowserSession._meta.db_table} b WHERE b.id = e.session_id) "
-        f"FROM {_KEYS} CROSS JOIN LATERAL ("
+        f"FROM {_BOUNDED_KEYS} CROSS JOIN LATERAL ("
         f"SELECT * FROM (SELECT * FROM {BrowserEvent._meta.db_table} "
-        "WHERE trace_id = k.trace_id OFFSET 0) AS x "
+        "WHERE trace_id = k.trace_id AND ts_ms >= k.lo AND ts_ms < k.hi OFFSET 0) AS x "
         f"WHERE x.app_id = k.app_id AND x.type = '{BrowserEvent.Type.TURN.value}' "
         "ORDER BY x.ts_ms, x.event_id LIMIT 1) AS e",
-        _key_params(keys),
+        _bound_params(keys, bounds, 1),
     )
     return {
         (app_id, trace_id): TurnEvent(
@@ -261,11 +339,22 @@ def load_clock_samples(session_pks: set[int]) -> dict[int, list[ClockSample]]:
     if not session_pks:
         return {}
     if connection.vendor == "postgresql":
-        return _pg_samples(sorted(session_pks))
+        return _pg_samples(sorted(session_pks), None)
     return _orm_samples(session_pks)
 
 
-def _pg_samples(session_pks: list[int]) -> dict[int, list[ClockSample]]:
+def _pg_samples(
+    session_pks: list[int], around: dict[int, Window] | None
+) -> dict[int, list[ClockSample]]:
+    """``around``: browser epoch ms each session's turns lie in; its samples are read
+    within ``WINDOW_SLACK_MS`` of them (None: all of them)."""
+    if not session_pks:
+        return {}
+    if around is None:
+        lo, hi = [_MIN] * len(session_pks), [_MAX] * len(session_pks)
+    else:
+        lo = [int(around[pk][0] - WINDOW_SLACK_MS) for pk in session_pks]
+        hi = [int(around[pk][1] + WINDOW_SLACK_MS) for pk in session_pks]
     table = BrowserEvent._meta.db_table
     delta = "extract(epoch FROM e.received_at)::float8 * 1000 - e.sent_at_ms"
     echo = ", ".join(f"'{name}', e.data -> '{name}'" for name in _ECHO_FIELDS)
@@ -273,16 +362,20 @@ def _pg_samples(session_pks: list[int]) -> dict[int, list[ClockSample]]:
     # a LATERAL probe a session with every other condition above the OFFSET 0 fence:
     # one plan whatever the statistics say. As joins, a never-analysed table had
     # PostgreSQL hash every event, and AND the probe with the whole turn-event index.
-    events = f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE session_id = k.id OFFSET 0) AS e"
+    events = (
+        f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE session_id = k.id "
+        "AND ts_ms >= k.lo AND ts_ms < k.hi OFFSET 0) AS e"
+    )
+    sessions = "unnest(%(sessions)s::bigint[], %(lo)s::bigint[], %(hi)s::bigint[]) AS k(id, lo, hi)"
     rows = fetch_prepared(
         f"SELECT e.session_id, e.sent_at_ms, min({delta}), NULL::text "
-        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) {events} "
+        f"FROM {sessions} {events} "
         f"WHERE abs({delta}) <= %(max_skew)s GROUP BY e.session_id, e.sent_at_ms "
         "UNION ALL "
         f"SELECT e.session_id, NULL, NULL, jsonb_build_object({echo})::text "
-        f"FROM unnest(%(sessions)s::bigint[]) AS k(id) {events} "
+        f"FROM {sessions} {events} "
         f"WHERE e.type = '{BrowserEvent.Type.TURN.value}' AND e.data ? 'server_timing'",
-        {"sessions": session_pks, "max_skew": MAX_SKEW_MS},
+        {"sessions": session_pks, "lo": lo, "hi": hi, "max_skew": MAX_SKEW_MS},
     )
     out: dict[int, list[ClockSample]] = defaultdict(list)
     for session_pk, sent_at_ms, best_delta, echo_text in rows:

@@ -24,7 +24,7 @@ from correlator import selectors
 from correlator.analytics.rollups import rollups_refresh
 from correlator.epoch import datetime_of
 from correlator.models import SweepRun, Trace
-from correlator.stitch.load import StoredSpan, TurnEvent, load_batch
+from correlator.stitch.load import StoredSpan, TurnEvent, Windows, load_batch
 from correlator.stitch.rules import (
     ClockSample,
     Skew,
@@ -165,20 +165,30 @@ def _sweep_batch(*, now: datetime, batch_size: int) -> int:
         claimed = list(
             DirtyTrace.objects.select_for_update(skip_locked=True)
             .order_by("last_marked_at", "id")
-            .values_list("id", "app_id", "trace_id")[:batch_size]
+            .values_list("id", "app_id", "trace_id", "first_marked_at", "last_marked_at")[
+                :batch_size
+            ]
         )
         if not claimed:
             return 0
-        traces_stitch(keys=[(app_id, trace_id) for _, app_id, trace_id in claimed], now=now)
+        # When each trace's new data arrived: the days its raw rows are read from.
+        windows = {
+            (app_id, trace_id): (first.timestamp() * 1000, last.timestamp() * 1000)
+            for _, app_id, trace_id, first, last in claimed
+        }
+        traces_stitch(keys=list(windows), now=now, windows=windows)
         DirtyTrace.objects.filter(id__in=[row[0] for row in claimed]).delete()
     return len(claimed)
 
 
-def traces_stitch(*, keys: list[tuple[int, str]], now: datetime) -> None:
+def traces_stitch(
+    *, keys: list[tuple[int, str]], now: datetime, windows: Windows | None = None
+) -> None:
     """Rebuild the stitched trace, its turn and its browser span for each
-    (app id, trace id) from the raw rows. Same rows in, same result out."""
+    (app id, trace id) from the raw rows. Same rows in, same result out.
+    ``windows``: when each trace's data arrived (``load_batch``)."""
     wanted = set(keys)
-    batch = load_batch(keys)
+    batch = load_batch(keys, windows)
     replaced = _replaced_span_ids(batch.turns)
     # And those that a turn of this very batch regenerates (not stored yet to be found).
     for event in batch.turns.values():

@@ -858,6 +858,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
         _sweep,
         {
             "correlator.stitch.sweep._sweep_batch",
+            "correlator.stitch.load._bounds",
             "correlator.stitch.load._pg_spans",
             "correlator.stitch.load._pg_turns",
             "correlator.stitch.load._pg_samples",
@@ -866,7 +867,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.stitch.store.restitches_queue",
             "correlator.analytics.rollups._refresh_batch",
             "correlator.analytics.rollups.turn_facts",
-            "correlator.analytics.rollups.server_only_traces",
+            "correlator.analytics.rollups.server_only_facts",
             "correlator.analytics.rollups.periods_rebuild",
             "correlator.analytics.rollups._insert",
             "correlator.analytics.rollups.rollups_mark",

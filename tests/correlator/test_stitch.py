@@ -263,11 +263,11 @@ def backlog_counted(monkeypatch, traces: int) -> tuple[list[GoldenTurn], list[tu
     lock = threading.Lock()
     real = sweep.traces_stitch
 
-    def counting(*, keys, now):
+    def counting(*, keys, now, windows=None):
         with lock:
             stitched.extend((threading.current_thread().name, trace_id) for _, trace_id in keys)
         time.sleep(0.01)
-        real(keys=keys, now=now)
+        real(keys=keys, now=now, windows=windows)
 
     monkeypatch.setattr(sweep, "traces_stitch", counting)
     return goldens, stitched
@@ -345,9 +345,9 @@ def test_a_batch_aborted_by_a_deadlock_is_stitched_again(client, app, monkeypatc
     deliver(client, app, golden, ["beacon", "gateway", "model"])
     real, calls = sweep.traces_stitch, []
 
-    def deadlocking_once(*, keys, now):
+    def deadlocking_once(*, keys, now, windows=None):
         calls.append(keys)
-        real(keys=keys, now=now)  # written, then rolled back with the batch
+        real(keys=keys, now=now, windows=windows)  # written, then rolled back with the batch
         if len(calls) == 1:
             raise _aborted("40P01")
 
@@ -366,8 +366,8 @@ def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(clie
     deliver(client, app, golden, ["beacon", "gateway", "model"])
     real = sweep.traces_stitch
 
-    def failing(*, keys, now):
-        real(keys=keys, now=now)
+    def failing(*, keys, now, windows=None):
+        real(keys=keys, now=now, windows=windows)
         raise _aborted(None)
 
     monkeypatch.setattr(sweep, "traces_stitch", failing)
@@ -396,8 +396,8 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
     written, release = threading.Event(), threading.Event()
     real = sweep.traces_stitch
 
-    def pausing(*, keys, now):
-        real(keys=keys, now=now)
+    def pausing(*, keys, now, windows=None):
+        real(keys=keys, now=now, windows=windows)
         if original.trace_id in {trace_id for _, trace_id in keys}:
             written.set()
             assert release.wait(10)
