@@ -34,6 +34,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
 
 from correlator.models import Trace, Turn
+from correlator.stitch.rules import WINDOW_SLACK_MS
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
 
 
@@ -57,11 +58,20 @@ def trace_detail(
 
 
 def trace_spans(trace: Trace, *, limit: int | None = None) -> list[Span]:
-    """The trace's spans by start, each with its role in the trace (``Trace.role_of``)."""
+    """The trace's spans by start, each with its role in the trace (``Trace.role_of``).
+    Read from the days around the trace's own time (its day partitions), and from
+    every day only when that found fewer than the stitch counted (a span stamped by a
+    clock far off)."""
     spans = Span.objects.filter(app_id=trace.app_id, trace_id=trace.trace_id).order_by(
         "start_ns", "span_id"
     )
-    found = list(spans[:limit] if limit is not None else spans)
+    around = spans.filter(
+        start_ns__gte=int((trace.start_ms - WINDOW_SLACK_MS) * 1e6),
+        start_ns__lt=int((trace.end_ms + WINDOW_SLACK_MS) * 1e6),
+    )
+    found = list(around[:limit] if limit is not None else around)
+    if len(found) < trace.span_count and (limit is None or len(found) < limit):
+        found = list(spans[:limit] if limit is not None else spans)
     for span in found:
         span.role = trace.role_of(span)
     return found
@@ -372,17 +382,23 @@ def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
         return set(cursor.fetchall())
 
 
-def feedback_events(*, app_id: int, span_ids: set[str]) -> list[tuple[str, str, str, Any]]:
+def feedback_events(
+    *, app_id: int, span_ids: set[str], since_ms: float | None = None
+) -> list[tuple[str, str, str, Any]]:
     """(type, name, turn span id, data) of the feedback and action events about these
     turns, through the partial (app, turn span) index, probed once a span id (as an IN
-    list of a few hundred, PostgreSQL read every event of the application)."""
+    list of a few hundred, PostgreSQL read every event of the application).
+    ``since_ms``: the turns' earliest send time (server clock): feedback comes after
+    its turn, so the day partitions before it (less a browser clock's slack) are not
+    read; every day kept would be a probe of its own index."""
     if not span_ids:
         return []
+    after = -(2.0**62) if since_ms is None else since_ms - WINDOW_SLACK_MS
     kinds = [BrowserEvent.Type.FEEDBACK.value, BrowserEvent.Type.ACTION.value]
     if connection.vendor != "postgresql":
         # The exclude repeats the partial index's condition so the planner may use it.
         events = BrowserEvent.objects.filter(
-            app_id=app_id, turn_span_id__in=span_ids, type__in=kinds
+            app_id=app_id, turn_span_id__in=span_ids, type__in=kinds, ts_ms__gte=after
         ).exclude(turn_span_id="")
         return list(events.values_list("type", "name", "turn_span_id", "data"))
     with connection.cursor() as cursor:
@@ -391,10 +407,10 @@ def feedback_events(*, app_id: int, span_ids: set[str]) -> list[tuple[str, str, 
                 CROSS JOIN LATERAL (
                     SELECT type, name, data FROM {BrowserEvent._meta.db_table}
                     WHERE app_id = %s AND turn_span_id = k.span_id AND turn_span_id <> ''
-                      AND type = ANY(%s)
+                      AND type = ANY(%s) AND ts_ms >= %s
                     OFFSET 0
                 ) AS x""",
-            [sorted(span_ids), app_id, kinds],
+            [sorted(span_ids), app_id, kinds, after],
         )
         return [
             (kind, name, span_id, json.loads(data) if isinstance(data, str) else data)

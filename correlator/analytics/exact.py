@@ -195,12 +195,16 @@ def exact_window(
     return turns, figures
 
 
-def turn_feedback(*, app: Application | int, span_ids: set[str]) -> tuple[set[str], set[str]]:
-    """(voted down, edited): span ids of these turns with a thumbs-down or an edit."""
+def turn_feedback(
+    *, app: Application | int, span_ids: set[str], since_ms: float | None = None
+) -> tuple[set[str], set[str]]:
+    """(voted down, edited): span ids of these turns with a thumbs-down or an edit;
+    ``since_ms`` the turns' earliest send time (``selectors.feedback_events``)."""
     voted_down: set[str] = set()
     edited: set[str] = set()
     app_id = app if isinstance(app, int) else app.pk
-    for kind, name, span_id, data in selectors.feedback_events(app_id=app_id, span_ids=span_ids):
+    events = selectors.feedback_events(app_id=app_id, span_ids=span_ids, since_ms=since_ms)
+    for kind, name, span_id, data in events:
         value = data.get("value") if kind == "feedback" else None
         if (
             name == "feedback-down"
@@ -258,7 +262,11 @@ def first_responses(*, app: Application | int, turns: Iterable[TurnRow]) -> dict
     in_window = {t.span_id for t in turns}
     openings = conversation_openings(app=app, conversations={t.conversation for t in turns})
     openers = [o for o in openings.values() if o.span_id in in_window]
-    voted_down, edited = turn_feedback(app=app, span_ids={o.span_id for o in openers})
+    voted_down, edited = turn_feedback(
+        app=app,
+        span_ids={o.span_id for o in openers},
+        since_ms=min((o.t_send_ms for o in openers), default=None),
+    )
     return {
         o.span_id: first_response_good(
             regenerated=o.regenerated,

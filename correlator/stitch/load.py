@@ -33,7 +33,13 @@ from django.db.models.fields.json import KT
 
 from correlator.epoch import epoch_us
 from correlator.models import Trace
-from correlator.stitch.rules import MAX_SKEW_MS, ClockSample, beacon_sample, server_timing_sample
+from correlator.stitch.rules import (
+    MAX_SKEW_MS,
+    WINDOW_SLACK_MS,
+    ClockSample,
+    beacon_sample,
+    server_timing_sample,
+)
 from rumserver.models import BrowserEvent, BrowserSession, Span
 from rumserver.roles import PINNED, SOURCE
 from rumserver.sql import fetch_prepared
@@ -111,7 +117,6 @@ _decode_event = msgspec.json.Decoder(dict).decode
 # Server epoch ms (lo, hi) a trace's raw rows are looked for in; None: anywhere.
 Window = tuple[float, float]
 Windows = dict[tuple[int, str], Window]
-WINDOW_SLACK_MS = MAX_SKEW_MS + 3_600_000
 
 
 def _resource(pinned_role: str | None, source: str | None) -> dict[str, str]:

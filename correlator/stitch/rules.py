@@ -22,6 +22,9 @@ GATEWAY_TTFT_PRIORITY = (
 )
 MODEL_TTFT_SOURCES = ("gen_ai.latency.time_to_first_token", "gen_ai.server.time_to_first_token")
 MAX_SKEW_MS = 24 * 3600 * 1000  # browser clocks minutes off are common; hours are not sane
+# How far from a server time a browser time of the same moment may lie, and so how far
+# around a trace's time its raw rows are looked for (day partitions: correlator.stitch.load).
+WINDOW_SLACK_MS = MAX_SKEW_MS + 3_600_000
 
 
 class SpanLike(Protocol):

@@ -17,6 +17,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from correlator import selectors
 from correlator.models import Trace, Turn
 from correlator.stitch import load
 from correlator.stitch.sweep import sweep_run
@@ -86,3 +87,45 @@ def test_data_outside_its_window_is_still_found(client: Any, month_of_partitions
     sweep_run(now=timezone.now() + timedelta(days=1), finalize_all=True)
     again = Turn.objects.get(trace__trace_id=golden.trace_id)
     assert (again.client_ttft_ms, again.span_id, again.trace.span_count) == first
+
+
+def test_a_traces_page_reads_its_spans_from_its_days(
+    client: Any, month_of_partitions: None
+) -> None:
+    created = factories.make_app()
+    golden = _delivered(client, created, days_ago=0)
+    sweep_run(now=timezone.now(), finalize_all=True)
+    trace = Trace.objects.get(trace_id=golden.trace_id)
+    spans = selectors.trace_spans(trace)
+    assert len(spans) == trace.span_count >= 3
+    assert len(_scanned_partitions("rumserver_span")) <= 5
+    # A stored time that misses its spans (a clock far off): every day is read then.
+    trace.start_ms = trace.end_ms = trace.start_ms + 20 * DAY_MS
+    assert [s.pk for s in selectors.trace_spans(trace)] == [s.pk for s in spans]
+
+
+def test_feedback_is_read_from_the_turns_days_on(client: Any, month_of_partitions: None) -> None:
+    created = factories.make_app()
+    golden = _delivered(client, created, days_ago=0)
+    down = {"type": "feedback", "id": "fb-1", "ts": golden.browser(5000), "value": "down",
+            "turn_span_id": golden.browser_span, "trace_id": golden.trace_id}  # fmt: skip
+    send_beacon(client, created.application.public_key, factories.batch([down]))
+    with connection.cursor() as cursor:  # only what the next read does counts
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+    before = _index_scans("rumserver_browserevent")
+    found = selectors.feedback_events(
+        app_id=created.application.pk, span_ids={golden.browser_span}, since_ms=golden.t0
+    )
+    assert [(kind, span) for kind, _, span, _ in found] == [("feedback", golden.browser_span)]
+    read = {name for name, scans in _index_scans("rumserver_browserevent").items()
+            if scans > before.get(name, 0)}  # fmt: skip
+    assert 1 <= len(read) <= 12, read  # today on (the days made ahead), not the month
+
+
+def _index_scans(table: str) -> dict[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, idx_scan FROM pg_stat_xact_user_tables WHERE relname LIKE %s",
+            [f"{table}_%"],
+        )
+        return dict(cursor.fetchall())
