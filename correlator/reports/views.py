@@ -165,7 +165,7 @@ def errors(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     window, range_errors = forms.time_range(request.GET, now=timezone.now())
     rows, cut = errors_page.error_rows(app=app, window=window) if app else ([], "")
-    groups = errors_page.group_errors(rows)
+    groups = errors_page.name_linked_sessions(errors_page.group_errors(rows))
     context = _base(
         request, "errors", apps, app, window=window, errors=range_errors, groups=groups, cut=cut
     )
