@@ -232,6 +232,44 @@ class Rollup(models.Model):
         return f"{self.period} {self.start:%Y-%m-%d %H:%M} {self.dimension}={self.key}"
 
 
+class EventRollup(models.Model):
+    """The vitals and errors pages' figures for one application, period, kind, name,
+    place and device class, built from the raw browser events by their receive time
+    and merged upwards like ``Rollup`` (``correlator.analytics.event_rollups``).
+
+    A vital's row: ``name`` the metric, ``place`` the page path, ``count`` the
+    reports, ``sketch`` ``{"v": histogram}`` of their values. An error's row: ``name``
+    the message, ``place`` the top stack frame, ``count`` the errors, ``sketch``
+    ``{"f", "t": first and last seen (µs since the epoch), "s": HyperLogLog of the
+    sessions, "l": [[session pk, last seen µs], …] the latest sessions}``.
+    """
+
+    class Kind(models.TextChoices):
+        VITAL = "vital"
+        ERROR = "error"
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    period = models.CharField(max_length=8, choices=Rollup.Period.choices)
+    start = models.DateTimeField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    device = models.CharField(max_length=16, blank=True, default="")
+    name = models.TextField(blank=True, default="")
+    place = models.TextField(blank=True, default="")
+    count = models.PositiveIntegerField(default=0)
+    sketch = models.JSONField(default=dict)
+    computed_at = models.DateTimeField()
+
+    class Meta:
+        # No unique key (messages and paths are long): a rebuild deletes a period's
+        # rows and inserts them again under its dirty mark's lock.
+        indexes = [
+            models.Index(fields=["app", "kind", "period", "start"], name="event_rollup_window")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.period} {self.start:%Y-%m-%d %H:%M} {self.name}"
+
+
 class DirtyRollup(models.Model):
     """A period whose rollup rows must be rebuilt: the sweep marks the minutes of
     the turns it wrote; rebuilding a minute marks its hour, an hour its day.

@@ -6,7 +6,8 @@ capped by ``LLMRUM_RETENTION_DAYS`` when set) are dropped whole, one ``DROP TABL
 a day, without reading a row. What an application with a shorter retention keeps
 too long within the kept days, and everything on SQLite, is deleted row by row in
 bounded batches, so a large purge never holds long locks or one huge transaction.
-Rollups of hours and days are never touched here."""
+Rollups of the turns' hours and days are never touched here; the vitals and errors
+pages' rollups go with the reports they count."""
 
 from __future__ import annotations
 
@@ -14,10 +15,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 
-from correlator.models import DirtyRollup, Rollup, Trace
-from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
+from correlator.models import DirtyRollup, EventRollup, Rollup, Trace
+from rumserver.models import (
+    Application,
+    BrowserEvent,
+    BrowserSession,
+    DirtyEventRollup,
+    Score,
+    Span,
+)
 from rumserver.partitions import partitions_drop_before
 
 BATCH = 5_000
@@ -57,6 +65,14 @@ def _delete_in_batches(queryset: QuerySet[Model], *, batch: int, budget: int) ->
     return deleted
 
 
+def _expired_event_rollups(app: Application, cutoff: datetime) -> QuerySet[EventRollup]:
+    """The vitals and errors pages' rollup rows whose whole period is before the cut."""
+    expired = Q()
+    for period, length in (("minute", 1), ("hour", 60), ("day", 1440)):
+        expired |= Q(period=period, start__lte=cutoff - timedelta(minutes=length))
+    return EventRollup.objects.filter(expired, app=app)
+
+
 def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000) -> RetentionResult:
     """One pass over every application; what the budget leaves goes next time."""
     result = RetentionResult()
@@ -81,6 +97,10 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
             # A pending rebuild of a period whose turns and minutes are gone would
             # only empty the hour and day rows that are kept.
             ("rollup marks", DirtyRollup.objects.filter(app=app, start__lt=cutoff)),
+            # The vitals and errors pages read their reports only while kept: their
+            # rollups go with them, each period once wholly past the cut.
+            ("event rollups", _expired_event_rollups(app, cutoff)),
+            ("event rollup marks", DirtyEventRollup.objects.filter(app=app, start__lt=cutoff)),
         ]
         for name, queryset in plan:
             n = _delete_in_batches(queryset, batch=batch, budget=budget)

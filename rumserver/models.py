@@ -266,6 +266,33 @@ class DirtyTrace(models.Model):
         return self.trace_id
 
 
+class DirtyEventRollup(models.Model):
+    """A period of an application's vital and error reports whose event rollups
+    (``correlator.models.EventRollup``) must be rebuilt. Ingest marks the minute a
+    batch's vitals and errors are received in, and the minute a vital reported again
+    leaves, in the batch's own statement; rebuilding a minute marks its hour, an hour
+    its day. Claimed with ``FOR UPDATE SKIP LOCKED`` like dirty traces."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    period = models.CharField(max_length=8)  # minute, hour or day (correlator Rollup.Period)
+    start = models.DateTimeField()
+    first_marked_at = models.DateTimeField()
+    last_marked_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app", "period", "start"], name="uniq_dirty_event_rollup"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["period", "last_marked_at"], name="dirty_event_rollup_marked")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.period} {self.start}"
+
+
 class Score(models.Model):
     """An evaluation result for a trace (hallucination, relevance, user-defined)."""
 

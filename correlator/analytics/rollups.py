@@ -19,7 +19,7 @@ This module builds them; ``analytics.windows`` reads them for a time window.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -51,6 +51,7 @@ from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.stitch.load import load_batch
 from correlator.stitch.rules import server_only_metrics
+from rumserver.models import DirtyEventRollup
 from rumserver.roles import role_in_trace
 from rumserver.sql import commit_without_waiting_for_disk
 
@@ -373,18 +374,24 @@ def _grouped(
 # -- rebuilding ----------------------------------------------------------------------
 
 
-def rollups_mark(marks: Iterable[tuple[int, str, datetime]], *, now: datetime) -> None:
+# The dirty marks of the turns' rollups, or of the vitals and errors pages' ones
+# (``analytics.event_rollups``): both are refreshed by the code below.
+Dirty = type[DirtyRollup] | type[DirtyEventRollup]
+Rebuild = Callable[..., None]  # (*, app_id, period, starts, now)
+
+
+def rollups_mark(
+    marks: Iterable[tuple[int, str, datetime]], *, now: datetime, dirty: Dirty = DirtyRollup
+) -> None:
     """Mark (app id, period, start) dirty in the caller's transaction. Sorted, so
     concurrent sweeps lock rows in one order; an upsert, so a mark made while a
     rebuild holds the row waits for it and survives its delete."""
-    rows = [
-        DirtyRollup(
-            app_id=app_id, period=period, start=start, first_marked_at=now, last_marked_at=now
-        )
+    rows: list[Any] = [
+        dirty(app_id=app_id, period=period, start=start, first_marked_at=now, last_marked_at=now)
         for app_id, period, start in sorted(set(marks))
     ]
     if rows:
-        DirtyRollup.objects.bulk_create(
+        dirty.objects.bulk_create(
             rows,
             update_conflicts=True,
             unique_fields=["app", "period", "start"],
@@ -393,7 +400,12 @@ def rollups_mark(marks: Iterable[tuple[int, str, datetime]], *, now: datetime) -
 
 
 def rollups_refresh(
-    *, now: datetime, batch_size: int = BATCH_SIZE, settle_seconds: float = 0.0
+    *,
+    now: datetime,
+    batch_size: int = BATCH_SIZE,
+    settle_seconds: float = 0.0,
+    dirty: Dirty = DirtyRollup,
+    rebuild: Rebuild | None = None,
 ) -> int:
     """Rebuild the dirty minutes last marked at least ``settle_seconds`` ago, then
     every dirty hour, then day. Returns periods rebuilt.
@@ -401,7 +413,10 @@ def rollups_refresh(
     The sweep waits for minutes to settle (``LLMRUM_ROLLUP_SETTLE_SECONDS``): the
     current minute is marked by every sweep while turns arrive, and rebuilding it
     each time would read each of its turns a dozen times. Until rebuilt, the
-    readers answer a dirty period from the raw turns (``stale_periods``)."""
+    readers answer a dirty period from the raw turns (``stale_periods``).
+
+    ``dirty`` and ``rebuild``: another rollup's marks and rebuild, refreshed the same
+    way (``event_rollups.event_rollups_refresh``)."""
     done = 0
     for period in (MINUTE, HOUR, DAY):
         due = Q(period=period)
@@ -411,16 +426,25 @@ def rollups_refresh(
             due &= Q(last_marked_at__lte=now - timedelta(seconds=settle_seconds)) | Q(
                 first_marked_at__lte=now - timedelta(seconds=10 * settle_seconds)
             )
-        while claimed := _refresh_batch(due=due, period=period, now=now, batch_size=batch_size):
+        while claimed := _refresh_batch(
+            due=due,
+            period=period,
+            now=now,
+            batch_size=batch_size,
+            dirty=dirty,
+            rebuild=rebuild or periods_rebuild,
+        ):
             done += claimed
     return done
 
 
-def _refresh_batch(*, due: Q, period: str, now: datetime, batch_size: int) -> int:
+def _refresh_batch(
+    *, due: Q, period: str, now: datetime, batch_size: int, dirty: Dirty, rebuild: Rebuild
+) -> int:
     with transaction.atomic():
         commit_without_waiting_for_disk()
         claimed = list(
-            DirtyRollup.objects.select_for_update(skip_locked=True)
+            dirty.objects.select_for_update(skip_locked=True)
             .filter(due)
             .order_by("last_marked_at", "id")
             .values_list("id", "app_id", "start")[:batch_size]
@@ -431,13 +455,15 @@ def _refresh_batch(*, due: Q, period: str, now: datetime, batch_size: int) -> in
         for _, app_id, start in claimed:
             by_app[app_id].append(start)
         for app_id, starts in sorted(by_app.items()):
-            periods_rebuild(app_id=app_id, period=period, starts=starts, now=now)
+            rebuild(app_id=app_id, period=period, starts=starts, now=now)
         if period in PARENT:
             parent = PARENT[period]
             rollups_mark(
-                {(app_id, parent, floor(start, parent)) for _, app_id, start in claimed}, now=now
+                {(app_id, parent, floor(start, parent)) for _, app_id, start in claimed},
+                now=now,
+                dirty=dirty,
             )
-        DirtyRollup.objects.filter(id__in=[row[0] for row in claimed]).delete()
+        dirty.objects.filter(id__in=[row[0] for row in claimed]).delete()
     return len(claimed)
 
 

@@ -24,6 +24,7 @@ from correlator.analytics.rollups import (
     PARENT,
     SERVER_ONLY,
     Accumulator,
+    Dirty,
     accumulate,
     ceil,
     count_server_only,
@@ -43,12 +44,13 @@ BOT = BrowserSession.Device.BOT
 
 
 def stale_periods(
-    *, app_id: int, since: datetime, until: datetime
+    *, app_id: int, since: datetime, until: datetime, dirty: Dirty = DirtyRollup
 ) -> frozenset[tuple[str, datetime]]:
     """(period, start) of this application's rollup rows around [since, until) that
     must not be read: those waiting for a rebuild, and the hours and days holding
-    them (an hour is rebuilt only after its minutes)."""
-    pending = DirtyRollup.objects.filter(
+    them (an hour is rebuilt only after its minutes). ``dirty``: whose marks (the
+    turns' rollups, or the vitals and errors pages')."""
+    pending = dirty.objects.filter(
         app_id=app_id, start__gte=floor(since, DAY), start__lt=until
     ).values_list("period", "start")
     stale: set[tuple[str, datetime]] = set()

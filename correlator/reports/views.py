@@ -154,19 +154,37 @@ def propagation(request: HttpRequest) -> HttpResponse:
 def vitals(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     window, errors = forms.time_range(request.GET, now=timezone.now())
+    bots, bot_errors = forms.bots_included(request.GET)
     path = request.GET.get("path", "")[:2048]
-    report = vitals_page.vitals_report(app=app, window=window, path=path) if app else None
-    context = _base(request, "vitals", apps, app, window=window, errors=errors, report=report)
+    report = (
+        vitals_page.vitals_report(app=app, window=window, path=path, bots=bots) if app else None
+    )
+    context = _base(
+        request, "vitals", apps, app, window=window, errors=errors + bot_errors, report=report
+    )
+    context["bots"], context["bots_toggle_url"] = bots, _bots_toggle(request, bots)
+    context["percentiles_note"] = vitals_page.PERCENTILES_NOTE
     return render(request, "reports/vitals.html", context)
+
+
+def _bots_toggle(request: HttpRequest, bots: bool) -> str:
+    """The same page with bot sessions counted the other way (the default leaves
+    them out)."""
+    query = request.GET.copy()
+    query.pop("bots", None)
+    if not bots:
+        query["bots"] = "include"
+    return f"?{query.urlencode()}"
 
 
 @login_required
 def errors(request: HttpRequest) -> HttpResponse:
     apps, app = forms.choose_app(user=request.user, slug=request.GET.get("app"))
     window, range_errors = forms.time_range(request.GET, now=timezone.now())
-    rows, cut = errors_page.error_rows(app=app, window=window) if app else ([], "")
-    groups = errors_page.name_linked_sessions(errors_page.group_errors(rows))
+    bots, bot_errors = forms.bots_included(request.GET)
+    groups = errors_page.error_groups(app=app, window=window, bots=bots) if app else []
     context = _base(
-        request, "errors", apps, app, window=window, errors=range_errors, groups=groups, cut=cut
+        request, "errors", apps, app, window=window, errors=range_errors + bot_errors, groups=groups
     )
+    context["bots"], context["bots_toggle_url"] = bots, _bots_toggle(request, bots)
     return render(request, "reports/errors.html", context)

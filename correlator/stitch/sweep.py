@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import OperationalError, connection, connections, transaction
 
 from correlator import selectors
+from correlator.analytics.event_rollups import event_rollups_refresh
 from correlator.analytics.rollups import rollups_refresh
 from correlator.epoch import datetime_of
 from correlator.models import SweepRun, Trace
@@ -81,6 +82,9 @@ def sweep_run(
     )
     settle = 0.0 if finalize_all else settings.LLMRUM_ROLLUP_SETTLE_SECONDS
     result.rollups = rollups_refresh(now=now, settle_seconds=settle)
+    # The vitals and errors pages' rollups: settled like the turns' (their minute is
+    # marked by every beacon with a vital or an error while it lasts).
+    result.rollups += event_rollups_refresh(now=now, settle_seconds=settle)
     quiet = timedelta(seconds=settings.LLMRUM_TRACE_QUIET_SECONDS)
     open_traces = Trace.objects.filter(state=Trace.State.OPEN)
     if not finalize_all:

@@ -8,12 +8,13 @@ that concurrent writers lock them in one order.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
 from django.db import connection
 
-from rumserver.models import DirtyTrace
+from rumserver.models import DirtyEventRollup, DirtyTrace
 from rumserver.sql import placeholders
 
 _TABLE = DirtyTrace._meta.db_table
@@ -54,3 +55,36 @@ def mark_dirty(cursor: Any, *, app_id: int, trace_ids: list[str], now: datetime)
         for trace_id in chunk:
             params += [app_id, trace_id, marked, marked]
         cursor.execute(upsert_sql(f"VALUES {placeholders(4, len(chunk))}"), params)
+
+
+# The vitals and errors pages' rollup minutes (``correlator.analytics.event_rollups``):
+# the same upsert, so a mark made while a rebuild holds the row waits for it and is
+# made again after the rebuild deletes it.
+EVENT_MINUTES_TABLE = DirtyEventRollup._meta.db_table
+EVENT_MINUTES_COLUMNS = "app_id, period, start, first_marked_at, last_marked_at"
+EVENT_MINUTES_ON_CONFLICT = (
+    "ON CONFLICT (app_id, period, start) DO UPDATE SET last_marked_at = excluded.last_marked_at"
+)
+
+
+def minute_of(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def mark_event_minutes(
+    cursor: Any, *, app_id: int, received: Iterable[datetime], now: datetime
+) -> None:
+    """Mark dirty the minutes of these receive times, on the caller's cursor and
+    transaction (PostgreSQL's ingest does it inside its one statement)."""
+    minutes = sorted({minute_of(moment) for moment in received})
+    if not minutes:
+        return
+    adapt = connection.ops.adapt_datetimefield_value
+    params: list[Any] = []
+    for minute in minutes:
+        params += [app_id, "minute", adapt(minute), adapt(now), adapt(now)]
+    cursor.execute(
+        f"INSERT INTO {EVENT_MINUTES_TABLE} ({EVENT_MINUTES_COLUMNS}) "
+        f"VALUES {placeholders(5, len(minutes))} {EVENT_MINUTES_ON_CONFLICT}",
+        params,
+    )

@@ -46,8 +46,8 @@ statement a path sends is checked; each path must send from the functions named 
 - the trace search (``GET /api/v1/traces`` by a trace, session, conversation and user
   id, by a span attribute, by a score name) and the sessions index, two pages;
 - the report pages that read browser events: ``/reports/vitals/`` and ``/reports/errors/``
-  over an hour and a week (``correlator.reports.pages.vitals`` and ``.errors``), and
-  the sessions they name, by key (``.browser_events.session_values``).
+  over an hour and a week: their rollups' dirty marks and rows, the raw reports of the
+  edge minutes, and the sessions they name, by key (``correlator.analytics.event_rollups``).
 - ``GET /metrics``'s RUM figures: the day rows by model of every application
   (``correlator.rum_metrics``).
 
@@ -84,7 +84,14 @@ from correlator.models import DirtyRollup, Rollup, Trace, Turn
 from correlator.rum_metrics import rum_series
 from correlator.stitch.sweep import sweep_run
 from rumserver import sql as llmrum_sql
-from rumserver.models import BrowserEvent, BrowserSession, DirtyTrace, Score, Span
+from rumserver.models import (
+    BrowserEvent,
+    BrowserSession,
+    DirtyEventRollup,
+    DirtyTrace,
+    Score,
+    Span,
+)
 from rumserver.partitions import partitions_drop_before
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
@@ -834,8 +841,18 @@ def _report_pages(store: Store) -> None:
     client = Client()
     client.force_login(store.staff)
     slug = store.apps[0].application.slug
+    # A day that starts and ends inside a minute: its edges read raw reports; and the
+    # last three hours' minutes waiting for a rebuild, read raw with their sessions.
+    marked = store.now.replace(second=0, microsecond=0)
+    DirtyEventRollup.objects.bulk_create(
+        DirtyEventRollup(app=store.apps[0].application, period="minute", start=marked - timedelta(minutes=m),
+                         first_marked_at=store.now, last_marked_at=store.now)
+        for m in range(180)
+    )  # fmt: skip
+    since = store.now - timedelta(days=1, seconds=-17)
+    edges = {"since": since.isoformat(), "until": (store.now - timedelta(seconds=9)).isoformat()}
     for page in ("/reports/vitals/", "/reports/errors/"):
-        for query in ({"range": "1h"}, {"range": "7d"}):
+        for query in ({"range": "1h"}, {"range": "7d"}, edges):
             response = client.get(page, {"app": slug, **query})
             assert response.status_code == 200, response.content
 
@@ -905,9 +922,10 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "report pages: /reports/vitals/, /reports/errors/": (
         _report_pages,
         {
-            "correlator.reports.pages.vitals.vital_samples",
-            "correlator.reports.pages.errors.error_rows",
-            "correlator.reports.pages.browser_events.session_values",
+            "correlator.analytics.windows.stale_periods",
+            "correlator.analytics.event_rollups._stored",
+            "correlator.analytics.event_rollups.event_facts",
+            "correlator.analytics.event_rollups.session_values",
         },
     ),
 }

@@ -1,33 +1,37 @@
 """The Web Vitals page: LCP, INP, CLS, FCP and TTFB at p75 by page path and device
 class, and over time by device class for one page or all.
 
-It reads the application's vital events of the range through their own index
-(``event_vital_error_received``), newest first and at most ``ROW_LIMIT`` of them,
-and takes nearest-rank percentiles of their values: a web-vitals metric reported
-again updates its row (the SDK uses the metric's id as the event id), so each row is
-one page load's latest value."""
+It reads the vital reports' rollups (``analytics.event_rollups``) of the range's
+steps, and the raw reports of their partial edge minutes: the range's every report
+counts whatever their number, and a percentile comes from a histogram, within 1 % of
+the exact nearest rank. A web-vitals metric reported again replaces its row (the SDK
+uses the metric's id as the event id), so each report is one page load's latest
+value. Bot sessions are left out unless asked for."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
-from datetime import datetime
-from functools import lru_cache
-from typing import Any, NamedTuple
-from urllib.parse import urlsplit
+from dataclasses import dataclass, field
+from typing import Any
 
-from django.db.models.fields.json import KT
 from django.utils.safestring import SafeString
 
+from correlator.analytics.event_rollups import (
+    VITAL,
+    EventAccumulator,
+    page_path,
+    window_events,
+)
+from correlator.analytics.figures import step_bounds
+from correlator.analytics.sketches import RELATIVE_ACCURACY, LogHistogram
 from correlator.reports import charts
-from correlator.reports.format import DASH, cut_note, fmt_number
+from correlator.reports.format import DASH, fmt_number
 from correlator.reports.forms import TimeRange
-from correlator.reports.pages.browser_events import range_events, received, session_values
 from correlator.reports.pages.overview import _x_label as x_label
-from correlator.stitch.rules import nearest_rank
-from rumserver.models import Application, BrowserEvent
+from rumserver.models import Application
 
-ROW_LIMIT = 20_000  # vital reports read for one page view, the newest (~0.3 s of reading)
+__all__ = ["page_path"]  # the path a report is counted under: the tests name it here
+
 TABLE_LIMIT = 50  # (page path, device) rows, the most measured first
 # name: (title, unit, good up to, poor above): web.dev's thresholds at p75.
 VITALS: dict[str, tuple[str, str, float, float]] = {
@@ -38,51 +42,26 @@ VITALS: dict[str, tuple[str, str, float, float]] = {
     "TTFB": ("Time to First Byte", "ms", 800, 1800),
 }
 P75 = 0.75
+PERCENTILES_NOTE = (
+    f"percentiles are from rollup histograms, within {RELATIVE_ACCURACY:.0%} of the exact value"
+)
+UNKNOWN = "(unknown)"
 
 
-class VitalSample(NamedTuple):  # a tuple: 20,000 of them are made for one page view
-    name: str
-    value: float
-    path: str
-    device: str
-    received_at: datetime
+@dataclass
+class Measured:
+    """One vital's reports somewhere: how many, and their values' histogram."""
 
+    count: int = 0
+    values: LogHistogram = field(default_factory=LogHistogram)
 
-@lru_cache(maxsize=4096)  # a page load reports up to five vitals from one URL
-def page_path(url: str) -> str:
-    """The path of a page URL, without its query and fragment (which carry ids and
-    tokens, and would split one page into thousands)."""
-    try:
-        path = urlsplit(url).path
-    except ValueError:
-        return "(unparsable URL)"
-    return path or "/"
+    def add(self, acc: EventAccumulator) -> None:
+        self.count += acc.count
+        self.values.merge(acc.values)
 
-
-def vital_samples(*, app: Application, window: TimeRange) -> tuple[list[VitalSample], bool]:
-    """The range's vital reports, newest first, and whether ``ROW_LIMIT`` cut them."""
-    when, as_datetime = received()
-    rows = list(
-        range_events(app=app, type=BrowserEvent.Type.VITAL, window=window).values_list(
-            "name", KT("data__value"), KT("data__page_url"), "session_id", when
-        )[: ROW_LIMIT + 1]
-    )
-    devices = session_values((row[3] for row in rows[:ROW_LIMIT]), "device_class")
-    samples = []
-    for name, value, url, session_pk, received_at in rows[:ROW_LIMIT]:
-        device = devices.get(session_pk, "")
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        samples.append(
-            VitalSample(name, number, page_path(url or ""), device, as_datetime(received_at))
-        )
-    return samples, len(rows) > ROW_LIMIT
-
-
-def p75(values: list[float]) -> float | None:
-    return nearest_rank(values, P75)
+    @property
+    def p75(self) -> float | None:
+        return self.values.quantile(P75)
 
 
 def fmt_vital(name: str, value: float | None) -> str:
@@ -100,60 +79,58 @@ def rating(name: str, value: float | None) -> str:
     return "good" if value <= good else "poor" if value > poor else "needs-improvement"
 
 
-def _cell(name: str, values: list[float]) -> dict[str, Any]:
-    value = p75(values)
+def _cell(name: str, measured: Measured | None) -> dict[str, Any]:
+    measured = measured or Measured()
+    value = measured.p75
     return {
         "name": name,
         "value": fmt_vital(name, value),
         "rating": rating(name, value),
-        "count": len(values),
+        "count": measured.count,
     }
 
 
-def by_page_and_device(samples: list[VitalSample]) -> list[dict[str, Any]]:
-    """One row per (page path, device class): each vital's p75 and sample count, the
+# (point index, vital, page path, device class) -> its reports (``window_events``)
+Reports = dict[tuple[int, str, str, str], EventAccumulator]
+
+
+def by_page_and_device(reports: Reports) -> list[dict[str, Any]]:
+    """One row per (page path, device class): each vital's p75 and report count, the
     most measured rows first."""
-    grouped: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for s in samples:
-        grouped[(s.path, s.device)][s.name].append(s.value)
+    grouped: dict[tuple[str, str], dict[str, Measured]] = defaultdict(lambda: defaultdict(Measured))
+    for (_, name, path, device), acc in reports.items():
+        grouped[(path, device)][name].add(acc)
     rows: list[dict[str, Any]] = [
         {
             "path": path,
-            "device": device or "(unknown)",
-            "samples": sum(len(v) for v in values.values()),
-            "cells": [_cell(name, values.get(name, [])) for name in VITALS],
+            "device": device or UNKNOWN,
+            "samples": sum(m.count for m in measured.values()),
+            "cells": [_cell(name, measured.get(name)) for name in VITALS],
         }
-        for (path, device), values in grouped.items()
+        for (path, device), measured in grouped.items()
     ]
     rows.sort(key=lambda r: (-r["samples"], r["path"], r["device"]))
     return rows[:TABLE_LIMIT]
 
 
-def step_count(window: TimeRange) -> int:
-    """The chart's points: the range's steps, the last one possibly partial."""
-    return max(1, -(-(window.until - window.since) // window.step))
-
-
-def over_time(samples: list[VitalSample], window: TimeRange) -> dict[str, list[charts.Series]]:
-    """Per vital, a p75 line per device class over the range's steps (None where a
-    step has no report)."""
-    steps = step_count(window)
-    buckets: dict[str, dict[str, list[list[float]]]] = {name: {} for name in VITALS}
-    for s in samples:
-        if s.name not in buckets:
+def over_time(reports: Reports, steps: int, path: str = "") -> dict[str, list[charts.Series]]:
+    """Per vital, a p75 line per device class over the ``steps`` points (None where a
+    point has no report), of one page path or (``""``) every page."""
+    lines: dict[str, dict[str, list[Measured]]] = {name: {} for name in VITALS}
+    for (at, name, place, device), acc in reports.items():
+        if name not in lines or (path and place != path):
             continue
-        i = min(int((s.received_at - window.since) / window.step), steps - 1)
-        devices, device = buckets[s.name], s.device or "(unknown)"
-        lines = devices.get(device)
-        if lines is None:
-            lines = devices[device] = [[] for _ in range(steps)]
-        lines[i].append(s.value)
+        devices = lines[name]
+        points = devices.get(device or UNKNOWN)
+        if points is None:
+            points = devices[device or UNKNOWN] = [Measured() for _ in range(steps)]
+        points[at].add(acc)
     return {
         name: [
-            charts.Series(device, [p75(values) for values in lines])
-            for device, lines in sorted(devices.items())
+            charts.Series(device, [m.p75 for m in points])
+            for device, points in sorted(devices.items())
         ]
-        for name, devices in buckets.items()
+        for name, devices in lines.items()
     }
 
 
@@ -162,18 +139,23 @@ class VitalsReport:
     totals: list[dict[str, Any]]  # each vital's p75 over every page
     rows: list[dict[str, Any]]
     charts: list[tuple[str, SafeString]]
-    cut: str  # what ROW_LIMIT left out, when it did (the figures are of the newest)
     path: str  # the page path the charts are about ("" for every page)
+    bots: bool = False  # whether bot sessions' reports count
 
 
-def vitals_report(*, app: Application, window: TimeRange, path: str = "") -> VitalsReport:
-    samples, cut = vital_samples(app=app, window=window)
-    every: dict[str, list[float]] = defaultdict(list)
-    for s in samples:
-        every[s.name].append(s.value)
-    totals = [_cell(name, every[name]) | {"title": VITALS[name][0]} for name in VITALS]
-    charted = [s for s in samples if s.path == path] if path else samples
-    labels = [x_label(window.since + window.step * i, window) for i in range(step_count(window))]
+def vitals_report(
+    *, app: Application, window: TimeRange, path: str = "", bots: bool = False
+) -> VitalsReport:
+    """The page's figures over the range's steps, cut at multiples of the step as the
+    overview's charts are (``figures.step_bounds``: whole steps are whole rollup
+    periods; the first and last may be partial)."""
+    points = step_bounds(window.since, window.until, window.step)
+    reports = window_events(app_id=app.pk, kind=VITAL, points=points, bots=bots)
+    every: dict[str, Measured] = defaultdict(Measured)
+    for (_, name, _, _), acc in reports.items():
+        every[name].add(acc)
+    totals = [_cell(name, every.get(name)) | {"title": VITALS[name][0]} for name in VITALS]
+    labels = [x_label(lo, window) for lo, _ in points]
     where = f" on {path}" if path else ""
     drawn = [
         (
@@ -185,7 +167,6 @@ def vitals_report(*, app: Application, window: TimeRange, path: str = "") -> Vit
                 unit=VITALS[name][1],
             ),
         )
-        for name, lines in over_time(charted, window).items()
+        for name, lines in over_time(reports, len(points), path).items()
     ]
-    note = cut_note(ROW_LIMIT, "reports") if cut else ""
-    return VitalsReport(totals, by_page_and_device(samples), drawn, note, path)
+    return VitalsReport(totals, by_page_and_device(reports), drawn, path, bots)

@@ -27,7 +27,15 @@ from django.db import connection, transaction
 
 from rumserver.ingest.beacon.parse import ParsedBatch
 from rumserver.ingest.beacon.useragent import ParsedUserAgent
-from rumserver.ingest.dirty import MARK_SQL, mark_dirty
+from rumserver.ingest.dirty import (
+    EVENT_MINUTES_COLUMNS,
+    EVENT_MINUTES_ON_CONFLICT,
+    EVENT_MINUTES_TABLE,
+    MARK_SQL,
+    mark_dirty,
+    mark_event_minutes,
+    minute_of,
+)
 from rumserver.models import BrowserEvent, BrowserSession
 from rumserver.sql import execute_prepared, placeholders
 
@@ -98,22 +106,38 @@ _PG_EVENT_ON_CONFLICT = f"""
 
 _VITAL_WINDOW_MS = 86_400_000
 
+# Vitals and errors mark their receive minute dirty for the pages' rollups, and a
+# vital reported again the minute its earlier row was received in, which it leaves
+# (updated in place or deleted): ``m``, with ``EVENT_KINDS`` the types counted.
+EVENT_KINDS = frozenset({"vital", "error"})
+
 _POSTGRES_SQL = f"""
-WITH stale_vitals AS (
-    SELECT o.id
+WITH earlier_vitals AS (
+    SELECT o.id, o.moved, o.received_at
     FROM jsonb_to_recordset(%(events)s::jsonb) AS r(event_id text, type text, ts_ms float8)
     CROSS JOIN LATERAL (
-        SELECT id FROM {EVENT_TABLE}
+        SELECT id, ts_ms <> r.ts_ms AS moved, received_at FROM {EVENT_TABLE}
         WHERE app_id = %(app)s::bigint AND event_id = r.event_id AND type = 'vital'
           AND ts_ms > r.ts_ms - {_VITAL_WINDOW_MS} AND ts_ms < r.ts_ms + {_VITAL_WINDOW_MS}
-          AND ts_ms <> r.ts_ms
         OFFSET 0
     ) AS o
     WHERE r.type = 'vital'
 ), v AS (
-    -- Skipped whole (a one-time filter) when no vital was reported again.
+    -- Skipped whole (a one-time filter) when no vital was reported again at a new time.
     DELETE FROM {EVENT_TABLE} x
-    WHERE EXISTS (SELECT 1 FROM stale_vitals) AND x.id = ANY(ARRAY(SELECT id FROM stale_vitals))
+    WHERE EXISTS (SELECT 1 FROM earlier_vitals WHERE moved)
+      AND x.id = ANY(ARRAY(SELECT id FROM earlier_vitals WHERE moved))
+), m AS (
+    INSERT INTO {EVENT_MINUTES_TABLE} ({EVENT_MINUTES_COLUMNS})
+    SELECT %(app)s::bigint, 'minute', k.minute, %(now)s::timestamptz, %(now)s::timestamptz
+    FROM (
+        SELECT %(minute)s::timestamptz AS minute WHERE %(reported)s::boolean
+        UNION
+        SELECT date_trunc('minute', received_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        FROM earlier_vitals
+    ) AS k
+    ORDER BY k.minute
+    {EVENT_MINUTES_ON_CONFLICT}
 ), s AS (
     INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS})
     VALUES (%(app)s::bigint, %(session_id)s, %(started)s::float8, %(now)s::timestamptz,
@@ -170,6 +194,8 @@ def _store_postgres(
         "sent_at": parsed.batch.sent_at,
         "events": _encode(events).decode(),
         "traces": parsed.trace_ids,
+        "minute": minute_of(now),
+        "reported": any(r.type in EVENT_KINDS for r in parsed.rows),
     }
     # One statement is atomic by itself (and joins the caller's transaction if any).
     execute_prepared(_POSTGRES_SQL, params)
@@ -180,6 +206,14 @@ def _store_portable(
 ) -> None:
     received = connection.ops.adapt_datetimefield_value(now)
     agent = session.agent
+    # The minutes the batch's vitals and errors are received in, and those its vitals
+    # reported again leave (read before the upsert moves them).
+    marked = [now] if any(r.type in EVENT_KINDS for r in parsed.rows) else []
+    vitals = [r.event_id for r in parsed.rows if r.type == "vital"]
+    if vitals:
+        marked += BrowserEvent.objects.filter(
+            app_id=app_id, event_id__in=vitals, type="vital"
+        ).values_list("received_at", flat=True)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {SESSION_TABLE} ({_SESSION_COLUMNS}) "
@@ -229,3 +263,4 @@ def _store_portable(
         )
 
         mark_dirty(cursor, app_id=app_id, trace_ids=parsed.trace_ids, now=now)
+        mark_event_minutes(cursor, app_id=app_id, received=marked, now=now)
