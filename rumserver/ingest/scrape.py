@@ -42,7 +42,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from rumserver.ingest.errors import IngestError
-from rumserver.ingest.otlp.metric_store import store_metric_points
+from rumserver.ingest.otlp.metric_store import SERIES_IDS, store_metric_points
 from rumserver.ingest.otlp.metrics import INSTANCE_ID, SERVICE_NAME, map_metrics
 from rumserver.ingest.scrape_targets import ScrapeTarget
 from rumserver.models import Application
@@ -124,7 +124,7 @@ def scrape_store(*, target: ScrapeTarget, text: str, now: datetime) -> int:
         request = exposition_to_otlp(
             text, instance=public_url(target.url), time_ns=int(now.timestamp() * 1e9)
         )
-        mapped = map_metrics(request)
+        mapped = map_metrics(request, SERIES_IDS.of(app_id))
     except (ValueError, IndexError, TypeError, IngestError) as error:
         raise ScrapeFailed("invalid", str(error) or type(error).__name__) from None
     try:
@@ -133,7 +133,7 @@ def scrape_store(*, target: ScrapeTarget, text: str, now: datetime) -> int:
             store_metric_points(app_id=app_id, mapped=mapped, now=now)
     except DatabaseError as error:
         raise ScrapeFailed("store_failed", str(error)) from None
-    return len(mapped.points)
+    return mapped.accepted_data_points
 
 
 def public_url(url: str) -> str:

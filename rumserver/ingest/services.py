@@ -17,7 +17,7 @@ from rumserver.ingest.beacon.parse import parse_batch
 from rumserver.ingest.beacon.store import SessionRow, store_batch
 from rumserver.ingest.beacon.useragent import parse_user_agent
 from rumserver.ingest.hints import hints
-from rumserver.ingest.otlp.metric_store import store_metric_points
+from rumserver.ingest.otlp.metric_store import SERIES_IDS, store_metric_points
 from rumserver.ingest.otlp.metrics import map_metrics
 from rumserver.ingest.otlp.spans import map_request, mark_source
 from rumserver.ingest.otlp.store import store_spans
@@ -112,10 +112,10 @@ def otlp_metrics_ingest(
     points in bulk (all or nothing). Points that cannot be stored (bad times or
     buckets, kinds not kept) are counted for OTLP's partial success."""
     request = decode_export(body, media_type, ExportMetricsServiceRequest)
-    mapped = map_metrics(request)
+    mapped = map_metrics(request, SERIES_IDS.of(app.id))
     store_metric_points(app_id=app.id, mapped=mapped, now=now)
     return OtlpMetricsResult(
-        accepted_data_points=len(mapped.points),
+        accepted_data_points=mapped.accepted_data_points,
         rejected_data_points=mapped.rejected_data_points,
         error_message=mapped.error_message,
     )

@@ -229,7 +229,7 @@ def test_a_write_refused_for_one_target_leaves_the_others_stored(server, monkeyp
     real_store = scrape_module.store_metric_points
 
     def store(*, app_id, mapped, now):
-        if next(iter(mapped.series))[0][1].endswith("/dcgm"):  # the ref's instance
+        if mapped.new_series[0].metric[1].endswith("/dcgm"):  # the series' instance
             raise DataError("value out of range")
         real_store(app_id=app_id, mapped=mapped, now=now)
 

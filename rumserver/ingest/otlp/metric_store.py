@@ -1,24 +1,30 @@
 """Writing the data points of one OTLP metrics request in bulk.
 
 A point is a thin row (its series id, time, value or histogram), so a point costs
-the database one narrow row under one key (series, time). Series are made when first
-seen and their ids kept in this process (``_SeriesIds``); a request of known series
-is one statement on PostgreSQL: the points as one array a column through ``unnest``,
-the minute and hour each point falls in marked for the rollups (MetricDirty) in the
-same statement, so a rollup never misses a stored point. A point sent again (an
-exporter's retry) lands once: its series and time are the key. SQLite (development)
-takes multi-row INSERTs in one transaction and keeps no rollups.
+the database one narrow row under one key (time, series). Series are made when first
+seen and their ids kept in this process (``SeriesIds``). On PostgreSQL the mapping
+has already packed each point as a row of binary COPY (``point_rows``): a request is
+one COPY into the points and the minute and hour each point falls in marked for the
+rollups (MetricDirty), in one transaction, so a rollup never misses a stored point.
+COPY has no ON CONFLICT: a point sent again (an exporter's retry) makes it fail on the
+key, and the request is then written again through a temporary table with
+``ON CONFLICT DO NOTHING``, so a retry still lands once. SQLite (development) takes
+multi-row INSERTs in one transaction and keeps no rollups.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
 import msgspec
-from django.db import connection, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 
-from rumserver.ingest.otlp.metrics import MappedMetrics, SeriesRef, series_key
+from rumserver.ingest.otlp import point_rows
+from rumserver.ingest.otlp.metrics import KnownSeries, MappedMetrics, SeriesRef, series_key
 from rumserver.models import MetricDirty, MetricPoint, MetricSeries
 from rumserver.sql import execute_prepared, fetch_prepared, insert_portable
 
@@ -29,38 +35,27 @@ SERIES_TABLE = MetricSeries._meta.db_table
 DIRTY_TABLE = MetricDirty._meta.db_table
 MINUTE_NS, HOUR_NS = 60 * 10**9, 3600 * 10**9
 
-# (column, PostgreSQL array type): the key in its index order, then PointRow's order.
-_COLUMNS = (
-    ("time_ns", "bigint"), ("series_id", "bigint"), ("start_ns", "bigint"),
-    ("value", "float8"), ("int_value", "bigint"), ("count", "bigint"), ("sum", "float8"),
-    ("min", "float8"), ("max", "float8"), ("bounds", "jsonb"), ("bucket_counts", "jsonb"),
-    ("flags", "integer"),
-)  # fmt: skip
+_COLUMNS = point_rows.COLUMNS  # bench/metrics_ingest COPYs these too
 _NAMES = ", ".join(name for name, _ in _COLUMNS)
 _CONFLICT = "ON CONFLICT (time_ns, series_id) DO NOTHING"
 
-# A column travels as one text value, split by the server: psycopg would dump a list
-# item by item in Python. Python's str() of an int or float reads back exactly (nan
-# and inf included); "None" is NULL. JSON lists of numbers hold no ";".
-_NULL = "None"
-
-
-def _column(name: str, kind: str) -> str:
-    separator = ";" if kind == "jsonb" else ","
-    return f"string_to_array(%({name})s, '{separator}', '{_NULL}')::{kind}[]"
-
-
-_POSTGRES_SQL = f"""
-WITH dirty AS (
-    INSERT INTO {DIRTY_TABLE} (app_id, seconds, start_ns)
-    SELECT %(app)s::bigint, d.seconds, d.start_ns
-    FROM unnest(%(dirty_seconds)s::smallint[], %(dirty_starts)s::bigint[]) AS d(seconds, start_ns)
-    ON CONFLICT DO NOTHING
-)
+_COPY_SQL = f"COPY {POINT_TABLE} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+_MARK_SQL = f"""
+INSERT INTO {DIRTY_TABLE} (app_id, seconds, start_ns)
+SELECT %(app)s::bigint, d.seconds, d.start_ns
+FROM unnest(%(seconds)s::smallint[], %(starts)s::bigint[]) AS d(seconds, start_ns)
+ON CONFLICT DO NOTHING
+"""
+# A retry: the same rows through a table of this transaction, each point kept once.
+_STAGE = "llmrum_metric_points_in"
+_STAGE_SQL = f"CREATE TEMPORARY TABLE {_STAGE} (LIKE {POINT_TABLE}) ON COMMIT DROP"
+_STAGE_COPY_SQL = f"COPY {_STAGE} ({_NAMES}) FROM STDIN (FORMAT BINARY)"
+_FROM_STAGE_SQL = f"""
 INSERT INTO {POINT_TABLE} ({_NAMES})
-SELECT * FROM unnest({", ".join(_column(n, t) for n, t in _COLUMNS)})
+SELECT {_NAMES} FROM {_STAGE} ORDER BY time_ns, series_id
 {_CONFLICT}
 """
+_DROP_STAGE_SQL = f"DROP TABLE {_STAGE}"  # a savepoint's caller may write again
 
 _SERIES_SQL = f"""
 INSERT INTO {SERIES_TABLE} (app_id, key, service, instance, name, kind, unit, monotonic,
@@ -78,39 +73,52 @@ _SERIES_IDS_SQL = (
 )
 
 
-class _SeriesIds:
-    """Series ids by application and ref, for this process. An id is kept once the
-    transaction that found or made it has committed (one rolled back may have made
-    a series that no longer exists). Bounded: cleared when full."""
+class SeriesIds:
+    """Series ids by application, metric and attributes, for this process. An id is
+    kept once the transaction that found or made it has committed (one rolled back
+    may have made a series that no longer exists). Bounded: cleared when full."""
 
     LIMIT = 200_000
+    _NONE: KnownSeries = {}
 
     def __init__(self) -> None:
-        self.known: dict[tuple[int, SeriesRef], int] = {}
+        self.by_app: dict[int, KnownSeries] = {}
+        self.size = 0
 
-    def remember(self, app_id: int, found: dict[SeriesRef, int]) -> None:
+    def of(self, app_id: int) -> KnownSeries:
+        """What this process knows of ``app_id``'s series (for reading only)."""
+        return self.by_app.get(app_id, self._NONE)
+
+    def remember(self, app_id: int, found: list[tuple[SeriesRef, int]]) -> None:
         def keep() -> None:
-            if len(self.known) + len(found) > self.LIMIT:
-                self.known.clear()
-            self.known.update(((app_id, ref), series_id) for ref, series_id in found.items())
+            if self.size + len(found) > self.LIMIT:
+                self.by_app.clear()
+                self.size = 0
+            known = self.by_app.setdefault(app_id, {})
+            for (metric, attributes), series_id in found:
+                known.setdefault(metric, {})[attributes] = series_id
+            self.size += len(found)
 
         if connection.vendor == "postgresql":  # SQLite may reuse the ids of a rollback
             transaction.on_commit(keep)
 
 
-SERIES_IDS = _SeriesIds()
+SERIES_IDS = SeriesIds()
 
 
 def store_metric_points(*, app_id: int, mapped: MappedMetrics, now: datetime) -> None:
     """Store the request's points, all or nothing (series made for them may stay)."""
-    if not mapped.points:
+    if not mapped.accepted_data_points:
         return
-    ids = _series_ids(app_id, mapped, now)
-    # Sorted by the key, so concurrent requests with the same points take their
-    # index locks in one order (no deadlock between two retries of one export).
-    rows = sorted((row[1], ids[row[0]], *row[2:]) for row in mapped.points)
+    rows = mapped.rows
+    if mapped.pending:
+        ids = _new_series_ids(app_id, mapped, now)
+        rows = rows + [point_rows.with_series(row, ids[index]) for index, row in mapped.pending]
+    # In key order (see point_rows), so concurrent requests with the same points take
+    # their index locks in one order (no deadlock between two retries of one export).
+    rows.sort()
     if connection.vendor == "postgresql":
-        execute_prepared(_POSTGRES_SQL, _postgres_params(app_id, rows))
+        _copy(rows, _marks(app_id, mapped.times))
         return
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -118,71 +126,82 @@ def store_metric_points(*, app_id: int, mapped: MappedMetrics, now: datetime) ->
                 cursor,
                 head=f"INSERT INTO {POINT_TABLE} ({_NAMES})",
                 tail=_CONFLICT,
-                rows=[_portable(row) for row in rows],
+                rows=[list(point_rows.decode(row)) for row in rows],
             )
 
 
-def _postgres_params(app_id: int, rows: list[tuple[Any, ...]]) -> dict[str, Any]:
-    columns = list(zip(*rows, strict=True))
-    params: dict[str, Any] = {}
-    for (name, kind), column in zip(_COLUMNS, columns, strict=True):
-        if kind == "jsonb":
-            params[name] = ";".join(_NULL if v is None else _encode(v).decode() for v in column)
-        else:
-            params[name] = ",".join(map(str, column))
-    minutes = {t - t % MINUTE_NS for t in columns[0]}
-    hours = {t - t % HOUR_NS for t in minutes}
-    params["app"] = app_id
-    params["dirty_seconds"] = [60] * len(minutes) + [3600] * len(hours)
-    params["dirty_starts"] = [*minutes, *hours]
-    return params
+def _marks(app_id: int, times: set[int]) -> dict[str, Any]:
+    """The minutes and hours of these times, for MetricDirty (in one order, so two
+    requests lock the marks they share in one order)."""
+    minutes = sorted({t - t % MINUTE_NS for t in times})
+    hours = sorted({t - t % HOUR_NS for t in minutes})
+    return {
+        "app": app_id,
+        "seconds": [60] * len(minutes) + [3600] * len(hours),
+        "starts": minutes + hours,
+    }
 
 
-def _portable(row: tuple[Any, ...]) -> list[Any]:
-    bounds, counts = row[9], row[10]
-    return [
-        *row[:9],
-        None if bounds is None else _encode(bounds).decode(),
-        None if counts is None else _encode(counts).decode(),
-        row[11],
-    ]
+def _copy(rows: list[bytes], marks: dict[str, Any]) -> None:
+    """The rows COPY'd into the points and their periods marked, in one transaction;
+    if a point is stored already, again through a temporary table, each point once."""
+    import psycopg
+
+    data = point_rows.copy_data(rows)
+    prepare = settings.LLMRUM_PG_PREPARE
+    try:
+        with _transaction() as cursor:
+            with cursor.copy(_COPY_SQL) as copy:
+                copy.write(data)
+            cursor.execute(_MARK_SQL, marks, prepare=prepare)
+        return
+    except IntegrityError as error:
+        if not isinstance(error.__cause__, psycopg.errors.UniqueViolation):
+            raise
+    with _transaction() as cursor:
+        cursor.execute(_STAGE_SQL)
+        with cursor.copy(_STAGE_COPY_SQL) as copy:
+            copy.write(data)
+        cursor.execute(_FROM_STAGE_SQL)
+        cursor.execute(_MARK_SQL, marks, prepare=prepare)
+        cursor.execute(_DROP_STAGE_SQL)
 
 
-def _series_ids(app_id: int, mapped: MappedMetrics, now: datetime) -> dict[SeriesRef, int]:
-    """The id of every series of the request's points: from this process's memory,
-    else found or made in the database (two statements for all the unknown ones)."""
-    known = SERIES_IDS.known
-    ids: dict[SeriesRef, int] = {}
-    unknown: list[SeriesRef] = []
-    for ref in mapped.series:
-        series_id = known.get((app_id, ref))
-        if series_id is None:
-            unknown.append(ref)
-        else:
-            ids[ref] = series_id
-    if not unknown:
-        return ids
-    found = _find_or_make(app_id, unknown, mapped, now)
-    SERIES_IDS.remember(app_id, found)
-    return ids | found
+@contextmanager
+def _transaction() -> Iterator[Any]:
+    """A psycopg cursor in a transaction of its own, or in a savepoint of the caller's
+    (Django's ``atomic``). Its own is psycopg's BEGIN and COMMIT: Django's ``atomic``
+    would first run its per-request health check, one more round trip a request.
+    psycopg's errors come out as Django's."""
+    import psycopg
+
+    with connection.wrap_database_errors:
+        if connection.in_atomic_block:
+            with transaction.atomic(), psycopg.Cursor(connection.connection) as cursor:
+                yield cursor
+            return
+        connection.ensure_connection()
+        with connection.connection.transaction(), psycopg.Cursor(connection.connection) as cursor:
+            yield cursor
 
 
-def _find_or_make(
-    app_id: int, unknown: list[SeriesRef], mapped: MappedMetrics, now: datetime
-) -> dict[SeriesRef, int]:
-    attributes = mapped.attributes(unknown)
+def _new_series_ids(app_id: int, mapped: MappedMetrics, now: datetime) -> list[int]:
+    """The ids of the request's new series (``mapped.new_series`` order), found or
+    made in the database (two statements for all of them)."""
+    new_series = mapped.new_series
+    attributes = mapped.attributes()
     # Two refs may be one series (the same attributes in another order): one key.
-    key_of = {ref: series_key(ref, attributes[ref]) for ref in unknown}
-    by_key = {key: ref for ref, key in key_of.items()}
+    keys = [series_key(s.ref, a) for s, a in zip(new_series, attributes, strict=True)]
+    first = {key: index for index, key in reversed(list(enumerate(keys)))}
     described = [
-        _described(key, ref, attributes[ref], mapped.series[ref][1])
-        for key, ref in sorted(by_key.items())
+        _described(key, new_series[index].ref, attributes[index], new_series[index].resource)
+        for key, index in sorted(first.items())
     ]
     if connection.vendor == "postgresql":
         execute_prepared(
             _SERIES_SQL, {"app": app_id, "now": now, "series": _encode(described).decode()}
         )
-        rows = fetch_prepared(_SERIES_IDS_SQL, {"app": app_id, "keys": list(by_key)})
+        rows = fetch_prepared(_SERIES_IDS_SQL, {"app": app_id, "keys": list(first)})
     else:
         with transaction.atomic():
             MetricSeries.objects.bulk_create(
@@ -190,12 +209,14 @@ def _find_or_make(
                 ignore_conflicts=True,
             )
             rows = list(
-                MetricSeries.objects.filter(app_id=app_id, key__in=list(by_key)).values_list(
+                MetricSeries.objects.filter(app_id=app_id, key__in=list(first)).values_list(
                     "key", "id"
                 )
             )
-    ids = dict(rows)
-    return {ref: ids[key] for ref, key in key_of.items()}
+    by_key = dict(rows)
+    ids = [by_key[key] for key in keys]
+    SERIES_IDS.remember(app_id, [(s.ref, i) for s, i in zip(new_series, ids, strict=True)])
+    return ids
 
 
 def _described(

@@ -1,14 +1,15 @@
-"""From a decoded ``ExportMetricsServiceRequest`` to the series and thin point rows of
-the metric store, without the database.
+"""From a decoded ``ExportMetricsServiceRequest`` to the rows of the metric store,
+without the database.
 
 Gauges, sums and histograms are kept, every name (vLLM's, DCGM's, anyone's) alike.
 Each data point is checked on its own: a point with a bad time or malformed buckets,
 or of a kind not stored (exponential histogram, summary), is refused alone and counted
-for OTLP's partial success. A point names its series by a ``SeriesRef`` (what the
-metric says about it and the raw bytes of its attributes); the store turns refs into
-series ids once per process, so a point costs a few attribute reads and a tuple. The
-series' attributes are mapped to JSON values once a request, for the store to create a
-series it does not know; ``series_key`` hashes a series' identity.
+for OTLP's partial success. The message is walked once: a point is packed straight
+into its row of the store's COPY (``point_rows``), its series id taken from what
+this process knows (``SeriesIds``: by the metric, then the raw bytes of the point's
+attributes), so a point costs a few attribute reads and one ``struct`` call. A point
+of a series not known yet waits with its row and the series' description; the store
+makes those series and fills their ids in. ``series_key`` hashes a series' identity.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from rumserver.ingest.errors import IngestError
+from rumserver.ingest.otlp import point_rows
 from rumserver.ingest.otlp.spans import MAX_INT64
 from rumserver.ingest.otlp.spans import _attributes as attributes_of
 from rumserver.ingest.otlp.spans import _Cut as Cut
@@ -49,28 +51,49 @@ _KINDS = {"gauge": GAUGE, "sum": SUM, "histogram": HISTOGRAM}
 
 # Attributes in a fixed order, so one series hashes the same whatever order it came in.
 _canonical = msgspec.json.Encoder(order="sorted").encode
+_json = msgspec.json.Encoder().encode
 
 
 # (service, instance, name, kind, unit, monotonic, temporality): what a metric says
 # about its series; with the serialized attributes of a point, its series.
 Metric = tuple[str, str, str, int, str, bool, int]
-SeriesRef = tuple[Metric, tuple[bytes, ...]]
-# series, time_ns, start_ns, value, int_value, count, sum, min, max, bounds,
-# bucket_counts, flags: the columns of MetricPoint, the series still a ref.
-PointRow = tuple[
-    SeriesRef, int, int, float | None, int | None, int | None, float | None, float | None,
-    float | None, list[float] | None, list[int] | None, int,
-]  # fmt: skip
+Attributes = tuple[bytes, ...]
+SeriesRef = tuple[Metric, Attributes]
+# Series ids this process knows for one application: by metric, then attributes.
+KnownSeries = dict[Metric, dict[Attributes, int]]
 _serialize = KeyValue.SerializeToString
+_NONE: dict[Attributes, int] = {}
+
+
+@dataclass
+class NewSeries:
+    """A series the store does not know yet: its metric and attributes as sent by its
+    first point, and its resource as mapped."""
+
+    metric: Metric
+    attributes: Attributes
+    pairs: Any
+    resource: dict[str, Any]
+
+    @property
+    def ref(self) -> SeriesRef:
+        return (self.metric, self.attributes)
 
 
 @dataclass
 class MappedMetrics:
-    points: list[PointRow] = field(default_factory=list)
-    # Each series of the points: the attributes of its first point as sent and its
-    # resource as mapped, for the store to create the series it does not know.
-    series: dict[SeriesRef, tuple[Any, dict[str, Any]]] = field(default_factory=dict)
+    # The points of known series, as rows of the store's COPY (point_rows).
+    rows: list[bytes] = field(default_factory=list)
+    # The points of new series: the series' index in ``new_series`` and the row,
+    # its series id still 0.
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    new_series: list[NewSeries] = field(default_factory=list)
+    times: set[int] = field(default_factory=set)  # the points' distinct times
     rejected: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def accepted_data_points(self) -> int:
+        return len(self.rows) + len(self.pending)
 
     @property
     def rejected_data_points(self) -> int:
@@ -82,16 +105,15 @@ class MappedMetrics:
             f"{n} data point(s): {reason}" for reason, n in sorted(self.rejected.items())
         )
 
-    def attributes(self, refs: list[SeriesRef]) -> dict[SeriesRef, dict[str, Any]]:
-        """These series' attributes as JSON values, each distinct set mapped once."""
-        mapped: dict[tuple[bytes, ...], dict[str, Any]] = {}
-        out = {}
-        for ref in refs:
-            pairs = self.series[ref][0]
-            attributes = mapped.get(ref[1])
+    def attributes(self) -> list[dict[str, Any]]:
+        """The new series' attributes as JSON values, each distinct set mapped once."""
+        mapped: dict[Attributes, dict[str, Any]] = {}
+        out = []
+        for series in self.new_series:
+            attributes = mapped.get(series.attributes)
             if attributes is None:
-                attributes = mapped[ref[1]] = attributes_of(pairs, Cut())
-            out[ref] = attributes
+                attributes = mapped[series.attributes] = attributes_of(series.pairs, Cut())
+            out.append(attributes)
         return out
 
 
@@ -115,20 +137,38 @@ def _count_points(request: ExportMetricsServiceRequest) -> int:
     return total
 
 
-def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
-    """The request's point rows and series. A point costs a few field reads and a
-    tuple here (a request may hold 50,000): everything a metric's points share is
-    read once, a series' attributes are mapped only if the store does not know it.
-    The same point twice in one request is one row in the database (its key)."""
+class _Points:
+    """Where the points of one request go: a row to ``rows`` when the series is
+    known, else to ``pending`` with its new series (one index per series a request)."""
+
+    def __init__(self, mapped: MappedMetrics, known: KnownSeries) -> None:
+        self.mapped, self.known = mapped, known
+        self.fresh: dict[SeriesRef, int] = {}
+
+    def pend(self, metric: Metric, attributes: Attributes, pairs: Any, resource: Any) -> int:
+        ref = (metric, attributes)
+        index = self.fresh.get(ref)
+        if index is None:
+            index = self.fresh[ref] = len(self.mapped.new_series)
+            self.mapped.new_series.append(NewSeries(metric, attributes, pairs, resource))
+        return index
+
+
+def map_metrics(request: ExportMetricsServiceRequest, known: KnownSeries) -> MappedMetrics:
+    """The request's point rows, with the ids of the series in ``known`` and the
+    series not in it. Everything a metric's points share is read once; a request may
+    hold 50,000 points. The same point twice in one request is one row in the
+    database (its key)."""
     mapped = MappedMetrics()
-    rows, series, rejected = mapped.points, mapped.series, mapped.rejected
+    sink = _Points(mapped, known)
+    rows, pending, times, rejected = mapped.rows, mapped.pending, mapped.times, mapped.rejected
     append = rows.append
+    double_row, int_row = point_rows.double_row, point_rows.int_row
     total = 0
+    last_time = 0
+    cut = Cut()  # what limits took (a unit's length): not stored for metrics
     for resource_metrics in request.resource_metrics:
-        cut = Cut()
-        resource = attributes_of(resource_metrics.resource.attributes, cut)
-        service = str(resource.pop(SERVICE_NAME, "") or "unknown_service")[:128]
-        instance = str(resource.pop(INSTANCE_ID, ""))[:256]
+        service, instance, resource = _resource(resource_metrics.resource)
         for scope_metrics in resource_metrics.scope_metrics:
             for metric in scope_metrics.metrics:
                 data_kind = metric.WhichOneof("data")
@@ -164,15 +204,12 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
                         service, instance, name, kind, unit, kind == SUM and data.is_monotonic,
                         temporality if temporality in (1, 2) else 0,
                     )  # fmt: skip
+                ids = known.get(about, _NONE)
                 if kind == HISTOGRAM:
                     for point in points:
-                        row, reason = _histogram(point, about)
+                        row, reason = _histogram(point, ids, sink, about, resource)
                         if row is None:
                             rejected[reason] += 1
-                        else:
-                            append(row)
-                            if row[0] not in series:
-                                series[row[0]] = (point.attributes, resource)
                     continue
                 for point in points:
                     time_ns, start_ns = point.time_unix_nano, point.start_time_unix_nano
@@ -182,25 +219,49 @@ def map_metrics(request: ExportMetricsServiceRequest) -> MappedMetrics:
                     if start_ns > time_ns:
                         rejected[_start_after(start_ns)] += 1
                         continue
-                    pairs = point.attributes
-                    ref: SeriesRef = (about, tuple(map(_serialize, pairs)))
-                    if ref not in series:
-                        series[ref] = (pairs, resource)
                     flags = point.flags & 0xFFFF  # the defined ones; the column is int32
                     value_kind = point.WhichOneof("value")
+                    pairs = point.attributes
+                    attributes = tuple(map(_serialize, pairs))
+                    series_id = ids.get(attributes, 0)
                     if value_kind == "as_double":
-                        append((ref, time_ns, start_ns, point.as_double, None,
-                                None, None, None, None, None, None, flags))  # fmt: skip
+                        row = double_row(time_ns, series_id, start_ns, point.as_double, flags)
                     elif value_kind == "as_int":
-                        number = point.as_int
-                        append((ref, time_ns, start_ns, float(number), number,
-                                None, None, None, None, None, None, flags))  # fmt: skip
+                        row = int_row(time_ns, series_id, start_ns, point.as_int, flags)
                     elif flags & NO_RECORDED_VALUE:
-                        append((ref, time_ns, start_ns, None, None,
-                                None, None, None, None, None, None, flags))  # fmt: skip
+                        row = point_rows.no_value_row(time_ns, series_id, start_ns, flags)
                     else:
                         rejected["no value (as_double or as_int)"] += 1
+                        continue
+                    if series_id:
+                        append(row)
+                    else:
+                        pending.append((sink.pend(about, attributes, pairs, resource), row))
+                    if time_ns != last_time:  # a batch's points mostly share their time
+                        times.add(time_ns)
+                        last_time = time_ns
     return mapped
+
+
+# Resources as mapped, by their bytes: a Collector sends the same few again and again.
+_RESOURCES: dict[bytes, tuple[str, str, dict[str, Any]]] = {}
+_MAX_RESOURCES = 10_000
+
+
+def _resource(resource: Any) -> tuple[str, str, dict[str, Any]]:
+    """The service, instance and other attributes of a resource (the dict is shared:
+    never change it)."""
+    raw = resource.SerializeToString()
+    known = _RESOURCES.get(raw)
+    if known is not None:
+        return known
+    attributes = attributes_of(resource.attributes, Cut())
+    service = str(attributes.pop(SERVICE_NAME, "") or "unknown_service")[:128]
+    instance = str(attributes.pop(INSTANCE_ID, ""))[:256]
+    if len(_RESOURCES) >= _MAX_RESOURCES:
+        _RESOURCES.clear()
+    known = _RESOURCES[raw] = (service, instance, attributes)
+    return known
 
 
 def _start_after(start_ns: int) -> str:
@@ -209,7 +270,10 @@ def _start_after(start_ns: int) -> str:
     return "time_order: start time after the point's time"
 
 
-def _histogram(point: Any, about: Metric) -> tuple[PointRow | None, str]:
+def _histogram(
+    point: Any, ids: dict[Attributes, int], sink: _Points, about: Metric, resource: Any
+) -> tuple[bytes | None, str]:
+    """The point's row, kept in ``sink``; or None and why it was refused."""
     time_ns, start_ns = point.time_unix_nano, point.start_time_unix_nano
     if not 0 < time_ns <= MAX_INT64:
         return None, "missing or out-of-range time"
@@ -231,10 +295,20 @@ def _histogram(point: Any, about: Metric) -> tuple[PointRow | None, str]:
         return None, "histogram bounds must be finite and increasing"
     if point.count > MAX_INT64 or (counts and max(counts) > MAX_INT64):
         return None, "histogram count out of range"
-    ref: SeriesRef = (about, tuple(map(_serialize, point.attributes)))
-    total = point.sum if point.HasField("sum") else None
-    low = point.min if point.HasField("min") else None
-    high = point.max if point.HasField("max") else None
-    flags = point.flags & 0xFFFF
-    row = (ref, time_ns, start_ns, None, None, point.count, total, low, high, bounds, counts, flags)
+    pairs = point.attributes
+    attributes = tuple(map(_serialize, pairs))
+    series_id = ids.get(attributes, 0)
+    row = point_rows.histogram_row(
+        time_ns, series_id, start_ns, point.count,
+        point.sum if point.HasField("sum") else None,
+        point.min if point.HasField("min") else None,
+        point.max if point.HasField("max") else None,
+        point_rows.jsonb(_json(bounds)), point_rows.jsonb(_json(counts)),
+        point.flags & 0xFFFF,
+    )  # fmt: skip
+    if series_id:
+        sink.mapped.rows.append(row)
+    else:
+        sink.mapped.pending.append((sink.pend(about, attributes, pairs, resource), row))
+    sink.mapped.times.add(time_ns)
     return row, ""
