@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -35,6 +36,7 @@ from django.db.models.fields.json import KeyTransform
 
 from correlator.models import Trace, Turn
 from correlator.stitch.rules import WINDOW_SLACK_MS
+from rumserver import partitions
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
 
 
@@ -138,6 +140,19 @@ def _searched(traces: QuerySet[Trace], q: str, apps: Any) -> QuerySet[Trace]:
     return traces.filter(matching)
 
 
+def _attribute_values(value: str) -> list[Any]:
+    """The values an ``attr`` value stands for: itself as text and, when it reads as
+    JSON (a number, true, false), that value too."""
+    values: list[Any] = [value]
+    try:
+        typed = json.loads(value)
+    except ValueError:
+        typed = None
+    if isinstance(typed, bool | int | float) and typed == typed:
+        values.append(typed)
+    return values
+
+
 def _with_attribute(
     traces: QuerySet[Trace], key: str, value: str, app_ids: list[int]
 ) -> QuerySet[Trace]:
@@ -147,13 +162,7 @@ def _with_attribute(
     applications tested above an ``OFFSET 0`` fence: named beside the attributes,
     without statistics, the (app, start) index won and read every span of the
     application."""
-    values: list[Any] = [value]
-    try:
-        typed = json.loads(value)
-    except ValueError:
-        typed = None
-    if isinstance(typed, bool | int | float) and typed == typed:
-        values.append(typed)
+    values = _attribute_values(value)
     if connection.vendor == "postgresql":
         # One containment a branch: their OR was planned as a scan of every span.
         contains = " UNION ALL ".join(
@@ -175,6 +184,181 @@ def _with_attribute(
     return traces.filter(trace_id__in=spans.filter(attr_value__in=values).values("trace_id"))
 
 
+def _attribute_traces(
+    tables: list[str], key: str, values: list[Any], app_ids: list[int]
+) -> set[tuple[int, str]]:
+    """(application, trace id) of the spans of ``app_ids`` in ``tables`` (day
+    partitions of the span table) whose attribute ``key`` is one of ``values``: each
+    table's GIN index, the applications tested above the ``OFFSET 0`` fence
+    (``_with_attribute``)."""
+    quote = connection.ops.quote_name
+    branches = [
+        f"(SELECT app_id, trace_id FROM {quote(table)} WHERE attributes @> %s::jsonb OFFSET 0)"
+        for table in tables
+        for _ in values
+    ]
+    if not branches:
+        return set()
+    params = [json.dumps({key: v}) for _ in tables for v in values]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT x.app_id, x.trace_id FROM ({' UNION ALL '.join(branches)}) AS x "
+            "WHERE x.app_id = ANY(%s)",
+            [*params, app_ids],
+        )
+        return {(app_id, trace_id) for app_id, trace_id in cursor.fetchall()}
+
+
+def _trace_pks(keys: list[tuple[int, str]]) -> list[int]:
+    """The stitched traces of these (application, trace id) keys, one probe of the
+    unique key each (joined, without statistics, PostgreSQL hashed every trace)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT t.id FROM unnest(%s::bigint[], %s::text[]) AS k(app_id, trace_id) "
+            f"CROSS JOIN LATERAL (SELECT id FROM {Trace._meta.db_table} "
+            "WHERE app_id = k.app_id AND trace_id = k.trace_id LIMIT 1) AS t",
+            [[app for app, _ in keys], [trace_id for _, trace_id in keys]],
+        )
+        return [pk for (pk,) in cursor.fetchall()]
+
+
+# Traces a read of the candidates names by primary key: few enough that, without
+# statistics, the planner expects fewer rows from the keys than from the application
+# (a five-hundredth of the table) and probes the keys.
+ATTR_TRACES_READ = 100
+
+
+def _newest_with_attribute(
+    listed: Callable[[list[int] | None], QuerySet[Trace]],
+    key: str,
+    value: str,
+    app_ids: list[int],
+    *,
+    limit: int,
+) -> list[Trace] | None:
+    """The first ``limit`` of ``listed()`` (the trace list, newest first; ``listed(pks)``
+    those of the keys that are in it) with a span whose attribute
+    ``key`` is ``value``, read from the span table's day partitions newest first and
+    stopping once the page is known: a rare attribute of a month of spans (11,000
+    spans of 10 million) took 340 ms read from every day at once, most of it for
+    matches pages further on. None where the span table has no day partitions
+    (SQLite): ``_with_attribute`` then.
+
+    A trace's order is its start, a span's partition its own start. A trace's spans
+    start within ``WINDOW_SLACK_MS`` of its start (the stitch's own window: a browser
+    clock up to ``MAX_SKEW_MS`` off, an hour more), so once the days from ``lo`` on
+    have been read, a trace not found yet starts before ``lo + WINDOW_SLACK_MS``, and
+    every trace found that starts from there on is in its final place. Reads, each
+    one statement: the default partition (strays: days without a partition of their
+    own) with the days from the newest trace's start plus the slack down to the
+    slack and a day below it; then down to where the page's last trace found so far
+    would be placed (or, with less than a page found, twice as far as read so far);
+    never below the oldest trace's start less the slack, where no span of the list's
+    traces can lie. Each candidate trace once, by key, with the list's filters."""
+    if connection.vendor != "postgresql":
+        return None
+    spec = partitions.BY_TABLE[Span._meta.db_table]
+    with connection.cursor() as cursor:
+        if not partitions.is_partitioned(cursor, spec.table):
+            return None
+        days = partitions.day_partitions(cursor, spec)
+        cursor.execute("SELECT to_regclass(%s) IS NOT NULL", [spec.default_table])
+        strays = [spec.default_table] if cursor.fetchone()[0] else []
+    traces = listed(None)
+    newest = traces.values_list("start_ms", flat=True).first()
+    oldest = traces.order_by("start_ms", "id").values_list("start_ms", flat=True).first()
+    if newest is None or oldest is None:
+        return []
+
+    def day_ms(day: Any) -> float:
+        return spec.bound(day) / 1e6
+
+    # The days a candidate's span can lie in, newest first.
+    day = partitions.MS_PER_DAY
+    hi, floor = newest + WINDOW_SLACK_MS, oldest - WINDOW_SLACK_MS
+    wanted = [
+        (day_ms(d), table)
+        for d, table in sorted(days.items(), reverse=True)
+        if day_ms(d) < hi and day_ms(d) + day > floor
+    ]
+    # First down to where the newest trace within the days there are (not a stray
+    # of next year's, in the default partition) would be placed, and a day more.
+    top = traces.filter(start_ms__lt=wanted[0][0] + day) if wanted else traces.none()
+    newest_placed = top.values_list("start_ms", flat=True).first()
+    down_to = floor if newest_placed is None else newest_placed - WINDOW_SLACK_MS - day
+    read_from = wanted[0][0] + day if wanted else down_to
+    values = _attribute_values(value)
+    pending = strays
+    found: dict[int, Trace] = {}
+    read: set[tuple[int, str]] = set()
+    while True:
+        batch = [(start, table) for start, table in wanted if start + day > down_to]
+        wanted = wanted[len(batch) :]
+        keys = sorted(_attribute_traces(pending + [t for _, t in batch], key, values, app_ids))
+        pks = _trace_pks([k for k in keys if k not in read])
+        read.update(keys)
+        for at in range(0, len(pks), ATTR_TRACES_READ):
+            # Those of the list's filters, by primary key (unordered: not along the
+            # (app, start) index; without the turns, joined here by a hash of every
+            # turn without statistics: the page reads its own).
+            chunk = listed(pks[at : at + ATTR_TRACES_READ])
+            for trace in chunk.select_related(None).order_by():
+                found[trace.pk] = trace
+        ordered = sorted(found.values(), key=lambda t: (t.start_ms, t.pk), reverse=True)
+        if not wanted:
+            return ordered[:limit]
+        # Every span from lo on is read: a trace not found yet starts before lo + slack.
+        lo = batch[-1][0] if batch else wanted[0][0] + day
+        placed = [t for t in ordered if t.start_ms >= lo + WINDOW_SLACK_MS]
+        if len(placed) >= limit:
+            return placed[:limit]
+        # Next, down to where the page's last trace found so far would be placed,
+        # or twice as far as read so far when fewer than a page are found.
+        if len(ordered) >= limit:
+            down_to = min(lo - day, ordered[limit - 1].start_ms - WINDOW_SLACK_MS)
+        else:
+            down_to = lo - max(day, read_from - lo)
+        pending = []
+
+
+def _app_ids(user: AbstractBaseUser | AnonymousUser, app: Application | None) -> list[int]:
+    return (
+        [app.pk]
+        if app is not None
+        else list(visible_applications(user).values_list("pk", flat=True))
+    )
+
+
+def trace_page(
+    *,
+    user: AbstractBaseUser | AnonymousUser,
+    app: Application | None = None,
+    before: tuple[float, int] | None = None,
+    limit: int,
+    **filters: Any,
+) -> list[Trace]:
+    """One page of ``trace_list`` (the same filters), newest first: the first ``limit``
+    traces after ``before``, the (start, id) of the previous page's last one. By a span
+    attribute on PostgreSQL, from the newest day partitions on (``_newest_with_attribute``)."""
+    attr = filters.pop("attr", None)
+
+    def listed(pks: list[int] | None = None) -> QuerySet[Trace]:
+        traces = trace_list(user=user, app=app, pks=pks, **filters)
+        if before is not None:
+            start, pk = before
+            traces = traces.filter(Q(start_ms__lt=start) | Q(start_ms=start, id__lt=pk))
+        return traces
+
+    traces = listed()
+    if attr is not None:
+        app_ids = _app_ids(user, app)
+        page = _newest_with_attribute(listed, attr[0], attr[1], app_ids, limit=limit)
+        if page is not None:
+            return page
+        traces = _with_attribute(traces, attr[0], attr[1], app_ids)
+    return list(traces[:limit])
+
+
 def trace_list(
     *,
     user: AbstractBaseUser | AnonymousUser,
@@ -190,19 +374,25 @@ def trace_list(
     attr: tuple[str, str] | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    pks: list[int] | None = None,
 ) -> QuerySet[Trace]:
     """Newest first by the trace's start (the browser span's skew-corrected send time,
     else its earliest span); every state and outcome unless filtered. ``app`` is one
     the caller has found among the user's (``visible_applications``); a filter left
     at None does not filter. ``q`` is a trace, session, conversation or user id;
     ``score`` a score name the trace carries; ``attr`` (key, value) of a span
-    attribute; ``browser``, ``os`` and ``device`` are the turn's session's."""
+    attribute; ``browser``, ``os`` and ``device`` are the turn's session's. ``pks``:
+    those of these traces (found in the applications already) that pass the filters,
+    read by key alone (beside ``app_id``, without statistics, PostgreSQL read the
+    application's (app, start) index too)."""
     visible = visible_applications(user)
-    traces = Trace.objects.filter(app__in=visible)
+    traces = Trace.objects.filter(app__in=visible) if pks is None else Trace.objects.all()
     # The searches' subqueries name the application by id where it is known, for
     # the same reason as below.
     apps: Any = [app.pk] if app is not None else visible
-    if app is not None:
+    if pks is not None:
+        traces = traces.filter(pk__in=pks)
+    elif app is not None:
         # By id, not through a join on the slug: the join made PostgreSQL sort every
         # trace of the application instead of reading the (app, start) index
         # backwards (1.3 s against under 1 ms with 2 million traces).
@@ -225,8 +415,7 @@ def trace_list(
         named = Score.objects.filter(app__in=apps, name=score)
         traces = traces.filter(trace_id__in=named.values("trace_id"))
     if attr is not None:
-        app_ids = [app.pk] if app is not None else list(visible.values_list("pk", flat=True))
-        traces = _with_attribute(traces, attr[0], attr[1], app_ids)
+        traces = _with_attribute(traces, attr[0], attr[1], _app_ids(user, app))
     if since:
         traces = traces.filter(start_ms__gte=since.timestamp() * 1000)
     if until:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models import Q
-
 from correlator import selectors
 from correlator.reports.format import DASH, fmt_ms, when
 from correlator.reports.forms import TraceFilters, User
@@ -23,11 +21,9 @@ def trace_rows(
     # The application by id (selectors.trace_list): a join on the slug hides it from
     # the planner, which then sorts every trace (1 s at 2 million) instead of walking
     # the index.
-    traces = selectors.trace_list(user=user, app=app, **filters.selector_kwargs())
-    if cursor is not None:
-        start, pk = cursor
-        traces = traces.filter(Q(start_ms__lt=start) | Q(start_ms=start, id__lt=pk))
-    page = list(traces[: PAGE_SIZE + 1])
+    page = selectors.trace_page(
+        user=user, app=app, before=cursor, limit=PAGE_SIZE + 1, **filters.selector_kwargs()
+    )
     more = len(page) > PAGE_SIZE
     page = page[:PAGE_SIZE]
     rows = []
