@@ -237,9 +237,10 @@ class EventRollup(models.Model):
     place and device class, built from the raw browser events by their receive time
     and merged upwards like ``Rollup`` (``correlator.analytics.event_rollups``).
 
-    A vital's row: ``name`` the metric, ``place`` the page path, ``count`` the
-    reports, ``sketch`` ``{"v": histogram}`` of their values. An error's row: ``name``
-    the message, ``place`` the top stack frame, ``count`` the errors, ``sketch``
+    A vital's row: ``name`` the metric, ``place`` the page path (blank: every page's
+    together), ``count`` the reports, ``sketch`` ``{"h": histogram}`` of their values
+    (``LogHistogram.to_packed``). An error's row: ``name`` the message, ``place`` the
+    top stack frame, ``count`` the errors, ``sketch``
     ``{"f", "t": first and last seen (µs since the epoch), "s": HyperLogLog of the
     sessions, "l": [[session pk, last seen µs], …] the latest sessions}``.
     """

@@ -6,7 +6,8 @@ thousand rows instead of every report.
 A row is keyed by kind, name (a vital's metric, an error's message), place (a vital's
 page path, an error's top stack frame) and the session's device class, and holds:
 - a vital's: how many reports, and a ``LogHistogram`` of their values: p75 within
-  1 % of the exact nearest rank (``analytics.sketches``);
+  1 % of the exact nearest rank (``analytics.sketches``), stored packed
+  (``LogHistogram.to_packed``): a page adds thousands of rows' buckets as integers;
 - an error's: how many, first and last seen (exact), a ``HyperLogLog`` of its sessions
   (exact up to 64, then within about 2.3 %), and its latest ``SESSION_LINKS``
   sessions with when each was last seen. A window's latest sessions are among its
@@ -29,7 +30,6 @@ import re
 from bisect import bisect_right
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -52,7 +52,7 @@ from correlator.analytics.rollups import (
     rollups_refresh,
     untagged,
 )
-from correlator.analytics.sketches import HyperLogLog, LogHistogram
+from correlator.analytics.sketches import HyperLogLog, LogHistogram, PackedHistogram, PackedHll
 from correlator.analytics.windows import stale_periods, window_plan
 from correlator.epoch import datetime_of, epoch_us
 from correlator.models import EventRollup
@@ -62,6 +62,9 @@ VITAL, ERROR = EventRollup.Kind.VITAL.value, EventRollup.Kind.ERROR.value
 KINDS = (VITAL, ERROR)
 BOT = BrowserSession.Device.BOT.value
 SESSION_LINKS = 5  # sessions an error group links to, the latest first
+# A vital's rows of every page path together (a path is never blank: ``page_path``):
+# a chart over every page reads these, a tenth of the rows of each page's.
+EVERY_PAGE = ""
 _decode = msgspec.json.Decoder(dict).decode
 
 
@@ -119,14 +122,14 @@ class EventFact(NamedTuple):
     session_pk: int
 
 
-def received_us() -> Expression | F:
-    """What to select for an event's receive time: on PostgreSQL integer microseconds
-    since the epoch (exact; parsing 20,000 timestamps as text was a fifth of a page)."""
+def time_us(model: type[BrowserEvent] | type[EventRollup], column: str) -> Expression | F:
+    """What to select for a time column: on PostgreSQL integer microseconds since the
+    epoch (exact; parsing 20,000 timestamps as text was a fifth of a page); made an
+    integer by ``_us`` on SQLite."""
     if connection.vendor != "postgresql":
-        return F("received_at")
-    table = BrowserEvent._meta.db_table
+        return F(column)
     return RawSQL(
-        f'(extract(epoch FROM "{table}"."received_at") * 1000000)::bigint',
+        f'(extract(epoch FROM "{model._meta.db_table}"."{column}") * 1000000)::bigint',
         [],
         output_field=BigIntegerField(),
     )
@@ -185,7 +188,7 @@ def event_facts(
             KT("data__source"),
             KT("data__lineno"),
             KT("data__colno"),
-            received_us(),
+            time_us(BrowserEvent, "received_at"),
             "session_id",
         )
     )
@@ -210,18 +213,27 @@ def event_facts(
 # -- accumulating ------------------------------------------------------------------------
 
 
-@dataclass
 class EventAccumulator:
     """One (kind, name, place, device)'s reports over some periods: for vitals
     ``count`` and ``values``; for errors ``count``, first and last seen, ``sessions``
-    and ``latest`` (session pk -> last seen µs)."""
+    and ``latest`` (session pk -> last seen µs). Slotted, its HyperLogLog made when
+    first used: a page makes thousands of them."""
 
-    count: int = 0
-    values: LogHistogram = field(default_factory=LogHistogram)
-    first_us: int | None = None
-    last_us: int | None = None
-    sessions: HyperLogLog = field(default_factory=HyperLogLog)
-    latest: dict[int, int] = field(default_factory=dict)
+    __slots__ = ("_sessions", "count", "first_us", "last_us", "latest", "values")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.values = LogHistogram()
+        self.first_us: int | None = None
+        self.last_us: int | None = None
+        self._sessions: HyperLogLog | None = None
+        self.latest: dict[int, int] = {}
+
+    @property
+    def sessions(self) -> HyperLogLog:
+        if self._sessions is None:
+            self._sessions = HyperLogLog()
+        return self._sessions
 
     def add(self, fact: EventFact) -> None:
         self.count += 1
@@ -240,11 +252,11 @@ class EventAccumulator:
     def merge(self, count: int, sketch: dict[str, Any]) -> None:
         """Add a stored row (its ``count`` and decoded ``sketch``)."""
         self.count += count
-        if "v" in sketch:
-            self.values.merge_flat(sketch["v"])
+        if "h" in sketch:
+            self.values.merge_packed(PackedHistogram.from_stored(sketch["h"]))
             return
         self._seen(sketch["f"], sketch["t"])
-        self.sessions.merge_json(sketch["s"])
+        self.sessions.merge_packed(PackedHll(sketch["s"]))
         for pk, at in sketch["l"]:
             if self.latest.get(pk, -1) < at:
                 self.latest[pk] = at
@@ -255,7 +267,8 @@ class EventAccumulator:
         self.values.merge(other.values)
         if other.first_us is not None and other.last_us is not None:
             self._seen(other.first_us, other.last_us)
-        self.sessions.merge(other.sessions)
+        if other._sessions is not None:
+            self.sessions.merge(other._sessions)
         for pk, at in other.latest.items():
             if self.latest.get(pk, -1) < at:
                 self.latest[pk] = at
@@ -268,7 +281,7 @@ class EventAccumulator:
 
     def sketch(self, kind: str) -> dict[str, Any]:
         if kind == VITAL:
-            return {"v": self.values.to_flat()}
+            return {"h": self.values.to_packed()}
         return {
             "f": self.first_us,
             "t": self.last_us,
@@ -282,10 +295,14 @@ Key = tuple[Any, str, str, str, str]
 
 
 def _accumulate(facts: Iterable[EventFact], bucket: Any) -> dict[Key, EventAccumulator]:
-    """Facts by (``bucket(fact)``, kind, name, place, device)."""
+    """Facts by (``bucket(fact)``, kind, name, place, device); a vital also under
+    ``EVERY_PAGE``."""
     accs: dict[Key, EventAccumulator] = defaultdict(EventAccumulator)
     for fact in facts:
-        accs[(bucket(fact), fact.kind, fact.name, fact.place, fact.device)].add(fact)
+        at = bucket(fact)
+        accs[(at, fact.kind, fact.name, fact.place, fact.device)].add(fact)
+        if fact.kind == VITAL:
+            accs[(at, VITAL, fact.name, EVERY_PAGE, fact.device)].add(fact)
     return accs
 
 
@@ -304,9 +321,12 @@ def event_periods_rebuild(
     else:
         accs = defaultdict(EventAccumulator)
         for (start, kind, name, place, device), count, sketch in _stored(
-            EventRollup.objects.filter(_covered(CHILD[period], ranges), app_id=app_id)
+            EventRollup.objects.filter(_covered(CHILD[period], ranges), app_id=app_id),
+            stream=True,
         ):
-            accs[(floor(start, period), kind, name, place, device)].merge(count, sketch)
+            accs[(floor(datetime_of(start), period), kind, name, place, device)].merge(
+                count, sketch
+            )
     EventRollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
     EventRollup.objects.bulk_create(
         [
@@ -337,14 +357,25 @@ def _covered(period: str, ranges: Iterable[tuple[datetime, datetime]]) -> Q:
     return covered
 
 
-def _stored(rows: Any) -> Iterable[tuple[Key, int, dict[str, Any]]]:
-    """(key, count, sketch) of stored rows, the sketch read as text and decoded by
-    msgspec (as ``rollups.stored_rows``)."""
-    # Streamed: an hour's rebuild of a batch of 500 reads every minute row of them.
-    for start, kind, name, place, device, count, text in rows.values_list(
-        "start", "kind", "name", "place", "device", "count", Cast("sketch", TextField())
-    ).iterator(chunk_size=5000):
-        yield (start, kind, name, place, device), count, _decode(text)
+def _stored(rows: Any, *, stream: bool = False) -> Iterable[tuple[Key, int, dict[str, Any]]]:
+    """(key, count, sketch) of stored rows, the start as µs since the epoch and the
+    sketch read as text and decoded by msgspec (as ``rollups.stored_rows``).
+    ``stream``: through a server-side cursor (an hour's rebuild of a batch of 500
+    reads every minute row of them); a page reads at once (a cursor's plan and round
+    trips were a third of a page)."""
+    found = rows.values_list(
+        time_us(EventRollup, "start"),
+        "kind",
+        "name",
+        "place",
+        "device",
+        "count",
+        Cast("sketch", TextField()),
+    )
+    for start, kind, name, place, device, count, text in (
+        found.iterator(chunk_size=5000) if stream else found
+    ):
+        yield (_us(start), kind, name, place, device), count, _decode(text)
 
 
 def event_rollups_refresh(
@@ -366,13 +397,20 @@ def event_rollups_refresh(
 
 
 def window_events(
-    *, app_id: int, kind: str, points: list[tuple[datetime, datetime]], bots: bool = False
+    *,
+    app_id: int,
+    kind: str,
+    points: list[tuple[datetime, datetime]],
+    bots: bool = False,
+    place: str | None = None,
 ) -> dict[tuple[int, str, str, str], EventAccumulator]:
     """(point index, name, place, device) -> the reports of ``kind`` received in each
     of these consecutive [from, to) points: each point from the fewest whole days,
     hours and minutes that cover it (``windows.window_plan``, one read for every
     point) and the raw reports of its partial edge minutes and of periods waiting for
-    a rebuild. Without ``bots``, bot sessions' reports are left out."""
+    a rebuild. Without ``bots``, bot sessions' reports are left out. ``place``: only
+    that page path's vitals, or with ``EVERY_PAGE`` every page's together; None: each
+    place's (vitals' every-page rows left out)."""
     if not points:
         return {}
     stale = stale_periods(
@@ -384,21 +422,24 @@ def window_events(
         whole, edges = window_plan(lo, hi, stale)
         ranges += whole
         raw += edges
-    starts = [lo for lo, _ in points]
+    starts_us = [_us(lo) for lo, _ in points]
     accs: dict[tuple[int, str, str, str], EventAccumulator] = defaultdict(EventAccumulator)
     if ranges:
         covered = Q()
         for period, lo, hi in joined(sorted(ranges, key=lambda r: (r[1], r[0]))):
             covered |= _covered(period, [(lo, hi)])
         rows = EventRollup.objects.filter(covered, app_id=app_id, kind=kind)
+        if place is not None:
+            rows = rows.filter(place=place)
+        elif kind == VITAL:
+            rows = rows.exclude(place=EVERY_PAGE)
         if not bots:
             rows = rows.exclude(device=BOT)
-        for (start, _, name, place, device), count, sketch in _stored(rows):
-            accs[(bisect_right(starts, start) - 1, name, place, device)].merge(count, sketch)
-    starts_us = [_us(lo) for lo in starts]
+        for (start, _, name, where, device), count, sketch in _stored(rows):
+            accs[(bisect_right(starts_us, start) - 1, name, where, device)].merge(count, sketch)
     edges = untagged(joined(sorted(("", lo, hi) for lo, hi in raw)))
     for fact in event_facts(app_id=app_id, ranges=edges, kinds=[kind]):
-        if bots or fact.device != BOT:
+        if (bots or fact.device != BOT) and place in (None, EVERY_PAGE, fact.place):
             at = bisect_right(starts_us, fact.at_us) - 1
-            accs[(at, fact.name, fact.place, fact.device)].add(fact)
+            accs[(at, fact.name, fact.place if place is None else place, fact.device)].add(fact)
     return accs

@@ -19,6 +19,7 @@ HyperLogLog to its hashes, or to its registers as base64: compact, quick to merg
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import math
 import sys
@@ -69,6 +70,16 @@ class PackedHistogram:
                 lanes[index - self.lo] += n
             self.lanes = int.from_bytes(lanes.tobytes(), sys.byteorder)
 
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any]) -> PackedHistogram:
+        """A histogram stored packed (``LogHistogram.to_packed``): two C-speed decodes,
+        no Python step per bucket."""
+        packed = cls.__new__(cls)
+        packed.zeros, packed.lo = stored.get("z", 0), stored.get("lo", 0)
+        lanes = stored.get("b")
+        packed.lanes = int.from_bytes(binascii.a2b_base64(lanes), "little") if lanes else 0
+        return packed
+
 
 def _unpacked(lanes: int) -> array[int]:
     out = array("Q")
@@ -118,6 +129,11 @@ class LogHistogram:
         self.counts[index] = self.counts.get(index, 0) + 1
 
     def merge(self, other: LogHistogram) -> None:
+        if not other._counts:  # only packed rows merged into it: add their lanes as they are
+            for lo, lanes in other._packed.items():
+                self._packed[lo] = self._packed.get(lo, 0) + lanes
+            self._zeros += other._zeros
+            return
         counts = self.counts
         for index, n in other.counts.items():
             counts[index] = counts.get(index, 0) + n
@@ -145,6 +161,23 @@ class LogHistogram:
             if seen >= rank:
                 return bucket_value(index)
         raise AssertionError("unreachable: ranks end at the total")
+
+    def to_packed(self) -> dict[str, Any]:
+        """The buckets as ``PackedHistogram.from_stored`` reads them: the zero bucket's
+        count, the first other bucket, and 64-bit little-endian lanes from it up as
+        base64 (a reader of many rows adds them as integers, bucket by bucket in C)."""
+        counts = self.counts
+        real = [index for index in counts if index != ZERO_BUCKET]
+        out: dict[str, Any] = {"z": counts.get(ZERO_BUCKET, 0)}
+        if real:
+            lo = min(real)
+            lanes = array("Q", bytes(_LANE_BYTES * (max(real) - lo + 1)))
+            for index in real:
+                lanes[index - lo] = counts[index]
+            if sys.byteorder != "little":
+                lanes.byteswap()
+            out |= {"lo": lo, "b": base64.b64encode(lanes.tobytes()).decode()}
+        return out
 
     def to_flat(self) -> list[int]:
         flat: list[int] = []

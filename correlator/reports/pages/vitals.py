@@ -17,6 +17,7 @@ from typing import Any
 from django.utils.safestring import SafeString
 
 from correlator.analytics.event_rollups import (
+    EVERY_PAGE,
     VITAL,
     EventAccumulator,
     page_path,
@@ -113,12 +114,12 @@ def by_page_and_device(reports: Reports) -> list[dict[str, Any]]:
     return rows[:TABLE_LIMIT]
 
 
-def over_time(reports: Reports, steps: int, path: str = "") -> dict[str, list[charts.Series]]:
+def over_time(reports: Reports, steps: int) -> dict[str, list[charts.Series]]:
     """Per vital, a p75 line per device class over the ``steps`` points (None where a
-    point has no report), of one page path or (``""``) every page."""
+    point has no report)."""
     lines: dict[str, dict[str, list[Measured]]] = {name: {} for name in VITALS}
-    for (at, name, place, device), acc in reports.items():
-        if name not in lines or (path and place != path):
+    for (at, name, _, device), acc in reports.items():
+        if name not in lines:
             continue
         devices = lines[name]
         points = devices.get(device or UNKNOWN)
@@ -150,7 +151,14 @@ def vitals_report(
     overview's charts are (``figures.step_bounds``: whole steps are whole rollup
     periods; the first and last may be partial)."""
     points = step_bounds(window.since, window.until, window.step)
-    reports = window_events(app_id=app.pk, kind=VITAL, points=points, bots=bots)
+    reports = window_events(
+        app_id=app.pk, kind=VITAL, points=[(window.since, window.until)], bots=bots
+    )
+    # The charts from the rows of that page, or of every page together: not each
+    # page's rows of every step.
+    charted = window_events(
+        app_id=app.pk, kind=VITAL, points=points, bots=bots, place=path or EVERY_PAGE
+    )
     every: dict[str, Measured] = defaultdict(Measured)
     for (_, name, _, _), acc in reports.items():
         every[name].add(acc)
@@ -167,6 +175,6 @@ def vitals_report(
                 unit=VITALS[name][1],
             ),
         )
-        for name, lines in over_time(reports, len(points), path).items()
+        for name, lines in over_time(charted, len(points)).items()
     ]
     return VitalsReport(totals, by_page_and_device(reports), drawn, path, bots)
