@@ -6,8 +6,9 @@ capped by ``LLMRUM_RETENTION_DAYS`` when set) are dropped whole, one ``DROP TABL
 a day, without reading a row. What an application with a shorter retention keeps
 too long within the kept days, and everything on SQLite, is deleted row by row in
 bounded batches, so a large purge never holds long locks or one huge transaction.
-Rollups of the turns' hours and days are never touched here; the vitals and errors
-pages' rollups go with the reports they count."""
+Rollups of the turns' hours and days are never touched here, nor the model servers'
+hours, three and six hours and days; the vitals and errors pages' rollups go with the
+reports they count."""
 
 from __future__ import annotations
 
@@ -18,17 +19,21 @@ from django.conf import settings
 from django.db.models import Model, Q, QuerySet
 
 from correlator.models import DirtyRollup, EventRollup, Rollup, Trace
+from rumserver.metric_rollups import FIVE_MINUTES, HOUR, MINUTE, NS
 from rumserver.models import (
     Application,
     BrowserEvent,
     BrowserSession,
     DirtyEventRollup,
+    MetricDirty,
+    MetricRollup,
     Score,
     Span,
 )
 from rumserver.partitions import partitions_drop_before
 
 BATCH = 5_000
+HOUR_NS = HOUR * NS
 
 
 @dataclass
@@ -73,6 +78,14 @@ def _expired_event_rollups(app: Application, cutoff: datetime) -> QuerySet[Event
     return EventRollup.objects.filter(expired, app=app)
 
 
+def _expired_metric_minutes(app: Application, cutoff_ns: int) -> QuerySet[MetricRollup]:
+    """The model servers' minute and five-minute rollups wholly before the cut."""
+    expired = Q()
+    for seconds in (MINUTE, FIVE_MINUTES):
+        expired |= Q(seconds=seconds, start_ns__lte=cutoff_ns - seconds * NS)
+    return MetricRollup.objects.filter(expired, app=app)
+
+
 def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000) -> RetentionResult:
     """One pass over every application; what the budget leaves goes next time."""
     result = RetentionResult()
@@ -101,6 +114,13 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
             # rollups go with them, each period once wholly past the cut.
             ("event rollups", _expired_event_rollups(app, cutoff)),
             ("event rollup marks", DirtyEventRollup.objects.filter(app=app, start__lt=cutoff)),
+            # Model-server metrics: the minute and five-minute rollups and old marks
+            # go; hours, three and six hours and days stay, as the turns' do.
+            ("metric minute rollups", _expired_metric_minutes(app, cutoff_ns)),
+            (
+                "metric rollup marks",
+                MetricDirty.objects.filter(app=app, start_ns__lt=cutoff_ns - HOUR_NS),
+            ),
         ]
         for name, queryset in plan:
             n = _delete_in_batches(queryset, batch=batch, budget=budget)

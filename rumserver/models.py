@@ -405,12 +405,16 @@ class MetricPoint(models.Model):
 
 
 class MetricRollup(models.Model):
-    """The points of one series in one minute or one hour, summed for long ranges
-    (DESIGN.md §10.6): a 7-day read of 15-second samples reads these, not 40,000 points
-    a series. Kept by rumserver.metric_rollups from the points of a period marked in
-    ``MetricDirty``. Only points with a value count. ``increase`` and
-    ``increase_seconds`` cover consecutive points both in the period (a counter reset
-    counts the later value); the first and last point let a reader join periods."""
+    """The points of one series in one period, summed for long ranges (DESIGN.md
+    §10.6): a 7-day chart of 15-second samples reads a few of these a series, not
+    40,000 points. Minutes and hours are made by rumserver.metric_rollups from the
+    points of a period marked in ``MetricDirty``; five minutes from the minutes, three
+    and six hours and days from the hours, when those are made. Only points with a
+    value count. ``increase`` and ``increase_seconds`` cover consecutive points both in
+    the period (a counter reset counts the later value); ``prior_ns`` and
+    ``prior_increase`` the pair from the series' last point before the period to its
+    first one in it, so a reader sums a counter's rate without a window over periods.
+    """
 
     pk = models.CompositePrimaryKey("series", "seconds", "start_ns")
     series = models.ForeignKey(  # the key leads with the series: no index of its own
@@ -420,7 +424,13 @@ class MetricRollup(models.Model):
         db_index=False,
         related_name="rollups",
     )
-    seconds = models.PositiveSmallIntegerField(help_text="60 or 3600.")
+    # The series' application, so that a chart reads one index range a level for all
+    # its series (metric_rollup_app_level), not one a series and level.
+    app = models.ForeignKey(
+        Application, on_delete=models.CASCADE, db_constraint=False, db_index=False,
+        related_name="+",
+    )  # fmt: skip
+    seconds = models.PositiveIntegerField(help_text="60, 300, 3600, 10800, 21600 or 86400.")
     start_ns = models.BigIntegerField()
     samples = models.IntegerField()
     total = models.FloatField()
@@ -430,6 +440,33 @@ class MetricRollup(models.Model):
     first_value = models.FloatField()
     last_ns = models.BigIntegerField()
     last_value = models.FloatField()
+    prior_ns = models.BigIntegerField(
+        null=True, blank=True, help_text="The series' last point before the period, if any."
+    )
+    prior_increase = models.FloatField(
+        default=0.0,
+        db_default=0.0,
+        help_text="From that point to the first of the period (0 without one).",
+    )
+
+    class Meta:
+        indexes = [
+            # The model-server charts: per level, a range of periods of all the
+            # application's series, read from the index alone (what a step sums).
+            models.Index(
+                fields=["app", "seconds", "start_ns", "series"],
+                include=[
+                    "samples",
+                    "total",
+                    "increase",
+                    "increase_seconds",
+                    "first_ns",
+                    "prior_ns",
+                    "prior_increase",
+                ],
+                name="metric_rollup_app_level",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.series_id}@{self.start_ns}/{self.seconds}s"

@@ -77,27 +77,20 @@ def _ns(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
+# Per series: its server, figure and value per step (None: no sample in the step).
+SeriesValues = dict[int, tuple[tuple[str, str], "Figure", list[float | None]]]
+
+
 class _Accumulator:
-    """Per server, figure, series and step: gauge samples (count and total) and
-    counter increases (amount and seconds), fed by points or by rollups in each
-    series' time order."""
+    """Per series and step, from its points in time order: gauge samples (count and
+    total) and counter increases (amount and seconds)."""
 
     def __init__(self, edges: list[int]) -> None:
         self.edges = edges
-        # (service, instance) -> figure key -> step -> series -> [a, b]
-        self.by_server: dict[tuple[str, str], dict[str, dict[int, dict[int, list[float]]]]] = (
-            defaultdict(lambda: defaultdict(lambda: defaultdict(dict)))
-        )
+        self.sums: dict[int, dict[int, list[float]]] = defaultdict(dict)
+        self.meta: dict[int, tuple[tuple[str, str], Figure]] = {}
         self.series: int | None = None
         self.last: tuple[int, float] | None = None  # the series' previous sample
-
-    def add(self, server: tuple[str, str], key: str, at: int, series: int,
-            a: float, b: float) -> None:  # fmt: skip
-        """Into one series' step: samples and their total (a gauge), or an increase
-        and its seconds (a counter)."""
-        totals = self.by_server[server][key][at].setdefault(series, [0.0, 0.0])
-        totals[0] += a
-        totals[1] += b
 
     def point(self, service: str, instance: str, name: str, series: int, time_ns: int,
               value: float) -> None:  # fmt: skip
@@ -106,34 +99,62 @@ class _Accumulator:
             self.series, self.last = series, None
         figure = _FIGURE_OF[name]
         at = bisect_right(self.edges, time_ns) - 1  # -1: before the range (a lookback)
+        if at >= 0 and series not in self.meta:  # a server is shown when it sent in range
+            self.meta[series] = ((service, instance), figure)
         if figure.kind == "gauge":
             if at >= 0:
-                self.add((service, instance), figure.key, at, series, 1, value)
+                self._add(series, at, 1, value)
             return
         if at >= 0 and self.last is not None:
             before_ns, before = self.last
             increase = value if value < before else value - before
-            self.add((service, instance), figure.key, at, series, increase,
-                     (time_ns - before_ns) / 1e9)  # fmt: skip
+            self._add(series, at, increase, (time_ns - before_ns) / 1e9)
         self.last = (time_ns, value)
 
-    def servers(self, steps: int) -> list[dict[str, Any]]:
-        out = []
-        for (service, instance), by_key in sorted(self.by_server.items()):
-            server: dict[str, Any] = {"service": service, "instance": instance}
-            for figure in FIGURES:
-                by_step = by_key.get(figure.key, {})
-                values: list[float | None] = []
-                for i in range(steps):
-                    per_series = [
-                        a / b if figure.kind == "rate" else b / a
-                        for a, b in by_step.get(i, {}).values()
-                        if (b if figure.kind == "rate" else a) > 0
-                    ]
-                    values.append(figure.combine(per_series) if per_series else None)
-                server[figure.key] = values
-            out.append(server)
+    def _add(self, series: int, at: int, a: float, b: float) -> None:
+        totals = self.sums[series].setdefault(at, [0.0, 0.0])
+        totals[0] += a
+        totals[1] += b
+
+    def values(self, steps: int) -> SeriesValues:
+        """Per series and step: the samples' mean (a gauge) or the increase per second
+        (a counter)."""
+        out: SeriesValues = {}
+        for series, (server, figure) in self.meta.items():
+            values: list[float | None] = [None] * steps
+            for at, (a, b) in self.sums[series].items():
+                if figure.kind == "rate" and b > 0:
+                    values[at] = a / b
+                elif figure.kind == "gauge" and a > 0:
+                    values[at] = b / a
+            out[series] = (server, figure, values)
         return out
+
+
+def _servers(per_series: SeriesValues, steps: int) -> list[dict[str, Any]]:
+    """Each server's figures per step: its series' values combined (summed over
+    engines, averaged over GPUs)."""
+    by_server: dict[tuple[str, str], dict[str, list[list[float | None]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for server, figure, values in per_series.values():
+        by_server[server][figure.key].append(values)
+    out = []
+    for (service, instance), by_key in sorted(by_server.items()):
+        answer: dict[str, Any] = {"service": service, "instance": instance}
+        for figure in FIGURES:
+            series = by_key.get(figure.key, [])
+            if len(series) == 1:  # one series (one engine, one GPU): its values
+                answer[figure.key] = series[0]
+                continue
+            combined: list[float | None] = [None] * steps
+            for i in range(steps if series else 0):
+                present = [v[i] for v in series if v[i] is not None]
+                if present:
+                    combined[i] = figure.combine(present)  # type: ignore[arg-type]
+            answer[figure.key] = combined
+        out.append(answer)
+    return out
 
 
 def model_server_series(
@@ -144,15 +165,13 @@ def model_server_series(
     On PostgreSQL a range of whole minutes reads rollups; otherwise the points."""
     steps = figures.window_series(app=app, since=since, until=until, step=step)
     edges = [_ns(point["since"]) for point in steps] + [_ns(until)]
-    accumulator = _Accumulator(edges)
     if metric_rollups.kept() and not (_ns(since) % MINUTE_NS or _ns(until) % MINUTE_NS):
-        for service, instance, name, series, at, *sums in _rollup_steps(app.pk, edges, step):
-            figure = _FIGURE_OF[name]
-            a, b = sums[:2] if figure.kind == "gauge" else sums[2:]
-            accumulator.add((service, instance), figure.key, at, series, a, b)
+        per_series = _rollup_values(app.pk, edges)
     else:
+        accumulator = _Accumulator(edges)
         for row in _point_rows(app, since, until):
             accumulator.point(*row)
+        per_series = accumulator.values(len(steps))
     return {
         "steps": [
             {
@@ -163,7 +182,7 @@ def model_server_series(
             }
             for point in steps
         ],
-        "servers": accumulator.servers(len(steps)),
+        "servers": _servers(per_series, len(steps)),
     }
 
 
@@ -188,101 +207,105 @@ def _point_rows(app: Application, since: datetime, until: datetime) -> Iterator[
     )
 
 
-# The rollups of one series in the segments: an index range each, behind a fence so
-# that no plan reads every rollup (a hash join would, whatever the statistics say).
-_PERIODS = f"""
-    FROM unnest(%({{ids}})s::bigint[]) AS s(id)
-    CROSS JOIN unnest(%(widths)s::smallint[], %(los)s::bigint[], %(his)s::bigint[])
-        AS g(seconds, lo, hi)
-    CROSS JOIN LATERAL (
-        SELECT * FROM {MetricRollup._meta.db_table} r
-        WHERE r.series_id = s.id AND r.seconds = g.seconds AND r.start_ns >= g.lo
-          AND r.start_ns < g.hi
-        OFFSET 0
-    ) AS r
-"""
-_STEP = "width_bucket(r.start_ns, %(edges)s::bigint[]) - 1"
-# Per series and step: gauge samples and total; counter increases and seconds, those
-# inside each period and those from the period before (its last sample to this one's
-# first), as the points would give them. Step -1 (the lookback) only lends a counter
-# its last sample.
+# Per segment (a level and a range of periods), one range of the application's index
+# (metric_rollup_app_level: the sums are in the index, no table row is read), behind
+# a fence so that the plan probes it a segment. Summed per series and step: gauge
+# samples and total; counter increases and seconds, inside each row and from the point
+# before it when that point is in the range read (as the points would give them: the
+# first row's prior only from within LOOKBACK). Then the step's value (mean or rate),
+# the steps of a series in one row.
 _ROLLUP_SQL = f"""
-SELECT s.service, s.instance, s.name, steps.*
+SELECT s.id, s.service, s.instance, s.name, steps.ats,
+       CASE WHEN s.name = ANY(%(counters)s) THEN steps.rates ELSE steps.means END
 FROM (
-    SELECT r.series_id, {_STEP} AS at, sum(r.samples), sum(r.total), 0.0, 0.0
-    {_PERIODS.format(ids="gauges")}
-    WHERE r.start_ns >= %(since)s
-    GROUP BY 1, 2
-    UNION ALL
-    SELECT series_id, at, 0, 0.0,
-           sum(increase) + coalesce(sum(CASE WHEN first_value < before THEN first_value
-                                             ELSE first_value - before END), 0),
-           sum(increase_seconds)
-           + coalesce(sum((first_ns - before_ns)::float8 / 1e9::float8), 0)
+    SELECT series_id, array_agg(at) AS ats,
+           array_agg(increase / nullif(seconds, 0)) AS rates,
+           array_agg(total / nullif(samples, 0)) AS means
     FROM (
-        SELECT r.series_id, r.increase, r.increase_seconds, r.first_ns, r.first_value,
-               {_STEP} AS at, lag(r.last_ns) OVER w AS before_ns,
-               lag(r.last_value) OVER w AS before
-        {_PERIODS.format(ids="counters")}
-        WINDOW w AS (PARTITION BY r.series_id ORDER BY r.start_ns)
-    ) AS periods
-    WHERE at >= 0
-    GROUP BY series_id, at
+        SELECT r.series_id, width_bucket(r.start_ns, %(edges)s::bigint[]) - 1 AS at,
+               sum(r.samples) AS samples, sum(r.total) AS total,
+               sum(r.increase) + coalesce(sum(r.prior_increase)
+                                          FILTER (WHERE r.prior_ns >= %(lo)s), 0) AS increase,
+               sum(r.increase_seconds)
+               + coalesce(sum((r.first_ns - r.prior_ns)::float8 / 1e9::float8)
+                          FILTER (WHERE r.prior_ns >= %(lo)s), 0) AS seconds
+        FROM unnest(%(widths)s::integer[], %(los)s::bigint[], %(his)s::bigint[])
+            AS g(seconds, lo, hi)
+        CROSS JOIN LATERAL (
+            SELECT r.series_id, r.start_ns, r.samples, r.total, r.increase,
+                   r.increase_seconds, r.first_ns, r.prior_ns, r.prior_increase
+            FROM {MetricRollup._meta.db_table} r
+            WHERE r.app_id = %(app)s AND r.seconds = g.seconds AND r.start_ns >= g.lo
+              AND r.start_ns < g.hi AND r.series_id = ANY(ARRAY(
+                  SELECT id FROM {MetricSeries._meta.db_table}
+                  WHERE app_id = %(app)s AND name = ANY(%(names)s)))
+            OFFSET 0
+        ) AS r
+        GROUP BY 1, 2
+    ) AS by_step
+    GROUP BY 1
 ) AS steps
 JOIN {MetricSeries._meta.db_table} s ON s.id = steps.series_id
 """
 
 
-def _rollup_steps(app_id: int, edges: list[int], step: timedelta) -> list[tuple[Any, ...]]:
-    """Per series and step (service, instance, name, series, step, samples, total,
-    increase, seconds) from the rollups covering [since - LOOKBACK, until): hours where
-    a whole hour lies in one step and its rollup is made, minutes elsewhere (the
-    minutes made first)."""
-    since, until = edges[0], edges[-1]
+def _rollup_values(app_id: int, edges: list[int]) -> SeriesValues:
+    """Per series of a figure, its values per step from the rollups covering
+    [since, until), the minutes made first."""
     metric_rollups.refresh(app_id, metric_rollups.MINUTE)
-    lo = since - _ns_of(LOOKBACK)
-    segments: list[tuple[int, int, int]] = []  # (seconds, from, to)
-    if step >= timedelta(hours=1):  # steps of whole hours: each hour in one step
-        first_hour = -(-since // HOUR_NS) * HOUR_NS
-        last_hour = until // HOUR_NS * HOUR_NS
-        marked = metric_rollups.marked(app_id, metric_rollups.HOUR)
-        at = lo
-        for hour in range(first_hour, last_hour, HOUR_NS):
-            if hour not in marked:
-                segments += [(60, at, hour), (3600, hour, hour + HOUR_NS)]
-                at = hour + HOUR_NS
-        segments.append((60, at, until))
-    else:
-        segments.append((60, lo, until))
-    # Adjacent segments of one width as one range: one index range a series each.
-    merged: list[tuple[int, int, int]] = []
-    for width, start, end in segments:
-        if start >= end:
-            continue
-        if merged and merged[-1][0] == width and merged[-1][2] == start:
-            merged[-1] = (width, merged[-1][1], end)
-        else:
-            merged.append((width, start, end))
-    segments = merged
-    series = MetricSeries.objects.filter(app_id=app_id, name__in=list(_FIGURE_OF))
-    ids: dict[str, list[int]] = {"gauge": [], "rate": []}
-    for series_id, name in series.values_list("id", "name"):
-        ids[_FIGURE_OF[name].kind].append(series_id)
+    segments = _segments(edges, metric_rollups.marked(app_id, metric_rollups.HOUR))
     with connection.cursor() as cursor:
         cursor.execute(
             _ROLLUP_SQL,
             {
-                "gauges": ids["gauge"],
-                "counters": ids["rate"],
-                "since": since,
+                "app": app_id,
+                "names": list(_FIGURE_OF),
+                "counters": [name for name, f in _FIGURE_OF.items() if f.kind == "rate"],
                 "edges": edges,
+                "lo": edges[0] - _ns_of(LOOKBACK),
                 "widths": [s[0] for s in segments],
                 "los": [s[1] for s in segments],
                 "his": [s[2] for s in segments],
             },
         )
-        rows: list[tuple[Any, ...]] = cursor.fetchall()
-    return rows
+        rows = cursor.fetchall()
+    out: SeriesValues = {}
+    for series_id, service, instance, name, steps, step_values in rows:
+        values: list[float | None] = [None] * (len(edges) - 1)
+        for at, value in zip(steps, step_values, strict=True):
+            values[at] = value
+        out[series_id] = ((service, instance), _FIGURE_OF[name], values)
+    return out
+
+
+def _segments(edges: list[int], marked_hours: set[int]) -> list[tuple[int, int, int]]:
+    """(seconds, from, to): each step covered by the largest whole rollup periods
+    that fit in it, runs of one level merged (one index range a series each). An
+    hour still marked (the current one, until beat makes it) and every period
+    around it are read from their minutes, which the read has just made."""
+    segments: list[tuple[int, int, int]] = []
+    for start, end in zip(edges, edges[1:], strict=False):
+        at = start
+        while at < end:
+            seconds, width = _period_at(at, end, marked_hours)
+            if segments and segments[-1][0] == seconds and segments[-1][2] == at:
+                segments[-1] = (seconds, segments[-1][1], at + width)
+            else:
+                segments.append((seconds, at, at + width))
+            at += width
+    return segments
+
+
+def _period_at(at: int, end: int, marked_hours: set[int]) -> tuple[int, int]:
+    for seconds in metric_rollups.LEVELS:
+        width = seconds * 1_000_000_000
+        if at % width or at + width > end:
+            continue
+        if seconds < metric_rollups.HOUR or not any(
+            hour in marked_hours for hour in range(at, at + width, HOUR_NS)
+        ):
+            return seconds, width
+    return metric_rollups.MINUTE, MINUTE_NS  # a range of whole minutes: never reached
 
 
 def _ns_of(length: timedelta) -> int:
