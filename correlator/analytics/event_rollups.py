@@ -48,6 +48,7 @@ from correlator.analytics.rollups import (
     LENGTH,
     MINUTE,
     floor,
+    insert_rows,
     joined,
     rollups_refresh,
     untagged,
@@ -328,7 +329,7 @@ def event_periods_rebuild(
                 count, sketch
             )
     EventRollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
-    EventRollup.objects.bulk_create(
+    insert_rows(
         [
             EventRollup(
                 app_id=app_id,
@@ -345,8 +346,7 @@ def event_periods_rebuild(
             for (start, kind, name, place, device), acc in sorted(
                 accs.items(), key=lambda item: item[0]
             )
-        ],
-        batch_size=1000,
+        ]
     )
 
 

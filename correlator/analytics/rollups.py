@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import msgspec
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet, TextField
+from django.db.models import Model, Q, QuerySet, TextField
 from django.db.models.functions import Cast
 
 from correlator.analytics.exact import (
@@ -556,7 +556,7 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
         ):
             accs[(floor(start, period), dimension, key)].merge(counts=counts, sketches=sketches)
     Rollup.objects.filter(app_id=app_id, period=period, start__in=starts).delete()
-    _insert(
+    insert_rows(
         [
             acc.to_row(
                 app_id=app_id, period=period, start=start, dimension=dimension, key=key, now=now
@@ -566,19 +566,21 @@ def periods_rebuild(*, app_id: int, period: str, starts: list[datetime], now: da
     )
 
 
-def _insert(rows: list[Rollup]) -> None:
-    """On PostgreSQL one statement with the rows as one jsonb document (as the
-    stitch writes): bulk_create's per-value adaptation was most of a rebuild."""
+def insert_rows(rows: Sequence[Model]) -> None:
+    """Insert rows of one model (a rebuild's: ``Rollup``, ``EventRollup``): on
+    PostgreSQL one statement with the rows as one jsonb document (as the stitch
+    writes): bulk_create's per-value adaptation was most of a rebuild."""
     if not rows:
         return
+    model = type(rows[0])
     if connection.vendor != "postgresql":
-        Rollup.objects.bulk_create(rows)
+        model._default_manager.bulk_create(rows)
         return
-    fields = columns_of(Rollup)
+    fields = columns_of(model)
     names = ", ".join(f.column for f in fields)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Rollup._meta.db_table} ({names}) SELECT {names} "
+            f"INSERT INTO {model._meta.db_table} ({names}) SELECT {names} "
             f"FROM jsonb_to_recordset(%s::jsonb) AS r({recordset_of(fields)})",
             [encode_json([record_of(row, fields) for row in rows]).decode()],
         )

@@ -22,7 +22,9 @@ def mark_reported_minutes(apps, schema_editor) -> None:
         .annotate(minute=TruncMinute("received_at"))
         .values_list("app_id", "minute")
         .distinct()
-        .order_by()
+        # Marked in time order: a sweep claims marks in id order, 500 at a time, and
+        # rebuilds adjacent minutes from one range read.
+        .order_by("app_id", "minute")
     )
     now = timezone.now()
     rows = [
