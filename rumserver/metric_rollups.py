@@ -191,6 +191,13 @@ def refresh(app_id: int, seconds: int) -> int:
     with transaction.atomic(), connection.cursor() as cursor:
         # Rollups are derived rows: a read need not wait for the disk to make them.
         commit_without_waiting_for_disk()
+        # One refresh of an application's level at a time: a period's prior and its
+        # parents read the rows next to it, which a concurrent refresh (beat and a read)
+        # may be making; without the lock the later commit could write what it read
+        # before the other's.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", [f"metric_rollups {app_id} {seconds}"]
+        )
         cursor.execute(_TAKE_SQL, {"app": app_id, "seconds": seconds})
         starts = sorted(row[0] for row in cursor.fetchall())
         if starts:
