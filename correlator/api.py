@@ -442,7 +442,9 @@ class TraceListApi(APIView):
         app = _named_application(request.user, slug) if slug else None
         traces = selectors.trace_list(user=request.user, app=app, **filters)
         paginator = self.pagination_class()
-        page = paginator.paginate_queryset(traces, request, view=self)
+        page = selectors.with_turns(
+            paginator.paginate_queryset(traces, request, view=self) or [], sessions=True
+        )
         # many=True: a ListSerializer (see TraceOutput.get_spans).
         rows = TraceSummaryOutput(page, many=True).data  # type: ignore[arg-type]
         return paginator.get_paginated_response(rows)

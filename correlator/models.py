@@ -7,7 +7,11 @@ recomputed at any time.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.db import models
+from django.db.models.lookups import Exact
+from django.db.models.sql.where import AND, WhereNode
 
 from rumserver.models import Application, BrowserSession
 from rumserver.roles import StoredRoleFacts, role_in_trace
@@ -87,6 +91,48 @@ class Trace(models.Model):
         return role_in_trace(span, self.roles)
 
 
+if TYPE_CHECKING:
+    _OneToOne = models.OneToOneField[Any, Any]
+else:
+    _OneToOne = models.OneToOneField
+
+
+class TraceOfTurn(_OneToOne):
+    """``Turn.trace``, joined on the whole key of the turns' day partitions.
+
+    On PostgreSQL turns are day partitions by ``t_send_ms`` (rumserver.partitions), so
+    their unique key is ``(trace_id, t_send_ms)`` and a probe by trace id alone reads
+    every day's index; without statistics the planner also no longer knows a trace has
+    one turn (it hashed every turn for the trace list). A trace with a turn starts at
+    that turn's send time: the stitch writes both from one value
+    (``correlator.stitch.sweep._stitch_one``). So every join between them, either way,
+    and ``trace.turn`` name ``turn.t_send_ms = trace.start_ms`` too: the whole unique
+    key, one partition, one row. Not a database constraint (it cannot span partitions):
+    a trace's turn is written under the trace's row lock, and a turn that moves to
+    another time replaces its old row in the same statement (``correlator.stitch.store``).
+
+    The model state is a plain OneToOneField (``deconstruct``): what this adds is
+    query-time only, so migrations and SQLite see nothing new."""
+
+    def get_extra_restriction(self, alias: str | None, related_alias: str | None) -> Any:
+        # ``alias`` is the trace's table, ``related_alias`` the turn's, for a join either
+        # way. None: a subquery pushed down for an exclude(), where both cannot be named.
+        if alias is None or related_alias is None:
+            return None
+        send: Any = self.model._meta.get_field("t_send_ms")
+        start: Any = self.remote_field.model._meta.get_field("start_ms")
+        same: Any = Exact(send.get_col(related_alias), start.get_col(alias))
+        return WhereNode([same], AND)
+
+    def get_forward_related_filter(self, obj: Any) -> dict[str, Any]:
+        # ``trace.turn``: the turn of the trace's start, not every day's index probed.
+        return {**super().get_forward_related_filter(obj), "t_send_ms": obj.start_ms}
+
+    def deconstruct(self) -> Any:
+        name, _, args, kwargs = super().deconstruct()
+        return name, "django.db.models.OneToOneField", args, kwargs
+
+
 class Turn(models.Model):
     """One chat request as the user saw it, with the wait split into its parts (ms)."""
 
@@ -98,9 +144,7 @@ class Turn(models.Model):
     # in one transaction, Django still cascades deletes, and PostgreSQL's per-row key
     # check kept a plan made while the table was empty (a full scan per insert once it
     # had grown: bench/stitch, 100,000 turns, 5 billion rows read).
-    trace = models.OneToOneField(
-        Trace, on_delete=models.CASCADE, related_name="turn", db_constraint=False
-    )
+    trace = TraceOfTurn(Trace, on_delete=models.CASCADE, related_name="turn", db_constraint=False)
     session = models.ForeignKey(BrowserSession, on_delete=models.CASCADE, db_constraint=False)
     span_id = models.CharField(max_length=16, help_text="The browser span (traceparent parent-id).")
     conversation_id = models.CharField(max_length=128, blank=True, default="")

@@ -1,16 +1,19 @@
 """Day partitions of the raw tables on PostgreSQL (DESIGN.md §10.7).
 
-Browser events by their own time (``ts_ms``, the browser's clock) and spans by their
-start (``start_ns``) are declarative RANGE partitions of one UTC day each, named
+Browser events by their own time (``ts_ms``, the browser's clock), spans by their
+start (``start_ns``) and stitched turns by their send time (``t_send_ms``, epoch ms on
+the server's clock) are declarative RANGE partitions of one UTC day each, named
 ``<table>_pYYYYMMDD``, plus a DEFAULT partition (``<table>_default``) for strays: a
 browser clock years off, a span from next month. SQLite keeps plain tables; every
 function here does nothing there.
 
-Turns stay one plain table. Partitioned, their unique key would have to be
-``(trace_id, t_send_ms)``, and without statistics the planner then no longer knows a
-trace has at most one turn: the trace list joined every turn by hash (a whole scan
-per page, tests/correlator/test_query_plans.py). Turns are derived rows, a tenth of
-the raw ones, and go with their traces (correlator.retention).
+Turns: their unique key becomes ``(trace_id, t_send_ms)``, so "one turn a trace" is
+no database constraint any more. It holds because a trace's turn is written under
+the trace's row lock and a turn whose send time moves replaces its old row in the
+same statement (``correlator.stitch.store``); and readers go from a trace to its turn
+by that whole key, ``t_send_ms = trace.start_ms`` (a trace with a turn starts at its
+send: ``correlator.models.TraceOfTurn``), so the planner knows it is one row without
+statistics, and reads one partition (tests/correlator/test_query_plans.py).
 
 Keys. PostgreSQL wants the partition key in every unique index of a partitioned
 table, so on PostgreSQL the primary key is ``(id, <key>)`` and each unique
@@ -23,8 +26,9 @@ from a plain key. A retried event or span carries the same time as its first cop
 so it lands in the same partition and the widened key still drops it; what changes
 a row's time on purpose (a web-vitals value reported again, a browser span stitched
 again with another clock skew) deletes the row of the old time in the same
-statement (``rumserver.ingest.beacon.store``, ``correlator.stitch.store``).
-Nothing has a foreign key to these tables.
+statement (``rumserver.ingest.beacon.store``, ``correlator.stitch.store``; a turn
+re-stitched at another send time likewise). Nothing has a foreign key to these
+tables (the turn's own keys to its trace and session are not database constraints).
 
 Partitions are made ahead (yesterday to ``LLMRUM_PARTITION_DAYS_AHEAD`` days on) at
 migrate and by beat, as standalone tables then attached: ATTACH takes a weaker lock
@@ -84,6 +88,7 @@ MS_PER_DAY = 86_400_000
 TABLES = (
     Partitioned("rumserver_browserevent", "ts_ms", MS_PER_DAY),
     Partitioned("rumserver_span", "start_ns", MS_PER_DAY * 1_000_000),
+    Partitioned("correlator_turn", "t_send_ms", MS_PER_DAY),
 )
 BY_TABLE = {p.table: p for p in TABLES}
 
@@ -228,7 +233,7 @@ def partitions_drop_before(
     return dropped
 
 
-# --- converting a table in place (the migration correlator 0013) ---------------------------
+# --- converting a table in place (the migrations correlator 0013 and 0015) -----------------
 
 
 def _constraints(cursor: Any, table: str) -> list[tuple[str, str, str]]:

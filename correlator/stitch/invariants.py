@@ -17,6 +17,7 @@ from typing import Any
 
 from django.db.models.fields.json import KT
 
+from correlator import selectors
 from correlator.models import Trace, Turn
 from correlator.stitch.rules import MODEL_TTFT_SOURCES, gateway_server_span
 from rumserver.ingest.otlp.spans import FIRST_TOKEN_EVENTS
@@ -280,7 +281,6 @@ TRACE_COLUMNS = (
     "clock_skew_uncertainty_ms",
     "roles",
 )
-TURN_COLUMNS = ("span_id", "t_send_ms", "outcome", *TURN_DURATIONS)
 
 
 SPAN_COLUMNS = (
@@ -319,12 +319,7 @@ def trace_batches(
 
     PostgreSQL picks those index scans from the tables' statistics: on tables filled
     moments ago and not analyzed yet it may scan the application's rows per batch."""
-    traces = (
-        Trace.objects.filter(app_id=app_id)
-        .select_related("turn")
-        .only(*TRACE_COLUMNS, *(f"turn__{c}" for c in TURN_COLUMNS))
-        .order_by("start_ms", "id")
-    )
+    traces = Trace.objects.filter(app_id=app_id).only(*TRACE_COLUMNS).order_by("start_ms", "id")
     if since_ms is not None:
         traces = traces.filter(start_ms__gte=since_ms)
     after: tuple[float, int] | None = None
@@ -335,7 +330,9 @@ def trace_batches(
             page = traces.filter(start_ms__gte=after[0]).exclude(
                 start_ms=after[0], id__lte=after[1]
             )
-        found = list(page[:batch_size])
+        # Each trace's turn by the turn's whole key (selectors.with_turns): joined, a
+        # batch of traces could hash every day partition of turns.
+        found = selectors.with_turns(list(page[:batch_size]))
         if not found:
             return
         after = (found[-1].start_ms, found[-1].id)

@@ -23,6 +23,7 @@ from correlator import selectors
 from correlator.analytics.rollups import MINUTE, minute_of, rollups_mark
 from correlator.bulk import columns_of, encode_json, record_of, recordset_of
 from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
+from correlator.stitch.rules import WINDOW_SLACK_MS
 from rumserver.ingest.dirty import upsert_sql
 from rumserver.models import BrowserEvent, Span
 from rumserver.sql import execute_prepared
@@ -74,7 +75,33 @@ WITH t AS (
     FROM jsonb_to_recordset(%(turns)s::jsonb) AS r({recordset_of(turn_cols, "trace_key text")})
     JOIN t ON t.app_id = r.app_id AND t.trace_id = r.trace_key
     ORDER BY t.id
-    ON CONFLICT (trace_id) DO UPDATE SET {_set(Turn, TURN_UPDATE)}
+    ON CONFLICT (trace_id, t_send_ms) DO UPDATE SET {_set(Turn, TURN_UPDATE)}
+), stale_turns AS (
+    -- Turns are day partitions by t_send_ms (rumserver.partitions), which ends their
+    -- unique key: a turn stitched again at another send time (another clock skew) is
+    -- inserted above at its new time, and its row at the old time goes here, in this
+    -- statement, under the trace's row lock (upserted above): one turn a trace. The
+    -- old row was written with its trace's start (correlator.models.TraceOfTurn), so
+    -- only a trace whose stored start differs from its turn's new send time probes
+    -- its turns, within the stored trace's time and the browser-clock slack.
+    SELECT f.id
+    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r(app_id bigint, trace_key text,
+                                                   t_send_ms double precision)
+    CROSS JOIN LATERAL (
+        SELECT id, start_ms, end_ms FROM {Trace._meta.db_table}
+        WHERE app_id = r.app_id AND trace_id = r.trace_key AND start_ms <> r.t_send_ms
+        OFFSET 0
+    ) AS k
+    CROSS JOIN LATERAL (
+        SELECT id FROM {Turn._meta.db_table}
+        WHERE trace_id = k.id AND t_send_ms >= k.start_ms - {WINDOW_SLACK_MS}
+          AND t_send_ms <= k.end_ms + {WINDOW_SLACK_MS} AND t_send_ms <> r.t_send_ms
+        OFFSET 0
+    ) AS f
+), moved_turns AS (
+    -- Skipped whole (a one-time filter) when no turn moved, the usual case.
+    DELETE FROM {Turn._meta.db_table} x
+    WHERE EXISTS (SELECT 1 FROM stale_turns) AND x.id = ANY(ARRAY(SELECT id FROM stale_turns))
 ), b AS (
     INSERT INTO {Span._meta.db_table} ({span_names})
     SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
@@ -88,17 +115,19 @@ WITH t AS (
     -- inserted above at its new start. Its row at the old start is found here: a
     -- browser span starts at its turn's send, so the old start is the stored turn's
     -- (read before this statement's writes), and only a turn that moved probes the
-    -- spans, in the partition of that start.
+    -- spans, in the partition of that start. The stored turn by its whole key
+    -- (its send time is its trace's start: correlator.models.TraceOfTurn), so one
+    -- day partition of turns is read, not each day's index.
     SELECT o.id
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
                                                    span_id text, start_ns bigint)
     CROSS JOIN LATERAL (
-        SELECT id FROM {Trace._meta.db_table}
+        SELECT id, start_ms FROM {Trace._meta.db_table}
         WHERE app_id = r.app_id AND trace_id = r.trace_id OFFSET 0
     ) AS k
     CROSS JOIN LATERAL (
         SELECT round(t_send_ms * 1e6)::bigint AS ns FROM {Turn._meta.db_table}
-        WHERE trace_id = k.id OFFSET 0
+        WHERE trace_id = k.id AND t_send_ms = k.start_ms OFFSET 0
     ) AS f
     CROSS JOIN LATERAL (
         SELECT id FROM {Span._meta.db_table}

@@ -1,7 +1,8 @@
-"""Day partitions of browser events and spans on PostgreSQL (DESIGN.md §10.7,
+"""Day partitions of browser events, spans and turns on PostgreSQL (DESIGN.md §10.7,
 rumserver.partitions): a retry still lands once, strays go to the default partition
-and are still stitched, partitions are made ahead idempotently, retention drops a
-day in one statement, and the migration converts a populated database in place.
+and are still stitched and read, a turn re-stitched into another day is kept once,
+partitions are made ahead idempotently, retention drops a day in one statement, and
+the migrations convert a populated database in place.
 
 SQLite keeps plain tables: these tests need PostgreSQL and skip elsewhere (saying so).
 """
@@ -14,15 +15,18 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from django.contrib.auth.models import User
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from correlator import tasks
+from correlator import selectors, tasks
 from correlator.models import Rollup, Trace, Turn
+from correlator.reports.pages.session import session_view
 from correlator.retention import retention_run
 from correlator.stitch.sweep import sweep_run
+from rumserver.ingest.dirty import mark_dirty
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
 from rumserver.partitions import TABLES, day_partitions, partitions_ensure
 from tests import factories
@@ -33,6 +37,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 DAY_MS = 86_400_000
 EVENTS = "rumserver_browserevent"
 SPANS = "rumserver_span"
+TURNS = "correlator_turn"
 
 
 def _ms(day: date, hours: float = 0.0) -> float:
@@ -151,8 +156,9 @@ def test_beat_makes_the_partitions_ahead_twice_without_harm(settings: Any) -> No
 
 
 def test_retention_drops_a_day_in_one_statement_and_keeps_rollups(client: Any) -> None:
-    """Ten-day retention: a day twelve days old goes as one DROP TABLE per table,
-    without a row read; the kept day's rows stay; rollups, of either day, are kept."""
+    """Ten-day retention: a day twelve days old goes as one DROP TABLE per table
+    (events, spans, turns), without a row read; the kept day's rows stay; rollups, of
+    either day, are kept."""
     created = factories.make_app()
     app = created.application
     Application.objects.filter(pk=app.pk).update(retention_days=10)
@@ -163,19 +169,27 @@ def test_retention_drops_a_day_in_one_statement_and_keeps_rollups(client: Any) -
         golden = GoldenTurn(t0=_ms(day, 12), session=f"s-{day}")
         send_beacon(client, app.public_key, golden.beacon())
         send_otlp(client, created.ingest_token, golden.gateway_request())
+    sweep_run(now=timezone.now(), finalize_all=True)  # the turns, and their rollups
+    for day in (old_day, kept_day):
         start = datetime(day.year, day.month, day.day, tzinfo=UTC)
         for period, at in (("day", start), ("hour", start + timedelta(hours=12))):
-            Rollup.objects.create(
-                app=app, period=period, start=at, turns=7, computed_at=timezone.now()
-            )
-    rollups = list(Rollup.objects.order_by("id").values())
-    old_tables = [f"{t}_p{old_day:%Y%m%d}" for t in (EVENTS, SPANS)]
+            Rollup.objects.update_or_create(
+                app=app, period=period, start=at, dimension="", key="",
+                defaults={"turns": 7, "computed_at": timezone.now()},
+            )  # fmt: skip
+    # Hours and days stay (minutes go with the raw rows: correlator.retention).
+    kept_rollups = Rollup.objects.exclude(period="minute").order_by("id")
+    rollups = list(kept_rollups.values())
+    assert {r["start"].date() for r in rollups} == {old_day, kept_day}
+    old_tables = [f"{t}_p{old_day:%Y%m%d}" for t in (EVENTS, SPANS, TURNS)]
     assert all(_exists(t) for t in old_tables)
     kept_ns = int(_ms(kept_day) * 1e6)
     kept = (
         BrowserEvent.objects.filter(ts_ms__gte=_ms(kept_day)).count(),
         Span.objects.filter(start_ns__gte=kept_ns).count(),
+        Turn.objects.filter(t_send_ms__gte=_ms(kept_day)).count(),
     )
+    assert Turn.objects.filter(t_send_ms__lt=_ms(kept_day)).count() == 1 == kept[2]
     assert Span.objects.filter(start_ns__lt=kept_ns).exists()
     with connection.cursor() as cursor:
         # The foreign-key checks of the rows inserted above, deferred to the test's
@@ -189,12 +203,14 @@ def test_retention_drops_a_day_in_one_statement_and_keeps_rollups(client: Any) -
     for table in old_tables:
         touching = [q["sql"] for q in queries.captured_queries if table in q["sql"]]
         assert touching == [f'DROP TABLE "{table}"']
-    assert _exists(f"{EVENTS}_p{kept_day:%Y%m%d}") and _exists(f"{SPANS}_p{kept_day:%Y%m%d}")
+    assert all(_exists(f"{t}_p{kept_day:%Y%m%d}") for t in (EVENTS, SPANS, TURNS))
     assert BrowserEvent.objects.filter(ts_ms__lt=_ms(kept_day)).count() == 0
     assert BrowserEvent.objects.filter(ts_ms__gte=_ms(kept_day)).count() == kept[0] > 0
     assert Span.objects.filter(start_ns__lt=kept_ns).count() == 0
     assert Span.objects.filter(start_ns__gte=kept_ns).count() == kept[1] > 0
-    assert list(Rollup.objects.order_by("id").values()) == rollups
+    assert Turn.objects.filter(t_send_ms__lt=_ms(kept_day)).count() == 0
+    assert Turn.objects.filter(t_send_ms__gte=_ms(kept_day)).count() == kept[2]
+    assert list(kept_rollups.values()) == rollups
 
 
 def _partitioned(table: str) -> bool:
@@ -213,7 +229,7 @@ def test_the_migration_converts_a_populated_database(client: Any) -> None:
     latest = executor.loader.graph.leaf_nodes()
     executor.migrate(before)
     try:
-        assert not _partitioned(EVENTS) and not _partitioned(SPANS)
+        assert not any(_partitioned(t) for t in (EVENTS, SPANS, TURNS))
         # Stored by the ORM: ingest's statements name the partitioned tables' keys.
         created = factories.make_app()
         app = created.application
@@ -237,17 +253,37 @@ def test_the_migration_converts_a_populated_database(client: Any) -> None:
                 start_ns=int(_ms(days[1], 9) * 1e6), end_ns=int(_ms(days[1], 10) * 1e6),
                 received_at=now,
             )  # fmt: skip
+        # A turn a day and a stray's, each with its trace starting at its send.
+        for n, event in enumerate(events):
+            trace = Trace.objects.create(
+                app=app, trace_id=event["trace_id"], start_ms=event["ts"],
+                end_ms=event["ts"] + 1_000, last_received_at=now, stitched_at=now,
+            )  # fmt: skip
+            Turn.objects.create(
+                app=app, trace=trace, session=session, span_id=event["span_id"],
+                t_send_ms=event["ts"], outcome="completed", turn_index=n,
+            )  # fmt: skip
         rows = {
             EVENTS: sorted(BrowserEvent.objects.values_list("id", "event_id", "ts_ms")),
             SPANS: sorted(Span.objects.values_list("id", "span_id", "start_ns")),
+            TURNS: sorted(Turn.objects.values_list("id", "trace_id", "t_send_ms")),
         }
-        assert len(rows[EVENTS]) == 4 and len(rows[SPANS]) == 3
+        assert len(rows[EVENTS]) == 4 and len(rows[SPANS]) == 3 and len(rows[TURNS]) == 4
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(latest)
-    assert _partitioned(EVENTS) and _partitioned(SPANS)
+    assert all(_partitioned(t) for t in (EVENTS, SPANS, TURNS))
     assert sorted(BrowserEvent.objects.values_list("id", "event_id", "ts_ms")) == rows[EVENTS]
     assert sorted(Span.objects.values_list("id", "span_id", "start_ns")) == rows[SPANS]
+    assert sorted(Turn.objects.values_list("id", "trace_id", "t_send_ms")) == rows[TURNS]
+    turn_partitions = [_turn_rows(event["trace_id"]) for event in events]
+    assert [rows[0][0] for rows in turn_partitions] == [
+        *(f"{TURNS}_p{day:%Y%m%d}" for day in days),
+        f"{TURNS}_default",
+    ]
+    # Each trace finds its turn by the turn's whole key, stray included.
+    traces = selectors.with_turns(list(Trace.objects.filter(app=app).order_by("id")))
+    assert [t.turn.span_id for t in traces] == [e["span_id"] for e in events]
     for event, day in zip(events, days, strict=False):
         assert _partition_of(BrowserEvent, event_id=event["id"]) == [f"{EVENTS}_p{day:%Y%m%d}"]
     assert _partition_of(BrowserEvent, event_id=events[-1]["id"]) == [f"{EVENTS}_default"]
@@ -292,3 +328,107 @@ def test_a_browser_span_moved_by_a_new_clock_skew_is_kept_once(client: Any) -> N
     turn = Turn.objects.get(trace__trace_id=golden.trace_id)
     assert len(first) == 1 and spans.count() == 1
     assert spans.get().start_ns == round(turn.t_send_ms * 1e6) != first[0]
+
+
+# --- turns (day partitions by t_send_ms) ----------------------------------------------------
+
+
+def _turn_rows(trace_id: str) -> list[tuple[str, int, float]]:
+    """(partition, id, send time) of every turn row of the trace, whatever its time."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT u.tableoid::regclass::text, u.id, u.t_send_ms FROM {TURNS} u "
+            "JOIN correlator_trace t ON t.id = u.trace_id WHERE t.trace_id = %s ORDER BY u.id",
+            [trace_id],
+        )
+        return list(cursor.fetchall())
+
+
+def _day_table(ms: float) -> str:
+    return f"{TURNS}_p{datetime.fromtimestamp(ms / 1000, UTC):%Y%m%d}"
+
+
+def test_a_turn_restitched_across_midnight_is_kept_once(client: Any) -> None:
+    """Stitched first from the beacon alone (a browser clock two days behind, which a
+    beacon only bounds), then again once the gateway's span pins the skew: the turn's
+    send time moves days, to another day's partition; its old row goes in the same
+    statement, so the trace has one turn, at its start. Stitched once more with the
+    same data (a retry), it is the same row."""
+    partitions_ensure([datetime.now(UTC).date() - timedelta(days=d) for d in range(-1, 4)])
+    created = factories.make_app()
+    golden = GoldenTurn(t0=time.time() * 1000 - 5_000, browser_offset_ms=-2 * DAY_MS)
+    send_beacon(client, created.application.public_key, golden.beacon())
+    sweep_run(now=timezone.now())
+    first = _turn_rows(golden.trace_id)
+    assert len(first) == 1 and first[0][0] == _day_table(first[0][2])
+    send_otlp(client, created.ingest_token, golden.gateway_request())
+    sweep_run(now=timezone.now())
+    second = _turn_rows(golden.trace_id)
+    assert len(second) == 1, second
+    (partition, turn_id, t_send), (old_partition, _, _) = second[0], first[0]
+    assert partition == _day_table(t_send) != old_partition and abs(t_send - golden.t0) < 1_000
+    trace = Trace.objects.get(trace_id=golden.trace_id)
+    assert trace.start_ms == t_send and trace.turn.pk == turn_id
+    # The retry: marked dirty again, stitched again, the same single row.
+    with connection.cursor() as cursor:
+        mark_dirty(cursor, app_id=created.application.pk, trace_ids=[golden.trace_id],
+                   now=timezone.now())  # fmt: skip
+    sweep_run(now=timezone.now())
+    assert _turn_rows(golden.trace_id) == second
+
+
+def test_a_far_off_turn_is_in_the_default_partition_and_found_by_every_reader(
+    client: Any,
+) -> None:
+    """A turn sent in 2001 (its spans too, server clock and all: an import, a clock
+    reset) and one 40 days ahead land in the default partition of turns; the trace
+    list and its filters, the trace's API answer and page, the session's page, the
+    sessions index and the exact metrics all find them. Making the later one's day
+    partition moves it there, where they still find it."""
+    partitions_ensure()
+    created = factories.make_app()
+    app = created.application
+    ahead = datetime.now(UTC).date() + timedelta(days=40)
+    goldens = [
+        GoldenTurn(t0=_ms(date(2001, 1, 1), 12), session="s-far"),
+        GoldenTurn(t0=_ms(ahead, 12), session="s-far"),
+    ]
+    for golden in goldens:
+        send_beacon(client, app.public_key, golden.beacon())
+        send_otlp(client, created.ingest_token, golden.gateway_request())
+    sweep_run(now=timezone.now(), finalize_all=True)
+    assert [_turn_rows(g.trace_id)[0][0] for g in goldens] == [f"{TURNS}_default"] * 2
+    session = BrowserSession.objects.get(app=app, session_id="s-far")
+    client.force_login(User.objects.create_user("far", password="pw", is_staff=True))
+    for step in ("default", "moved"):
+        for golden in goldens:
+            listed = client.get("/api/v1/traces", {"app": app.slug, "outcome": "completed",
+                                                   "q": golden.trace_id}).json()  # fmt: skip
+            assert [(t["trace_id"], t["turn"]["outcome"]) for t in listed["results"]] == [
+                (golden.trace_id, "completed")
+            ], step
+            detail = client.get(f"/api/v1/traces/{golden.trace_id}").json()
+            assert detail["turn"]["session_id"] == "s-far", step
+            page = client.get(f"/reports/traces/{golden.trace_id}", {"app": app.slug})
+            assert page.status_code == 200 and page.context["turn"] is not None, step
+        everything = client.get("/api/v1/traces", {"app": app.slug}).json()["results"]
+        assert {t["trace_id"]: t["turn"]["outcome"] for t in everything} == {
+            g.trace_id: "completed" for g in goldens
+        }, step
+        view = session_view(session)
+        assert sum(item["kind"] == "turn" for _, items in view["conversations"]
+                   for item in items) == 2, step  # fmt: skip
+        assert selectors.session_counts(session_pks=[session.pk])[session.pk].turns == 2, step
+        since = datetime(2001, 1, 1, 11, tzinfo=UTC)
+        metrics = client.get(
+            "/api/v1/metrics",
+            {
+                "app": app.slug,
+                "since": since.isoformat(),
+                "until": (since + timedelta(hours=2)).isoformat(),
+            },
+        )
+        assert metrics.json()["turns"] == 1, step  # fmt: skip
+        if step == "default":
+            assert f"{TURNS}_p{ahead:%Y%m%d}" in partitions_ensure([ahead])
+            assert _turn_rows(goldens[1].trace_id)[0][0] == f"{TURNS}_p{ahead:%Y%m%d}"

@@ -50,6 +50,14 @@ statement a path sends is checked; each path must send from the functions named 
   edge minutes, and the sessions they name, by key (``correlator.analytics.event_rollups``).
 - ``GET /metrics``'s RUM figures: the day rows by model of every application
   (``correlator.rum_metrics``).
+- turns, day partitions by send time like events and spans (rumserver.partitions), as
+  the trace list reads them: plain, filtered by the turn and its session over a time
+  range, the report pages of the list, of traces and of a session. A trace reaches its turn
+  by the turn's whole key, ``t_send_ms = trace.start_ms`` (correlator.models.TraceOfTurn):
+  by trace id alone the planner, without statistics, no longer knew a trace has one
+  turn and hashed every turn per page. And those paths with a month of (never analysed)
+  turn partitions ahead: each trace's turn is read from its own partition only
+  (``test_turn_reads_touch_their_partitions_only``).
 
 Not covered: trace lists filtered by a turn's outcome or model with no time range.
 Without statistics PostgreSQL expects a handful of matches and sorts every trace of
@@ -92,7 +100,7 @@ from rumserver.models import (
     Score,
     Span,
 )
-from rumserver.partitions import partitions_drop_before
+from rumserver.partitions import partitions_drop_before, partitions_ensure
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
 
@@ -874,6 +882,44 @@ def _trace_page_by_attribute(store: Store) -> None:
     assert second.status_code == 200 and b"data-trace=" in second.content
 
 
+def _api_traces_filtered(store: Store) -> None:
+    """The trace list filtered by its turn and the turn's session, over a day."""
+    slug = store.apps[0].application.slug
+    since = datetime.fromtimestamp(store.turn_ms(TURNS // 2) / 1000, UTC)
+    window = {"app": slug, "since": since.isoformat(),
+              "until": (since + timedelta(days=1)).isoformat()}  # fmt: skip
+    for query in ({"outcome": "error"}, {"model": "gpt-4o-mini"}, {"browser": "Safari"},
+                  {"device": "mobile", "min_client_ttft_ms": 600}):  # fmt: skip
+        assert _api_get(store, "/api/v1/traces", **window, **query)["results"], query
+
+
+def _trace_pages(store: Store) -> None:
+    """The trace list page and the newest trace's page (its turn)."""
+    client = Client()
+    client.force_login(store.staff)
+    slug = store.apps[0].application.slug
+    listed = client.get("/reports/traces", {"app": slug})
+    assert listed.status_code == 200
+    newest = re.findall(rb'<tr data-trace="([0-9a-f]{32})">', listed.content)[0].decode()
+    page = client.get(f"/reports/traces/{newest}", {"app": slug})
+    assert page.status_code == 200 and page.context["turn"] is not None
+
+
+def _turn_pages(store: Store) -> None:
+    """A trace's page with the turns it regenerates and that regenerate it, and a
+    session's page (its turns with their traces): by span id and by session, turns
+    of any day (each day partition's index probed)."""
+    client = Client()
+    client.force_login(store.staff)
+    small = store.apps[2].application.slug  # turn 50 regenerates turn 49: session 9's
+    for trace_id in (_md5("t49"), _md5("t50")):
+        page = client.get(f"/reports/traces/{trace_id}", {"app": small})
+        assert page.status_code == 200 and page.context["turn"] is not None, trace_id
+    assert page.context["regenerates"] == _md5("t49"), page.context["regenerates"]
+    session = client.get("/reports/sessions/sess-1", {"app": store.apps[0].application.slug})
+    assert session.status_code == 200 and session.content.count(b'<tr class="turn"') == 5
+
+
 # path -> (run it, the senders it must have sent statements from)
 PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "ingest: POST /rum/v1/beacon": (
@@ -927,6 +973,21 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
     "GET /metrics: the RUM histograms and turn counters": (
         _rum_metrics,
         {"correlator.rum_metrics.rum_series", "correlator.rum_metrics._convert_stale"},
+    ),
+    "read API: GET /api/v1/traces filtered by the turn, its session": (
+        _api_traces_filtered,
+        {"correlator.api.get", "correlator.selectors.with_turns"},
+    ),
+    "report pages: /reports/traces, a trace": (
+        _trace_pages,
+        {"correlator.selectors.with_turns", "correlator.selectors.trace_detail"},
+    ),
+    "report pages: a regenerated trace, a session": (
+        _turn_pages,
+        {
+            "correlator.selectors.regeneration_links",
+            "correlator.reports.pages.session.session_view",
+        },
     ),
     "read API: GET /api/v1/traces?q=, attr=, score=": (
         _api_trace_search,
@@ -1033,3 +1094,37 @@ def test_the_check_sees_a_whole_application_scan(store: Store) -> None:
             for table, rows in store.rows.items()
             if table.startswith("rumserver_span_") and rows >= BIG
         )
+
+
+TURN_PATHS = ["read API: GET /api/v1/traces, /api/v1/traces/<id>",
+              "read API: GET /api/v1/traces filtered by the turn, its session",
+              "report pages: /reports/traces, a trace"]  # fmt: skip
+
+
+def _turn_partitions_read() -> dict[str, int]:
+    """Scans (sequential and index) of each partition of turns in this transaction."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, seq_scan + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables "
+            "WHERE relname LIKE 'correlator_turn_%%'"
+        )
+        return dict(cursor.fetchall())
+
+
+def test_turn_reads_touch_their_partitions_only(store: Store) -> None:
+    """A month of day partitions of turns made ahead (empty and never analysed, as beat
+    makes them), the turns where they are (the default partition): the trace list, its
+    filters, the trace and its pages read the partition of each trace's turn only,
+    pruned at run time by the trace's start; a read by trace id alone would scan or
+    probe every one of them. Rolled back after."""
+    today = datetime.now(UTC).date()
+    with transaction.atomic():
+        made = partitions_ensure([today + timedelta(days=d) for d in range(2, 32)])
+        assert len([m for m in made if m.startswith("correlator_turn_p")]) == 30
+        for path in TURN_PATHS:
+            before = _turn_partitions_read()
+            PATHS[path][0](store)
+            after = _turn_partitions_read()
+            read = {name for name, n in after.items() if n > before.get(name, 0)}
+            assert read <= {"correlator_turn_default"}, (path, sorted(read))
+        transaction.set_rollback(True)

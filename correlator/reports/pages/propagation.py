@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from correlator import selectors
 from correlator.analytics import figures
 from correlator.models import Trace
 from correlator.reports.format import fmt_rate, when
@@ -76,16 +77,13 @@ def propagation_summary(*, app: Application, window: TimeRange) -> dict[str, Any
 
 
 def unlinked_traces(*, app: Application, window: TimeRange) -> list[dict[str, Any]]:
-    traces = (
-        Trace.objects.filter(
-            app=app,
-            linked=False,
-            start_ms__gte=window.since.timestamp() * 1000,
-            start_ms__lt=window.until.timestamp() * 1000,
-        )
-        .select_related("turn")
-        .order_by("-start_ms", "-id")[:UNLINKED_LIMIT]
-    )
+    unlinked = Trace.objects.filter(
+        app=app,
+        linked=False,
+        start_ms__gte=window.since.timestamp() * 1000,
+        start_ms__lt=window.until.timestamp() * 1000,
+    ).order_by("-start_ms", "-id")
+    traces = selectors.with_turns(list(unlinked[:UNLINKED_LIMIT]))
     rows = []
     for trace in traces:
         turn = trace.turn_or_none

@@ -25,7 +25,7 @@ def trace_rows(
         user=user, app=app, before=cursor, limit=PAGE_SIZE + 1, **filters.selector_kwargs()
     )
     more = len(page) > PAGE_SIZE
-    page = page[:PAGE_SIZE]
+    page = selectors.with_turns(page[:PAGE_SIZE])
     rows = []
     for trace in page:
         turn = trace.turn_or_none
