@@ -96,7 +96,7 @@ def test_a_rebuilt_row_is_read_again(settings):
 
     def store(acc: Accumulator, at) -> None:
         Rollup.objects.filter(app=app).delete()
-        rollups._insert(
+        rollups.insert_rows(
             [
                 acc.to_row(app_id=app.pk, period=p, start=s, dimension="", key="", now=at)
                 for p, s in (("hour", now - timedelta(hours=2)),)

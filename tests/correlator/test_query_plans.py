@@ -949,7 +949,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.analytics.rollups.turn_facts",
             "correlator.analytics.rollups.server_only_facts",
             "correlator.analytics.rollups.periods_rebuild",
-            "correlator.analytics.rollups._insert",
+            "correlator.analytics.rollups.insert_rows",
             "correlator.analytics.rollups.rollups_mark",
             "correlator.selectors.conversation_openers",
             "correlator.selectors.feedback_events",
