@@ -8,7 +8,7 @@ too long within the kept days, and everything on SQLite, is deleted row by row i
 bounded batches, so a large purge never holds long locks or one huge transaction.
 Rollups of the turns' hours and days are never touched here, nor the model servers'
 hours, three and six hours and days; the vitals and errors pages' rollups go with the
-reports they count."""
+reports they count, the model servers' points and minutes with the other raw rows."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Model, Q, QuerySet
 
 from correlator.models import DirtyRollup, EventRollup, Rollup, Trace
@@ -26,7 +27,9 @@ from rumserver.models import (
     BrowserSession,
     DirtyEventRollup,
     MetricDirty,
+    MetricPoint,
     MetricRollup,
+    MetricSeries,
     Score,
     Span,
 )
@@ -86,6 +89,28 @@ def _expired_metric_minutes(app: Application, cutoff_ns: int) -> QuerySet[Metric
     return MetricRollup.objects.filter(expired, app=app)
 
 
+def _delete_expired_points(app: Application, cutoff_ns: int, *, batch: int, budget: int) -> int:
+    """The application's metric points before the cut, ``batch`` rows a statement. On
+    PostgreSQL the whole days went with their partitions: what is left is an
+    application's shorter retention within days kept for another, and strays in the
+    default partition. The key leads with the time, so each statement reads the
+    expired range only."""
+    points, series = MetricPoint._meta.db_table, MetricSeries._meta.db_table
+    deleted = 0
+    with connection.cursor() as cursor:
+        while deleted < budget:
+            cursor.execute(
+                f"DELETE FROM {points} WHERE (time_ns, series_id) IN ("
+                f"SELECT time_ns, series_id FROM {points} WHERE time_ns < %s "
+                f"AND series_id IN (SELECT id FROM {series} WHERE app_id = %s) LIMIT %s)",
+                [cutoff_ns, app.pk, min(batch, budget - deleted)],
+            )
+            if cursor.rowcount <= 0:
+                break
+            deleted += cursor.rowcount
+    return deleted
+
+
 def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000) -> RetentionResult:
     """One pass over every application; what the budget leaves goes next time."""
     result = RetentionResult()
@@ -125,4 +150,6 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
         for name, queryset in plan:
             n = _delete_in_batches(queryset, batch=batch, budget=budget)
             result.deleted[name] = result.deleted.get(name, 0) + n
+        n = _delete_expired_points(app, cutoff_ns, batch=batch, budget=budget)
+        result.deleted["metric points"] = result.deleted.get("metric points", 0) + n
     return result

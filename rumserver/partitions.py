@@ -1,8 +1,9 @@
 """Day partitions of the raw tables on PostgreSQL (DESIGN.md §10.7).
 
 Browser events by their own time (``ts_ms``, the browser's clock), spans by their
-start (``start_ns``) and stitched turns by their send time (``t_send_ms``, epoch ms on
-the server's clock) are declarative RANGE partitions of one UTC day each, named
+start (``start_ns``), stitched turns by their send time (``t_send_ms``, epoch ms on
+the server's clock) and model-server metric points by their time (``time_ns``) are
+declarative RANGE partitions of one UTC day each, named
 ``<table>_pYYYYMMDD``, plus a DEFAULT partition (``<table>_default``) for strays: a
 browser clock years off, a span from next month. SQLite keeps plain tables; every
 function here does nothing there.
@@ -22,7 +23,9 @@ sees ``id`` as the primary key (the model state is unchanged, so SQLite and
 ``makemigrations`` are untouched): ids come from one identity sequence, so ``id``
 alone stays unique in practice, and a composite primary key in Django (5.2's
 CompositePrimaryKey) would change every ``.pk`` and admin URL and has no migration
-from a plain key. A retried event or span carries the same time as its first copy,
+from a plain key. Metric points are the exception: their Django key is already
+``(time_ns, series_id)``, time first as ingest sorts them, and is kept as it is
+(``key_in_primary_key``). A retried event or span carries the same time as its first copy,
 so it lands in the same partition and the widened key still drops it; what changes
 a row's time on purpose (a web-vitals value reported again, a browser span stitched
 again with another clock skew) deletes the row of the old time in the same
@@ -72,6 +75,9 @@ class Partitioned:
     table: str
     key: str  # the partition key column
     per_day: int  # key units in one day
+    # The model's own primary key holds the partition key already: its keys are kept
+    # as they are, both ways, instead of getting the key appended (and no ``id``).
+    key_in_primary_key: bool = False
 
     def bound(self, day: date) -> int:
         return (day - EPOCH).days * self.per_day
@@ -89,6 +95,7 @@ TABLES = (
     Partitioned("rumserver_browserevent", "ts_ms", MS_PER_DAY),
     Partitioned("rumserver_span", "start_ns", MS_PER_DAY * 1_000_000),
     Partitioned("correlator_turn", "t_send_ms", MS_PER_DAY),
+    Partitioned("rumserver_metricpoint", "time_ns", MS_PER_DAY * 1_000_000, True),
 )
 BY_TABLE = {p.table: p for p in TABLES}
 
@@ -233,7 +240,7 @@ def partitions_drop_before(
     return dropped
 
 
-# --- converting a table in place (the migrations correlator 0013 and 0015) -----------------
+# --- converting a table in place (migrations correlator 0013, 0015 and rumserver 0015) ----
 
 
 def _constraints(cursor: Any, table: str) -> list[tuple[str, str, str]]:
@@ -309,14 +316,15 @@ def rebuild(cursor: Any, spec: Partitioned, *, partitioned: bool, today: date) -
     cursor.execute(
         f"INSERT INTO {_q(table)} ({names}) OVERRIDING SYSTEM VALUE SELECT {names} FROM {_q(old)}"
     )
-    cursor.execute(
-        f"SELECT setval(pg_get_serial_sequence(%s, 'id'), coalesce(max(id), 0) + 1, false) "
-        f"FROM {_q(table)}",
-        [table],
-    )
+    if not spec.key_in_primary_key:
+        cursor.execute(
+            f"SELECT setval(pg_get_serial_sequence(%s, 'id'), coalesce(max(id), 0) + 1, false) "
+            f"FROM {_q(table)}",
+            [table],
+        )
     cursor.execute(f"DROP TABLE {_q(old)} CASCADE")  # its partitions too, when going back
     for name, kind, definition in constraints:
-        if kind in ("p", "u"):
+        if kind in ("p", "u") and not spec.key_in_primary_key:
             # The partition key last in every key on a partitioned table; out again
             # on the way back (PRIMARY KEY (id, ts_ms) -> PRIMARY KEY (id)).
             columns = [c for c in _key_columns(definition) if c != key]
