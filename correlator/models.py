@@ -180,10 +180,12 @@ class Turn(models.Model):
         indexes = [
             models.Index(fields=["app", "t_send_ms"], name="turn_app_send"),
             models.Index(fields=["app", "span_id"], name="turn_app_span"),
-            # A conversation's opening turns (first-response accuracy, the session page).
-            models.Index(
-                fields=["app", "conversation_id", "t_send_ms"], name="turn_app_conversation"
-            ),
+            # A conversation's turns (first-response accuracy, the session page, the
+            # search by conversation id). Led by the conversation, not the application:
+            # the opening turns are read by conversation and send time alone
+            # (selectors.conversation_openers), where the (app, send) index cannot
+            # serve, whatever the statistics say.
+            models.Index(fields=["conversation_id", "app", "t_send_ms"], name="turn_conversation"),
             # Partial: only the few turns that regenerate another are looked up by it,
             # and leading with the span id lets a batch's IN list use the index.
             models.Index(
@@ -195,6 +197,37 @@ class Turn(models.Model):
 
     def __str__(self) -> str:
         return f"turn {self.span_id} ({self.outcome})"
+
+
+class Conversation(models.Model):
+    """The send times a conversation's stitched turns span, so that reading its
+    opening turns touches only the day partitions of turns it has rows in.
+
+    Turns are day partitions by send time, and a conversation is looked up by its id,
+    which is not that key: "its first two turns" read every day partition's
+    (app, conversation, send) index, about 35 index descents a conversation a month in
+    (bench/scale). The stitch writes this row with the turns in one statement, only
+    ever widening ``[first_send_ms, last_send_ms]`` (a turn stitched again at another
+    send time keeps its old time inside), so every stored turn of the conversation
+    lies within it, and a conversation without a row has no turns. Retention deletes
+    a row once its last send is past the application's cut, with its turns."""
+
+    app = models.ForeignKey(Application, on_delete=models.CASCADE, db_index=False)
+    conversation_id = models.CharField(max_length=128, blank=True, default="")
+    first_send_ms = models.FloatField(help_text="Epoch ms: no stored turn was sent before.")
+    last_send_ms = models.FloatField(help_text="Epoch ms: no stored turn was sent after.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["app", "conversation_id"], name="conversation_app_id")
+        ]
+        indexes = [
+            # Retention: the application's conversations whose last send is past the cut.
+            models.Index(fields=["app", "last_send_ms"], name="conversation_app_last"),
+        ]
+
+    def __str__(self) -> str:
+        return self.conversation_id
 
 
 class Restitch(models.Model):

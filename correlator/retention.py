@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection
 from django.db.models import Model, Q, QuerySet
 
-from correlator.models import DirtyRollup, EventRollup, Rollup, Trace
+from correlator.models import Conversation, DirtyRollup, EventRollup, Rollup, Trace
 from rumserver.metric_rollups import FIVE_MINUTES, HOUR, MINUTE, NS
 from rumserver.models import (
     Application,
@@ -122,6 +122,12 @@ def retention_run(*, now: datetime, batch: int = BATCH, budget: int = 1_000_000)
         plan: list[tuple[str, QuerySet[Model]]] = [
             # Stitched traces first (turns go with them), then what they were made of.
             ("traces", Trace.objects.filter(app=app, last_received_at__lt=cutoff)),
+            # A conversation whose every turn was sent before the cut: its turns went
+            # with their day partitions or their traces.
+            (
+                "conversations",
+                Conversation.objects.filter(app=app, last_send_ms__lt=cutoff.timestamp() * 1e3),
+            ),
             ("spans", Span.objects.filter(app=app, start_ns__lt=cutoff_ns)),
             ("events", BrowserEvent.objects.filter(app=app, received_at__lt=cutoff)),
             ("scores", Score.objects.filter(app=app, received_at__lt=cutoff)),

@@ -34,7 +34,7 @@ from django.db.models import Count, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.db.models.fields.json import KeyTransform
 
-from correlator.models import Trace, Turn
+from correlator.models import Conversation, Trace, Turn
 from correlator.stitch.rules import WINDOW_SLACK_MS
 from rumserver import partitions
 from rumserver.models import Application, BrowserEvent, BrowserSession, Score, Span
@@ -576,7 +576,14 @@ def trace_starts(*, app_id: int, trace_ids: list[str]) -> dict[str, float]:
 
 def conversation_openers(*, app_id: int, conversations: list[str]) -> dict[str, list[OpeningRow]]:
     """conversation id -> its first two turns by send time (fewer if it has fewer),
-    through the (app, conversation, send time) index."""
+    read from the day partitions within the send times the conversation spans
+    (``Conversation``; the others are pruned as each probe runs) through the
+    (conversation, app, send) index.
+
+    The probe names the conversation and the send times but not the application
+    (kept after it, behind OFFSET 0): naming it, partitions never analysed gave both
+    indexes one row, and PostgreSQL took the (app, send) index, reading every turn of
+    the application within the span (a day's when the conversation spans a day)."""
     if not conversations:
         return {}
     out: dict[str, list[OpeningRow]] = defaultdict(list)
@@ -596,37 +603,63 @@ def conversation_openers(*, app_id: int, conversations: list[str]) -> dict[str, 
                        x.intent_correction
                 FROM unnest(%s::text[]) AS k(conversation_id)
                 CROSS JOIN LATERAL (
-                    SELECT span_id, t_send_ms, regenerated, intent_correction
-                    FROM {Turn._meta.db_table}
-                    WHERE app_id = %s AND conversation_id = k.conversation_id
+                    SELECT first_send_ms, last_send_ms FROM {Conversation._meta.db_table}
+                    WHERE app_id = %s AND conversation_id = k.conversation_id OFFSET 0
+                ) AS s
+                CROSS JOIN LATERAL (
+                    SELECT span_id, t_send_ms, regenerated, intent_correction FROM (
+                        SELECT app_id, span_id, t_send_ms, regenerated, intent_correction
+                        FROM {Turn._meta.db_table}
+                        WHERE conversation_id = k.conversation_id
+                          AND t_send_ms >= s.first_send_ms AND t_send_ms <= s.last_send_ms
+                        OFFSET 0
+                    ) AS y
+                    WHERE app_id = %s
                     ORDER BY t_send_ms, span_id LIMIT 2
                 ) AS x
                 ORDER BY k.conversation_id, x.t_send_ms, x.span_id""",
-            [wanted, app_id],
+            [wanted, app_id, app_id],
         )
         for conversation, *row in cursor.fetchall():
             out[conversation].append(OpeningRow(*row))
     return dict(out)
 
 
-def regenerated_span_ids(*, span_ids: list[str]) -> set[tuple[int, str]]:
+def regenerated_span_ids(*, sent: dict[str, float]) -> set[tuple[int, str]]:
     """(app id, span id) of those turns that a stitched turn regenerates, through the
-    partial index on ``regenerate_of`` (an ``IN`` list here was a scan of every
-    turn per batch once the table had outgrown its statistics)."""
-    if not span_ids:
+    partial index on ``regenerate_of`` (an ``IN`` list here was a scan of every turn
+    per batch once the table had outgrown its statistics). ``sent``: span id -> the
+    turn's send time on its browser's clock (0 when unknown).
+
+    A regeneration is sent later, from the same page: on that browser's clock after
+    the turn, and stored at most ``MAX_SKEW_MS`` from it (a larger skew is not
+    applied), so only turns sent from ``WINDOW_SLACK_MS`` before the turn are probed:
+    the day partitions before are pruned as each probe runs (turns are day
+    partitions by send time; by the span id alone each probe descended every day's
+    index)."""
+    if not sent:
         return set()
+    wanted = sorted(sent.items())
     if connection.vendor != "postgresql":
-        rows = Turn.objects.filter(regenerate_of__in=span_ids).exclude(regenerate_of="")
-        return set(rows.values_list("app_id", "regenerate_of"))
+        found: set[tuple[int, str]] = set()
+        for start in range(0, len(wanted), 500):
+            chunk = dict(wanted[start : start + 500])
+            rows = Turn.objects.filter(regenerate_of__in=list(chunk)).exclude(regenerate_of="")
+            for app_id, span_id, at in rows.values_list("app_id", "regenerate_of", "t_send_ms"):
+                if at >= chunk[span_id] - WINDOW_SLACK_MS:
+                    found.add((app_id, span_id))
+        return found
     with connection.cursor() as cursor:
         cursor.execute(
-            f"""SELECT x.app_id, k.span_id FROM unnest(%s::text[]) AS k(span_id)
+            f"""SELECT x.app_id, k.span_id
+                FROM unnest(%s::text[], %s::float8[]) AS k(span_id, sent_ms)
                 CROSS JOIN LATERAL (
                     SELECT app_id FROM {Turn._meta.db_table}
                     WHERE regenerate_of = k.span_id AND regenerate_of <> ''
+                      AND t_send_ms >= k.sent_ms - {WINDOW_SLACK_MS}
                     OFFSET 0  -- a fence: flattened into a join, it became a hash join on a scan
                 ) AS x""",
-            [sorted(set(span_ids))],
+            [[span for span, _ in wanted], [ms for _, ms in wanted]],
         )
         return set(cursor.fetchall())
 

@@ -12,6 +12,7 @@ Elsewhere (SQLite, the embedded default) the ORM writes the same rows.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -22,7 +23,7 @@ from django.db.models import Model
 from correlator import selectors
 from correlator.analytics.rollups import MINUTE, minute_of, rollups_mark
 from correlator.bulk import columns_of, encode_json, record_of, recordset_of
-from correlator.models import DirtyRollup, Restitch, Rollup, Trace, Turn
+from correlator.models import Conversation, DirtyRollup, Restitch, Rollup, Trace, Turn
 from correlator.stitch.rules import WINDOW_SLACK_MS
 from rumserver.ingest.dirty import upsert_sql
 from rumserver.models import BrowserEvent, Span
@@ -171,16 +172,41 @@ WITH t AS (
         WHERE app_id = k.app_id AND trace_id = k.trace_id OFFSET 0
     ) AS o
     UNION ALL
+    -- A conversation's first turn, within the send times it spans (Conversation):
+    -- the day partitions outside them are pruned as the probe runs. The application
+    -- is checked after it, as in selectors.conversation_openers (why: there).
     SELECT c.app_id, x.t_send_ms
     FROM unnest(%(conv_apps)s::bigint[], %(conv_ids)s::text[]) AS c(app_id, conversation_id)
     CROSS JOIN LATERAL (
-        SELECT t_send_ms FROM {Turn._meta.db_table}
-        WHERE app_id = c.app_id AND conversation_id = c.conversation_id
+        SELECT first_send_ms, last_send_ms FROM {Conversation._meta.db_table}
+        WHERE app_id = c.app_id AND conversation_id = c.conversation_id OFFSET 0
+    ) AS s
+    CROSS JOIN LATERAL (
+        SELECT t_send_ms FROM (
+            SELECT app_id, span_id, t_send_ms FROM {Turn._meta.db_table}
+            WHERE conversation_id = c.conversation_id
+              AND t_send_ms >= s.first_send_ms AND t_send_ms <= s.last_send_ms
+            OFFSET 0
+        ) AS y
+        WHERE app_id = c.app_id
         ORDER BY t_send_ms, span_id LIMIT 1
     ) AS x
     UNION ALL
     SELECT r.app_id, r.start_ms
     FROM jsonb_to_recordset(%(traces)s::jsonb) AS r(app_id bigint, start_ms double precision)
+), conversations AS (
+    -- Widen each conversation's span of send times to its turns written above (the
+    -- ``touched`` probe reads the span as it was before this statement).
+    INSERT INTO {Conversation._meta.db_table} AS c (app_id, conversation_id, first_send_ms,
+                                                     last_send_ms)
+    SELECT r.app_id, r.conversation_id, min(r.t_send_ms), max(r.t_send_ms)
+    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r(app_id bigint, conversation_id text,
+                                                   t_send_ms double precision)
+    GROUP BY 1, 2
+    ORDER BY 1, 2  -- one lock order for concurrent sweeps
+    ON CONFLICT (app_id, conversation_id) DO UPDATE
+    SET first_send_ms = LEAST(c.first_send_ms, excluded.first_send_ms),
+        last_send_ms = GREATEST(c.last_send_ms, excluded.last_send_ms)
 ), marks AS (
     INSERT INTO {DirtyRollup._meta.db_table} (app_id, period, start, first_marked_at,
                                               last_marked_at)
@@ -255,6 +281,7 @@ def write_stitched(
         turns=[Turn(**row) for row in turns],
         browser_spans=[Span(**row) for row in browser_spans],
     )
+    conversations_widen((t["app_id"], t["conversation_id"], t["t_send_ms"]) for t in turns)
     _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
     by_app: dict[int, list[str]] = defaultdict(list)
     for app_id, span_id in regenerated:
@@ -284,6 +311,27 @@ def _stale_minutes(
         )
         found |= {(app_id, rows[0].t_send_ms) for rows in openers.values()}
     return found
+
+
+def conversations_widen(sent: Iterable[tuple[int, str, float]]) -> None:
+    """Widen each conversation's span of send times (``Conversation``) to take in
+    these turns, (app id, conversation id, send time) each: what the PostgreSQL
+    statement's ``conversations`` does, for SQLite and for turns written otherwise."""
+    spans: dict[tuple[int, str], tuple[float, float]] = {}
+    for app_id, conversation, ms in sent:
+        first, last = spans.get((app_id, conversation), (ms, ms))
+        spans[(app_id, conversation)] = (min(first, ms), max(last, ms))
+    least, greatest = ("LEAST", "GREATEST") if connection.vendor == "postgresql" else ("min", "max")
+    with connection.cursor() as cursor:
+        cursor.executemany(
+            f"""INSERT INTO {Conversation._meta.db_table} AS c
+                    (app_id, conversation_id, first_send_ms, last_send_ms)
+                VALUES (%s, %s, %s, %s)
+                ON CONFLICT (app_id, conversation_id) DO UPDATE
+                SET first_send_ms = {least}(c.first_send_ms, excluded.first_send_ms),
+                    last_send_ms = {greatest}(c.last_send_ms, excluded.last_send_ms)""",
+            [(app, conversation, *span) for (app, conversation), span in sorted(spans.items())],
+        )
 
 
 def _mark(moments: set[tuple[int, float]], *, now: datetime) -> None:

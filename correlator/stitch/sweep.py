@@ -224,9 +224,16 @@ def traces_stitch(
 
 def _replaced_span_ids(turns: dict[tuple[int, str], TurnEvent]) -> set[tuple[int, str]]:
     """(app, span id) of the turns among these that a later stitched turn regenerated."""
-    replaced = selectors.regenerated_span_ids(span_ids=[event.span_id for event in turns.values()])
+    replaced = selectors.regenerated_span_ids(
+        sent={event.span_id: _sent_ms(event) for event in turns.values()}
+    )
     apps = {event.app_id for event in turns.values()}
     return {(app, span) for app, span in replaced if app in apps}
+
+
+def _sent_ms(event: TurnEvent) -> float:
+    """The turn's send time on its browser's clock (a number: checked at ingest)."""
+    return float(event.data.get("t_send") or 0.0)
 
 
 _BROWSER_ATTRIBUTES = (

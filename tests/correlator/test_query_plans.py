@@ -88,7 +88,8 @@ from django.test import Client
 from django.utils import timezone
 from psycopg import sql
 
-from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator import selectors
+from correlator.models import Conversation, DirtyRollup, Rollup, Trace, Turn
 from correlator.rum_metrics import rum_series
 from correlator.stitch.sweep import sweep_run
 from rumserver import sql as llmrum_sql
@@ -123,7 +124,7 @@ def _llmrum_tables() -> list[str]:
     tables = sorted(
         m._meta.db_table
         for m in (BrowserSession, BrowserEvent, Span, DirtyTrace, Score)
-        + (Trace, Turn, Rollup, DirtyRollup)
+        + (Trace, Turn, Conversation, Rollup, DirtyRollup)
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -357,6 +358,15 @@ def _load(store: Store) -> None:
         output_tokens="30",
         model="model",
         model_calls="1",
+    )
+    # Each conversation's span of send times, as the stitch writes it with its turns.
+    _fill(
+        Conversation,
+        f"(SELECT app, s, min(t) AS first, max(t) AS last FROM {done} GROUP BY app, s) AS c",
+        app_id="app",
+        conversation_id="'conv-' || s",
+        first_send_ms="first",
+        last_send_ms="last",
     )
     _fill(
         Score,
@@ -1127,4 +1137,37 @@ def test_turn_reads_touch_their_partitions_only(store: Store) -> None:
             after = _turn_partitions_read()
             read = {name for name, n in after.items() if n > before.get(name, 0)}
             assert read <= {"correlator_turn_default"}, (path, sorted(read))
+        transaction.set_rollback(True)
+
+
+def test_conversation_openers_touch_their_partitions_only(store: Store) -> None:
+    """A month of day partitions of turns before the store's days, as a deployment
+    has them, and the store's turns in the default partition: a conversation's opening
+    turns (first-response accuracy: the rollups, and the minute the stitch marks where
+    a conversation began) are read from the partitions within the send times the
+    conversation spans (correlator.models.Conversation), pruned as each probe runs;
+    by the (app, conversation) index alone each probe descended every day's index.
+    The answer is the plain read's. Rolled back after."""
+    today = datetime.now(UTC).date()
+    app_id = store.apps[0].application.pk
+    rows = Turn.objects.filter(app_id=app_id).order_by("conversation_id", "t_send_ms", "span_id")
+    expected: dict[str, list[str]] = {}
+    for conversation, span_id in rows.values_list("conversation_id", "span_id"):
+        if len(expected.setdefault(conversation, [])) < 2:
+            expected[conversation].append(span_id)
+    with transaction.atomic():
+        made = partitions_ensure([today - timedelta(days=d) for d in range(5, 35)])
+        assert len([m for m in made if m.startswith("correlator_turn_p")]) == 30
+        before = _turn_partitions_read()
+        openers = selectors.conversation_openers(app_id=app_id, conversations=list(expected))
+        after = _turn_partitions_read()
+        read = {name for name, n in after.items() if n > before.get(name, 0)}
+        assert read == {"correlator_turn_default"}, sorted(read)
+        assert {c: [row.span_id for row in found] for c, found in openers.items()} == expected
+        # The sweep: stitching the backlog, then rebuilding its minutes' rollups.
+        before = _turn_partitions_read()
+        _sweep(store)
+        after = _turn_partitions_read()
+        read = {name for name, n in after.items() if n > before.get(name, 0)}
+        assert read <= {"correlator_turn_default"}, sorted(read)
         transaction.set_rollback(True)

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from correlator.analytics import rollups
-from correlator.models import Rollup, Trace, Turn
+from correlator.models import Conversation, Rollup, Trace, Turn
 from correlator.retention import retention_run
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
@@ -29,6 +29,8 @@ def test_old_data_goes_recent_data_stays(client):
         send_otlp(client, created.ingest_token, golden.gateway_request())
     sweep_run(now=timezone.now(), finalize_all=True)  # and its rollups rebuilt
     assert Trace.objects.count() == 3
+    conversations = Conversation.objects.count()
+    assert conversations >= 1
     # Nothing is old yet.
     assert sum(retention_run(now=timezone.now()).deleted.values()) == 0
     # A rebuild of those turns' minute still pending when their data expires.
@@ -40,6 +42,9 @@ def test_old_data_goes_recent_data_stays(client):
     assert result.deleted["events"] == 3 and result.deleted["sessions"] == 3
     assert (Trace.objects.count(), Turn.objects.count(), Span.objects.count()) == (0, 0, 0)
     assert (BrowserEvent.objects.count(), BrowserSession.objects.count()) == (0, 0)
+    # The conversations' send spans went with their turns.
+    assert result.deleted["conversations"] == conversations
+    assert not Conversation.objects.exists()
     # Minute rollups went with the raw rows; hours and days still answer for the turns.
     assert result.deleted["minute rollups"] >= 1
     assert not Rollup.objects.filter(period="minute").exists()
@@ -56,8 +61,8 @@ def test_the_retention_command_runs(capsys):
     factories.make_app()
     call_command("retention")
     assert (
-        "0 traces, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups, 0 rollup marks"
-        in capsys.readouterr().out
+        "0 traces, 0 conversations, 0 spans, 0 events, 0 scores, 0 sessions, 0 minute rollups, "
+        "0 rollup marks" in capsys.readouterr().out
     )
 
 

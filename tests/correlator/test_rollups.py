@@ -14,6 +14,7 @@ from django.utils import timezone
 from correlator.analytics import figures, rollups, windows
 from correlator.analytics.sketches import HLL_REGISTERS, HyperLogLog, LogHistogram, max_bytes
 from correlator.models import DirtyRollup, Rollup, Trace, Turn
+from correlator.stitch.store import conversations_widen
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import BrowserSession
 from tests import factories
@@ -187,6 +188,7 @@ def _stitched_turns(
             )  # fmt: skip
         )
     Turn.objects.bulk_create(turns)
+    conversations_widen((t.app_id, t.conversation_id, t.t_send_ms) for t in turns)
     return turns
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 from correlator import selectors
 from correlator.models import Restitch, Trace, Turn
 from correlator.stitch import sweep
+from correlator.stitch.store import conversations_widen
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import DirtyTrace, Span
 from tests import factories
@@ -227,6 +228,8 @@ def test_a_stitch_marks_every_rollup_minute_its_rewrite_may_change(client, app):
     Turn.objects.create(app=app.application, trace=other, session_id=opener.session_id,
                         span_id="f" * 16, conversation_id=opener.conversation_id,
                         t_send_ms=opener_ms, outcome="completed")  # fmt: skip
+    # As the stitch of that turn would have: its conversation now began 42 minutes earlier.
+    conversations_widen([(app.application.pk, opener.conversation_id, opener_ms)])
     now = timezone.now()
     with transaction.atomic():
         sweep.traces_stitch(keys=[(app.application.pk, golden.trace_id)], now=now)
@@ -434,3 +437,52 @@ def test_a_turn_regenerated_while_another_sweep_writes_it_is_still_marked(monkey
     assert Turn.objects.get(span_id=original.browser_span).regenerated is True
     assert Turn.objects.get(span_id=replacement.browser_span).regenerate_of == original.browser_span
     assert not DirtyTrace.objects.exists() and not Restitch.objects.exists()
+
+
+def test_a_conversation_keeps_the_send_times_its_turns_span(client, app):
+    """The stitch widens each conversation's span of send times with the turns it
+    writes (correlator.models.Conversation), never narrows it, and the opening turns
+    are read within it: the application's own, not another's with the same id."""
+    from correlator.models import Conversation
+
+    def span(created) -> tuple[float, float]:
+        row = Conversation.objects.get(app=created.application, conversation_id="conv-golden")
+        return row.first_send_ms, row.last_send_ms
+
+    first = GoldenTurn(t0=now_ms() - 600_000, session="s-a")
+    deliver(client, app, first, ["beacon", "gateway", "model"])
+    sweep_run(now=timezone.now(), finalize_all=True)
+    first_ms = Turn.objects.get(span_id=first.browser_span).t_send_ms
+    assert span(app) == (first_ms, first_ms)
+    later = GoldenTurn(t0=now_ms() - 2000, session="s-a")
+    deliver(client, app, later, ["beacon", "gateway"])
+    sweep_run(now=timezone.now(), finalize_all=True)
+    later_ms = Turn.objects.get(span_id=later.browser_span).t_send_ms
+    assert span(app) == (first_ms, later_ms) and first_ms < later_ms
+    # Another application's conversation of the same id, begun earlier.
+    other = factories.make_app("Other")
+    theirs = GoldenTurn(t0=now_ms() - 1_200_000, session="s-b")
+    deliver(client, other, theirs, ["beacon", "gateway"])
+    sweep_run(now=timezone.now(), finalize_all=True)
+    assert span(app) == (first_ms, later_ms)
+    openers = selectors.conversation_openers(
+        app_id=app.application.pk, conversations=["conv-golden", "never-seen"]
+    )
+    assert [row.span_id for row in openers["conv-golden"]] == [
+        first.browser_span,
+        later.browser_span,
+    ]
+    assert "never-seen" not in openers
+    theirs_openers = selectors.conversation_openers(
+        app_id=other.application.pk, conversations=["conv-golden"]
+    )
+    assert [row.span_id for row in theirs_openers["conv-golden"]] == [theirs.browser_span]
+    # Widening only: a send time within the span changes nothing, an earlier one moves
+    # its start, and a stitch of the same turns again leaves it as it is.
+    key = (app.application.pk, "conv-golden")
+    conversations_widen([(*key, first_ms + 1)])
+    assert span(app) == (first_ms, later_ms)
+    conversations_widen([(*key, first_ms - 60_000), (*key, first_ms - 30_000)])
+    assert span(app) == (first_ms - 60_000, later_ms)
+    sweep.traces_stitch(keys=[(app.application.pk, first.trace_id)], now=timezone.now())
+    assert span(app) == (first_ms - 60_000, later_ms)
