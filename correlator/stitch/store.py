@@ -204,9 +204,7 @@ WITH t AS (
                                                    t_send_ms double precision)
     GROUP BY 1, 2
     ORDER BY 1, 2  -- one lock order for concurrent sweeps
-    ON CONFLICT (app_id, conversation_id) DO UPDATE
-    SET first_send_ms = LEAST(c.first_send_ms, excluded.first_send_ms),
-        last_send_ms = GREATEST(c.last_send_ms, excluded.last_send_ms)
+    {_widen_on_conflict("LEAST", "GREATEST")}
 ), marks AS (
     INSERT INTO {DirtyRollup._meta.db_table} (app_id, period, start, first_marked_at,
                                               last_marked_at)
@@ -326,12 +324,19 @@ def conversations_widen(sent: Iterable[tuple[int, str, float]]) -> None:
         cursor.executemany(
             f"""INSERT INTO {Conversation._meta.db_table} AS c
                     (app_id, conversation_id, first_send_ms, last_send_ms)
-                VALUES (%s, %s, %s, %s)
-                ON CONFLICT (app_id, conversation_id) DO UPDATE
-                SET first_send_ms = {least}(c.first_send_ms, excluded.first_send_ms),
-                    last_send_ms = {greatest}(c.last_send_ms, excluded.last_send_ms)""",
+                VALUES (%s, %s, %s, %s) {_widen_on_conflict(least, greatest)}""",
             [(app, conversation, *span) for (app, conversation), span in sorted(spans.items())],
         )
+
+
+def _widen_on_conflict(least: str, greatest: str) -> str:
+    """A conversation's span of send times only ever widens: the upsert's conflict
+    clause (the table aliased ``c``), with the database's two-argument min and max."""
+    return (
+        "ON CONFLICT (app_id, conversation_id) DO UPDATE "
+        f"SET first_send_ms = {least}(c.first_send_ms, excluded.first_send_ms), "
+        f"last_send_ms = {greatest}(c.last_send_ms, excluded.last_send_ms)"
+    )
 
 
 def _mark(moments: set[tuple[int, float]], *, now: datetime) -> None:
