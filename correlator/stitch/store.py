@@ -85,7 +85,7 @@ WITH t AS (
     -- old row was written with its trace's start (correlator.models.TraceOfTurn), so
     -- only a trace whose stored start differs from its turn's new send time probes
     -- its turns, within the stored trace's time and the browser-clock slack.
-    SELECT f.id
+    SELECT f.id, f.t_send_ms
     FROM jsonb_to_recordset(%(turns)s::jsonb) AS r(app_id bigint, trace_key text,
                                                    t_send_ms double precision)
     CROSS JOIN LATERAL (
@@ -94,15 +94,20 @@ WITH t AS (
         OFFSET 0
     ) AS k
     CROSS JOIN LATERAL (
-        SELECT id FROM {Turn._meta.db_table}
+        SELECT id, t_send_ms FROM {Turn._meta.db_table}
         WHERE trace_id = k.id AND t_send_ms >= k.start_ms - {WINDOW_SLACK_MS}
           AND t_send_ms <= k.end_ms + {WINDOW_SLACK_MS} AND t_send_ms <> r.t_send_ms
         OFFSET 0
     ) AS f
 ), moved_turns AS (
-    -- Skipped whole (a one-time filter) when no turn moved, the usual case.
+    -- Skipped whole (a one-time filter) when no turn moved, the usual case. The old
+    -- rows' span of send times prunes the day partitions as the statement starts (an
+    -- id list alone cannot: each day's index was probed).
     DELETE FROM {Turn._meta.db_table} x
-    WHERE EXISTS (SELECT 1 FROM stale_turns) AND x.id = ANY(ARRAY(SELECT id FROM stale_turns))
+    WHERE EXISTS (SELECT 1 FROM stale_turns)
+      AND x.t_send_ms >= (SELECT min(t_send_ms) FROM stale_turns)
+      AND x.t_send_ms <= (SELECT max(t_send_ms) FROM stale_turns)
+      AND x.id = ANY(ARRAY(SELECT id FROM stale_turns))
 ), b AS (
     INSERT INTO {Span._meta.db_table} ({span_names})
     SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
@@ -119,7 +124,7 @@ WITH t AS (
     -- spans, in the partition of that start. The stored turn by its whole key
     -- (its send time is its trace's start: correlator.models.TraceOfTurn), so one
     -- day partition of turns is read, not each day's index.
-    SELECT o.id
+    SELECT o.id, o.start_ns
     FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
                                                    span_id text, start_ns bigint)
     CROSS JOIN LATERAL (
@@ -131,34 +136,55 @@ WITH t AS (
         WHERE trace_id = k.id AND t_send_ms = k.start_ms OFFSET 0
     ) AS f
     CROSS JOIN LATERAL (
-        SELECT id FROM {Span._meta.db_table}
+        SELECT id, start_ns FROM {Span._meta.db_table}
         WHERE app_id = r.app_id AND trace_id = r.trace_id AND span_id = r.span_id
           AND start_ns BETWEEN f.ns - 1 AND f.ns + 1 AND start_ns <> r.start_ns
         OFFSET 0
     ) AS o
     WHERE f.ns <> r.start_ns
 ), moved_spans AS (
-    -- Skipped whole (a one-time filter) when nothing moved, the usual case.
+    -- Skipped whole (a one-time filter) when nothing moved, the usual case; pruned
+    -- by the old rows' span of starts, as moved_turns.
     DELETE FROM {Span._meta.db_table} x
-    WHERE EXISTS (SELECT 1 FROM stale_spans) AND x.id = ANY(ARRAY(SELECT id FROM stale_spans))
+    WHERE EXISTS (SELECT 1 FROM stale_spans)
+      AND x.start_ns >= (SELECT min(start_ns) FROM stale_spans)
+      AND x.start_ns <= (SELECT max(start_ns) FROM stale_spans)
+      AND x.id = ANY(ARRAY(SELECT id FROM stale_spans))
 ), redo AS (
     -- The earlier turns a turn of this batch regenerates, not flagged yet: their
     -- traces are stitched again once this commits (so that stitch sees this batch's
     -- turns). Flagging their rows here would miss a turn another sweep is writing
     -- right now; found by its raw event, committed at ingest, it is not missed.
+    -- Events are day partitions by their time on the browser's clock, which is the
+    -- regenerating turn's clock too: the earlier turn's event is looked for near that
+    -- turn's send first (a day or two of partitions, pruned as each probe runs), and
+    -- in every other day only when it is not there (by span id alone, each probe
+    -- descended every day partition's index). Whether its turn is flagged already is
+    -- read within the skew a stitch applies to that event's time.
     INSERT INTO {Restitch._meta.db_table} (app_id, trace_id, marked_at)
     SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz
-    FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[]) AS k(app_id, span_id)
+    FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[], %(regen_sent)s::float8[])
+         AS k(app_id, span_id, sent_ms)
     CROSS JOIN LATERAL (
-        SELECT x.trace_id FROM {BrowserEvent._meta.db_table} x
-        WHERE x.app_id = k.app_id AND x.type = '{BrowserEvent.Type.TURN.value}'
-          AND x.span_id = k.span_id AND x.trace_id <> ''
+        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
+        WHERE {_turn_event_of("x")} AND {_near("x")}
+        UNION ALL
+        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
+        WHERE {_turn_event_of("x")} AND NOT {_near("x")}
           AND NOT EXISTS (
-              SELECT 1 FROM {Turn._meta.db_table} f
-              WHERE f.app_id = k.app_id AND f.span_id = k.span_id AND f.regenerated
+              SELECT 1 FROM {BrowserEvent._meta.db_table} y
+              WHERE {_turn_event_of("y")} AND {_near("y")}
           )
-        OFFSET 0
     ) AS e
+    -- A scalar subquery, not NOT EXISTS: that became an anti join, which read every
+    -- day partition of turns; this is one probe an event, pruned as it runs.
+    WHERE (
+        SELECT 1 FROM {Turn._meta.db_table} f
+        WHERE f.app_id = k.app_id AND f.span_id = k.span_id AND f.regenerated
+          AND f.t_send_ms >= e.ts_ms - {WINDOW_SLACK_MS}
+          AND f.t_send_ms <= e.ts_ms + {WINDOW_SLACK_MS}
+        LIMIT 1
+    ) IS NULL
 ), touched AS (
     -- Read before the writes above (one snapshot for the whole statement): where
     -- the traces started, and where their turns' conversations began; then where
@@ -218,6 +244,31 @@ SELECT count(*) FROM t
 """
 
 
+# Where a regenerated turn's raw event is looked for first, around the regenerating
+# turn's send on the same browser's clock: a regeneration nearly always comes minutes
+# after the answer it replaces, and no more than a day after in all but a few. After
+# the send too, by an hour: a clock set back in between, or a client that dates a
+# turn event when its answer ends.
+REGENERATED_NEAR_BEFORE_MS = 24 * 3_600_000
+REGENERATED_NEAR_AFTER_MS = 3_600_000
+
+
+def _turn_event_of(alias: str) -> str:
+    """The raw turn event of the span ``k`` names (the ``redo`` probe)."""
+    return (
+        f"{alias}.app_id = k.app_id AND {alias}.type = '{BrowserEvent.Type.TURN.value}' "
+        f"AND {alias}.span_id = k.span_id AND {alias}.trace_id <> ''"
+    )
+
+
+def _near(alias: str) -> str:
+    """An event's time near the send ``k.sent_ms`` (the ``redo`` probe's first look)."""
+    return (
+        f"({alias}.ts_ms >= k.sent_ms - {REGENERATED_NEAR_BEFORE_MS} "
+        f"AND {alias}.ts_ms <= k.sent_ms + {REGENERATED_NEAR_AFTER_MS})"
+    )
+
+
 @cache
 def _span_defaults() -> dict[str, Any]:
     return record_of(Span(), columns_of(Span))
@@ -235,6 +286,7 @@ def write_stitched(
     browser_spans: list[dict[str, Any]],
     keys: set[tuple[int, str]],
     now: datetime,
+    browser_sent: dict[tuple[int, str], float],
 ) -> None:
     """Write a stitched batch (``keys``: every (app id, trace id) it stitched), flag
     the earlier turns its turns regenerate, and mark the rollup minutes it may
@@ -243,14 +295,19 @@ def write_stitched(
 
     Rows are column -> value dicts. ``turns[i]`` belongs with ``browser_spans[i]``,
     whose ``trace_id`` names its trace (a turn row's ``trace_id`` is the trace's key,
-    known only once the trace is written)."""
+    known only once the trace is written). ``browser_sent``: each turn's send time on
+    its browser's clock by (app id, span id), where the turn it regenerates is looked
+    for first (a turn missing: in every day)."""
     conversations = sorted({(turn["app_id"], turn["conversation_id"]) for turn in turns})
     # A turn regenerating one of this batch finds it in ``replaced`` (traces_stitch);
     # one regenerating an earlier turn has that turn flagged here (PostgreSQL: its
     # trace stitched again, see ``redo`` and ``restitches_queue``).
     own = {(turn["app_id"], turn["span_id"]) for turn in turns}
+    sent = browser_sent
     regenerated = sorted(
-        {(t["app_id"], t["regenerate_of"]) for t in turns if t["regenerate_of"]} - own
+        (t["app_id"], t["regenerate_of"], sent.get((t["app_id"], t["span_id"]), 0.0))
+        for t in turns
+        if t["regenerate_of"] and (t["app_id"], t["regenerate_of"]) not in own
     )
     if connection.vendor == "postgresql":
         turn_records = [
@@ -266,8 +323,9 @@ def write_stitched(
             "key_traces": [trace for _, trace in ordered],
             "conv_apps": [app for app, _ in conversations],
             "conv_ids": [conversation for _, conversation in conversations],
-            "regen_apps": [app for app, _ in regenerated],
-            "regen_spans": [span for _, span in regenerated],
+            "regen_apps": [app for app, _, _ in regenerated],
+            "regen_spans": [span for _, span, _ in regenerated],
+            "regen_sent": [ms for _, _, ms in regenerated],
             "now": now,
         }
         execute_prepared(_postgres_sql(), params)
@@ -282,7 +340,7 @@ def write_stitched(
     conversations_widen((t["app_id"], t["conversation_id"], t["t_send_ms"]) for t in turns)
     _mark(stale | {(t["app_id"], t["start_ms"]) for t in traces}, now=now)
     by_app: dict[int, list[str]] = defaultdict(list)
-    for app_id, span_id in regenerated:
+    for app_id, span_id, _ in regenerated:
         by_app[app_id].append(span_id)
     for app_id, span_ids in sorted(by_app.items()):
         stale_flags = Turn.objects.filter(app_id=app_id, span_id__in=span_ids, regenerated=False)

@@ -218,7 +218,12 @@ def traces_stitch(
             turn_rows.append(turn)
             browser_spans.append(browser_span)
     write_stitched(
-        traces=traces, turns=turn_rows, browser_spans=browser_spans, keys=wanted, now=now
+        traces=traces,
+        turns=turn_rows,
+        browser_spans=browser_spans,
+        keys=wanted,
+        now=now,
+        browser_sent={(e.app_id, e.span_id): _sent_ms(e) for e in batch.turns.values()},
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from datetime import timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 from django.db import connections
@@ -19,6 +19,7 @@ from correlator.stitch import sweep
 from correlator.stitch.store import conversations_widen
 from correlator.stitch.sweep import sweep_run
 from rumserver.models import DirtyTrace, Span
+from rumserver.partitions import partitions_ensure
 from tests import factories
 from tests.correlator.golden import GoldenTurn, send_beacon, send_otlp
 
@@ -379,6 +380,54 @@ def test_any_other_database_error_stops_the_sweep_with_nothing_half_written(clie
     assert not Trace.objects.exists() and not Turn.objects.exists()
     assert not Span.objects.filter(role="browser").exists()
     assert DirtyTrace.objects.filter(trace_id=golden.trace_id).exists()  # left for the next sweep
+
+
+def _day_partitions_read(prefix: str) -> dict[date, int]:
+    """Scans (sequential and index) of each day partition named ``prefix`` + YYYYMMDD
+    in this transaction."""
+    with connections["default"].cursor() as cursor:
+        cursor.execute(
+            "SELECT relname, seq_scan + coalesce(idx_scan, 0) FROM pg_stat_xact_user_tables "
+            "WHERE relname LIKE %s",
+            [prefix + "%"],
+        )
+        rows = cursor.fetchall()
+    return {
+        date(int(name[-8:-4]), int(name[-4:-2]), int(name[-2:])): n
+        for name, n in rows
+        if name[len(prefix) :].isdigit()  # not the default partition
+    }
+
+
+@pytest.mark.postgres
+def test_a_regeneration_looks_for_the_turn_it_replaces_near_its_send_first(client, app):
+    """The turn a regeneration replaces is found by its raw turn event (the stitch's
+    ``redo``), whose day partitions are by the browser's clock, the regenerating
+    turn's too. With a month of day partitions: an answer regenerated minutes later
+    is looked for in the days around the regeneration's send only, not in every day,
+    and stitched again its turn moves (the regeneration's clock samples refine the
+    skew) with its old row deleted from its own days only; one regenerated three days
+    later is still found, and flagged."""
+    today = datetime.now(UTC).date()
+    partitions_ensure([today - timedelta(days=d) for d in range(35)])
+    for age_days in (0, 3):
+        original = GoldenTurn(
+            t0=now_ms() - age_days * 86_400_000 - 600_000, session=f"s-{age_days}"
+        )
+        send_beacon(client, app.application.public_key, original.beacon())
+        sweep_run(now=timezone.now())
+        assert Turn.objects.get(span_id=original.browser_span).regenerated is False
+        replacement = GoldenTurn(t0=now_ms() - 2000, session=f"s-{age_days}",
+                                 regenerate_of=original.browser_span)  # fmt: skip
+        send_beacon(client, app.application.public_key, replacement.beacon())
+        tables = ("rumserver_browserevent_p", "correlator_turn_p")
+        before = {table: _day_partitions_read(table) for table in tables}
+        sweep_run(now=timezone.now())  # the regeneration; then the original, stitched again
+        for table in tables if age_days == 0 else ():
+            after = _day_partitions_read(table)
+            read = {day for day, n in after.items() if n > before[table].get(day, 0)}
+            assert read and min(read) >= today - timedelta(days=1), (table, sorted(read))
+        assert Turn.objects.get(span_id=original.browser_span).regenerated is True
 
 
 @pytest.mark.postgres
