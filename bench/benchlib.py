@@ -36,9 +36,13 @@ BENCH = ROOT / "bench"
 VENV = ROOT / ".venv"
 RESULTS = BENCH / "results"
 
-PG_ADMIN_URL = "postgres://postgres@127.0.0.1:5432/postgres"
+# The PostgreSQL server the benchmarks use (user postgres, trust auth): the machine's
+# own, or another one on another port (LLMRUM_BENCH_PG=127.0.0.1:5433), say with
+# settings of a production server, to compare the two with the same code.
+PG_SERVER = os.environ.get("LLMRUM_BENCH_PG", "127.0.0.1:5432")
+PG_ADMIN_URL = f"postgres://postgres@{PG_SERVER}/postgres"
 PG_BENCH_DB = "llmrum_bench"
-PG_BENCH_URL = f"postgres://postgres@127.0.0.1:5432/{PG_BENCH_DB}"
+PG_BENCH_URL = f"postgres://postgres@{PG_SERVER}/{PG_BENCH_DB}"
 BROKER_URL = "redis://127.0.0.1:6379/15"
 HINT_QUEUE = "llmrum"  # CELERY_TASK_DEFAULT_QUEUE: the hints pile up there, nobody consumes
 
@@ -65,7 +69,7 @@ def free_port() -> int:
 
 
 def pg_url(database: str = PG_BENCH_DB) -> str:
-    return f"postgres://postgres@127.0.0.1:5432/{database}"
+    return f"postgres://postgres@{PG_SERVER}/{database}"
 
 
 def setup_django(database: str, **env: str) -> None:
