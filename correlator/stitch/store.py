@@ -303,9 +303,8 @@ def write_stitched(
     # one regenerating an earlier turn has that turn flagged here (PostgreSQL: its
     # trace stitched again, see ``redo`` and ``restitches_queue``).
     own = {(turn["app_id"], turn["span_id"]) for turn in turns}
-    sent = browser_sent
     regenerated = sorted(
-        (t["app_id"], t["regenerate_of"], sent.get((t["app_id"], t["span_id"]), 0.0))
+        (t["app_id"], t["regenerate_of"], browser_sent.get((t["app_id"], t["span_id"]), 0.0))
         for t in turns
         if t["regenerate_of"] and (t["app_id"], t["regenerate_of"]) not in own
     )
