@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import connection
+from django.db import connection, transaction
 from django.db.migrations.executor import MigrationExecutor
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -90,6 +90,41 @@ def test_an_event_retried_across_midnight_lands_once(client: Any) -> None:
     assert _partition_of(BrowserEvent, event_id="v1-123") == [f"{EVENTS}_p{today:%Y%m%d}"]
     assert BrowserEvent.objects.get(event_id="v1-123").data["value"] == 0.2
     assert BrowserEvent.objects.count() == 2
+
+
+def _event_partitions_locked() -> set[str]:
+    """The partitions of events this connection holds a lock on."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+            "JOIN pg_inherits i ON i.inhrelid = c.oid "
+            "WHERE l.pid = pg_backend_pid() AND i.inhparent = %s::regclass",
+            [EVENTS],
+        )
+        return {name for (name,) in cursor.fetchall()}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_beacon_of_turn_events_locks_its_days_partition_only(client: Any) -> None:
+    """Beat and retention attach and drop day partitions under an exclusive lock. A
+    beacon's statement locking every day's partition (the search for a vital reported
+    again, which PostgreSQL cannot prune as it plans, named them all) made each beacon
+    open a month of partitions, and wait behind a DROP of any of them. Without a
+    vital in the batch the statement leaves that search out: a batch of turn events
+    locks the partition its events land in, and nothing else of the events, from its
+    first send to long after its prepared statement's plan became the generic one.
+    A batch with a vital still replaces the vital's earlier row (the test above)."""
+    today = datetime.now(UTC).date()
+    partitions_ensure([today + timedelta(days=d) for d in range(-30, 3)])
+    key = factories.make_app().application.public_key
+    for _ in range(8):
+        turn = factories.turn_event()
+        day = datetime.fromtimestamp(turn["ts"] / 1000, UTC).date()
+        with transaction.atomic():
+            _post(client, key, factories.batch([turn, factories.turn_event()]))
+            locked = _event_partitions_locked()
+        assert locked == {f"{EVENTS}_p{day:%Y%m%d}"}, locked
+    assert BrowserEvent.objects.count() == 16
 
 
 def test_a_far_off_event_goes_to_the_default_partition_and_is_stitched(client: Any) -> None:

@@ -746,7 +746,16 @@ def check(statements: list[Statement], store: Store, expected: set[str]) -> None
 
 def _ingest_beacon(store: Store) -> None:
     golden = GoldenTurn(t0=time.time() * 1000 - 5_000, server_timing=True, session="sess-1")
-    send_beacon(Client(), store.apps[0].application.public_key, golden.beacon())
+    key = store.apps[0].application.public_key
+    send_beacon(Client(), key, golden.beacon())
+    # A batch with a vital sends the statement that also looks for its earlier value
+    # (rumserver.ingest.beacon.store): reported again, at a new time.
+    vital = {
+        "type": "vital", "id": "v1-plans", "ts": time.time() * 1000 - 4_000, "name": "CLS",
+        "value": 0.05, "delta": 0.05, "rating": "good", "navigation_type": "navigate",
+    }  # fmt: skip
+    send_beacon(Client(), key, factories.batch([vital]))
+    send_beacon(Client(), key, factories.batch([{**vital, "ts": vital["ts"] + 1_000}]))
 
 
 def _ingest_otlp(store: Store) -> None:
