@@ -995,6 +995,12 @@ def summarize_profile(
 # --- Report ------------------------------------------------------------------------
 
 
+def median_by(items: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """The item of the median ``key`` (the lower middle one of an even count): a
+    benchmark's repeated rounds, kept whole so that its other figures go with it."""
+    return sorted(items, key=lambda item: item[key])[(len(items) - 1) // 2]
+
+
 def ratio(a: float, b: float) -> float | None:
     return round(a / b, 3) if b else None
 

@@ -59,9 +59,9 @@ class Trace(models.Model):
         constraints = [
             # Led by the trace id so that it also serves the lookups by trace id alone
             # (the API and admin, before the app is known): one index keyed by a random
-            # id, not two. Each is written at every stitch of a trace (its indexed times
-            # change, so no update is HOT) and read at random: at 12 million traces the
-            # second index was memory the stitch's reads missed.
+            # id, not two. Each is written at almost every stitch of a trace (its
+            # indexed times change, so the update is not HOT) and read at random: at 12
+            # million traces the second index was memory the stitch's reads missed.
             models.UniqueConstraint(fields=["trace_id", "app"], name="uniq_trace_per_app"),
         ]
         indexes = [
