@@ -112,7 +112,7 @@ class TraceOfTurn(_OneToOne):
     and ``trace.turn`` name ``turn.t_send_ms = trace.start_ms`` too: the whole unique
     key, one partition, one row. Not a database constraint (it cannot span partitions):
     a trace's turn is written under the trace's row lock, and a turn that moves to
-    another time replaces its old row in the same statement (``correlator.stitch.store``).
+    another time replaces its old row in the same transaction (``correlator.stitch.store``).
 
     The model state is a plain OneToOneField (``deconstruct``): what this adds is
     query-time only, so migrations and SQLite see nothing new."""

@@ -636,7 +636,8 @@ def regenerated_span_ids(*, sent: dict[str, float]) -> set[tuple[int, str]]:
     applied), so only turns sent from ``WINDOW_SLACK_MS`` before the turn are probed:
     the day partitions before are pruned as each probe runs (turns are day
     partitions by send time; by the span id alone each probe descended every day's
-    index)."""
+    index), and before the batch's earliest such time as PostgreSQL plans (a constant:
+    by each probe's bound alone it planned every day partition, each batch)."""
     if not sent:
         return set()
     wanted = sorted(sent.items())
@@ -657,9 +658,14 @@ def regenerated_span_ids(*, sent: dict[str, float]) -> set[tuple[int, str]]:
                     SELECT app_id FROM {Turn._meta.db_table}
                     WHERE regenerate_of = k.span_id AND regenerate_of <> ''
                       AND t_send_ms >= k.sent_ms - {WINDOW_SLACK_MS}
+                      AND t_send_ms >= %s
                     OFFSET 0  -- a fence: flattened into a join, it became a hash join on a scan
                 ) AS x""",
-            [[span for span, _ in wanted], [ms for _, ms in wanted]],
+            [
+                [span for span, _ in wanted],
+                [ms for _, ms in wanted],
+                min(ms for _, ms in wanted) - WINDOW_SLACK_MS,
+            ],
         )
         return set(cursor.fetchall())
 

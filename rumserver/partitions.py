@@ -11,7 +11,7 @@ function here does nothing there.
 Turns: their unique key becomes ``(trace_id, t_send_ms)``, so "one turn a trace" is
 no database constraint any more. It holds because a trace's turn is written under
 the trace's row lock and a turn whose send time moves replaces its old row in the
-same statement (``correlator.stitch.store``); and readers go from a trace to its turn
+same transaction (``correlator.stitch.store``); and readers go from a trace to its turn
 by that whole key, ``t_send_ms = trace.start_ms`` (a trace with a turn starts at its
 send: ``correlator.models.TraceOfTurn``), so the planner knows it is one row without
 statistics, and reads one partition (tests/correlator/test_query_plans.py).

@@ -177,7 +177,16 @@ def _bound_params(
     else:
         params["lo"] = [int(bounds[key][0] * scale) for key in keys]
         params["hi"] = [int(bounds[key][1] * scale) for key in keys]
-    return params
+    return {**params, **_span_of(params["lo"], params["hi"])}
+
+
+def _span_of(lo: list[int], hi: list[int]) -> dict[str, int]:
+    """The batch's span of the keys' windows, ``%(all_lo)s`` to ``%(all_hi)s``: beside
+    each key's own bounds (``k.lo``, ``k.hi``, which prune the day partitions as each
+    probe runs, a key at a time) constants that PostgreSQL prunes them by as it plans.
+    By the keys' bounds alone it planned every day partition for each batch, which
+    took more of a stitched turn's time than the probes did with a month of them."""
+    return {"all_lo": min(lo, default=0), "all_hi": max(hi, default=0)}
 
 
 # Outside any partition's range: the default partition and every day alike.
@@ -216,6 +225,7 @@ def _pg_spans(
         f"FROM {_BOUNDED_KEYS} CROSS JOIN LATERAL (SELECT * FROM {Span._meta.db_table} "
         "WHERE app_id = k.app_id AND trace_id = k.trace_id "
         "AND start_ns >= k.lo AND start_ns < k.hi "
+        "AND start_ns >= %(all_lo)s AND start_ns < %(all_hi)s "
         f"AND role <> '{Span.Role.BROWSER.value}' ORDER BY span_id) AS s",
         _bound_params(keys, bounds, 1_000_000),
     )
@@ -260,7 +270,8 @@ def _pg_turns(
         f"(SELECT b.session_id FROM {BrowserSession._meta.db_table} b WHERE b.id = e.session_id) "
         f"FROM {_BOUNDED_KEYS} CROSS JOIN LATERAL ("
         f"SELECT * FROM (SELECT * FROM {BrowserEvent._meta.db_table} "
-        "WHERE trace_id = k.trace_id AND ts_ms >= k.lo AND ts_ms < k.hi OFFSET 0) AS x "
+        "WHERE trace_id = k.trace_id AND ts_ms >= k.lo AND ts_ms < k.hi "
+        "AND ts_ms >= %(all_lo)s AND ts_ms < %(all_hi)s OFFSET 0) AS x "
         f"WHERE x.app_id = k.app_id AND x.type = '{BrowserEvent.Type.TURN.value}' "
         "ORDER BY x.ts_ms, x.event_id LIMIT 1) AS e",
         _bound_params(keys, bounds, 1),
@@ -369,7 +380,8 @@ def _pg_samples(
     # PostgreSQL hash every event, and AND the probe with the whole turn-event index.
     events = (
         f"CROSS JOIN LATERAL (SELECT * FROM {table} WHERE session_id = k.id "
-        "AND ts_ms >= k.lo AND ts_ms < k.hi OFFSET 0) AS e"
+        "AND ts_ms >= k.lo AND ts_ms < k.hi "
+        "AND ts_ms >= %(all_lo)s AND ts_ms < %(all_hi)s OFFSET 0) AS e"
     )
     sessions = "unnest(%(sessions)s::bigint[], %(lo)s::bigint[], %(hi)s::bigint[]) AS k(id, lo, hi)"
     rows = fetch_prepared(
@@ -380,7 +392,7 @@ def _pg_samples(
         f"SELECT e.session_id, NULL, NULL, jsonb_build_object({echo})::text "
         f"FROM {sessions} {events} "
         f"WHERE e.type = '{BrowserEvent.Type.TURN.value}' AND e.data ? 'server_timing'",
-        {"sessions": session_pks, "lo": lo, "hi": hi, "max_skew": MAX_SKEW_MS},
+        {"sessions": session_pks, "lo": lo, "hi": hi, "max_skew": MAX_SKEW_MS, **_span_of(lo, hi)},
     )
     out: dict[int, list[ClockSample]] = defaultdict(list)
     for session_pk, sent_at_ms, best_delta, echo_text in rows:

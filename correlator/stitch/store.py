@@ -5,7 +5,9 @@ transaction.
 On PostgreSQL one hand-written statement does it (data-modifying CTEs, rows as
 jsonb documents, as ingest does): Django's bulk_create sends every column as an
 array that psycopg converts item by item in Python, and bulk_update builds a
-CASE per row, which together were half of a worker's CPU in bench/stitch.
+CASE per row, which together were half of a worker's CPU in bench/stitch. A
+second one follows only when a trace's turn moved to another time: it deletes
+the old rows (``_moved_delete``).
 Elsewhere (SQLite, the embedded default) the ORM writes the same rows.
 """
 
@@ -27,7 +29,7 @@ from correlator.models import Conversation, DirtyRollup, Restitch, Rollup, Trace
 from correlator.stitch.rules import WINDOW_SLACK_MS
 from rumserver.ingest.dirty import upsert_sql
 from rumserver.models import BrowserEvent, Span
-from rumserver.sql import execute_prepared
+from rumserver.sql import execute_prepared, fetch_prepared
 
 TRACE_UPDATE = [
     "state",
@@ -55,7 +57,10 @@ def _set(model: type[Model], names: list[str]) -> str:
 
 
 @cache
-def _postgres_sql() -> str:
+def _postgres_sql(*, regenerations: bool) -> str:
+    """The write statement; with ``regenerations``, the text that also flags the
+    earlier turns the batch's turns regenerate (``redo``): a batch without any sends
+    the text without it, which PostgreSQL plans without that probe's partitions."""
     trace_cols = columns_of(Trace)
     turn_cols = columns_of(Turn, skip=("id", "trace_id"))
     span_cols = columns_of(Span)
@@ -77,37 +82,6 @@ WITH t AS (
     JOIN t ON t.app_id = r.app_id AND t.trace_id = r.trace_key
     ORDER BY t.id
     ON CONFLICT (trace_id, t_send_ms) DO UPDATE SET {_set(Turn, TURN_UPDATE)}
-), stale_turns AS (
-    -- Turns are day partitions by t_send_ms (rumserver.partitions), which ends their
-    -- unique key: a turn stitched again at another send time (another clock skew) is
-    -- inserted above at its new time, and its row at the old time goes here, in this
-    -- statement, under the trace's row lock (upserted above): one turn a trace. The
-    -- old row was written with its trace's start (correlator.models.TraceOfTurn), so
-    -- only a trace whose stored start differs from its turn's new send time probes
-    -- its turns, within the stored trace's time and the browser-clock slack.
-    SELECT f.id, f.t_send_ms
-    FROM jsonb_to_recordset(%(turns)s::jsonb) AS r(app_id bigint, trace_key text,
-                                                   t_send_ms double precision)
-    CROSS JOIN LATERAL (
-        SELECT id, start_ms, end_ms FROM {Trace._meta.db_table}
-        WHERE app_id = r.app_id AND trace_id = r.trace_key AND start_ms <> r.t_send_ms
-        OFFSET 0
-    ) AS k
-    CROSS JOIN LATERAL (
-        SELECT id, t_send_ms FROM {Turn._meta.db_table}
-        WHERE trace_id = k.id AND t_send_ms >= k.start_ms - {WINDOW_SLACK_MS}
-          AND t_send_ms <= k.end_ms + {WINDOW_SLACK_MS} AND t_send_ms <> r.t_send_ms
-        OFFSET 0
-    ) AS f
-), moved_turns AS (
-    -- Skipped whole (a one-time filter) when no turn moved, the usual case. The old
-    -- rows' span of send times prunes the day partitions as the statement starts (an
-    -- id list alone cannot: each day's index was probed).
-    DELETE FROM {Turn._meta.db_table} x
-    WHERE EXISTS (SELECT 1 FROM stale_turns)
-      AND x.t_send_ms >= (SELECT min(t_send_ms) FROM stale_turns)
-      AND x.t_send_ms <= (SELECT max(t_send_ms) FROM stale_turns)
-      AND x.id = ANY(ARRAY(SELECT id FROM stale_turns))
 ), b AS (
     INSERT INTO {Span._meta.db_table} ({span_names})
     SELECT {", ".join(f"r.{f.column}" for f in span_cols)}
@@ -115,77 +89,7 @@ WITH t AS (
     ORDER BY r.trace_id, r.span_id
     ON CONFLICT (app_id, trace_id, span_id, start_ns)
     DO UPDATE SET {_set(Span, BROWSER_SPAN_UPDATE)}
-), stale_spans AS (
-    -- Spans are day partitions by start_ns (rumserver.partitions), so it ends their
-    -- unique key, and a browser span stitched again with another clock skew is
-    -- inserted above at its new start. Its row at the old start is found here: a
-    -- browser span starts at its turn's send, so the old start is the stored turn's
-    -- (read before this statement's writes), and only a turn that moved probes the
-    -- spans, in the partition of that start. The stored turn by its whole key
-    -- (its send time is its trace's start: correlator.models.TraceOfTurn), so one
-    -- day partition of turns is read, not each day's index.
-    SELECT o.id, o.start_ns
-    FROM jsonb_to_recordset(%(spans)s::jsonb) AS r(app_id bigint, trace_id text,
-                                                   span_id text, start_ns bigint)
-    CROSS JOIN LATERAL (
-        SELECT id, start_ms FROM {Trace._meta.db_table}
-        WHERE app_id = r.app_id AND trace_id = r.trace_id OFFSET 0
-    ) AS k
-    CROSS JOIN LATERAL (
-        SELECT round(t_send_ms * 1e6)::bigint AS ns FROM {Turn._meta.db_table}
-        WHERE trace_id = k.id AND t_send_ms = k.start_ms OFFSET 0
-    ) AS f
-    CROSS JOIN LATERAL (
-        SELECT id, start_ns FROM {Span._meta.db_table}
-        WHERE app_id = r.app_id AND trace_id = r.trace_id AND span_id = r.span_id
-          AND start_ns BETWEEN f.ns - 1 AND f.ns + 1 AND start_ns <> r.start_ns
-        OFFSET 0
-    ) AS o
-    WHERE f.ns <> r.start_ns
-), moved_spans AS (
-    -- Skipped whole (a one-time filter) when nothing moved, the usual case; pruned
-    -- by the old rows' span of starts, as moved_turns.
-    DELETE FROM {Span._meta.db_table} x
-    WHERE EXISTS (SELECT 1 FROM stale_spans)
-      AND x.start_ns >= (SELECT min(start_ns) FROM stale_spans)
-      AND x.start_ns <= (SELECT max(start_ns) FROM stale_spans)
-      AND x.id = ANY(ARRAY(SELECT id FROM stale_spans))
-), redo AS (
-    -- The earlier turns a turn of this batch regenerates, not flagged yet: their
-    -- traces are stitched again once this commits (so that stitch sees this batch's
-    -- turns). Flagging their rows here would miss a turn another sweep is writing
-    -- right now; found by its raw event, committed at ingest, it is not missed.
-    -- Events are day partitions by their time on the browser's clock, which is the
-    -- regenerating turn's clock too: the earlier turn's event is looked for near that
-    -- turn's send first (a day or two of partitions, pruned as each probe runs), and
-    -- in every other day only when it is not there (by span id alone, each probe
-    -- descended every day partition's index). Whether its turn is flagged already is
-    -- read within the skew a stitch applies to that event's time.
-    INSERT INTO {Restitch._meta.db_table} (app_id, trace_id, marked_at)
-    SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz
-    FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[], %(regen_sent)s::float8[])
-         AS k(app_id, span_id, sent_ms)
-    CROSS JOIN LATERAL (
-        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
-        WHERE {_turn_event_of("x")} AND {_near("x")}
-        UNION ALL
-        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
-        WHERE {_turn_event_of("x")} AND NOT {_near("x")}
-          AND NOT EXISTS (
-              SELECT 1 FROM {BrowserEvent._meta.db_table} y
-              WHERE {_turn_event_of("y")} AND {_near("y")}
-          )
-    ) AS e
-    -- A scalar subquery, not NOT EXISTS: that became an anti join, which read every
-    -- day partition of turns; this is one probe an event, pruned as it runs.
-    WHERE (
-        SELECT 1 FROM {Turn._meta.db_table} f
-        WHERE f.app_id = k.app_id AND f.span_id = k.span_id AND f.regenerated
-          AND f.t_send_ms >= e.ts_ms - {WINDOW_SLACK_MS}
-          AND f.t_send_ms <= e.ts_ms + {WINDOW_SLACK_MS}
-        LIMIT 1
-    ) IS NULL
-), touched AS (
+){_redo() if regenerations else ""}, touched AS (
     -- Read before the writes above (one snapshot for the whole statement): where
     -- the traces started, and where their turns' conversations began; then where
     -- the traces start now.
@@ -240,8 +144,62 @@ WITH t AS (
     ORDER BY 1, 3  -- one lock order for concurrent sweeps
     ON CONFLICT (app_id, period, start) DO UPDATE SET last_marked_at = excluded.last_marked_at
 )
-SELECT count(*) FROM t
+-- The traces whose turn moved: stored before this statement at another send time
+-- (another clock skew, or a trace stitched from its spans before its beacon came).
+-- Their turn and browser span were inserted above at the new time; the rows at the
+-- old time go in a statement of their own (``_moved_delete``), bounded by these old
+-- times as constants. Read in this statement's snapshot, under the traces' row locks
+-- (upserted above), as the old rows were.
+SELECT k.id, k.start_ms, k.end_ms, r.t_send_ms, r.span_id, r.span_start_ns, r.app_id,
+       r.trace_key
+FROM jsonb_to_recordset(%(turns)s::jsonb) AS r(app_id bigint, trace_key text, span_id text,
+                                               t_send_ms double precision, span_start_ns bigint)
+CROSS JOIN LATERAL (
+    SELECT id, start_ms, end_ms FROM {Trace._meta.db_table}
+    WHERE app_id = r.app_id AND trace_id = r.trace_key AND start_ms <> r.t_send_ms
+    OFFSET 0
+) AS k
 """
+
+
+def _redo() -> str:
+    return f""",
+redo AS (
+    -- The earlier turns a turn of this batch regenerates, not flagged yet: their
+    -- traces are stitched again once this commits (so that stitch sees this batch's
+    -- turns). Flagging their rows here would miss a turn another sweep is writing
+    -- right now; found by its raw event, committed at ingest, it is not missed.
+    -- Events are day partitions by their time on the browser's clock, which is the
+    -- regenerating turn's clock too: the earlier turn's event is looked for near that
+    -- turn's send first (a day or two of partitions, pruned as each probe runs), and
+    -- in every other day only when it is not there (by span id alone, each probe
+    -- descended every day partition's index). Whether its turn is flagged already is
+    -- read within the skew a stitch applies to that event's time.
+    INSERT INTO {Restitch._meta.db_table} (app_id, trace_id, marked_at)
+    SELECT DISTINCT k.app_id, e.trace_id, %(now)s::timestamptz
+    FROM unnest(%(regen_apps)s::bigint[], %(regen_spans)s::text[], %(regen_sent)s::float8[])
+         AS k(app_id, span_id, sent_ms)
+    CROSS JOIN LATERAL (
+        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
+        WHERE {_turn_event_of("x")} AND {_near("x")}
+        UNION ALL
+        SELECT x.trace_id, x.ts_ms FROM {BrowserEvent._meta.db_table} x
+        WHERE {_turn_event_of("x")} AND NOT {_near("x")}
+          AND NOT EXISTS (
+              SELECT 1 FROM {BrowserEvent._meta.db_table} y
+              WHERE {_turn_event_of("y")} AND {_near("y")}
+          )
+    ) AS e
+    -- A scalar subquery, not NOT EXISTS: that became an anti join, which read every
+    -- day partition of turns; this is one probe an event, pruned as it runs.
+    WHERE (
+        SELECT 1 FROM {Turn._meta.db_table} f
+        WHERE f.app_id = k.app_id AND f.span_id = k.span_id AND f.regenerated
+          AND f.t_send_ms >= e.ts_ms - {WINDOW_SLACK_MS}
+          AND f.t_send_ms <= e.ts_ms + {WINDOW_SLACK_MS}
+        LIMIT 1
+    ) IS NULL
+)"""
 
 
 # Where a regenerated turn's raw event is looked for first, around the regenerating
@@ -262,10 +220,14 @@ def _turn_event_of(alias: str) -> str:
 
 
 def _near(alias: str) -> str:
-    """An event's time near the send ``k.sent_ms`` (the ``redo`` probe's first look)."""
+    """An event's time near the send ``k.sent_ms`` (the ``redo`` probe's first look),
+    and within the batch's span of those times, ``%(near_lo)s`` to ``%(near_hi)s``:
+    the same rows, but constants PostgreSQL prunes the day partitions by as it plans
+    (by ``k.sent_ms`` alone it plans every day and prunes as each probe runs)."""
     return (
         f"({alias}.ts_ms >= k.sent_ms - {REGENERATED_NEAR_BEFORE_MS} "
-        f"AND {alias}.ts_ms <= k.sent_ms + {REGENERATED_NEAR_AFTER_MS})"
+        f"AND {alias}.ts_ms <= k.sent_ms + {REGENERATED_NEAR_AFTER_MS} "
+        f"AND {alias}.ts_ms >= %(near_lo)s AND {alias}.ts_ms <= %(near_hi)s)"
     )
 
 
@@ -310,7 +272,7 @@ def write_stitched(
     )
     if connection.vendor == "postgresql":
         turn_records = [
-            {**turn, "trace_key": span["trace_id"]}
+            {**turn, "trace_key": span["trace_id"], "span_start_ns": span["start_ns"]}
             for turn, span in zip(turns, browser_spans, strict=True)
         ]
         ordered = sorted(keys)
@@ -327,7 +289,13 @@ def write_stitched(
             "regen_sent": [ms for _, _, ms in regenerated],
             "now": now,
         }
-        execute_prepared(_postgres_sql(), params)
+        if regenerated:
+            sent = [ms for _, _, ms in regenerated]
+            params["near_lo"] = min(sent) - REGENERATED_NEAR_BEFORE_MS
+            params["near_hi"] = max(sent) + REGENERATED_NEAR_AFTER_MS
+        moved = fetch_prepared(_postgres_sql(regenerations=bool(regenerated)), params)
+        if moved:
+            _moved_delete(moved)
         return
     # One writer at a time here (SQLite): flag the earlier turns' rows directly.
     stale = _stale_minutes(keys=keys, conversations=conversations)
@@ -344,6 +312,91 @@ def write_stitched(
     for app_id, span_ids in sorted(by_app.items()):
         stale_flags = Turn.objects.filter(app_id=app_id, span_id__in=span_ids, regenerated=False)
         stale_flags.update(regenerated=True)
+
+
+def _moved_delete(moved: list[tuple[Any, ...]]) -> None:
+    """Delete the turn rows and browser spans that the batch's moved traces (the
+    write statement's answer: trace pk, stored start and end, new send, browser span
+    id and new start, app id, trace id) left at their old times, in the writer's
+    transaction. Turns and spans are day partitions whose unique keys end with those
+    times (rumserver.partitions), so a row stitched again at another time was
+    inserted beside the old one, not over it.
+
+    The old rows lie within the stored traces' times: a turn within its trace's span
+    (and the browser-clock slack), a browser span at its old turn's send, which was
+    its trace's start (correlator.models.TraceOfTurn). The batch's span of those times
+    goes in as constants, so PostgreSQL plans the few day partitions it covers;
+    bounded by each row's own times only, it planned every day partition of both
+    tables for every batch (which then pruned them as each probe ran)."""
+    columns = list(zip(*moved, strict=True))
+    pks, starts, ends, sent, span_ids, span_starts, apps, trace_ids = columns
+    first, last = min(starts), max(max(ends), max(starts))
+    params = {
+        "pks": list(pks),
+        "starts": list(starts),
+        "ends": list(ends),
+        "sent": list(sent),
+        "span_ids": list(span_ids),
+        "span_starts": list(span_starts),
+        "apps": list(apps),
+        "trace_ids": list(trace_ids),
+        "turns_lo": first - WINDOW_SLACK_MS,
+        "turns_hi": last + WINDOW_SLACK_MS,
+        # An old browser span starts at its turn's send rounded to the nanosecond
+        # (PostgreSQL's round and Python's may differ by one at a half): within 2.
+        "spans_lo": round(first * 1e6) - 2,
+        "spans_hi": round(max(starts) * 1e6) + 2,
+    }
+    execute_prepared(_MOVED_DELETE_SQL, params)
+
+
+_MOVED_DELETE_SQL = f"""
+WITH k AS (
+    SELECT * FROM unnest(%(pks)s::bigint[], %(starts)s::float8[], %(ends)s::float8[],
+                         %(sent)s::float8[], %(span_ids)s::text[], %(span_starts)s::bigint[],
+                         %(apps)s::bigint[], %(trace_ids)s::text[])
+         AS k(pk, start_ms, end_ms, sent_ms, span_id, span_start_ns, app_id, trace_id)
+), stale_turns AS (
+    -- A trace's turns within its stored span of time and the browser-clock slack,
+    -- but the one just written.
+    SELECT f.id
+    FROM k CROSS JOIN LATERAL (
+        SELECT id FROM {Turn._meta.db_table}
+        WHERE trace_id = k.pk
+          AND t_send_ms >= k.start_ms - {WINDOW_SLACK_MS}
+          AND t_send_ms <= k.end_ms + {WINDOW_SLACK_MS}
+          AND t_send_ms >= %(turns_lo)s AND t_send_ms <= %(turns_hi)s
+          AND t_send_ms <> k.sent_ms
+        OFFSET 0
+    ) AS f
+), stale_spans AS (
+    -- The browser span at the old turn's send: the stored turn by its whole key
+    -- (one day partition), then the span by its key and that time.
+    SELECT o.id
+    FROM k CROSS JOIN LATERAL (
+        SELECT round(t_send_ms * 1e6)::bigint AS ns FROM {Turn._meta.db_table}
+        WHERE trace_id = k.pk AND t_send_ms = k.start_ms
+          AND t_send_ms >= %(turns_lo)s AND t_send_ms <= %(turns_hi)s
+        OFFSET 0
+    ) AS f
+    CROSS JOIN LATERAL (
+        SELECT id FROM {Span._meta.db_table}
+        WHERE app_id = k.app_id AND trace_id = k.trace_id AND span_id = k.span_id
+          AND start_ns BETWEEN f.ns - 1 AND f.ns + 1
+          AND start_ns >= %(spans_lo)s AND start_ns <= %(spans_hi)s
+          AND start_ns <> k.span_start_ns
+        OFFSET 0
+    ) AS o
+    WHERE f.ns <> k.span_start_ns
+), moved_turns AS (
+    DELETE FROM {Turn._meta.db_table}
+    WHERE t_send_ms >= %(turns_lo)s AND t_send_ms <= %(turns_hi)s
+      AND id = ANY(ARRAY(SELECT id FROM stale_turns))
+)
+DELETE FROM {Span._meta.db_table}
+WHERE start_ns >= %(spans_lo)s AND start_ns <= %(spans_hi)s
+  AND id = ANY(ARRAY(SELECT id FROM stale_spans))
+"""
 
 
 def _stale_minutes(

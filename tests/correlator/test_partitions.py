@@ -25,7 +25,7 @@ from correlator import selectors, tasks
 from correlator.models import Rollup, Trace, Turn
 from correlator.reports.pages.session import session_view
 from correlator.retention import retention_run
-from correlator.stitch.sweep import sweep_run
+from correlator.stitch.sweep import sweep_run, traces_stitch
 from rumserver.ingest.dirty import mark_dirty
 from rumserver.models import Application, BrowserEvent, BrowserSession, Span
 from rumserver.partitions import TABLES, day_partitions, partitions_ensure
@@ -92,14 +92,14 @@ def test_an_event_retried_across_midnight_lands_once(client: Any) -> None:
     assert BrowserEvent.objects.count() == 2
 
 
-def _event_partitions_locked() -> set[str]:
-    """The partitions of events this connection holds a lock on."""
+def _partitions_locked(table: str) -> set[str]:
+    """The partitions of ``table`` this connection holds a lock on."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT DISTINCT c.relname FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
             "JOIN pg_inherits i ON i.inhrelid = c.oid "
             "WHERE l.pid = pg_backend_pid() AND i.inhparent = %s::regclass",
-            [EVENTS],
+            [table],
         )
         return {name for (name,) in cursor.fetchall()}
 
@@ -122,9 +122,41 @@ def test_a_beacon_of_turn_events_locks_its_days_partition_only(client: Any) -> N
         day = datetime.fromtimestamp(turn["ts"] / 1000, UTC).date()
         with transaction.atomic():
             _post(client, key, factories.batch([turn, factories.turn_event()]))
-            locked = _event_partitions_locked()
+            locked = _partitions_locked(EVENTS)
         assert locked == {f"{EVENTS}_p{day:%Y%m%d}"}, locked
     assert BrowserEvent.objects.count() == 16
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_stitch_batch_plans_the_days_around_its_traces_only(client: Any) -> None:
+    """The stitch reads a batch's spans and events within each trace's window, a bound
+    PostgreSQL learns row by row: by it alone the planner named (and locked) every day
+    partition of both tables for every batch, and planning a month of them cost a
+    stitched turn more than the reads did (bench/scale --rows 0). With the batch's
+    span of windows beside it as constants, a batch of today's traces opens the days
+    around today only (the window's day of browser-clock slack each side), custom plans
+    all along. Once a connection (the sixth execution of a prepared statement) PostgreSQL
+    also plans the generic plan, to compare its cost, and that one names every day; it
+    keeps the custom plans, as the executions after show."""
+    today = datetime.now(UTC).date()
+    partitions_ensure([today + timedelta(days=d) for d in range(-30, 3)])
+    created = factories.make_app()
+    around = {f"_p{today + timedelta(days=d):%Y%m%d}" for d in range(-2, 3)}
+    for n in range(8):
+        golden = GoldenTurn(t0=time.time() * 1000 - 5_000, server_timing=True)
+        send_beacon(client, created.application.public_key, golden.beacon())
+        send_otlp(client, created.ingest_token, golden.gateway_request())
+        send_otlp(client, created.ingest_token, golden.model_request())
+        key = (created.application.pk, golden.trace_id)
+        now_ms = time.time() * 1000
+        with transaction.atomic():
+            traces_stitch(keys=[key], now=timezone.now(), windows={key: (now_ms - 10_000, now_ms)})
+            locked = {t: _partitions_locked(t) for t in (EVENTS, SPANS)}
+        if n == 5:  # the generic plan costed: every partition, once
+            continue
+        for table, names in locked.items():
+            assert names and {x.removeprefix(table) for x in names} <= around, (n, table, names)
+        assert Turn.objects.get(trace__trace_id=golden.trace_id).outcome == "completed"
 
 
 def test_a_far_off_event_goes_to_the_default_partition_and_is_stitched(client: Any) -> None:

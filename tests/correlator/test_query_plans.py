@@ -84,6 +84,7 @@ import psycopg
 import pytest
 from django.contrib.auth.models import User
 from django.db import connection, models, transaction
+from django.db.models import F
 from django.test import Client
 from django.utils import timezone
 from psycopg import sql
@@ -786,9 +787,24 @@ def _ingest_score(store: Store) -> None:
     assert response.status_code == 201, response.content
 
 
+MOVED = 30  # stitched traces made dirty again with their stored start a second earlier
+
+
 def _sweep(store: Store) -> None:
+    # Stitched before at another time (another clock skew): each one's turn and browser
+    # span are written at the new time and their rows at the old go
+    # (correlator.stitch.store._moved_delete). Turns 1-30: the first application's.
+    app = store.apps[0].application.pk
+    moved = [_md5(f"t{g}") for g in range(1, MOVED + 1)]
+    now = timezone.now()
+    Trace.objects.filter(app_id=app, trace_id__in=moved).update(start_ms=F("start_ms") - 1000)
+    DirtyTrace.objects.bulk_create(
+        [DirtyTrace(app_id=app, trace_id=t, first_marked_at=now, last_marked_at=now)
+         for t in moved],
+        ignore_conflicts=True,
+    )  # fmt: skip
     result = sweep_run(now=timezone.now(), threads=1)
-    assert result.stitched >= BACKLOG and result.rollups > 0, result
+    assert result.stitched >= BACKLOG + MOVED and result.rollups > 0, result
 
 
 def _api_get(store: Store, path: str, **query: Any) -> dict[str, Any]:
@@ -963,6 +979,7 @@ PATHS: dict[str, tuple[Callable[[Store], None], set[str]]] = {
             "correlator.stitch.load._pg_samples",
             "correlator.selectors.regenerated_span_ids",
             "correlator.stitch.store.write_stitched",
+            "correlator.stitch.store._moved_delete",
             "correlator.stitch.store.restitches_queue",
             "correlator.analytics.rollups._refresh_batch",
             "correlator.analytics.rollups.turn_facts",
