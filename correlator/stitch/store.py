@@ -328,25 +328,16 @@ def _moved_delete(moved: list[tuple[Any, ...]]) -> None:
     goes in as constants, so PostgreSQL plans the few day partitions it covers;
     bounded by each row's own times only, it planned every day partition of both
     tables for every batch (which then pruned them as each probe ran)."""
-    columns = list(zip(*moved, strict=True))
-    pks, starts, ends, sent, span_ids, span_starts, apps, trace_ids = columns
-    first, last = min(starts), max(max(ends), max(starts))
-    params = {
-        "pks": list(pks),
-        "starts": list(starts),
-        "ends": list(ends),
-        "sent": list(sent),
-        "span_ids": list(span_ids),
-        "span_starts": list(span_starts),
-        "apps": list(apps),
-        "trace_ids": list(trace_ids),
-        "turns_lo": first - WINDOW_SLACK_MS,
-        "turns_hi": last + WINDOW_SLACK_MS,
-        # An old browser span starts at its turn's send rounded to the nanosecond
-        # (PostgreSQL's round and Python's may differ by one at a half): within 2.
-        "spans_lo": round(first * 1e6) - 2,
-        "spans_hi": round(max(starts) * 1e6) + 2,
+    names = ("pks", "starts", "ends", "sent", "span_ids", "span_starts", "apps", "trace_ids")
+    params: dict[str, Any] = {
+        name: list(column) for name, column in zip(names, zip(*moved, strict=True), strict=True)
     }
+    first, last = min(params["starts"]), max(params["ends"] + params["starts"])
+    params["turns_lo"], params["turns_hi"] = first - WINDOW_SLACK_MS, last + WINDOW_SLACK_MS
+    # An old browser span starts at its turn's send rounded to the nanosecond
+    # (PostgreSQL's round and Python's may differ by one at a half): within 2.
+    params["spans_lo"] = round(first * 1e6) - 2
+    params["spans_hi"] = round(max(params["starts"]) * 1e6) + 2
     execute_prepared(_MOVED_DELETE_SQL, params)
 
 
